@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    gradient_connector::sim::main()
+}

@@ -1,0 +1,4 @@
+//! cli (work in progress)
+pub fn main() -> std::process::ExitCode {
+    std::process::ExitCode::SUCCESS
+}

@@ -1,0 +1,1 @@
+//! gradient (work in progress)

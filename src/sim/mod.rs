@@ -1,0 +1,4 @@
+//! sim (work in progress)
+pub fn main() -> std::process::ExitCode {
+    std::process::ExitCode::SUCCESS
+}

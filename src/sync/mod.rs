@@ -1,0 +1,1 @@
+//! sync (work in progress)

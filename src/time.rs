@@ -1,0 +1,1 @@
+//! time (work in progress)
