@@ -1,1 +1,224 @@
-//! schedule (work in progress)
+//! Schedule: the configured cron expression in its IANA time zone — parsing, the next slot, and the
+//! slots missed while the daemon was down.
+//!
+//! A *slot* is the instant a scheduled run is due. Slot arithmetic uses croner (the parser inside
+//! tokio-cron-scheduler) directly, because it is DST-correct: a non-existent 02:30 fires at 03:00
+//! and an ambiguous 01:30 fires once.
+
+use chrono::{DateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use croner::parser::{CronParser, Seconds, Year};
+use croner::Cron;
+
+use crate::time::Millis;
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    /// The cron expression does not parse.
+    #[error("invalid cron expression {expr:?}: {reason}; use six fields, seconds first: \"sec min hour day-of-month month day-of-week\", e.g. \"0 0 8 1 * *\"")]
+    InvalidCron {
+        /// The expression.
+        expr: String,
+        /// Why.
+        reason: String,
+    },
+    /// No next slot could be computed (an expression that never matches).
+    #[error("the cron expression {0:?} has no upcoming run")]
+    NoNextSlot(String),
+}
+
+/// Parses a six-field cron expression (seconds first) the way tokio-cron-scheduler does.
+pub fn parse_cron(expr: &str) -> Result<Cron, ScheduleError> {
+    let fields = expr.split_whitespace().count();
+    if fields != 6 {
+        return Err(ScheduleError::InvalidCron {
+            expr: expr.into(),
+            reason: format!("it has {fields} fields"),
+        });
+    }
+    CronParser::builder()
+        .seconds(Seconds::Required)
+        .year(Year::Disallowed)
+        .dom_and_dow(true)
+        .build()
+        .parse(expr)
+        .map_err(|e| ScheduleError::InvalidCron {
+            expr: expr.into(),
+            reason: e.to_string(),
+        })
+}
+
+/// A parsed schedule: cron expression plus zone.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    cron: Cron,
+    expr: String,
+    tz: Tz,
+}
+
+impl Schedule {
+    /// Parses `expr` in zone `tz`.
+    pub fn new(expr: &str, tz: Tz) -> Result<Schedule, ScheduleError> {
+        Ok(Schedule {
+            cron: parse_cron(expr)?,
+            expr: expr.into(),
+            tz,
+        })
+    }
+
+    /// The cron expression.
+    pub fn expr(&self) -> &str {
+        &self.expr
+    }
+
+    /// The zone.
+    pub fn tz(&self) -> Tz {
+        self.tz
+    }
+
+    /// The first slot strictly after `after`.
+    pub fn next_after(&self, after: Millis) -> Result<Millis, ScheduleError> {
+        let local = to_local(after, self.tz);
+        self.cron
+            .find_next_occurrence(&local, false)
+            .map(|t| t.timestamp_millis())
+            .map_err(|_| ScheduleError::NoNextSlot(self.expr.clone()))
+    }
+
+    /// The latest slot at or before `at`, if any within the last ~400 days.
+    pub fn latest_at_or_before(&self, at: Millis) -> Option<Millis> {
+        let local = to_local(at, self.tz);
+        let t = self.cron.find_previous_occurrence(&local, true).ok()?;
+        let ms = t.timestamp_millis();
+        (at - ms <= 400 * 86_400_000).then_some(ms)
+    }
+
+    /// The slot that was missed while down: the latest slot in `(last_slot, now]`, if any.
+    /// `last_slot` is the last slot the daemon started a run for (None on a fresh store: then the
+    /// daemon does not invent a missed run).
+    pub fn missed_slot(&self, last_slot: Option<Millis>, now: Millis) -> Option<Millis> {
+        let last = last_slot?;
+        let latest = self.latest_at_or_before(now)?;
+        (latest > last).then_some(latest)
+    }
+}
+
+fn to_local(ms: Millis, tz: Tz) -> DateTime<Tz> {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .unwrap_or_default()
+        .with_timezone(&tz)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::{format_ms, parse_rfc3339};
+
+    fn ny() -> Tz {
+        "America/New_York".parse().unwrap()
+    }
+
+    fn slots(s: &Schedule, from: &str, n: usize) -> Vec<String> {
+        let mut t = parse_rfc3339(from).unwrap();
+        (0..n)
+            .map(|_| {
+                t = s.next_after(t).unwrap();
+                format_ms(t)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rejects_five_and_seven_fields_and_garbage() {
+        assert!(parse_cron("0 2 * * *").is_err());
+        assert!(parse_cron("0 0 2 * * * 2026").is_err());
+        assert!(parse_cron("0 0 25 * * *").is_err());
+        assert!(parse_cron("every day").is_err());
+        assert!(parse_cron("0 0 8 1 * *").is_ok());
+        assert!(parse_cron("*/2 * * * * *").is_ok());
+    }
+
+    #[test]
+    fn daily_0800_new_york_keeps_local_time_across_dst() {
+        let s = Schedule::new("0 0 8 * * *", ny()).unwrap();
+        // Spring forward on 2026-03-08: 08:00 EST = 13:00Z, then 08:00 EDT = 12:00Z.
+        assert_eq!(
+            slots(&s, "2026-03-07T00:00:00Z", 3),
+            vec![
+                "2026-03-07T13:00:00Z",
+                "2026-03-08T12:00:00Z",
+                "2026-03-09T12:00:00Z"
+            ]
+        );
+        // Fall back on 2026-11-01.
+        assert_eq!(
+            slots(&s, "2026-10-31T00:00:00Z", 2),
+            vec!["2026-10-31T12:00:00Z", "2026-11-01T13:00:00Z"]
+        );
+    }
+
+    #[test]
+    fn nonexistent_0230_runs_once_on_spring_forward_day() {
+        let s = Schedule::new("0 30 2 * * *", ny()).unwrap();
+        let got = slots(&s, "2026-03-07T12:00:00Z", 3);
+        // 2026-03-08 02:30 does not exist in New York: the run happens once, at 03:00 EDT (07:00Z).
+        assert_eq!(
+            got,
+            vec![
+                "2026-03-08T07:00:00Z",
+                "2026-03-09T06:30:00Z",
+                "2026-03-10T06:30:00Z"
+            ]
+        );
+    }
+
+    #[test]
+    fn ambiguous_0130_runs_once_on_fall_back_day() {
+        let s = Schedule::new("0 30 1 * * *", ny()).unwrap();
+        let got = slots(&s, "2026-10-31T12:00:00Z", 3);
+        assert_eq!(got.len(), 3);
+        // 01:30 happens twice on 2026-11-01 (EDT then EST); exactly one slot that day.
+        let on_day: Vec<_> = got.iter().filter(|t| t.starts_with("2026-11-01")).collect();
+        assert_eq!(on_day.len(), 1, "{got:?}");
+        assert_eq!(
+            got,
+            vec![
+                "2026-11-01T05:30:00Z",
+                "2026-11-02T06:30:00Z",
+                "2026-11-03T06:30:00Z"
+            ]
+        );
+    }
+
+    #[test]
+    fn monthly_first_at_0800_eastern() {
+        let s = Schedule::new("0 0 8 1 * *", ny()).unwrap();
+        assert_eq!(
+            slots(&s, "2026-10-15T00:00:00Z", 2),
+            vec!["2026-11-01T13:00:00Z", "2026-12-01T13:00:00Z"]
+        );
+        assert_eq!(
+            slots(&s, "2026-03-15T00:00:00Z", 1),
+            vec!["2026-04-01T12:00:00Z"]
+        );
+    }
+
+    #[test]
+    fn missed_slot_detection() {
+        let s = Schedule::new("0 0 2 * * *", chrono_tz::UTC).unwrap();
+        let last = parse_rfc3339("2026-11-20T02:00:00Z").unwrap();
+        // Down from the 20th to the 22nd 10:00: the latest missed slot (the 22nd 02:00) runs once.
+        let now = parse_rfc3339("2026-11-22T10:00:00Z").unwrap();
+        assert_eq!(
+            s.missed_slot(Some(last), now).map(format_ms).as_deref(),
+            Some("2026-11-22T02:00:00Z")
+        );
+        // Nothing missed when the last slot is the latest one.
+        let last = parse_rfc3339("2026-11-22T02:00:00Z").unwrap();
+        assert_eq!(s.missed_slot(Some(last), now), None);
+        // A fresh store never invents a missed run.
+        assert_eq!(s.missed_slot(None, now), None);
+    }
+}
