@@ -1,1 +1,183 @@
-//! store (work in progress)
+//! The store: one SQLite file holding the vendor's inventory (channels, workspaces, module enablement
+//! and protected units as intervals over time), connector tokens, runs, the ledger of pushes and the
+//! last-known counts.
+//!
+//! Submodules own one concern each: [`schema`] (numbered migrations), [`import`] (JSON Lines into the
+//! inventory), [`counting`] (pure, set-based queries that turn inventory into unit counts) and
+//! [`ledger`] (connectors, services, runs, pushes, daemon state).
+//!
+//! The file is created with mode 0600 (it holds partner tokens), runs in WAL mode with foreign keys on
+//! and a busy timeout, and is migrated on open.
+
+pub mod counting;
+pub mod import;
+pub mod ledger;
+pub mod schema;
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The file could not be created or opened.
+    #[error("cannot open the store {path}: {reason}; check [store] path, that its directory exists and is writable by this user, and that the disk is not full")]
+    Open {
+        /// The store file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The store was written by a newer gradient-connector.
+    #[error("the store {path} has schema version {found}, newer than this gradient-connector understands ({supported}); upgrade gradient-connector")]
+    TooNew {
+        /// The store file.
+        path: PathBuf,
+        /// Its version.
+        found: i64,
+        /// Ours.
+        supported: i64,
+    },
+    /// Another process holds the write lock longer than the busy timeout.
+    #[error("the store is locked by another process (an import or a sync?) for longer than the busy timeout; try again when it has finished")]
+    Busy,
+    /// The disk is full or the file is read-only.
+    #[error("the store cannot be written ({0}); free disk space or fix the file's permissions")]
+    NotWritable(String),
+    /// Any other SQLite error.
+    #[error("store error: {0}")]
+    Sqlite(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode;
+        match e.sqlite_error_code() {
+            Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => StoreError::Busy,
+            Some(ErrorCode::DiskFull) | Some(ErrorCode::ReadOnly) | Some(ErrorCode::CannotOpen) => {
+                StoreError::NotWritable(e.to_string())
+            }
+            _ => StoreError::Sqlite(e.to_string()),
+        }
+    }
+}
+
+/// Where the store is and how to open it; cheap to clone and send to blocking tasks.
+#[derive(Debug, Clone)]
+pub struct StoreLocation {
+    /// The file.
+    pub path: PathBuf,
+    /// How long a writer waits for another writer.
+    pub busy_timeout: Duration,
+}
+
+impl StoreLocation {
+    /// Opens (creating and migrating if needed) a connection.
+    pub fn open(&self) -> Result<Store, StoreError> {
+        Store::open(&self.path, self.busy_timeout)
+    }
+
+    /// Runs `f` with a fresh connection on tokio's blocking pool.
+    pub async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let loc = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut store = loc.open()?;
+            f(&mut store)
+        })
+        .await
+        .map_err(|e| StoreError::Sqlite(format!("store task failed: {e}")))?
+    }
+}
+
+/// An open connection to the store.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens the store at `path`, creating it with mode 0600 if missing, and applies migrations.
+    pub fn open(path: &Path, busy_timeout: Duration) -> Result<Store, StoreError> {
+        let open_err = |reason: String| StoreError::Open {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if !path.exists() {
+            // Create the file ourselves so that it is 0600 from its first byte.
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| open_err(e.to_string()))?;
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
+        )
+        .map_err(|e| open_err(e.to_string()))?;
+        conn.busy_timeout(busy_timeout)
+            .map_err(|e| open_err(e.to_string()))?;
+        let mut store = Store {
+            conn,
+            path: path.to_path_buf(),
+        };
+        store.configure().map_err(|e| match e {
+            StoreError::Busy => StoreError::Busy,
+            other => open_err(other.to_string()),
+        })?;
+        schema::migrate(&mut store.conn, path)?;
+        Ok(store)
+    }
+
+    fn configure(&mut self) -> Result<(), StoreError> {
+        // WAL sidecar files (-wal, -shm) inherit the main file's permissions in SQLite.
+        let mode: String = self
+            .conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Sqlite(format!(
+                "the store could not switch to WAL mode (got {mode})"
+            )));
+        }
+        self.conn.execute_batch(
+            "PRAGMA foreign_keys = ON;
+             PRAGMA synchronous = NORMAL;
+             PRAGMA cache_size = -16000;
+             PRAGMA temp_store = MEMORY;",
+        )?;
+        Ok(())
+    }
+
+    /// The file this store lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The underlying connection (for the store's submodules and tests).
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Mutable access to the connection (transactions).
+    pub fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+}

@@ -1,0 +1,399 @@
+//! Counting: the billable unit count of every (workspace, service), as set-based SQL over the
+//! inventory's intervals. These functions only read.
+//!
+//! Rule: the number of distinct units of the service's unit kind that are protected in the workspace
+//! while the service's module is enabled there. A pair whose module is not enabled gets **no figure**
+//! (never zero); such pairs are reported separately as *disabled* when the module was enabled before.
+//!
+//! - [`count_as_of`]: the state at one instant (daily cadence).
+//! - [`count_month`]: a `[start, end)` window (a calendar month in the schedule's zone) reduced by
+//!   [`MonthlyCount`]: `peak` (highest count at any instant while enabled), `end` (as of the last
+//!   instant), `distinct` (units protected at any time while enabled).
+
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params_from_iter, Connection};
+
+use super::StoreError;
+use crate::config::{MonthlyCount, UnitKind};
+use crate::time::Millis;
+
+/// A service to count: its module and what it counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceUnit {
+    /// Module id in the inventory.
+    pub module: String,
+    /// Unit kind.
+    pub unit: UnitKind,
+}
+
+/// One billable figure.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Figure {
+    /// Workspace (= Gradient account id).
+    pub workspace_id: String,
+    /// Module (= service).
+    pub module: String,
+    /// Distinct protected units.
+    pub unit_count: u64,
+}
+
+/// What counting found: figures for enabled pairs, and pairs whose module is disabled.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Enabled pairs with their count, ordered by workspace then module.
+    pub figures: Vec<Figure>,
+    /// (workspace, module) pairs whose module was enabled before but is not now (or not in the month).
+    pub disabled: Vec<(String, String)>,
+}
+
+/// `WITH svc(module, kind) AS (VALUES ...)` for the configured services, with its parameters.
+fn services_cte(services: &[ServiceUnit], first_param: usize) -> (String, Vec<SqlValue>) {
+    let mut rows = Vec::new();
+    let mut values = Vec::new();
+    for (i, s) in services.iter().enumerate() {
+        let p = first_param + 2 * i;
+        rows.push(format!("(?{p}, ?{})", p + 1));
+        values.push(SqlValue::Text(s.module.clone()));
+        values.push(SqlValue::Text(s.unit.as_str().to_string()));
+    }
+    (
+        format!("svc(module, kind) AS (VALUES {})", rows.join(", ")),
+        values,
+    )
+}
+
+fn collect_figures(
+    conn: &Connection,
+    sql: &str,
+    params: Vec<SqlValue>,
+) -> Result<Vec<Figure>, StoreError> {
+    let mut stmt = conn.prepare(sql)?;
+    let rows = stmt.query_map(params_from_iter(params), |r| {
+        Ok(Figure {
+            workspace_id: r.get(0)?,
+            module: r.get(1)?,
+            unit_count: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+        })
+    })?;
+    let mut out = rows.collect::<Result<Vec<_>, _>>()?;
+    out.sort();
+    Ok(out)
+}
+
+fn collect_pairs(
+    conn: &Connection,
+    sql: &str,
+    params: Vec<SqlValue>,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let mut stmt = conn.prepare(sql)?;
+    let rows = stmt.query_map(params_from_iter(params), |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let mut out = rows.collect::<Result<Vec<_>, _>>()?;
+    out.sort();
+    Ok(out)
+}
+
+/// Counts as of instant `at`.
+pub fn count_as_of(
+    conn: &Connection,
+    services: &[ServiceUnit],
+    at: Millis,
+) -> Result<Counts, StoreError> {
+    if services.is_empty() {
+        return Ok(Counts::default());
+    }
+    let (svc, mut params) = services_cte(services, 2);
+    params.insert(0, SqlValue::Integer(at));
+    let figures_sql = format!(
+        "WITH {svc},
+         enabled AS (
+            SELECT m.workspace_id, m.module, s.kind
+            FROM module_intervals m JOIN svc s ON s.module = m.module
+            WHERE m.from_at <= ?1 AND (m.to_at IS NULL OR m.to_at > ?1)
+         ),
+         protected AS (
+            SELECT u.workspace_id, u.kind, COUNT(DISTINCT u.unit_id) AS n
+            FROM unit_intervals u
+            WHERE u.from_at <= ?1 AND (u.to_at IS NULL OR u.to_at > ?1)
+              AND u.kind IN (SELECT kind FROM svc)
+            GROUP BY u.workspace_id, u.kind
+         )
+         SELECT e.workspace_id, e.module, COALESCE(p.n, 0)
+         FROM enabled e LEFT JOIN protected p ON p.workspace_id = e.workspace_id AND p.kind = e.kind"
+    );
+    let figures = collect_figures(conn, &figures_sql, params.clone())?;
+    let disabled_sql = format!(
+        "WITH {svc}
+         SELECT DISTINCT m.workspace_id, m.module
+         FROM module_intervals m JOIN svc s ON s.module = m.module
+         WHERE m.from_at <= ?1
+         EXCEPT
+         SELECT m.workspace_id, m.module FROM module_intervals m
+         WHERE m.from_at <= ?1 AND (m.to_at IS NULL OR m.to_at > ?1)"
+    );
+    let disabled = collect_pairs(conn, &disabled_sql, params)?;
+    Ok(Counts { figures, disabled })
+}
+
+/// Counts over `[start, end)` by `how`.
+pub fn count_month(
+    conn: &Connection,
+    services: &[ServiceUnit],
+    start: Millis,
+    end: Millis,
+    how: MonthlyCount,
+) -> Result<Counts, StoreError> {
+    if services.is_empty() {
+        return Ok(Counts::default());
+    }
+    if how == MonthlyCount::End {
+        return count_as_of(conn, services, end - 1);
+    }
+    let (svc, mut params) = services_cte(services, 3);
+    params.insert(0, SqlValue::Integer(end));
+    params.insert(0, SqlValue::Integer(start));
+    // Enabled stretches of each (workspace, module) clipped to the window, then each unit interval
+    // clipped to those stretches: "pieces" during which one unit is billable for one service.
+    let pieces = format!(
+        "WITH {svc},
+         enabled AS (
+            SELECT m.workspace_id, m.module, s.kind,
+                   MAX(m.from_at, ?1) AS f, MIN(COALESCE(m.to_at, ?2), ?2) AS t
+            FROM module_intervals m JOIN svc s ON s.module = m.module
+            WHERE m.from_at < ?2 AND (m.to_at IS NULL OR m.to_at > ?1)
+         ),
+         pieces AS (
+            SELECT e.workspace_id, e.module, u.unit_id,
+                   MAX(u.from_at, e.f) AS f, MIN(COALESCE(u.to_at, e.t), e.t) AS t
+            FROM enabled e JOIN unit_intervals u
+              ON u.workspace_id = e.workspace_id AND u.kind = e.kind
+             AND u.from_at < e.t AND (u.to_at IS NULL OR u.to_at > e.f)
+         ),
+         pairs AS (SELECT DISTINCT workspace_id, module FROM enabled)"
+    );
+    let figures_sql = match how {
+        MonthlyCount::Distinct => format!(
+            "{pieces},
+             n AS (SELECT workspace_id, module, COUNT(DISTINCT unit_id) AS n FROM pieces GROUP BY workspace_id, module)
+             SELECT p.workspace_id, p.module, COALESCE(n.n, 0)
+             FROM pairs p LEFT JOIN n USING (workspace_id, module)"
+        ),
+        // A unit has at most one interval at any instant, so the running sum of +1 at each piece's
+        // start and -1 at its end is the number of distinct units protected at that instant. RANGE
+        // frames add every change at the same instant before the sum is read (half-open intervals).
+        _ => format!(
+            "{pieces},
+             deltas AS (
+                SELECT workspace_id, module, f AS ts, 1 AS d FROM pieces
+                UNION ALL
+                SELECT workspace_id, module, t AS ts, -1 AS d FROM pieces
+             ),
+             running AS (
+                SELECT workspace_id, module,
+                       SUM(d) OVER (PARTITION BY workspace_id, module ORDER BY ts
+                                    RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS n
+                FROM deltas
+             ),
+             peak AS (SELECT workspace_id, module, MAX(n) AS n FROM running GROUP BY workspace_id, module)
+             SELECT p.workspace_id, p.module, COALESCE(peak.n, 0)
+             FROM pairs p LEFT JOIN peak USING (workspace_id, module)"
+        ),
+    };
+    let figures = collect_figures(conn, &figures_sql, params.clone())?;
+    let disabled_sql = format!(
+        "WITH {svc}
+         SELECT DISTINCT m.workspace_id, m.module
+         FROM module_intervals m JOIN svc s ON s.module = m.module
+         WHERE m.from_at < ?2
+         EXCEPT
+         SELECT m.workspace_id, m.module FROM module_intervals m
+         WHERE m.from_at < ?2 AND (m.to_at IS NULL OR m.to_at > ?1)"
+    );
+    let disabled = collect_pairs(conn, &disabled_sql, params)?;
+    Ok(Counts { figures, disabled })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{import::import, Store};
+    use crate::time::{parse_rfc3339, Month};
+    use std::time::Duration;
+
+    fn t(s: &str) -> Millis {
+        parse_rfc3339(s).unwrap()
+    }
+
+    fn store_with(lines: &str) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("s.db"), Duration::from_secs(1)).unwrap();
+        let head = r#"{"type":"channel","id":"c","name":"C","at":"2026-01-01T00:00:00Z"}
+{"type":"workspace","id":"w1","channel":"c","name":"W1","at":"2026-01-01T00:00:00Z"}
+{"type":"workspace","id":"w2","channel":"c","name":"W2","at":"2026-01-01T00:00:00Z"}
+"#;
+        import(&mut s, format!("{head}{lines}").as_bytes(), t("2026-01-01T00:00:00Z")).unwrap();
+        (dir, s)
+    }
+
+    fn svcs() -> Vec<ServiceUnit> {
+        vec![
+            ServiceUnit {
+                module: "edr".into(),
+                unit: UnitKind::Devices,
+            },
+            ServiceUnit {
+                module: "mail".into(),
+                unit: UnitKind::Users,
+            },
+        ]
+    }
+
+    fn fig(c: &Counts, ws: &str, m: &str) -> Option<u64> {
+        c.figures
+            .iter()
+            .find(|f| f.workspace_id == ws && f.module == m)
+            .map(|f| f.unit_count)
+    }
+
+    const BASIC: &str = r#"{"type":"module","workspace":"w1","module":"edr","enabled":true,"at":"2026-10-01T00:00:00Z"}
+{"type":"module","workspace":"w1","module":"mail","enabled":true,"at":"2026-10-01T00:00:00Z"}
+{"type":"device","workspace":"w1","id":"d1","protected":true,"at":"2026-10-01T00:00:00Z"}
+{"type":"device","workspace":"w1","id":"d2","protected":true,"at":"2026-10-05T00:00:00Z"}
+{"type":"device","workspace":"w1","id":"d3","protected":false,"at":"2026-10-05T00:00:00Z"}
+{"type":"user","workspace":"w1","id":"u1","protected":true,"at":"2026-10-05T00:00:00Z"}
+{"type":"device","workspace":"w1","id":"d2","protected":false,"at":"2026-10-10T00:00:00Z"}
+"#;
+
+    #[test]
+    fn as_of_counts_only_protected_units_of_the_right_kind() {
+        let (_d, s) = store_with(BASIC);
+        let c = count_as_of(s.conn(), &svcs(), t("2026-10-06T00:00:00Z")).unwrap();
+        assert_eq!(fig(&c, "w1", "edr"), Some(2));
+        assert_eq!(fig(&c, "w1", "mail"), Some(1));
+        // w2 has no module enabled: no figure, not zero.
+        assert_eq!(fig(&c, "w2", "edr"), None);
+        let c = count_as_of(s.conn(), &svcs(), t("2026-10-10T00:00:00Z")).unwrap();
+        assert_eq!(fig(&c, "w1", "edr"), Some(1), "interval end is exclusive");
+        // Before the module was enabled: nothing at all.
+        let c = count_as_of(s.conn(), &svcs(), t("2026-09-30T00:00:00Z")).unwrap();
+        assert!(c.figures.is_empty() && c.disabled.is_empty());
+    }
+
+    #[test]
+    fn enabled_module_without_units_counts_zero() {
+        let (_d, s) = store_with(
+            r#"{"type":"module","workspace":"w2","module":"mail","enabled":true,"at":"2026-10-01T00:00:00Z"}"#,
+        );
+        let c = count_as_of(s.conn(), &svcs(), t("2026-10-06T00:00:00Z")).unwrap();
+        assert_eq!(fig(&c, "w2", "mail"), Some(0));
+    }
+
+    #[test]
+    fn disabled_module_gives_no_figure_and_is_listed() {
+        let lines = format!(
+            "{BASIC}{}\n",
+            r#"{"type":"module","workspace":"w1","module":"edr","enabled":false,"at":"2026-10-20T00:00:00Z"}"#
+        );
+        let (_d, s) = store_with(&lines);
+        let c = count_as_of(s.conn(), &svcs(), t("2026-10-21T00:00:00Z")).unwrap();
+        assert_eq!(fig(&c, "w1", "edr"), None);
+        assert_eq!(c.disabled, vec![("w1".to_string(), "edr".to_string())]);
+        assert_eq!(fig(&c, "w1", "mail"), Some(1));
+    }
+
+    #[test]
+    fn month_peak_end_distinct_with_unit_protected_and_unprotected_within_the_month() {
+        let (_d, s) = store_with(BASIC);
+        let (a, b) = Month { year: 2026, month: 10 }.bounds(chrono_tz::UTC);
+        let peak = count_month(s.conn(), &svcs(), a, b, MonthlyCount::Peak).unwrap();
+        assert_eq!(fig(&peak, "w1", "edr"), Some(2)); // d1 + d2 between the 5th and the 10th
+        let end = count_month(s.conn(), &svcs(), a, b, MonthlyCount::End).unwrap();
+        assert_eq!(fig(&end, "w1", "edr"), Some(1));
+        let distinct = count_month(s.conn(), &svcs(), a, b, MonthlyCount::Distinct).unwrap();
+        assert_eq!(fig(&distinct, "w1", "edr"), Some(2));
+    }
+
+    #[test]
+    fn peak_is_the_highest_simultaneous_count_not_the_distinct_total() {
+        // d1 protected 1st-5th, d2 5th-10th, d3 10th-: never more than one at a time.
+        let lines = r#"{"type":"module","workspace":"w1","module":"edr","enabled":true,"at":"2026-10-01T00:00:00Z"}
+{"type":"device","workspace":"w1","id":"d1","protected":true,"at":"2026-10-01T00:00:00Z"}
+{"type":"device","workspace":"w1","id":"d1","protected":false,"at":"2026-10-05T00:00:00Z"}
+{"type":"device","workspace":"w1","id":"d2","protected":true,"at":"2026-10-05T00:00:00Z"}
+{"type":"device","workspace":"w1","id":"d2","protected":false,"at":"2026-10-10T00:00:00Z"}
+{"type":"device","workspace":"w1","id":"d3","protected":true,"at":"2026-10-10T00:00:00Z"}
+"#;
+        let (_d, s) = store_with(lines);
+        let (a, b) = Month { year: 2026, month: 10 }.bounds(chrono_tz::UTC);
+        let peak = count_month(s.conn(), &svcs(), a, b, MonthlyCount::Peak).unwrap();
+        assert_eq!(fig(&peak, "w1", "edr"), Some(1));
+        let distinct = count_month(s.conn(), &svcs(), a, b, MonthlyCount::Distinct).unwrap();
+        assert_eq!(fig(&distinct, "w1", "edr"), Some(3));
+    }
+
+    #[test]
+    fn module_disabled_mid_month() {
+        // Module on 1st-15th; d1 all month; d2 only from the 20th (module off by then).
+        let lines = r#"{"type":"module","workspace":"w1","module":"edr","enabled":true,"at":"2026-10-01T00:00:00Z"}
+{"type":"module","workspace":"w1","module":"edr","enabled":false,"at":"2026-10-15T00:00:00Z"}
+{"type":"device","workspace":"w1","id":"d1","protected":true,"at":"2026-09-01T00:00:00Z"}
+{"type":"device","workspace":"w1","id":"d2","protected":true,"at":"2026-10-20T00:00:00Z"}
+"#;
+        let (_d, s) = store_with(lines);
+        let (a, b) = Month { year: 2026, month: 10 }.bounds(chrono_tz::UTC);
+        let peak = count_month(s.conn(), &svcs(), a, b, MonthlyCount::Peak).unwrap();
+        assert_eq!(fig(&peak, "w1", "edr"), Some(1));
+        let distinct = count_month(s.conn(), &svcs(), a, b, MonthlyCount::Distinct).unwrap();
+        assert_eq!(fig(&distinct, "w1", "edr"), Some(1));
+        // At the month's end the module is off: no figure, listed as disabled.
+        let end = count_month(s.conn(), &svcs(), a, b, MonthlyCount::End).unwrap();
+        assert_eq!(fig(&end, "w1", "edr"), None);
+        assert_eq!(end.disabled.len(), 1);
+        // November: disabled the whole month.
+        let (a, b) = Month { year: 2026, month: 11 }.bounds(chrono_tz::UTC);
+        let nov = count_month(s.conn(), &svcs(), a, b, MonthlyCount::Peak).unwrap();
+        assert!(nov.figures.is_empty());
+        assert_eq!(nov.disabled, vec![("w1".to_string(), "edr".to_string())]);
+    }
+
+    #[test]
+    fn unit_moved_between_workspaces_counts_in_each_while_there() {
+        let lines = r#"{"type":"module","workspace":"w1","module":"edr","enabled":true,"at":"2026-10-01T00:00:00Z"}
+{"type":"module","workspace":"w2","module":"edr","enabled":true,"at":"2026-10-01T00:00:00Z"}
+{"type":"device","workspace":"w1","id":"d1","protected":true,"at":"2026-10-01T00:00:00Z"}
+{"type":"device","workspace":"w2","id":"d1","protected":true,"at":"2026-10-15T00:00:00Z"}
+"#;
+        let (_d, s) = store_with(lines);
+        let c = count_as_of(s.conn(), &svcs(), t("2026-10-20T00:00:00Z")).unwrap();
+        assert_eq!(fig(&c, "w1", "edr"), Some(0));
+        assert_eq!(fig(&c, "w2", "edr"), Some(1));
+        let (a, b) = Month { year: 2026, month: 10 }.bounds(chrono_tz::UTC);
+        let d = count_month(s.conn(), &svcs(), a, b, MonthlyCount::Distinct).unwrap();
+        assert_eq!(fig(&d, "w1", "edr"), Some(1));
+        assert_eq!(fig(&d, "w2", "edr"), Some(1));
+    }
+
+    #[test]
+    fn dst_month_boundaries_in_new_york() {
+        // A device protected only during the first 3 UTC hours of 2026-11-01 — still October 31 in
+        // New York (EDT, UTC-4) — and one protected in the last UTC hours of 2026-12-01 00:00-05:00,
+        // i.e. still November there.
+        let lines = r#"{"type":"module","workspace":"w1","module":"edr","enabled":true,"at":"2026-09-01T00:00:00Z"}
+{"type":"device","workspace":"w1","id":"oct","protected":true,"at":"2026-11-01T00:00:00Z"}
+{"type":"device","workspace":"w1","id":"oct","protected":false,"at":"2026-11-01T03:00:00Z"}
+{"type":"device","workspace":"w1","id":"nov","protected":true,"at":"2026-12-01T01:00:00Z"}
+{"type":"device","workspace":"w1","id":"nov","protected":false,"at":"2026-12-01T04:30:00Z"}
+"#;
+        let (_d, s) = store_with(lines);
+        let ny: chrono_tz::Tz = "America/New_York".parse().unwrap();
+        let (a, b) = Month { year: 2026, month: 10 }.bounds(ny);
+        let oct = count_month(s.conn(), &svcs(), a, b, MonthlyCount::Distinct).unwrap();
+        assert_eq!(fig(&oct, "w1", "edr"), Some(1));
+        let (a, b) = Month { year: 2026, month: 11 }.bounds(ny);
+        let nov = count_month(s.conn(), &svcs(), a, b, MonthlyCount::Distinct).unwrap();
+        assert_eq!(fig(&nov, "w1", "edr"), Some(1));
+        // In UTC months the same data falls the other way.
+        let (a, b) = Month { year: 2026, month: 10 }.bounds(chrono_tz::UTC);
+        let oct_utc = count_month(s.conn(), &svcs(), a, b, MonthlyCount::Distinct).unwrap();
+        assert_eq!(fig(&oct_utc, "w1", "edr"), Some(0));
+    }
+}

@@ -1,0 +1,761 @@
+//! Import: inventory records as JSON Lines, applied to the store in one transaction.
+//!
+//! The input is streamed line by line (a 500 MB file is never held in memory). Every line is checked;
+//! a bad line does not stop the check of later ones, but any bad line rolls the whole import back and
+//! every bad line is reported with its number and reason.
+//!
+//! Each record takes effect at its `at` (default: the import's start). For one entity (a channel, a
+//! workspace, a module of a workspace, a unit) the store keeps the time of its last change:
+//! - a record at or after it that states what the store already holds changes nothing;
+//! - a record after it that states something else is a change from `at` on;
+//! - a record at the same instant that states something else is a conflict (rejected);
+//! - a record before it is accepted only when it agrees with the history the store holds for that
+//!   instant (so re-importing a history file changes nothing), and rejected otherwise.
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+
+use rusqlite::{params, OptionalExtension, Transaction};
+use serde::Deserialize;
+
+use super::{Store, StoreError};
+use crate::time::{format_ms, parse_rfc3339, Millis};
+
+/// Longest accepted id (channel, workspace, module, unit), in characters.
+pub const MAX_ID_CHARS: usize = 200;
+/// Longest accepted name, in characters.
+pub const MAX_NAME_CHARS: usize = 1000;
+/// Longest accepted line, in bytes.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+/// At most this many bad lines are listed one by one.
+pub const MAX_LISTED_ERRORS: usize = 1000;
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// Some lines are bad: nothing was applied.
+    #[error("{} bad line(s); nothing was applied. Fix them and import the file again:\n{}", .total, render_bad(.lines, *.total))]
+    BadLines {
+        /// The listed bad lines (at most [`MAX_LISTED_ERRORS`]).
+        lines: Vec<BadLine>,
+        /// How many lines were bad in all.
+        total: usize,
+    },
+    /// The input could not be read.
+    #[error("cannot read the import input: {0}")]
+    Read(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn render_bad(lines: &[BadLine], total: usize) -> String {
+    let mut s: Vec<String> = lines
+        .iter()
+        .map(|b| format!("  line {}: {}", b.line, b.reason))
+        .collect();
+    if total > lines.len() {
+        s.push(format!("  ... and {} more", total - lines.len()));
+    }
+    s.join("\n")
+}
+
+/// One rejected line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadLine {
+    /// 1-based line number.
+    pub line: usize,
+    /// Why it was rejected.
+    pub reason: String,
+}
+
+/// What an import did, per record type.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportSummary {
+    /// Non-blank lines read.
+    pub lines: usize,
+    /// Records that changed the store, per type (`channel`, `workspace`, `module`, `user`, `device`).
+    pub applied: BTreeMap<&'static str, usize>,
+    /// Records that stated what the store already held.
+    pub unchanged: usize,
+}
+
+impl std::fmt::Display for ImportSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let per: Vec<String> = ["channel", "workspace", "module", "user", "device"]
+            .iter()
+            .map(|t| format!("{} {t}", self.applied.get(t).copied().unwrap_or(0)))
+            .collect();
+        write!(
+            f,
+            "imported {} record(s): applied {}; {} unchanged",
+            self.lines,
+            per.join(", "),
+            self.unchanged
+        )
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum Record {
+    Channel(ChannelRecord),
+    Workspace(WorkspaceRecord),
+    Module(ModuleRecord),
+    User(UnitRecord),
+    Device(UnitRecord),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChannelRecord {
+    id: String,
+    name: String,
+    at: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkspaceRecord {
+    id: String,
+    channel: String,
+    name: String,
+    at: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModuleRecord {
+    workspace: String,
+    module: String,
+    enabled: bool,
+    at: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnitRecord {
+    workspace: String,
+    id: String,
+    protected: bool,
+    at: Option<String>,
+}
+
+/// What applying one record did.
+enum Effect {
+    Applied,
+    Unchanged,
+}
+
+/// Imports JSON Lines from `input` into the store in one transaction, at import time `now`.
+pub fn import<R: BufRead>(
+    store: &mut Store,
+    mut input: R,
+    now: Millis,
+) -> Result<ImportSummary, ImportError> {
+    let tx = store
+        .conn_mut()
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(StoreError::from)?;
+    let mut summary = ImportSummary::default();
+    let mut bad: Vec<BadLine> = Vec::new();
+    let mut total_bad = 0usize;
+    let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    let mut line_no = 0usize;
+    loop {
+        buf.clear();
+        let n = read_line_bounded(&mut input, &mut buf)
+            .map_err(|e| ImportError::Read(e.to_string()))?;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        let result = if n > MAX_LINE_BYTES {
+            Err(format!(
+                "line is longer than {MAX_LINE_BYTES} bytes ({n} bytes)"
+            ))
+        } else {
+            match std::str::from_utf8(&buf) {
+                Err(_) => Err("not UTF-8 text".to_string()),
+                Ok(text) if text.trim().is_empty() => continue,
+                Ok(text) => {
+                    summary.lines += 1;
+                    apply_line(&tx, text.trim(), now)
+                }
+            }
+        };
+        match result {
+            Ok((kind, Effect::Applied)) => *summary.applied.entry(kind).or_default() += 1,
+            Ok((_, Effect::Unchanged)) => summary.unchanged += 1,
+            Err(reason) => {
+                total_bad += 1;
+                if bad.len() < MAX_LISTED_ERRORS {
+                    bad.push(BadLine {
+                        line: line_no,
+                        reason,
+                    });
+                }
+            }
+        }
+    }
+    if total_bad > 0 {
+        // Dropping the transaction rolls it back.
+        drop(tx);
+        return Err(ImportError::BadLines {
+            lines: bad,
+            total: total_bad,
+        });
+    }
+    tx.commit().map_err(StoreError::from)?;
+    Ok(summary)
+}
+
+/// Reads one line (up to and excluding `\n`), keeping at most `MAX_LINE_BYTES + 1` bytes of it in
+/// `buf` while still consuming the rest; returns the line's full length (0 at end of input).
+fn read_line_bounded<R: BufRead>(input: &mut R, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    let mut total = 0usize;
+    let mut saw_any = false;
+    loop {
+        let chunk = input.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok(if saw_any { total.max(1) } else { 0 });
+        }
+        saw_any = true;
+        let (part, consumed, done) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (&chunk[..i], i + 1, true),
+            None => (chunk, chunk.len(), false),
+        };
+        let room = (MAX_LINE_BYTES + 1).saturating_sub(buf.len());
+        buf.extend_from_slice(&part[..part.len().min(room)]);
+        total += part.len();
+        input.consume(consumed);
+        if done {
+            // A blank line still counts as a line.
+            return Ok(total.max(1));
+        }
+    }
+}
+
+fn apply_line(tx: &Transaction, text: &str, now: Millis) -> Result<(&'static str, Effect), String> {
+    let record: Record = serde_json::from_str(text).map_err(|e| json_reason(&e, text))?;
+    match record {
+        Record::Channel(r) => {
+            check_id("id", &r.id)?;
+            check_name(&r.name)?;
+            let at = at_or(&r.at, now)?;
+            apply_channel(tx, &r, at).map(|e| ("channel", e))
+        }
+        Record::Workspace(r) => {
+            check_id("id", &r.id)?;
+            check_id("channel", &r.channel)?;
+            check_name(&r.name)?;
+            let at = at_or(&r.at, now)?;
+            apply_workspace(tx, &r, at).map(|e| ("workspace", e))
+        }
+        Record::Module(r) => {
+            check_id("workspace", &r.workspace)?;
+            check_id("module", &r.module)?;
+            let at = at_or(&r.at, now)?;
+            apply_module(tx, &r, at).map(|e| ("module", e))
+        }
+        Record::User(r) => {
+            check_id("workspace", &r.workspace)?;
+            check_id("id", &r.id)?;
+            let at = at_or(&r.at, now)?;
+            apply_unit(tx, "users", &r, at).map(|e| ("user", e))
+        }
+        Record::Device(r) => {
+            check_id("workspace", &r.workspace)?;
+            check_id("id", &r.id)?;
+            let at = at_or(&r.at, now)?;
+            apply_unit(tx, "devices", &r, at).map(|e| ("device", e))
+        }
+    }
+}
+
+fn json_reason(e: &serde_json::Error, text: &str) -> String {
+    let msg = e.to_string();
+    if e.is_syntax() || e.is_eof() {
+        return format!("not valid JSON ({msg})");
+    }
+    if msg.starts_with("unknown variant") || msg.contains("missing field `type`") {
+        return format!(
+            "{msg}; \"type\" must be one of channel, workspace, module, user, device"
+        );
+    }
+    if !text.starts_with('{') {
+        return "each line must be one JSON object".into();
+    }
+    // serde's own words name the field: "missing field `id`", "invalid type: integer `5`, expected a string".
+    msg.split(" at line ").next().unwrap_or(&msg).to_string()
+}
+
+fn check_id(field: &str, v: &str) -> Result<(), String> {
+    if v.is_empty() {
+        return Err(format!("\"{field}\" must not be empty"));
+    }
+    if v.chars().count() > MAX_ID_CHARS {
+        return Err(format!(
+            "\"{field}\" is longer than {MAX_ID_CHARS} characters"
+        ));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(format!("\"{field}\" contains control characters"));
+    }
+    if v.trim() != v {
+        return Err(format!(
+            "\"{field}\" has leading or trailing white space: {v:?}"
+        ));
+    }
+    Ok(())
+}
+
+fn check_name(v: &str) -> Result<(), String> {
+    if v.trim().is_empty() {
+        return Err("\"name\" must not be empty".into());
+    }
+    if v.chars().count() > MAX_NAME_CHARS {
+        return Err(format!(
+            "\"name\" is longer than {MAX_NAME_CHARS} characters"
+        ));
+    }
+    if v.chars().any(char::is_control) {
+        return Err("\"name\" contains control characters (e.g. a line break)".into());
+    }
+    Ok(())
+}
+
+fn at_or(at: &Option<String>, now: Millis) -> Result<Millis, String> {
+    match at {
+        None => Ok(now),
+        Some(s) => parse_rfc3339(s).map_err(|e| format!("\"at\": {e}")),
+    }
+}
+
+fn sql(e: rusqlite::Error) -> String {
+    format!("store error: {e}")
+}
+
+fn older(what: &str, at: Millis, last: Millis) -> String {
+    format!(
+        "{what}: this record (at {}) is older than the last change the store knows ({}) and contradicts it; records for one entity must come in time order",
+        format_ms(at),
+        format_ms(last)
+    )
+}
+
+fn conflict(what: &str, at: Millis) -> String {
+    format!(
+        "{what}: another record for the same instant ({}) says otherwise; give each record its own \"at\"",
+        format_ms(at)
+    )
+}
+
+fn apply_channel(tx: &Transaction, r: &ChannelRecord, at: Millis) -> Result<Effect, String> {
+    let what = format!("channel {:?}", r.id);
+    let cur: Option<(String, Millis)> = tx
+        .prepare_cached("SELECT name, changed_at FROM channels WHERE id = ?1")
+        .and_then(|mut s| s.query_row([&r.id], |x| Ok((x.get(0)?, x.get(1)?))).optional())
+        .map_err(sql)?;
+    match cur {
+        None => {
+            tx.prepare_cached("INSERT INTO channels (id, name, changed_at) VALUES (?1, ?2, ?3)")
+                .and_then(|mut s| s.execute(params![r.id, r.name, at]))
+                .map_err(sql)?;
+        }
+        Some((name, last)) => {
+            if at >= last && name == r.name {
+                return Ok(Effect::Unchanged);
+            }
+            if at < last {
+                let then: Option<String> = tx
+                    .prepare_cached("SELECT name FROM channel_names WHERE channel_id = ?1 AND at <= ?2 ORDER BY at DESC LIMIT 1")
+                    .and_then(|mut s| s.query_row(params![r.id, at], |x| x.get(0)).optional())
+                    .map_err(sql)?;
+                return if then.as_deref() == Some(r.name.as_str()) {
+                    Ok(Effect::Unchanged)
+                } else {
+                    Err(older(&what, at, last))
+                };
+            }
+            if at == last {
+                return Err(conflict(&what, at));
+            }
+            tx.prepare_cached("UPDATE channels SET name = ?2, changed_at = ?3 WHERE id = ?1")
+                .and_then(|mut s| s.execute(params![r.id, r.name, at]))
+                .map_err(sql)?;
+        }
+    }
+    tx.prepare_cached("INSERT INTO channel_names (channel_id, at, name) VALUES (?1, ?2, ?3)")
+        .and_then(|mut s| s.execute(params![r.id, at, r.name]))
+        .map_err(sql)?;
+    Ok(Effect::Applied)
+}
+
+fn exists(tx: &Transaction, sql_text: &str, id: &str) -> Result<bool, String> {
+    tx.prepare_cached(sql_text)
+        .and_then(|mut s| s.exists([id]))
+        .map_err(sql)
+}
+
+fn apply_workspace(tx: &Transaction, r: &WorkspaceRecord, at: Millis) -> Result<Effect, String> {
+    let what = format!("workspace {:?}", r.id);
+    if !exists(tx, "SELECT 1 FROM channels WHERE id = ?1", &r.channel)? {
+        return Err(format!(
+            "workspace {:?} refers to channel {:?}, which is neither in the store nor defined earlier in this file",
+            r.id, r.channel
+        ));
+    }
+    let cur: Option<(String, String, Millis)> = tx
+        .prepare_cached("SELECT channel_id, name, changed_at FROM workspaces WHERE id = ?1")
+        .and_then(|mut s| {
+            s.query_row([&r.id], |x| Ok((x.get(0)?, x.get(1)?, x.get(2)?)))
+                .optional()
+        })
+        .map_err(sql)?;
+    match cur {
+        None => {
+            tx.prepare_cached(
+                "INSERT INTO workspaces (id, channel_id, name, changed_at) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .and_then(|mut s| s.execute(params![r.id, r.channel, r.name, at]))
+            .map_err(sql)?;
+        }
+        Some((channel, name, last)) => {
+            let same = channel == r.channel && name == r.name;
+            if at >= last && same {
+                return Ok(Effect::Unchanged);
+            }
+            if at < last {
+                let then: Option<(String, String)> = tx
+                    .prepare_cached("SELECT channel_id, name FROM workspace_names WHERE workspace_id = ?1 AND at <= ?2 ORDER BY at DESC LIMIT 1")
+                    .and_then(|mut s| s.query_row(params![r.id, at], |x| Ok((x.get(0)?, x.get(1)?))).optional())
+                    .map_err(sql)?;
+                return if then == Some((r.channel.clone(), r.name.clone())) {
+                    Ok(Effect::Unchanged)
+                } else {
+                    Err(older(&what, at, last))
+                };
+            }
+            if at == last {
+                return Err(conflict(&what, at));
+            }
+            tx.prepare_cached(
+                "UPDATE workspaces SET channel_id = ?2, name = ?3, changed_at = ?4 WHERE id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![r.id, r.channel, r.name, at]))
+            .map_err(sql)?;
+        }
+    }
+    tx.prepare_cached(
+        "INSERT INTO workspace_names (workspace_id, at, channel_id, name) VALUES (?1, ?2, ?3, ?4)",
+    )
+    .and_then(|mut s| s.execute(params![r.id, at, r.channel, r.name]))
+    .map_err(sql)?;
+    Ok(Effect::Applied)
+}
+
+fn unknown_workspace(kind: &str, ws: &str) -> String {
+    format!(
+        "{kind} refers to workspace {ws:?}, which is neither in the store nor defined earlier in this file"
+    )
+}
+
+fn apply_module(tx: &Transaction, r: &ModuleRecord, at: Millis) -> Result<Effect, String> {
+    let what = format!("module {:?} of workspace {:?}", r.module, r.workspace);
+    if !exists(tx, "SELECT 1 FROM workspaces WHERE id = ?1", &r.workspace)? {
+        return Err(unknown_workspace("module", &r.workspace));
+    }
+    let cur: Option<(bool, Millis)> = tx
+        .prepare_cached(
+            "SELECT enabled, changed_at FROM modules WHERE workspace_id = ?1 AND module = ?2",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![r.workspace, r.module], |x| Ok((x.get(0)?, x.get(1)?)))
+                .optional()
+        })
+        .map_err(sql)?;
+    match cur {
+        None => {
+            tx.prepare_cached(
+                "INSERT INTO modules (workspace_id, module, enabled, changed_at) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .and_then(|mut s| s.execute(params![r.workspace, r.module, r.enabled, at]))
+            .map_err(sql)?;
+        }
+        Some((enabled, last)) => {
+            if at >= last && enabled == r.enabled {
+                return Ok(Effect::Unchanged);
+            }
+            if at < last {
+                let then: bool = tx
+                    .prepare_cached("SELECT 1 FROM module_intervals WHERE workspace_id = ?1 AND module = ?2 AND from_at <= ?3 AND (to_at IS NULL OR to_at > ?3)")
+                    .and_then(|mut s| s.exists(params![r.workspace, r.module, at]))
+                    .map_err(sql)?;
+                return if then == r.enabled {
+                    Ok(Effect::Unchanged)
+                } else {
+                    Err(older(&what, at, last))
+                };
+            }
+            if at == last {
+                return Err(conflict(&what, at));
+            }
+            tx.prepare_cached(
+                "UPDATE modules SET enabled = ?3, changed_at = ?4 WHERE workspace_id = ?1 AND module = ?2",
+            )
+            .and_then(|mut s| s.execute(params![r.workspace, r.module, r.enabled, at]))
+            .map_err(sql)?;
+            if !r.enabled {
+                tx.prepare_cached("UPDATE module_intervals SET to_at = ?3 WHERE workspace_id = ?1 AND module = ?2 AND to_at IS NULL")
+                    .and_then(|mut s| s.execute(params![r.workspace, r.module, at]))
+                    .map_err(sql)?;
+            }
+        }
+    }
+    if r.enabled {
+        tx.prepare_cached(
+            "INSERT INTO module_intervals (workspace_id, module, from_at, to_at) VALUES (?1, ?2, ?3, NULL)",
+        )
+        .and_then(|mut s| s.execute(params![r.workspace, r.module, at]))
+        .map_err(sql)?;
+    }
+    Ok(Effect::Applied)
+}
+
+fn apply_unit(tx: &Transaction, kind: &str, r: &UnitRecord, at: Millis) -> Result<Effect, String> {
+    let noun = if kind == "users" { "user" } else { "device" };
+    let what = format!("{noun} {:?}", r.id);
+    if !exists(tx, "SELECT 1 FROM workspaces WHERE id = ?1", &r.workspace)? {
+        return Err(unknown_workspace(noun, &r.workspace));
+    }
+    let cur: Option<(String, bool, Millis)> = tx
+        .prepare_cached(
+            "SELECT workspace_id, protected, changed_at FROM units WHERE kind = ?1 AND id = ?2",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![kind, r.id], |x| Ok((x.get(0)?, x.get(1)?, x.get(2)?)))
+                .optional()
+        })
+        .map_err(sql)?;
+    match cur {
+        None => {
+            tx.prepare_cached(
+                "INSERT INTO units (kind, id, workspace_id, protected, changed_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut s| s.execute(params![kind, r.id, r.workspace, r.protected, at]))
+            .map_err(sql)?;
+        }
+        Some((ws, protected, last)) => {
+            if at >= last && ws == r.workspace && protected == r.protected {
+                return Ok(Effect::Unchanged);
+            }
+            if at < last {
+                let then: Option<String> = tx
+                    .prepare_cached("SELECT workspace_id FROM unit_intervals WHERE kind = ?1 AND unit_id = ?2 AND from_at <= ?3 AND (to_at IS NULL OR to_at > ?3)")
+                    .and_then(|mut s| s.query_row(params![kind, r.id, at], |x| x.get(0)).optional())
+                    .map_err(sql)?;
+                let agrees = match then {
+                    Some(w) => r.protected && w == r.workspace,
+                    None => !r.protected,
+                };
+                return if agrees {
+                    Ok(Effect::Unchanged)
+                } else {
+                    Err(older(&what, at, last))
+                };
+            }
+            if at == last {
+                return Err(conflict(&what, at));
+            }
+            tx.prepare_cached(
+                "UPDATE units SET workspace_id = ?3, protected = ?4, changed_at = ?5 WHERE kind = ?1 AND id = ?2",
+            )
+            .and_then(|mut s| s.execute(params![kind, r.id, r.workspace, r.protected, at]))
+            .map_err(sql)?;
+            if protected {
+                // Close the open interval: the unit stopped being protected there, or moved.
+                tx.prepare_cached("UPDATE unit_intervals SET to_at = ?3 WHERE kind = ?1 AND unit_id = ?2 AND to_at IS NULL")
+                    .and_then(|mut s| s.execute(params![kind, r.id, at]))
+                    .map_err(sql)?;
+            }
+        }
+    }
+    if r.protected {
+        tx.prepare_cached(
+            "INSERT INTO unit_intervals (kind, unit_id, workspace_id, from_at, to_at) VALUES (?1, ?2, ?3, ?4, NULL)",
+        )
+        .and_then(|mut s| s.execute(params![kind, r.id, r.workspace, at]))
+        .map_err(sql)?;
+    }
+    Ok(Effect::Applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.db"), Duration::from_secs(1)).unwrap();
+        (dir, s)
+    }
+
+    fn run(s: &mut Store, text: &str) -> Result<ImportSummary, ImportError> {
+        import(s, text.as_bytes(), parse_rfc3339("2026-11-01T00:00:00Z").unwrap())
+    }
+
+    fn count(s: &Store, table: &str) -> i64 {
+        s.conn()
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    }
+
+    const GOOD: &str = r#"{"type":"channel","id":"msp-1","name":"Acme IT"}
+{"type":"workspace","id":"ws-1","channel":"msp-1","name":"Contoso Ltd"}
+{"type":"module","workspace":"ws-1","module":"endpoint_security","enabled":true,"at":"2026-10-01T00:00:00Z"}
+{"type":"user","workspace":"ws-1","id":"u-1","protected":true,"at":"2026-10-02T09:00:00Z"}
+{"type":"user","workspace":"ws-1","id":"u-1","protected":false,"at":"2026-10-20T09:00:00Z"}
+
+{"type":"device","workspace":"ws-1","id":"d-1","protected":false}
+"#;
+
+    #[test]
+    fn good_file_applies_and_reimport_changes_nothing() {
+        let (_d, mut s) = store();
+        let sum = run(&mut s, GOOD).unwrap();
+        assert_eq!(sum.lines, 6);
+        assert_eq!(sum.applied.get("user"), Some(&2));
+        assert_eq!(sum.unchanged, 0);
+        assert_eq!(count(&s, "unit_intervals"), 1);
+        let again = run(&mut s, GOOD).unwrap();
+        assert_eq!(again.applied.values().sum::<usize>(), 0, "{again}");
+        assert_eq!(again.unchanged, 6);
+        assert_eq!(count(&s, "unit_intervals"), 1);
+        assert_eq!(count(&s, "channel_names"), 1);
+        let (from, to): (i64, Option<i64>) = s
+            .conn()
+            .query_row("SELECT from_at, to_at FROM unit_intervals", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(format_ms(from), "2026-10-02T09:00:00Z");
+        assert_eq!(to.map(format_ms).as_deref(), Some("2026-10-20T09:00:00Z"));
+    }
+
+    #[test]
+    fn bad_lines_are_all_listed_and_nothing_is_applied() {
+        let (_d, mut s) = store();
+        let text = r#"{"type":"channel","id":"msp-1","name":"Acme IT"}
+not json
+{"type":"workspace","id":"ws-1","channel":"msp-9","name":"X"}
+{"type":"gadget","id":"g"}
+{"type":"user","workspace":"ws-1","id":"u-1","protected":"yes"}
+{"type":"channel","id":"msp-2"}
+{"type":"channel","id":"msp-3","name":"Y","at":"yesterday"}
+{"type":"channel","id":"msp-4","name":"Z","colour":"red"}
+{"type":"channel","id":5,"name":"Z"}
+"#;
+        let err = run(&mut s, text).unwrap_err();
+        let ImportError::BadLines { lines, total } = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(*total, 8);
+        let nums: Vec<usize> = lines.iter().map(|b| b.line).collect();
+        assert_eq!(nums, vec![2, 3, 4, 5, 6, 7, 8, 9]);
+        let msg = err.to_string();
+        assert!(msg.contains("line 3: workspace \"ws-1\" refers to channel \"msp-9\""), "{msg}");
+        assert!(msg.contains("line 6: missing field `name`"), "{msg}");
+        assert!(msg.contains("line 7: \"at\""), "{msg}");
+        assert!(msg.contains("line 8: unknown field `colour`"), "{msg}");
+        assert!(msg.contains("line 4") && msg.contains("must be one of channel"), "{msg}");
+        // Line 1 was good but nothing was applied.
+        assert_eq!(count(&s, "channels"), 0);
+    }
+
+    #[test]
+    fn a_bad_file_after_a_good_one_leaves_the_good_state() {
+        let (_d, mut s) = store();
+        run(&mut s, GOOD).unwrap();
+        let bad = r#"{"type":"workspace","id":"ws-2","channel":"msp-1","name":"Fabrikam"}
+{"type":"user","workspace":"ws-2","id":"u-2","protected":true}
+{"type":"user","workspace":"ws-3","id":"u-3","protected":true}
+"#;
+        let err = run(&mut s, bad).unwrap_err();
+        assert!(err.to_string().contains("line 3"), "{err}");
+        assert_eq!(count(&s, "workspaces"), 1);
+        assert_eq!(count(&s, "units"), 2);
+    }
+
+    #[test]
+    fn older_contradicting_record_is_rejected_but_agreeing_one_is_accepted() {
+        let (_d, mut s) = store();
+        run(&mut s, GOOD).unwrap();
+        // u-1 was protected on 2026-10-10 in ws-1: agreeing, unchanged.
+        let ok = r#"{"type":"user","workspace":"ws-1","id":"u-1","protected":true,"at":"2026-10-10T00:00:00Z"}"#;
+        assert_eq!(run(&mut s, ok).unwrap().unchanged, 1);
+        // Claiming it was unprotected then contradicts history.
+        let bad = r#"{"type":"user","workspace":"ws-1","id":"u-1","protected":false,"at":"2026-10-10T00:00:00Z"}"#;
+        let err = run(&mut s, bad).unwrap_err().to_string();
+        assert!(err.contains("older than the last change"), "{err}");
+    }
+
+    #[test]
+    fn same_instant_conflict_is_rejected() {
+        let (_d, mut s) = store();
+        let text = r#"{"type":"channel","id":"msp-1","name":"Acme IT"}
+{"type":"workspace","id":"ws-1","channel":"msp-1","name":"A"}
+{"type":"module","workspace":"ws-1","module":"m","enabled":true,"at":"2026-10-01T00:00:00Z"}
+{"type":"module","workspace":"ws-1","module":"m","enabled":false,"at":"2026-10-01T00:00:00Z"}
+"#;
+        let err = run(&mut s, text).unwrap_err().to_string();
+        assert!(err.contains("line 4") && err.contains("same instant"), "{err}");
+    }
+
+    #[test]
+    fn unit_moves_between_workspaces_close_and_open_intervals() {
+        let (_d, mut s) = store();
+        let text = r#"{"type":"channel","id":"c","name":"C"}
+{"type":"workspace","id":"w1","channel":"c","name":"W1"}
+{"type":"workspace","id":"w2","channel":"c","name":"W2"}
+{"type":"device","workspace":"w1","id":"d","protected":true,"at":"2026-10-01T00:00:00Z"}
+{"type":"device","workspace":"w2","id":"d","protected":true,"at":"2026-10-15T00:00:00Z"}
+"#;
+        run(&mut s, text).unwrap();
+        let rows: Vec<(String, Option<i64>)> = s
+            .conn()
+            .prepare("SELECT workspace_id, to_at FROM unit_intervals ORDER BY from_at")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].0, "w1");
+        assert!(rows[0].1.is_some());
+        assert_eq!(rows[1], ("w2".to_string(), None));
+    }
+
+    #[test]
+    fn hostile_values_are_rejected_with_reasons() {
+        let (_d, mut s) = store();
+        let long = "x".repeat(10_000);
+        let text = format!(
+            "{{\"type\":\"channel\",\"id\":\"c\",\"name\":\"{long}\"}}\n{{\"type\":\"channel\",\"id\":\"c2\",\"name\":\"a\\nb\"}}\n{{\"type\":\"channel\",\"id\":\"../a/b\",\"name\":\"Quote \\\" and ünïcödé\"}}\n"
+        );
+        let err = run(&mut s, &text).unwrap_err().to_string();
+        assert!(err.contains("line 1: \"name\" is longer than"), "{err}");
+        assert!(err.contains("line 2: \"name\" contains control characters"), "{err}");
+        assert!(!err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn overlong_line_is_rejected_without_holding_it() {
+        let (_d, mut s) = store();
+        let text = format!("{}\n{{\"type\":\"channel\",\"id\":\"c\",\"name\":\"C\"}}\n", "x".repeat(MAX_LINE_BYTES * 3));
+        let err = run(&mut s, &text).unwrap_err().to_string();
+        assert!(err.contains("line 1: line is longer"), "{err}");
+        assert!(!err.contains("line 2"), "{err}");
+    }
+}

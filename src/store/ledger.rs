@@ -1,0 +1,1 @@
+//! Ledger: connectors, services, runs, pushes and daemon state (work in progress).
