@@ -415,7 +415,9 @@ impl Config {
         let mut warnings = Vec::new();
         match self.load_vendor_key() {
             Ok(_) => {
-                if let Some(w) = loose_permissions(&self.vendor_key_path(), "gradient.vendor_api_key_file") {
+                if let Some(w) =
+                    loose_permissions(&self.vendor_key_path(), "gradient.vendor_api_key_file")
+                {
                     warnings.push(w);
                 }
             }
@@ -482,7 +484,10 @@ impl Reader {
             if !SECTIONS.contains(&key.as_str()) {
                 self.problem(
                     key.clone(),
-                    format!("unknown section or key; known sections: {}", SECTIONS.join(", ")),
+                    format!(
+                        "unknown section or key; known sections: {}",
+                        SECTIONS.join(", ")
+                    ),
                 );
             }
         }
@@ -591,7 +596,13 @@ impl Reader {
         Some(n)
     }
 
-    fn take_bool(&mut self, t: &mut Table, section: &str, key: &str, default: bool) -> Option<bool> {
+    fn take_bool(
+        &mut self,
+        t: &mut Table,
+        section: &str,
+        key: &str,
+        default: bool,
+    ) -> Option<bool> {
         match t.remove(key) {
             None => Some(default),
             Some(v) => match v.kind {
@@ -655,20 +666,21 @@ impl Reader {
                         None
                     }
                     Ok(_) => {
-                        self.problem("gradient.base_url", format!("must be an https:// URL, found {raw:?}"));
+                        self.problem(
+                            "gradient.base_url",
+                            format!("must be an https:// URL, found {raw:?}"),
+                        );
                         None
                     }
                 }
             }
         };
-        let key_file = self
-            .take_string(t, s, "vendor_api_key_file")
-            .map(|p| {
-                resolve(
-                    base_dir,
-                    p.unwrap_or_else(|| "/etc/gradient-connector/vendor-api-key".into()),
-                )
-            });
+        let key_file = self.take_string(t, s, "vendor_api_key_file").map(|p| {
+            resolve(
+                base_dir,
+                p.unwrap_or_else(|| "/etc/gradient-connector/vendor-api-key".into()),
+            )
+        });
         let rps = self.take_int(t, s, "requests_per_second", 90, 1..=100);
         let in_flight = self.take_int(t, s, "max_in_flight", 8, 1..=256);
         let timeout = self.take_int(t, s, "request_timeout_secs", 30, 1..=600);
@@ -732,7 +744,9 @@ impl Reader {
                 Err(_) => {
                     self.problem(
                         "schedule.timezone",
-                        format!("unknown IANA time zone {z:?} (e.g. \"UTC\", \"America/New_York\")"),
+                        format!(
+                            "unknown IANA time zone {z:?} (e.g. \"UTC\", \"America/New_York\")"
+                        ),
                     );
                     None
                 }
@@ -799,7 +813,10 @@ impl Reader {
             Some(other) => {
                 self.problem(
                     "service",
-                    format!("must be an array of tables ([[service]]), found {}", kind_name(&other)),
+                    format!(
+                        "must be an array of tables ([[service]]), found {}",
+                        kind_name(&other)
+                    ),
                 );
                 return None;
             }
@@ -827,21 +844,23 @@ impl Reader {
             let module = self.required(&mut t, &sec, "module");
             let name = self.required(&mut t, &sec, "name");
             let description = self.take_string(&mut t, &sec, "description");
-            let unit = self.take_string(&mut t, &sec, "unit").and_then(|u| match u.as_deref() {
-                Some("users") => Some(UnitKind::Users),
-                Some("devices") => Some(UnitKind::Devices),
-                Some(other) => {
-                    self.problem(
-                        format!("{sec}.unit"),
-                        format!("must be \"users\" or \"devices\", found {other:?}"),
-                    );
-                    None
-                }
-                None => {
-                    self.problem(format!("{sec}.unit"), "missing: \"users\" or \"devices\"");
-                    None
-                }
-            });
+            let unit = self
+                .take_string(&mut t, &sec, "unit")
+                .and_then(|u| match u.as_deref() {
+                    Some("users") => Some(UnitKind::Users),
+                    Some("devices") => Some(UnitKind::Devices),
+                    Some(other) => {
+                        self.problem(
+                            format!("{sec}.unit"),
+                            format!("must be \"users\" or \"devices\", found {other:?}"),
+                        );
+                        None
+                    }
+                    None => {
+                        self.problem(format!("{sec}.unit"), "missing: \"users\" or \"devices\"");
+                        None
+                    }
+                });
             let category = self.required(&mut t, &sec, "category").and_then(|c| {
                 if CATEGORIES.contains(&c.as_str()) {
                     Some(c)
@@ -885,27 +904,49 @@ impl Reader {
             );
             if let Some(m) = &module {
                 if !modules.insert(m.clone()) {
-                    self.problem(format!("{sec}.module"), format!("duplicate module {m:?}: each module is one service"));
+                    self.problem(
+                        format!("{sec}.module"),
+                        format!("duplicate module {m:?}: each module is one service"),
+                    );
                 }
             }
             if let Some(n) = &name {
                 if !names.insert(n.clone()) {
-                    self.problem(format!("{sec}.name"), format!("duplicate service name {n:?}: Gradient matches services by name"));
+                    self.problem(
+                        format!("{sec}.name"),
+                        format!("duplicate service name {n:?}: Gradient matches services by name"),
+                    );
                 }
             }
-            match (module, name, description, unit, category, subcategory, support_article, support_contact) {
-                (Some(module), Some(name), Some(description), Some(unit), Some(category), Some(subcategory), Some(support_article), Some(support_contact)) => {
-                    out.push(ServiceConfig {
-                        description: description.unwrap_or_else(|| name.clone()),
-                        module,
-                        name,
-                        unit,
-                        category,
-                        subcategory,
-                        support_article,
-                        support_contact,
-                    })
-                }
+            match (
+                module,
+                name,
+                description,
+                unit,
+                category,
+                subcategory,
+                support_article,
+                support_contact,
+            ) {
+                (
+                    Some(module),
+                    Some(name),
+                    Some(description),
+                    Some(unit),
+                    Some(category),
+                    Some(subcategory),
+                    Some(support_article),
+                    Some(support_contact),
+                ) => out.push(ServiceConfig {
+                    description: description.unwrap_or_else(|| name.clone()),
+                    module,
+                    name,
+                    unit,
+                    category,
+                    subcategory,
+                    support_article,
+                    support_contact,
+                }),
                 _ => ok = false,
             }
         }
@@ -960,5 +1001,211 @@ fn kind_name(k: &ValueKind) -> &'static str {
         ValueKind::String(_) => "a string",
         ValueKind::Table(_) => "a table",
         ValueKind::Array(_) => "an array",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[gradient]
+base_url = "http://127.0.0.1:9"
+vendor_api_key_file = "key"
+[store]
+path = "store.db"
+[schedule]
+cadence = "monthly"
+cron = "0 0 8 1 * *"
+timezone = "America/New_York"
+[[service]]
+module = "edr"
+name = "EDR"
+unit = "devices"
+category = "security"
+subcategory = "endpoint detection and response (EDR)"
+"#;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> (tempfile::TempDir, Result<Config, ConfigError>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text).unwrap();
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let r = Config::load_with_env(&path, env);
+        (dir, r)
+    }
+
+    fn problems(text: &str, env: &[(&str, &str)]) -> Vec<Problem> {
+        match load(text, env).1 {
+            Err(ConfigError::Invalid { problems, .. }) => problems,
+            other => panic!("expected problems, got {other:?}"),
+        }
+    }
+
+    fn has(problems: &[Problem], key: &str, needle: &str) -> bool {
+        problems
+            .iter()
+            .any(|p| p.key == key && p.message.contains(needle))
+    }
+
+    #[test]
+    fn good_config_loads_with_defaults_and_relative_paths() {
+        let (dir, r) = load(GOOD, &[]);
+        let c = r.unwrap();
+        assert_eq!(c.schedule.cadence, Cadence::Monthly);
+        assert_eq!(c.schedule.timezone, chrono_tz::America::New_York);
+        assert_eq!(c.gradient.requests_per_second, 90);
+        assert_eq!(c.gradient.max_attempts, 6);
+        assert_eq!(c.schedule.monthly_count, MonthlyCount::Peak);
+        assert_eq!(c.store.path, dir.path().join("store.db"));
+        assert_eq!(c.services[0].unit, UnitKind::Devices);
+        assert_eq!(c.services[0].description, "EDR");
+    }
+
+    #[test]
+    fn environment_overrides_keys_and_numbers_keep_leading_zeros_as_text() {
+        let (_d, r) = load(
+            GOOD,
+            &[
+                ("GRADIENT_CONNECTOR__SCHEDULE__TIMEZONE", "UTC"),
+                ("GRADIENT_CONNECTOR__GRADIENT__REQUESTS_PER_SECOND", "50"),
+                ("GRADIENT_CONNECTOR__STORE__PATH", "/tmp/00123.db"),
+            ],
+        );
+        let c = r.unwrap();
+        assert_eq!(c.schedule.timezone, chrono_tz::UTC);
+        assert_eq!(c.gradient.requests_per_second, 50);
+        assert_eq!(c.store.path, PathBuf::from("/tmp/00123.db"));
+    }
+
+    #[test]
+    fn every_problem_is_collected_and_names_its_key() {
+        let text = r#"
+colour = "blue"
+[gradient]
+base_url = "http://gradient.example.com"
+requests_per_second = 150
+max_in_flight = "many"
+typo_key = 1
+[schedule]
+cron = "0 2 * * *"
+timezone = "Mars/Olympus"
+catch_up = "maybe"
+monthly_count = "avg"
+[log]
+format = "xml"
+[[service]]
+module = "edr"
+name = "EDR"
+unit = "seats"
+category = "Security"
+subcategory = "edr"
+[[service]]
+module = "edr"
+name = "EDR"
+unit = "users"
+category = "security"
+subcategory = "email security"
+"#;
+        let p = problems(text, &[]);
+        assert!(has(&p, "colour", "unknown"), "{p:?}");
+        assert!(has(&p, "gradient.base_url", "https"), "{p:?}");
+        assert!(
+            has(&p, "gradient.requests_per_second", "between 1 and 100"),
+            "{p:?}"
+        );
+        assert!(has(&p, "gradient.max_in_flight", "whole number"), "{p:?}");
+        assert!(has(&p, "gradient.typo_key", "unknown key"), "{p:?}");
+        assert!(
+            has(&p, "schedule.cron", "6") || has(&p, "schedule.cron", "fields"),
+            "{p:?}"
+        );
+        assert!(has(&p, "schedule.timezone", "IANA"), "{p:?}");
+        assert!(has(&p, "schedule.catch_up", "true or false"), "{p:?}");
+        assert!(has(&p, "schedule.monthly_count", "peak"), "{p:?}");
+        assert!(has(&p, "log.format", "text"), "{p:?}");
+        assert!(has(&p, "service[0].unit", "users"), "{p:?}");
+        assert!(has(&p, "service[0].category", "case-sensitive"), "{p:?}");
+        assert!(has(&p, "service[0].subcategory", "subcategory"), "{p:?}");
+        assert!(has(&p, "service[1].module", "duplicate"), "{p:?}");
+        assert!(has(&p, "service[1].name", "duplicate"), "{p:?}");
+        assert_eq!(p.len(), 15, "{p:#?}");
+    }
+
+    #[test]
+    fn wrong_types_and_missing_fields_are_named() {
+        let text = r#"
+[store]
+path = 5
+[[service]]
+name = "X"
+unit = "users"
+category = "backup"
+"#;
+        let p = problems(text, &[]);
+        assert!(has(&p, "store.path", "must be a string"), "{p:?}");
+        assert!(has(&p, "service[0].module", "missing"), "{p:?}");
+        assert!(has(&p, "service[0].subcategory", "missing"), "{p:?}");
+    }
+
+    #[test]
+    fn no_service_is_a_problem() {
+        let p = problems("[schedule]\ncadence = \"daily\"\n", &[]);
+        assert!(has(&p, "service", "no [[service]]"), "{p:?}");
+    }
+
+    #[test]
+    fn loopback_http_is_allowed_and_other_schemes_are_not() {
+        for (url, ok) in [
+            ("http://127.0.0.1:8080", true),
+            ("http://localhost:1", true),
+            ("http://[::1]:1", true),
+            ("https://app.usegradient.com", true),
+            ("http://10.0.0.1", false),
+            ("ftp://127.0.0.1", false),
+        ] {
+            let text = GOOD.replace("http://127.0.0.1:9", url);
+            let (_d, r) = load(&text, &[]);
+            assert_eq!(r.is_ok(), ok, "{url}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn vendor_key_is_loaded_trimmed_and_checked() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, r) = load(GOOD, &[]);
+        let c = r.unwrap();
+        let key = dir.path().join("key");
+        // Missing file.
+        let (p, _) = c.check_vendor_key();
+        assert!(
+            has(&p, "gradient.vendor_api_key_file", "cannot read"),
+            "{p:?}"
+        );
+        // Empty file.
+        std::fs::write(&key, "  \n").unwrap();
+        let (p, _) = c.check_vendor_key();
+        assert!(has(&p, "gradient.vendor_api_key_file", "empty"), "{p:?}");
+        // Good key, but readable by others: a warning that never shows the key.
+        std::fs::write(&key, "s3cret-vendor-key\n").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (p, w) = c.check_vendor_key();
+        assert!(p.is_empty(), "{p:?}");
+        assert!(
+            has(&w, "gradient.vendor_api_key_file", "chmod 600"),
+            "{w:?}"
+        );
+        assert!(!format!("{w:?}").contains("s3cret"));
+        use secrecy::ExposeSecret;
+        assert_eq!(
+            c.load_vendor_key().unwrap().expose_secret(),
+            "s3cret-vendor-key"
+        );
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let (_, w) = c.check_vendor_key();
+        assert!(w.is_empty());
     }
 }

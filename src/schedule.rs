@@ -79,10 +79,11 @@ impl Schedule {
 
     /// The first slot strictly after `after`.
     pub fn next_after(&self, after: Millis) -> Result<Millis, ScheduleError> {
-        let local = to_local(after, self.tz);
+        // Slots are whole seconds: drop sub-second parts on the way in and out.
+        let local = to_local(after - after.rem_euclid(1000), self.tz);
         self.cron
             .find_next_occurrence(&local, false)
-            .map(|t| t.timestamp_millis())
+            .map(|t| t.timestamp() * 1000)
             .map_err(|_| ScheduleError::NoNextSlot(self.expr.clone()))
     }
 
@@ -90,7 +91,7 @@ impl Schedule {
     pub fn latest_at_or_before(&self, at: Millis) -> Option<Millis> {
         let local = to_local(at, self.tz);
         let t = self.cron.find_previous_occurrence(&local, true).ok()?;
-        let ms = t.timestamp_millis();
+        let ms = t.timestamp() * 1000;
         (at - ms <= 400 * 86_400_000).then_some(ms)
     }
 

@@ -46,10 +46,16 @@ pub struct Month {
 impl Month {
     /// The month containing `instant` in zone `tz`.
     pub fn containing(instant: Millis, tz: Tz) -> Month {
-        let t = tz.timestamp_millis_opt(instant).single().unwrap_or_else(|| {
-            // timestamp_millis_opt is only ambiguous for out-of-range values; fall back to UTC.
-            Utc.timestamp_millis_opt(0).single().unwrap_or_default().with_timezone(&tz)
-        });
+        let t = tz
+            .timestamp_millis_opt(instant)
+            .single()
+            .unwrap_or_else(|| {
+                // timestamp_millis_opt is only ambiguous for out-of-range values; fall back to UTC.
+                Utc.timestamp_millis_opt(0)
+                    .single()
+                    .unwrap_or_default()
+                    .with_timezone(&tz)
+            });
         Month {
             year: t.year(),
             month: t.month(),
@@ -163,11 +169,19 @@ mod tests {
     fn month_bounds_follow_dst_in_new_york() {
         let tz: Tz = "America/New_York".parse().unwrap();
         // November 2026 starts in EDT (UTC-4) and ends in EST (UTC-5).
-        let (start, end) = Month { year: 2026, month: 11 }.bounds(tz);
+        let (start, end) = Month {
+            year: 2026,
+            month: 11,
+        }
+        .bounds(tz);
         assert_eq!(format_ms(start), "2026-11-01T04:00:00Z");
         assert_eq!(format_ms(end), "2026-12-01T05:00:00Z");
         // March 2026: starts in EST, ends in EDT.
-        let (start, end) = Month { year: 2026, month: 3 }.bounds(tz);
+        let (start, end) = Month {
+            year: 2026,
+            month: 3,
+        }
+        .bounds(tz);
         assert_eq!(format_ms(start), "2026-03-01T05:00:00Z");
         assert_eq!(format_ms(end), "2026-04-01T04:00:00Z");
     }

@@ -230,7 +230,12 @@ mod tests {
 {"type":"workspace","id":"w1","channel":"c","name":"W1","at":"2026-01-01T00:00:00Z"}
 {"type":"workspace","id":"w2","channel":"c","name":"W2","at":"2026-01-01T00:00:00Z"}
 "#;
-        import(&mut s, format!("{head}{lines}").as_bytes(), t("2026-01-01T00:00:00Z")).unwrap();
+        import(
+            &mut s,
+            format!("{head}{lines}").as_bytes(),
+            t("2026-01-01T00:00:00Z"),
+        )
+        .unwrap();
         (dir, s)
     }
 
@@ -303,7 +308,11 @@ mod tests {
     #[test]
     fn month_peak_end_distinct_with_unit_protected_and_unprotected_within_the_month() {
         let (_d, s) = store_with(BASIC);
-        let (a, b) = Month { year: 2026, month: 10 }.bounds(chrono_tz::UTC);
+        let (a, b) = Month {
+            year: 2026,
+            month: 10,
+        }
+        .bounds(chrono_tz::UTC);
         let peak = count_month(s.conn(), &svcs(), a, b, MonthlyCount::Peak).unwrap();
         assert_eq!(fig(&peak, "w1", "edr"), Some(2)); // d1 + d2 between the 5th and the 10th
         let end = count_month(s.conn(), &svcs(), a, b, MonthlyCount::End).unwrap();
@@ -323,7 +332,11 @@ mod tests {
 {"type":"device","workspace":"w1","id":"d3","protected":true,"at":"2026-10-10T00:00:00Z"}
 "#;
         let (_d, s) = store_with(lines);
-        let (a, b) = Month { year: 2026, month: 10 }.bounds(chrono_tz::UTC);
+        let (a, b) = Month {
+            year: 2026,
+            month: 10,
+        }
+        .bounds(chrono_tz::UTC);
         let peak = count_month(s.conn(), &svcs(), a, b, MonthlyCount::Peak).unwrap();
         assert_eq!(fig(&peak, "w1", "edr"), Some(1));
         let distinct = count_month(s.conn(), &svcs(), a, b, MonthlyCount::Distinct).unwrap();
@@ -339,7 +352,11 @@ mod tests {
 {"type":"device","workspace":"w1","id":"d2","protected":true,"at":"2026-10-20T00:00:00Z"}
 "#;
         let (_d, s) = store_with(lines);
-        let (a, b) = Month { year: 2026, month: 10 }.bounds(chrono_tz::UTC);
+        let (a, b) = Month {
+            year: 2026,
+            month: 10,
+        }
+        .bounds(chrono_tz::UTC);
         let peak = count_month(s.conn(), &svcs(), a, b, MonthlyCount::Peak).unwrap();
         assert_eq!(fig(&peak, "w1", "edr"), Some(1));
         let distinct = count_month(s.conn(), &svcs(), a, b, MonthlyCount::Distinct).unwrap();
@@ -349,7 +366,11 @@ mod tests {
         assert_eq!(fig(&end, "w1", "edr"), None);
         assert_eq!(end.disabled.len(), 1);
         // November: disabled the whole month.
-        let (a, b) = Month { year: 2026, month: 11 }.bounds(chrono_tz::UTC);
+        let (a, b) = Month {
+            year: 2026,
+            month: 11,
+        }
+        .bounds(chrono_tz::UTC);
         let nov = count_month(s.conn(), &svcs(), a, b, MonthlyCount::Peak).unwrap();
         assert!(nov.figures.is_empty());
         assert_eq!(nov.disabled, vec![("w1".to_string(), "edr".to_string())]);
@@ -366,7 +387,11 @@ mod tests {
         let c = count_as_of(s.conn(), &svcs(), t("2026-10-20T00:00:00Z")).unwrap();
         assert_eq!(fig(&c, "w1", "edr"), Some(0));
         assert_eq!(fig(&c, "w2", "edr"), Some(1));
-        let (a, b) = Month { year: 2026, month: 10 }.bounds(chrono_tz::UTC);
+        let (a, b) = Month {
+            year: 2026,
+            month: 10,
+        }
+        .bounds(chrono_tz::UTC);
         let d = count_month(s.conn(), &svcs(), a, b, MonthlyCount::Distinct).unwrap();
         assert_eq!(fig(&d, "w1", "edr"), Some(1));
         assert_eq!(fig(&d, "w2", "edr"), Some(1));
@@ -385,14 +410,26 @@ mod tests {
 "#;
         let (_d, s) = store_with(lines);
         let ny: chrono_tz::Tz = "America/New_York".parse().unwrap();
-        let (a, b) = Month { year: 2026, month: 10 }.bounds(ny);
+        let (a, b) = Month {
+            year: 2026,
+            month: 10,
+        }
+        .bounds(ny);
         let oct = count_month(s.conn(), &svcs(), a, b, MonthlyCount::Distinct).unwrap();
         assert_eq!(fig(&oct, "w1", "edr"), Some(1));
-        let (a, b) = Month { year: 2026, month: 11 }.bounds(ny);
+        let (a, b) = Month {
+            year: 2026,
+            month: 11,
+        }
+        .bounds(ny);
         let nov = count_month(s.conn(), &svcs(), a, b, MonthlyCount::Distinct).unwrap();
         assert_eq!(fig(&nov, "w1", "edr"), Some(1));
         // In UTC months the same data falls the other way.
-        let (a, b) = Month { year: 2026, month: 10 }.bounds(chrono_tz::UTC);
+        let (a, b) = Month {
+            year: 2026,
+            month: 10,
+        }
+        .bounds(chrono_tz::UTC);
         let oct_utc = count_month(s.conn(), &svcs(), a, b, MonthlyCount::Distinct).unwrap();
         assert_eq!(fig(&oct_utc, "w1", "edr"), Some(0));
     }

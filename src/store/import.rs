@@ -279,9 +279,7 @@ fn json_reason(e: &serde_json::Error, text: &str) -> String {
         return format!("not valid JSON ({msg})");
     }
     if msg.starts_with("unknown variant") || msg.contains("missing field `type`") {
-        return format!(
-            "{msg}; \"type\" must be one of channel, workspace, module, user, device"
-        );
+        return format!("{msg}; \"type\" must be one of channel, workspace, module, user, device");
     }
     if !text.starts_with('{') {
         return "each line must be one JSON object".into();
@@ -355,7 +353,10 @@ fn apply_channel(tx: &Transaction, r: &ChannelRecord, at: Millis) -> Result<Effe
     let what = format!("channel {:?}", r.id);
     let cur: Option<(String, Millis)> = tx
         .prepare_cached("SELECT name, changed_at FROM channels WHERE id = ?1")
-        .and_then(|mut s| s.query_row([&r.id], |x| Ok((x.get(0)?, x.get(1)?))).optional())
+        .and_then(|mut s| {
+            s.query_row([&r.id], |x| Ok((x.get(0)?, x.get(1)?)))
+                .optional()
+        })
         .map_err(sql)?;
     match cur {
         None => {
@@ -471,8 +472,10 @@ fn apply_module(tx: &Transaction, r: &ModuleRecord, at: Millis) -> Result<Effect
             "SELECT enabled, changed_at FROM modules WHERE workspace_id = ?1 AND module = ?2",
         )
         .and_then(|mut s| {
-            s.query_row(params![r.workspace, r.module], |x| Ok((x.get(0)?, x.get(1)?)))
-                .optional()
+            s.query_row(params![r.workspace, r.module], |x| {
+                Ok((x.get(0)?, x.get(1)?))
+            })
+            .optional()
         })
         .map_err(sql)?;
     match cur {
@@ -534,8 +537,10 @@ fn apply_unit(tx: &Transaction, kind: &str, r: &UnitRecord, at: Millis) -> Resul
             "SELECT workspace_id, protected, changed_at FROM units WHERE kind = ?1 AND id = ?2",
         )
         .and_then(|mut s| {
-            s.query_row(params![kind, r.id], |x| Ok((x.get(0)?, x.get(1)?, x.get(2)?)))
-                .optional()
+            s.query_row(params![kind, r.id], |x| {
+                Ok((x.get(0)?, x.get(1)?, x.get(2)?))
+            })
+            .optional()
         })
         .map_err(sql)?;
     match cur {
@@ -603,7 +608,11 @@ mod tests {
     }
 
     fn run(s: &mut Store, text: &str) -> Result<ImportSummary, ImportError> {
-        import(s, text.as_bytes(), parse_rfc3339("2026-11-01T00:00:00Z").unwrap())
+        import(
+            s,
+            text.as_bytes(),
+            parse_rfc3339("2026-11-01T00:00:00Z").unwrap(),
+        )
     }
 
     fn count(s: &Store, table: &str) -> i64 {
@@ -665,11 +674,17 @@ not json
         let nums: Vec<usize> = lines.iter().map(|b| b.line).collect();
         assert_eq!(nums, vec![2, 3, 4, 5, 6, 7, 8, 9]);
         let msg = err.to_string();
-        assert!(msg.contains("line 3: workspace \"ws-1\" refers to channel \"msp-9\""), "{msg}");
+        assert!(
+            msg.contains("line 3: workspace \"ws-1\" refers to channel \"msp-9\""),
+            "{msg}"
+        );
         assert!(msg.contains("line 6: missing field `name`"), "{msg}");
         assert!(msg.contains("line 7: \"at\""), "{msg}");
         assert!(msg.contains("line 8: unknown field `colour`"), "{msg}");
-        assert!(msg.contains("line 4") && msg.contains("must be one of channel"), "{msg}");
+        assert!(
+            msg.contains("line 4") && msg.contains("must be one of channel"),
+            "{msg}"
+        );
         // Line 1 was good but nothing was applied.
         assert_eq!(count(&s, "channels"), 0);
     }
@@ -710,7 +725,10 @@ not json
 {"type":"module","workspace":"ws-1","module":"m","enabled":false,"at":"2026-10-01T00:00:00Z"}
 "#;
         let err = run(&mut s, text).unwrap_err().to_string();
-        assert!(err.contains("line 4") && err.contains("same instant"), "{err}");
+        assert!(
+            err.contains("line 4") && err.contains("same instant"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -746,14 +764,20 @@ not json
         );
         let err = run(&mut s, &text).unwrap_err().to_string();
         assert!(err.contains("line 1: \"name\" is longer than"), "{err}");
-        assert!(err.contains("line 2: \"name\" contains control characters"), "{err}");
+        assert!(
+            err.contains("line 2: \"name\" contains control characters"),
+            "{err}"
+        );
         assert!(!err.contains("line 3"), "{err}");
     }
 
     #[test]
     fn overlong_line_is_rejected_without_holding_it() {
         let (_d, mut s) = store();
-        let text = format!("{}\n{{\"type\":\"channel\",\"id\":\"c\",\"name\":\"C\"}}\n", "x".repeat(MAX_LINE_BYTES * 3));
+        let text = format!(
+            "{}\n{{\"type\":\"channel\",\"id\":\"c\",\"name\":\"C\"}}\n",
+            "x".repeat(MAX_LINE_BYTES * 3)
+        );
         let err = run(&mut s, &text).unwrap_err().to_string();
         assert!(err.contains("line 1: line is longer"), "{err}");
         assert!(!err.contains("line 2"), "{err}");

@@ -223,6 +223,9 @@ mod tests {
             c.pragma_update(None, "user_version", 99).unwrap();
         }
         let err = crate::store::Store::open(&path, std::time::Duration::from_secs(1)).unwrap_err();
-        assert!(err.to_string().contains("upgrade gradient-connector"), "{err}");
+        assert!(
+            err.to_string().contains("upgrade gradient-connector"),
+            "{err}"
+        );
     }
 }

@@ -1,0 +1,104 @@
+//! Shared helpers for integration tests: temporary config + store, running the real binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_gradient-connector");
+
+/// A temporary directory with a config, a vendor key file and a store path.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+pub const VENDOR_KEY: &str = "sim-vendor-key";
+
+pub const SERVICES: &str = r#"
+[[service]]
+module = "endpoint_security"
+name = "Endpoint Security"
+description = "Protected devices"
+unit = "devices"
+category = "security"
+subcategory = "endpoint detection and response (EDR)"
+
+[[service]]
+module = "email_security"
+name = "Email Security"
+description = "Protected mailboxes"
+unit = "users"
+category = "security"
+subcategory = "email security"
+"#;
+
+impl Env {
+    /// A config pointing at `base_url`, with `extra` TOML appended to [gradient] and [schedule].
+    pub fn new(base_url: &str, gradient_extra: &str, schedule_extra: &str) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("vendor-api-key");
+        std::fs::write(&key, format!("{VENDOR_KEY}\n")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let config = dir.path().join("gradient-connector.toml");
+        let text = format!(
+            "[gradient]\nbase_url = \"{base_url}\"\nvendor_api_key_file = \"vendor-api-key\"\nretry_initial_delay_ms = 5\nretry_max_delay_secs = 1\n{gradient_extra}\n\
+             [store]\npath = \"store.db\"\n\
+             [schedule]\n{schedule_extra}\n\
+             [log]\nlevel = \"info\"\n{SERVICES}"
+        );
+        std::fs::write(&config, text).unwrap();
+        Env { dir, config }
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.dir.path().join("store.db")
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Runs the binary with `--config` and `args`, feeding `stdin`.
+    pub fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        run_bin(&self.config, args, stdin)
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+pub fn run_bin(config: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--config").arg(config).args(args);
+    cmd.env_remove("RUST_LOG")
+        .env_remove("GRADIENT_CONNECTOR_CONFIG");
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    if let Some(text) = stdin {
+        use std::io::Write;
+        let mut s = child.stdin.take().unwrap();
+        s.write_all(text.as_bytes()).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+pub fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
