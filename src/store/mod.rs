@@ -48,6 +48,9 @@ pub enum StoreError {
     /// The disk is full or the file is read-only.
     #[error("the store cannot be written ({0}); free disk space or fix the file's permissions")]
     NotWritable(String),
+    /// Another run (the daemon's or a `sync`) holds the run lock.
+    #[error("another sync is running against this store (the daemon, or another `sync`); wait for it to finish or send the daemon SIGUSR1 instead")]
+    RunInProgress,
     /// Any other SQLite error.
     #[error("store error: {0}")]
     Sqlite(String),
