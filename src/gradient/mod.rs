@@ -1,1 +1,533 @@
-//! gradient (work in progress)
+//! The Gradient vendor API client: typed calls, the `GRADIENT-TOKEN` header, retries with backoff,
+//! and daemon-wide pacing.
+//!
+//! One [`GradientClient`] per daemon holds one HTTP connection pool and the [`limiter::Pacer`]; a
+//! [`PartnerSession`] is the client plus one connector's header, built once. Retries happen here, for
+//! 429, 5xx, network errors and timeouts only (exponential backoff with full jitter, `Retry-After`
+//! honoured, capped, at most `max_attempts`); 401, 403, 404 and other 4xx are answered at once.
+//! Redirects are never followed, so the token never travels to another host.
+
+pub mod error;
+pub mod limiter;
+pub mod types;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use reqwest::header::{HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub use error::{ErrorKind, GradientError};
+pub use types::{
+    Account, AccountUpdate, Answer, Integration, IntegrationStatus, NewAccount, NewService, Sku,
+    Vendor,
+};
+
+use limiter::Pacer;
+use types::{account_list, unwrap_data, UnitCountBody};
+
+/// The authentication header's name.
+pub const TOKEN_HEADER: &str = "GRADIENT-TOKEN";
+/// Every route starts here.
+pub const API_PREFIX: &str = "/api/vendor-api";
+
+/// How the client talks to Gradient.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    /// Base URL (scheme, host, port).
+    pub base_url: url::Url,
+    /// Daemon-wide requests per second.
+    pub requests_per_second: u32,
+    /// Requests in flight at once.
+    pub max_in_flight: usize,
+    /// Per-request timeout.
+    pub request_timeout: Duration,
+    /// Attempts per request for transient failures.
+    pub max_attempts: u32,
+    /// First backoff ceiling (doubles per attempt).
+    pub retry_initial_delay: Duration,
+    /// Backoff cap (also caps `Retry-After`).
+    pub retry_max_delay: Duration,
+}
+
+impl ClientSettings {
+    /// Settings from the `[gradient]` section.
+    pub fn from_config(g: &crate::config::GradientConfig) -> ClientSettings {
+        ClientSettings {
+            base_url: g.base_url.clone(),
+            requests_per_second: g.requests_per_second,
+            max_in_flight: g.max_in_flight,
+            request_timeout: g.request_timeout,
+            max_attempts: g.max_attempts,
+            retry_initial_delay: g.retry_initial_delay,
+            retry_max_delay: g.retry_max_delay,
+        }
+    }
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base: String,
+    vendor_key: SecretString,
+    pacer: Pacer,
+    settings: ClientSettings,
+}
+
+/// The client: one per daemon. Cheap to clone.
+#[derive(Clone)]
+pub struct GradientClient {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for GradientClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GradientClient")
+            .field("base", &self.inner.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GradientClient {
+    /// Builds the client (TLS with rustls/ring, one pool, no redirects).
+    pub fn new(settings: ClientSettings, vendor_key: SecretString) -> Result<Self, GradientError> {
+        // Installing twice is harmless; reqwest needs a process-wide provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("gradient-connector/", env!("CARGO_PKG_VERSION")))
+            .timeout(settings.request_timeout)
+            .connect_timeout(settings.request_timeout.min(Duration::from_secs(10)))
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(settings.max_in_flight.max(1))
+            .build()
+            .map_err(|e| {
+                GradientError::new(ErrorKind::Config, None, format!("HTTP client: {e}"))
+            })?;
+        let base = settings.base_url.as_str().trim_end_matches('/').to_string();
+        Ok(GradientClient {
+            inner: Arc::new(Inner {
+                http,
+                base,
+                vendor_key,
+                pacer: Pacer::new(settings.requests_per_second, settings.max_in_flight),
+                settings,
+            }),
+        })
+    }
+
+    /// A session for one connector's partner key: the header is built once here.
+    pub fn partner(&self, partner_key: &SecretString) -> PartnerSession {
+        let raw = format!(
+            "{}:{}",
+            self.inner.vendor_key.expose_secret(),
+            partner_key.expose_secret()
+        );
+        let encoded = base64::engine::general_purpose::STANDARD.encode(raw.as_bytes());
+        // Base64 is always a valid header value; an empty value only stands in for the impossible.
+        let mut value = HeaderValue::from_str(&encoded).unwrap_or(HeaderValue::from_static(""));
+        value.set_sensitive(true);
+        PartnerSession {
+            client: self.clone(),
+            token: value,
+        }
+    }
+
+    /// Whether requests are currently slowed after a 429.
+    pub fn is_slowed(&self) -> bool {
+        self.inner.pacer.is_slowed()
+    }
+}
+
+/// The client bound to one connector's token.
+#[derive(Clone)]
+pub struct PartnerSession {
+    client: GradientClient,
+    token: HeaderValue,
+}
+
+impl std::fmt::Debug for PartnerSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PartnerSession { token: [REDACTED] }")
+    }
+}
+
+/// Percent-encodes one path segment (everything but unreserved characters).
+fn segment(id: &str) -> Result<String, GradientError> {
+    if id.is_empty() || id.chars().all(|c| c == '.') {
+        return Err(GradientError::new(
+            ErrorKind::Invalid,
+            None,
+            format!("the id {id:?} cannot be sent as a URL path segment"),
+        ));
+    }
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~' | b'.') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Ok(out)
+}
+
+/// How a route's 2xx body is read.
+enum Body<'a, B: Serialize + ?Sized> {
+    None,
+    Json(&'a B),
+}
+
+impl PartnerSession {
+    /// GET the vendor object (the service catalogue).
+    pub async fn get_vendor(&self) -> Result<Answer<Vendor>, GradientError> {
+        self.call_decode(Method::GET, String::new(), Body::<()>::None, true)
+            .await
+    }
+
+    /// Creates a service; answers the vendor object with its skus.
+    pub async fn create_service(&self, s: &NewService) -> Result<Answer<Vendor>, GradientError> {
+        self.call_decode(Method::POST, "/service".into(), Body::Json(s), true)
+            .await
+    }
+
+    /// GET the partner's integration (the documented way to verify a token).
+    pub async fn get_integration(&self) -> Result<Answer<Integration>, GradientError> {
+        self.call_decode(Method::GET, "/organization".into(), Body::<()>::None, true)
+            .await
+    }
+
+    /// Sets the integration status.
+    pub async fn set_integration_status(
+        &self,
+        status: IntegrationStatus,
+    ) -> Result<Answer<()>, GradientError> {
+        let path = format!("/organization/status/{}", status.as_str());
+        self.call(Method::PATCH, path, Body::<()>::None)
+            .await
+            .map(|a| a.map(|_| ()))
+    }
+
+    /// The partner's accounts.
+    pub async fn get_accounts(&self) -> Result<Answer<Vec<Account>>, GradientError> {
+        let a = self
+            .call(
+                Method::GET,
+                "/organization/accounts".into(),
+                Body::<()>::None,
+            )
+            .await?;
+        decode_with(a, account_list)
+    }
+
+    /// Creates accounts in one bulk call.
+    pub async fn create_accounts(
+        &self,
+        accounts: &[NewAccount],
+    ) -> Result<Answer<Vec<Account>>, GradientError> {
+        let a = self
+            .call(
+                Method::POST,
+                "/organization/accounts".into(),
+                Body::Json(accounts),
+            )
+            .await?;
+        // The answer's shape is loosely documented: an unreadable body still means "created".
+        let status = a.status;
+        let attempts = a.attempts;
+        Ok(decode_with(a, account_list).unwrap_or(Answer {
+            value: Vec::new(),
+            status,
+            attempts,
+        }))
+    }
+
+    /// Updates an account's name or description.
+    pub async fn update_account(
+        &self,
+        id: &str,
+        update: &AccountUpdate,
+    ) -> Result<Answer<()>, GradientError> {
+        let path = format!("/organization/accounts/{}", segment(id)?);
+        self.call(Method::PATCH, path, Body::Json(update))
+            .await
+            .map(|a| a.map(|_| ()))
+    }
+
+    /// Sets the unit count of one (account, service) pair. `no_build` skips Gradient's rebuild.
+    pub async fn set_unit_count(
+        &self,
+        service_id: &str,
+        account_id: &str,
+        unit_count: u64,
+        no_build: bool,
+    ) -> Result<Answer<()>, GradientError> {
+        let mut path = format!("/service/{}/count", segment(service_id)?);
+        if no_build {
+            path.push_str("?no_build=true");
+        }
+        let body = UnitCountBody {
+            account_id,
+            unit_count,
+        };
+        self.call(Method::POST, path, Body::Json(&body))
+            .await
+            .map(|a| a.map(|_| ()))
+    }
+
+    async fn call_decode<T: DeserializeOwned, B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: String,
+        body: Body<'_, B>,
+        unwrap: bool,
+    ) -> Result<Answer<T>, GradientError> {
+        let a = self.call(method, path, body).await?;
+        decode_with(a, |v| {
+            serde_json::from_value(if unwrap { unwrap_data(v) } else { v })
+        })
+    }
+
+    /// Sends one request with pacing and retries; answers the 2xx body as JSON (Null when empty).
+    async fn call<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: String,
+        body: Body<'_, B>,
+    ) -> Result<Answer<serde_json::Value>, GradientError> {
+        let inner = &self.client.inner;
+        let url = format!("{}{API_PREFIX}{path}", inner.base);
+        let body_bytes = match body {
+            Body::None => None,
+            Body::Json(b) => Some(serde_json::to_vec(b).map_err(|e| {
+                GradientError::new(ErrorKind::Invalid, None, format!("cannot encode body: {e}"))
+            })?),
+        };
+        let max_attempts = inner.settings.max_attempts.max(1);
+        let header = HeaderName::from_static("gradient-token");
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let permit = inner.pacer.admit().await;
+            let mut req = inner
+                .http
+                .request(method.clone(), &url)
+                .header(header.clone(), self.token.clone())
+                .header(ACCEPT, "application/json");
+            if let Some(b) = &body_bytes {
+                req = req.header(CONTENT_TYPE, "application/json").body(b.clone());
+            }
+            let result = match req.send().await {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let retry_after = resp
+                        .headers()
+                        .get(RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(parse_retry_after);
+                    match resp.bytes().await {
+                        Ok(bytes) => Ok((status, retry_after, bytes)),
+                        Err(e) => Err(transport_error(&e)),
+                    }
+                }
+                Err(e) => Err(transport_error(&e)),
+            };
+            drop(permit);
+            let (err, retry_after) = match result {
+                Ok((status, _, bytes)) if status.is_success() => {
+                    tracing::debug!(%method, route = %path, status = status.as_u16(), attempt, "gradient answered");
+                    let value = if bytes.iter().all(u8::is_ascii_whitespace) {
+                        serde_json::Value::Null
+                    } else {
+                        serde_json::from_slice(&bytes).map_err(|e| {
+                            let mut g = GradientError::new(
+                                ErrorKind::Decode,
+                                Some(status.as_u16()),
+                                format!("{e}"),
+                            );
+                            g.attempts = attempt;
+                            g
+                        })?
+                    };
+                    return Ok(Answer {
+                        value,
+                        status: status.as_u16(),
+                        attempts: attempt,
+                    });
+                }
+                Ok((status, retry_after, bytes)) => {
+                    tracing::debug!(%method, route = %path, status = status.as_u16(), attempt, "gradient refused");
+                    if status == StatusCode::TOO_MANY_REQUESTS {
+                        inner.pacer.throttled();
+                    }
+                    (classify(status, &bytes), retry_after)
+                }
+                Err(e) => {
+                    tracing::debug!(%method, route = %path, attempt, error = %e.message, "gradient unreachable");
+                    (e, None)
+                }
+            };
+            if !err.kind.is_transient() || attempt >= max_attempts {
+                let mut err = err;
+                err.attempts = attempt;
+                return Err(err);
+            }
+            let delay = retry_after
+                .map(|d| d.min(inner.settings.retry_max_delay))
+                .unwrap_or_else(|| backoff(&inner.settings, attempt));
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+impl<T> Answer<T> {
+    fn map<U>(self, f: impl FnOnce(T) -> U) -> Answer<U> {
+        Answer {
+            value: f(self.value),
+            status: self.status,
+            attempts: self.attempts,
+        }
+    }
+}
+
+fn decode_with<T>(
+    a: Answer<serde_json::Value>,
+    f: impl FnOnce(serde_json::Value) -> Result<T, serde_json::Error>,
+) -> Result<Answer<T>, GradientError> {
+    let (status, attempts) = (a.status, a.attempts);
+    match f(a.value) {
+        Ok(value) => Ok(Answer {
+            value,
+            status,
+            attempts,
+        }),
+        Err(e) => {
+            let mut g = GradientError::new(
+                ErrorKind::Decode,
+                Some(status),
+                format!("unexpected answer shape: {e}"),
+            );
+            g.attempts = attempts;
+            Err(g)
+        }
+    }
+}
+
+/// Full-jitter exponential backoff: uniform in `[0, min(cap, base * 2^(attempt-1))]`.
+fn backoff(s: &ClientSettings, attempt: u32) -> Duration {
+    let base = s.retry_initial_delay.as_millis() as u64;
+    let ceiling = base
+        .saturating_mul(1u64 << (attempt.saturating_sub(1)).min(20))
+        .min(s.retry_max_delay.as_millis() as u64);
+    Duration::from_millis(fastrand::u64(0..=ceiling))
+}
+
+/// `Retry-After` as delta-seconds or an HTTP date.
+fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(v).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+fn transport_error(e: &reqwest::Error) -> GradientError {
+    // reqwest's Display names the URL (no secrets: the token travels only in a header).
+    let text = std::error::Error::source(e)
+        .map(|s| format!("{e}: {s}"))
+        .unwrap_or_else(|| e.to_string());
+    if e.is_timeout() {
+        GradientError::new(ErrorKind::Timeout, None, text)
+    } else {
+        GradientError::new(ErrorKind::Network, None, text)
+    }
+}
+
+/// Classifies a non-2xx answer, keeping Gradient's message.
+fn classify(status: StatusCode, body: &[u8]) -> GradientError {
+    let message = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.get("message").map(|m| match m {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+        })
+        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string());
+    let kind = match status.as_u16() {
+        401 => ErrorKind::Unauthorized,
+        403 => ErrorKind::Forbidden,
+        404 => ErrorKind::NotMapped,
+        429 => ErrorKind::RateLimited,
+        500..=599 => ErrorKind::Server,
+        _ => ErrorKind::Invalid,
+    };
+    GradientError::new(kind, Some(status.as_u16()), message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_are_encoded_and_dot_ids_refused() {
+        assert_eq!(segment("ws-1").unwrap(), "ws-1");
+        assert_eq!(segment("a/b c").unwrap(), "a%2Fb%20c");
+        assert_eq!(segment("é").unwrap(), "%C3%A9");
+        assert!(segment("..").is_err());
+        assert!(segment("").is_err());
+    }
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
+        let later = std::time::SystemTime::now() + Duration::from_secs(120);
+        let d = parse_retry_after(&httpdate::fmt_http_date(later)).unwrap();
+        assert!(d > Duration::from_secs(100) && d <= Duration::from_secs(120));
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn backoff_is_capped() {
+        let s = ClientSettings {
+            base_url: "http://127.0.0.1:1".parse().unwrap(),
+            requests_per_second: 10,
+            max_in_flight: 1,
+            request_timeout: Duration::from_secs(1),
+            max_attempts: 3,
+            retry_initial_delay: Duration::from_millis(100),
+            retry_max_delay: Duration::from_millis(250),
+        };
+        for attempt in 1..30 {
+            assert!(backoff(&s, attempt) <= Duration::from_millis(250));
+        }
+    }
+
+    #[test]
+    fn session_debug_hides_the_token() {
+        let c = GradientClient::new(
+            ClientSettings {
+                base_url: "http://127.0.0.1:1".parse().unwrap(),
+                requests_per_second: 10,
+                max_in_flight: 1,
+                request_timeout: Duration::from_secs(1),
+                max_attempts: 1,
+                retry_initial_delay: Duration::from_millis(1),
+                retry_max_delay: Duration::from_millis(1),
+            },
+            SecretString::from("vendor-secret".to_string()),
+        )
+        .unwrap();
+        let s = c.partner(&SecretString::from("partner-secret".to_string()));
+        let dbg = format!("{s:?} {c:?}");
+        assert!(!dbg.contains("secret"), "{dbg}");
+        let b64 = base64::engine::general_purpose::STANDARD.encode("vendor-secret:partner-secret");
+        assert!(!dbg.contains(&b64));
+    }
+}

@@ -1,0 +1,128 @@
+//! The one error type of the Gradient client: every answer that is not a success is classified here.
+
+use std::fmt;
+
+/// What kind of failure Gradient (or the network) gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// 401: the connector's token was rejected (a newer key was generated). Never retried.
+    Unauthorized,
+    /// 403: Gradient detected an anomaly in our usage. Never retried.
+    Forbidden,
+    /// 404: unknown account, or the account or service is not mapped by the MSP (normal for counts).
+    NotMapped,
+    /// 400 or another 4xx: Gradient refused the request as invalid.
+    Invalid,
+    /// 429: over Gradient's rate limit (after retries).
+    RateLimited,
+    /// 5xx (after retries).
+    Server,
+    /// Connection failures (after retries).
+    Network,
+    /// No answer within the request timeout (after retries).
+    Timeout,
+    /// A success answer we could not read.
+    Decode,
+    /// The client could not be built (bad base URL, TLS set-up).
+    Config,
+}
+
+impl ErrorKind {
+    /// Whether a later attempt (or a later run) may succeed without anyone changing anything.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::RateLimited | ErrorKind::Server | ErrorKind::Network | ErrorKind::Timeout
+        )
+    }
+
+    /// A short word for logs and the ledger.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::NotMapped => "not_mapped",
+            ErrorKind::Invalid => "invalid",
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::Server => "server",
+            ErrorKind::Network => "network",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Decode => "decode",
+            ErrorKind::Config => "config",
+        }
+    }
+}
+
+/// A failed call to Gradient. Never contains a key or the `GRADIENT-TOKEN` header.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct GradientError {
+    /// The class of failure.
+    pub kind: ErrorKind,
+    /// HTTP status, when Gradient answered.
+    pub status: Option<u16>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Gradient's message (truncated), or what went wrong.
+    pub message: String,
+}
+
+impl GradientError {
+    pub(crate) fn new(kind: ErrorKind, status: Option<u16>, message: impl Into<String>) -> Self {
+        GradientError {
+            kind,
+            status,
+            attempts: 0,
+            message: truncate(message.into()),
+        }
+    }
+
+    /// What the operator should do about it.
+    pub fn advice(&self) -> &'static str {
+        match self.kind {
+            ErrorKind::Unauthorized => "Gradient rejected this connector's token: was a newer partner API key generated? Paste the new one with `gradient-connector connector add ID --token-file PATH`",
+            ErrorKind::Forbidden => "Gradient detected an anomaly in our usage (403): stop and contact Gradient support before retrying",
+            ErrorKind::NotMapped => "unknown account, or the account or service is not mapped yet by the MSP in Gradient",
+            ErrorKind::Invalid => "Gradient refused the request as invalid",
+            ErrorKind::RateLimited => "Gradient's rate limit was exceeded; lower [gradient] requests_per_second",
+            ErrorKind::Server => "Gradient had a server error; it is retried next run",
+            ErrorKind::Network => "Gradient could not be reached; check the network and [gradient] base_url",
+            ErrorKind::Timeout => "Gradient did not answer within [gradient] request_timeout_secs",
+            ErrorKind::Decode => "Gradient's answer could not be read",
+            ErrorKind::Config => "the Gradient client could not be set up",
+        }
+    }
+}
+
+impl fmt::Display for GradientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.advice())?;
+        if let Some(s) = self.status {
+            write!(f, " (HTTP {s}")?;
+        } else {
+            write!(f, " (")?;
+        }
+        if self.status.is_some() {
+            write!(f, ", ")?;
+        }
+        write!(f, "{} attempt(s))", self.attempts)?;
+        if !self.message.is_empty() {
+            write!(f, ": {}", self.message)?;
+        }
+        Ok(())
+    }
+}
+
+/// Gradient's messages are kept short in logs and the ledger.
+fn truncate(mut s: String) -> String {
+    const MAX: usize = 300;
+    if s.len() > MAX {
+        let mut cut = MAX;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}
