@@ -7,9 +7,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use std::sync::Arc;
+
 use crate::config::{loose_permissions, Config, ConfigError, Problem};
 use crate::store::import::ImportError;
+use crate::store::ledger::HistoryFilter;
 use crate::store::StoreError;
+use crate::sync::{RunControl, RunReport, RunRequest, SyncContext, SyncError, Trigger};
 
 /// Exit codes of the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,9 +172,265 @@ pub fn run(cli: Cli) -> Exit {
 }
 
 fn dispatch(cfg: Config, command: Command) -> Exit {
-    let _ = (cfg, command);
-    eprintln!("error: this command is not yet available in this build");
-    Exit::Failed
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return Exit::Failed;
+        }
+    };
+    let cfg = Arc::new(cfg);
+    runtime.block_on(async move {
+        match command {
+            Command::Run => crate::daemon::run(cfg).await,
+            Command::Sync {
+                dry_run,
+                connector,
+                period,
+                json,
+            } => sync(cfg, dry_run, connector, period, json).await,
+            Command::Connector { command } => connector(cfg, command).await,
+            Command::Status { json } => status(&cfg, json),
+            Command::History {
+                connector,
+                run,
+                changes,
+                limit,
+                json,
+            } => history(
+                &cfg,
+                HistoryFilter {
+                    connector,
+                    run,
+                    changes,
+                    limit,
+                },
+                json,
+            ),
+            Command::CheckConfig | Command::Import { .. } | Command::Demo { .. } => Exit::Usage,
+        }
+    })
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Exit {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => {
+            println!("{s}");
+            Exit::Ok
+        }
+        Err(e) => {
+            eprintln!("error: cannot encode JSON: {e}");
+            Exit::Failed
+        }
+    }
+}
+
+fn open_store(cfg: &Config) -> Result<crate::store::Store, Exit> {
+    crate::store::Store::open(&cfg.store.path, cfg.store.busy_timeout).map_err(|e| {
+        eprintln!("error: {e}");
+        Exit::Failed
+    })
+}
+
+fn sync_error(e: SyncError) -> Exit {
+    eprintln!("error: {e}");
+    match e {
+        SyncError::Config(_) => Exit::Config,
+        SyncError::Store(StoreError::Busy | StoreError::RunInProgress) => Exit::TempFail,
+        _ => Exit::Failed,
+    }
+}
+
+async fn sync(
+    cfg: Arc<Config>,
+    dry_run: bool,
+    connector: Option<String>,
+    period: Option<String>,
+    json: bool,
+) -> Exit {
+    let month = match period.as_deref().map(str::parse::<crate::time::Month>) {
+        None => None,
+        Some(Ok(m)) => Some(m),
+        Some(Err(e)) => {
+            eprintln!("error: --period: {e}");
+            return Exit::Usage;
+        }
+    };
+    let req = RunRequest {
+        trigger: Trigger::Cli,
+        connector,
+        month,
+        slot_at: None,
+    };
+    if dry_run {
+        return match crate::sync::dry_run(&cfg, &req).await {
+            Ok(plan) if json => print_json(&plan),
+            Ok(plan) => {
+                print!("{}", crate::status::render_dry_run(&plan));
+                Exit::Ok
+            }
+            Err(e) => sync_error(e),
+        };
+    }
+    let ctx = match SyncContext::new(cfg) {
+        Ok(c) => c,
+        Err(e) => return sync_error(e),
+    };
+    let control = RunControl::default();
+    let watcher = crate::daemon::stop_on_signals(control.clone());
+    let result = crate::sync::run(&ctx, req, &control).await;
+    watcher.abort();
+    match result {
+        Ok(report) => {
+            if json {
+                print_json(&report);
+            } else {
+                print!("{}", render_report(&report));
+            }
+            report.exit()
+        }
+        Err(e) => sync_error(e),
+    }
+}
+
+/// A run report for the terminal.
+pub fn render_report(r: &RunReport) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let _ = writeln!(o, "{}", r.summary());
+    for c in &r.connectors {
+        let _ = writeln!(
+            o,
+            "  connector {}: {} (accounts created {}, renamed {})",
+            c.id, c.tally, c.accounts_created, c.accounts_renamed
+        );
+        if let Some(n) = &c.note {
+            let _ = writeln!(o, "    {n}");
+        }
+        for (a, m) in &c.unmapped {
+            let _ = writeln!(
+                o,
+                "    unmapped: {a} / {m} (the MSP has not mapped it in Gradient yet)"
+            );
+        }
+        for (a, m, why) in &c.failed {
+            let _ = writeln!(o, "    failed: {a} / {m}: {why}");
+        }
+    }
+    o
+}
+
+async fn connector(cfg: Arc<Config>, command: ConnectorCommand) -> Exit {
+    match command {
+        ConnectorCommand::List { json } => {
+            let store = match open_store(&cfg) {
+                Ok(s) => s,
+                Err(e) => return e,
+            };
+            match store.connectors() {
+                Ok(rows) if json => print_json(&rows),
+                Ok(rows) => {
+                    print!("{}", crate::status::render_connectors(&rows));
+                    Exit::Ok
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Exit::Failed
+                }
+            }
+        }
+        ConnectorCommand::Add { id, token_file } => {
+            let token = match crate::connector::read_token(&token_file) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Exit::Failed;
+                }
+            };
+            let ctx = match SyncContext::new(cfg) {
+                Ok(c) => c,
+                Err(e) => return sync_error(e),
+            };
+            match crate::connector::add(&ctx, &id, token).await {
+                Ok(r) => {
+                    println!(
+                        "connector {} connected: Gradient shows the integration {}; accounts created {}, renamed {}",
+                        r.id, r.gradient_status, r.accounts_created, r.accounts_renamed
+                    );
+                    if !r.channel_known {
+                        println!("note: the inventory has no channel {:?} yet; import it so that its workspaces are synced", r.id);
+                    }
+                    Exit::Ok
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    e.exit()
+                }
+            }
+        }
+        ConnectorCommand::Disconnect { id } => {
+            let ctx = match SyncContext::new(cfg) {
+                Ok(c) => c,
+                Err(e) => return sync_error(e),
+            };
+            match crate::connector::disconnect(&ctx, &id).await {
+                Ok(told) => {
+                    println!(
+                        "connector {id} disconnected: token forgotten, history kept{}",
+                        if told {
+                            "; Gradient shows the integration inactive"
+                        } else {
+                            "; Gradient could not be told (see the log)"
+                        }
+                    );
+                    Exit::Ok
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    e.exit()
+                }
+            }
+        }
+    }
+}
+
+fn status(cfg: &Config, json: bool) -> Exit {
+    let store = match open_store(cfg) {
+        Ok(s) => s,
+        Err(e) => return e,
+    };
+    match crate::status::status(&store, cfg) {
+        Ok(s) if json => print_json(&s),
+        Ok(s) => {
+            print!("{}", crate::status::render_status(&s));
+            Exit::Ok
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Exit::Failed
+        }
+    }
+}
+
+fn history(cfg: &Config, filter: HistoryFilter, json: bool) -> Exit {
+    let store = match open_store(cfg) {
+        Ok(s) => s,
+        Err(e) => return e,
+    };
+    match crate::status::history(&store, &filter) {
+        Ok(rows) if json => print_json(&rows),
+        Ok(rows) => {
+            print!("{}", crate::status::render_history(&rows));
+            Exit::Ok
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Exit::Failed
+        }
+    }
 }
 
 /// Loads the configuration (exit 78 with every problem when it is bad), sets up logging, then runs `f`.

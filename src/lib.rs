@@ -12,6 +12,7 @@ pub mod demo;
 pub mod gradient;
 pub mod schedule;
 pub mod sim;
+pub mod status;
 pub mod store;
 pub mod sync;
 pub mod time;

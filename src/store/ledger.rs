@@ -165,13 +165,27 @@ pub struct Tally {
 impl Tally {
     /// Counts one outcome.
     pub fn add(&mut self, o: PairOutcome) {
+        self.add_n(o, 1);
+    }
+
+    /// Counts `n` of one outcome.
+    pub fn add_n(&mut self, o: PairOutcome, n: u64) {
         match o {
-            PairOutcome::Pushed => self.pushed += 1,
-            PairOutcome::Unmapped => self.unmapped += 1,
-            PairOutcome::Failed => self.failed += 1,
-            PairOutcome::Rejected => self.rejected += 1,
-            PairOutcome::SkippedDisabled => self.skipped_disabled += 1,
+            PairOutcome::Pushed => self.pushed += n,
+            PairOutcome::Unmapped => self.unmapped += n,
+            PairOutcome::Failed => self.failed += n,
+            PairOutcome::Rejected => self.rejected += n,
+            PairOutcome::SkippedDisabled => self.skipped_disabled += n,
         }
+    }
+
+    /// Adds another tally.
+    pub fn merge(&mut self, o: &Tally) {
+        self.pushed += o.pushed;
+        self.unmapped += o.unmapped;
+        self.failed += o.failed;
+        self.rejected += o.rejected;
+        self.skipped_disabled += o.skipped_disabled;
     }
 }
 
@@ -786,6 +800,31 @@ impl Store {
             ledger_row,
         )?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Per-connector counts per outcome of one run.
+    pub fn run_tally_by_connector(
+        &self,
+        run_id: i64,
+    ) -> Result<HashMap<String, Tally>, StoreError> {
+        let mut stmt = self.conn().prepare(
+            "SELECT connector_id, outcome, count(*) FROM ledger WHERE run_id = ?1 GROUP BY connector_id, outcome",
+        )?;
+        let rows = stmt.query_map([run_id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        let mut out: HashMap<String, Tally> = HashMap::new();
+        for row in rows {
+            let (c, o, n) = row?;
+            out.entry(c)
+                .or_default()
+                .add_n(PairOutcome::parse(&o), n.max(0) as u64);
+        }
+        Ok(out)
     }
 
     // ---- daemon state ----

@@ -1,0 +1,463 @@
+//! Status: what the connector knows, assembled for operators — `status`, `history`, `connector list`
+//! and the dry-run plan, as human tables or JSON. Read-only; never prints a token.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::store::ledger::{
+    ConnectorRow, HistoryFilter, LastKnown, LedgerRow, PairOutcome, RunLock, RunRow, Tally,
+};
+use crate::store::{Store, StoreError};
+use crate::sync::{when, DryRun};
+use crate::time::{format_ms, now_ms, Millis};
+
+/// A pair as shown in status.
+#[derive(Debug, Clone, Serialize)]
+pub struct PairView {
+    /// Account id.
+    pub account: String,
+    /// Module (service).
+    pub service: String,
+    /// Count involved (for disabled pairs: the last known value).
+    pub unit_count: Option<u64>,
+    /// Outcome of its latest push.
+    pub outcome: PairOutcome,
+    /// Why.
+    pub reason: Option<String>,
+    /// When.
+    pub at: String,
+}
+
+/// One last-known value.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastKnownView {
+    /// Account id.
+    pub account: String,
+    /// Module (service).
+    pub service: String,
+    /// Last count Gradient accepted.
+    pub unit_count: u64,
+    /// When.
+    pub pushed_at: String,
+}
+
+/// One connector in status.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectorView {
+    /// Id.
+    pub id: String,
+    /// State.
+    pub state: crate::store::ledger::ConnectorState,
+    /// Why.
+    pub state_reason: Option<String>,
+    /// Integration status Gradient last reported.
+    pub gradient_status: Option<String>,
+    /// Organisation name Gradient reported.
+    pub organization_name: Option<String>,
+    /// Token last verified.
+    pub verified_at: Option<String>,
+    /// Last run without failures.
+    pub last_success_at: Option<String>,
+    /// Counts per outcome in the last run.
+    pub last_run_counts: Option<Tally>,
+    /// Last pushed counts.
+    pub last_known: Vec<LastKnownView>,
+    /// Pairs Gradient answered 404 for (not mapped by the MSP yet).
+    pub unmapped: Vec<PairView>,
+    /// Pairs whose latest push failed or was rejected.
+    pub failing: Vec<PairView>,
+    /// Pairs whose module is disabled (Gradient keeps the last known value).
+    pub disabled: Vec<PairView>,
+}
+
+/// A run in status.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunView {
+    /// Id.
+    pub id: i64,
+    /// Trigger.
+    pub trigger: String,
+    /// Cadence.
+    pub cadence: String,
+    /// Period.
+    pub period: String,
+    /// Start.
+    pub started_at: String,
+    /// End.
+    pub finished_at: Option<String>,
+    /// `ok`, `partial`, `failed`, `interrupted`, or `running`.
+    pub outcome: String,
+    /// Counts.
+    pub counts: Tally,
+    /// Message.
+    pub message: Option<String>,
+}
+
+/// The whole status.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// Connectors.
+    pub connectors: Vec<ConnectorView>,
+    /// The newest run, or null.
+    pub last_run: Option<RunView>,
+    /// Whether a run holds the run lock now.
+    pub running: bool,
+    /// Next scheduled run per the configuration.
+    pub next_scheduled_run: Option<String>,
+    /// Cadence and schedule.
+    pub schedule: String,
+}
+
+fn run_view(r: &RunRow, running: bool) -> RunView {
+    let outcome = match (r.outcome, running) {
+        (Some(o), _) => o.as_str().to_string(),
+        (None, true) => "running".into(),
+        // Unfinished and nobody holds the lock: it died; the next run records it as interrupted.
+        (None, false) => "interrupted".into(),
+    };
+    RunView {
+        id: r.id,
+        trigger: r.trigger.clone(),
+        cadence: r.cadence.clone(),
+        period: r.period.clone(),
+        started_at: format_ms(r.started_at),
+        finished_at: r.finished_at.map(format_ms),
+        outcome,
+        counts: r.tally,
+        message: r.message.clone(),
+    }
+}
+
+fn pair_view(r: &LedgerRow) -> PairView {
+    PairView {
+        account: r.entry.account_id.clone(),
+        service: r.entry.module.clone(),
+        unit_count: r.entry.unit_count,
+        outcome: r.entry.outcome,
+        reason: r.entry.reason.clone(),
+        at: format_ms(r.entry.at),
+    }
+}
+
+fn last_known_view(l: &LastKnown) -> LastKnownView {
+    LastKnownView {
+        account: l.account.clone(),
+        service: l.service.clone(),
+        unit_count: l.unit_count,
+        pushed_at: format_ms(l.pushed_at),
+    }
+}
+
+/// Assembles the status from the store and the configuration.
+pub fn status(store: &Store, config: &Config) -> Result<Status, StoreError> {
+    let running = RunLock::is_held(store.path());
+    let last = store.last_run()?;
+    let last_counts: HashMap<String, Tally> = match &last {
+        Some(r) => store.run_tally_by_connector(r.id)?,
+        None => HashMap::new(),
+    };
+    let mut by_connector: HashMap<String, Vec<LedgerRow>> = HashMap::new();
+    for row in store.latest_with_outcome(&[
+        PairOutcome::Unmapped,
+        PairOutcome::Failed,
+        PairOutcome::Rejected,
+        PairOutcome::SkippedDisabled,
+    ])? {
+        by_connector
+            .entry(row.entry.connector_id.clone())
+            .or_default()
+            .push(row);
+    }
+    let mut known: HashMap<String, Vec<LastKnown>> = HashMap::new();
+    for l in store.last_known(None)? {
+        known.entry(l.connector_id.clone()).or_default().push(l);
+    }
+    let connectors = store
+        .connectors()?
+        .into_iter()
+        .map(|c: ConnectorRow| {
+            let rows = by_connector.remove(&c.id).unwrap_or_default();
+            let pick = |o: &[PairOutcome]| -> Vec<PairView> {
+                rows.iter()
+                    .filter(|r| o.contains(&r.entry.outcome))
+                    .map(pair_view)
+                    .collect()
+            };
+            ConnectorView {
+                state: c.state,
+                state_reason: c.state_reason.clone(),
+                gradient_status: c.gradient_status.clone(),
+                organization_name: c.organization_name.clone(),
+                verified_at: c.verified_at.map(format_ms),
+                last_success_at: c.last_success_at.map(format_ms),
+                last_run_counts: last_counts.get(&c.id).copied(),
+                last_known: known
+                    .get(&c.id)
+                    .map(|v| v.iter().map(last_known_view).collect())
+                    .unwrap_or_default(),
+                unmapped: pick(&[PairOutcome::Unmapped]),
+                failing: pick(&[PairOutcome::Failed, PairOutcome::Rejected]),
+                disabled: pick(&[PairOutcome::SkippedDisabled]),
+                id: c.id,
+            }
+        })
+        .collect();
+    let next = crate::schedule::Schedule::new(&config.schedule.cron, config.schedule.timezone)
+        .ok()
+        .and_then(|s| s.next_after(now_ms()).ok())
+        .map(format_ms);
+    Ok(Status {
+        connectors,
+        last_run: last.as_ref().map(|r| run_view(r, running)),
+        running,
+        next_scheduled_run: next,
+        schedule: format!(
+            "{} at \"{}\" {}",
+            config.schedule.cadence.as_str(),
+            config.schedule.cron,
+            config.schedule.timezone
+        ),
+    })
+}
+
+/// The status as a human report.
+pub fn render_status(s: &Status) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "schedule: {}; next run {}",
+        s.schedule,
+        s.next_scheduled_run.as_deref().unwrap_or("unknown")
+    );
+    match &s.last_run {
+        Some(r) => {
+            let _ = writeln!(
+                o,
+                "last run: #{} {} ({} {}, {}) started {} — {}",
+                r.id, r.outcome, r.cadence, r.period, r.trigger, r.started_at, r.counts
+            );
+            if let Some(m) = &r.message {
+                let _ = writeln!(o, "  {m}");
+            }
+        }
+        None => {
+            let _ = writeln!(o, "last run: none yet");
+        }
+    }
+    if s.connectors.is_empty() {
+        let _ = writeln!(
+            o,
+            "\nno connectors: add one with `gradient-connector connector add ID --token-file PATH`"
+        );
+    }
+    for c in &s.connectors {
+        let _ = writeln!(
+            o,
+            "\nconnector {} — {} (Gradient: {}; last success {})",
+            c.id,
+            c.state.as_str(),
+            c.gradient_status.as_deref().unwrap_or("unknown"),
+            c.last_success_at.as_deref().unwrap_or("never")
+        );
+        if let Some(r) = &c.state_reason {
+            let _ = writeln!(o, "  {r}");
+        }
+        if let Some(t) = &c.last_run_counts {
+            let _ = writeln!(o, "  last run: {t}");
+        }
+        if !c.last_known.is_empty() {
+            let _ = writeln!(
+                o,
+                "  {:<24} {:<24} {:>10}  PUSHED AT",
+                "ACCOUNT", "SERVICE", "LAST KNOWN"
+            );
+            for l in &c.last_known {
+                let _ = writeln!(
+                    o,
+                    "  {:<24} {:<24} {:>10}  {}",
+                    l.account, l.service, l.unit_count, l.pushed_at
+                );
+            }
+        }
+        for (title, list) in [
+            (
+                "unmapped in Gradient (404: the MSP has not mapped them yet)",
+                &c.unmapped,
+            ),
+            ("failing", &c.failing),
+            (
+                "module disabled (Gradient keeps the last known value)",
+                &c.disabled,
+            ),
+        ] {
+            if list.is_empty() {
+                continue;
+            }
+            let _ = writeln!(o, "  {title}:");
+            for p in list {
+                let count = p
+                    .unit_count
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "-".into());
+                let _ = write!(o, "    {} / {} ({count})", p.account, p.service);
+                if p.outcome != PairOutcome::Unmapped && p.outcome != PairOutcome::SkippedDisabled {
+                    if let Some(r) = &p.reason {
+                        let _ = write!(o, ": {r}");
+                    }
+                }
+                let _ = writeln!(o);
+            }
+        }
+    }
+    o
+}
+
+/// History rows as a table.
+pub fn render_history(rows: &[LedgerRow]) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{:<20} {:>5} {:<16} {:<20} {:<20} {:>8} {:>8} {:<16} {:>4} {:>3}  REASON",
+        "AT",
+        "RUN",
+        "CONNECTOR",
+        "ACCOUNT",
+        "SERVICE",
+        "COUNT",
+        "PREVIOUS",
+        "OUTCOME",
+        "HTTP",
+        "TRY"
+    );
+    for r in rows {
+        let e = &r.entry;
+        let _ = writeln!(
+            o,
+            "{:<20} {:>5} {:<16} {:<20} {:<20} {:>8} {:>8} {:<16} {:>4} {:>3}  {}",
+            format_ms(e.at),
+            e.run_id,
+            e.connector_id,
+            e.account_id,
+            e.module,
+            e.unit_count
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "-".into()),
+            r.previous_count
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "-".into()),
+            e.outcome.as_str(),
+            e.http_status
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "-".into()),
+            e.attempts,
+            e.reason.as_deref().unwrap_or("")
+        );
+    }
+    if rows.is_empty() {
+        let _ = writeln!(o, "(no pushes recorded)");
+    }
+    o
+}
+
+/// History rows.
+pub fn history(store: &Store, f: &HistoryFilter) -> Result<Vec<LedgerRow>, StoreError> {
+    store.history(f)
+}
+
+/// `connector list` as a table.
+pub fn render_connectors(rows: &[ConnectorRow]) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{:<20} {:<15} {:<10} {:<22} {:<22} REASON",
+        "ID", "STATE", "GRADIENT", "VERIFIED", "LAST SUCCESS"
+    );
+    for c in rows {
+        let _ = writeln!(
+            o,
+            "{:<20} {:<15} {:<10} {:<22} {:<22} {}",
+            c.id,
+            c.state.as_str(),
+            c.gradient_status.as_deref().unwrap_or("-"),
+            when(c.verified_at),
+            when(c.last_success_at),
+            c.state_reason.as_deref().unwrap_or("")
+        );
+    }
+    if rows.is_empty() {
+        let _ = writeln!(
+            o,
+            "(no connectors: add one with `gradient-connector connector add ID --token-file PATH`)"
+        );
+    }
+    o
+}
+
+/// A dry-run plan as a table.
+pub fn render_dry_run(d: &DryRun) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "dry run: {} counts for {} — nothing is sent, nothing recorded",
+        d.cadence, d.period
+    );
+    if !d.services_not_yet_known.is_empty() {
+        let _ = writeln!(
+            o,
+            "services without a known Gradient id yet (the first real run looks them up or creates them): {}",
+            d.services_not_yet_known.join(", ")
+        );
+    }
+    for c in &d.connectors {
+        let _ = writeln!(
+            o,
+            "\nconnector {} ({})",
+            c.plan.connector_id,
+            c.state.as_str()
+        );
+        let _ = writeln!(
+            o,
+            "  {:<24} {:<24} {:>8} {:>10} {:>8}",
+            "ACCOUNT", "SERVICE", "COUNT", "LAST PUSH", "CHANGE"
+        );
+        for p in &c.plan.pushes {
+            let (last, change) = match p.previous {
+                Some(prev) => (
+                    prev.to_string(),
+                    format!("{:+}", p.unit_count as i128 - prev as i128),
+                ),
+                None => ("-".into(), "new".into()),
+            };
+            let _ = writeln!(
+                o,
+                "  {:<24} {:<24} {:>8} {:>10} {:>8}",
+                p.account_id, p.module, p.unit_count, last, change
+            );
+        }
+        for p in &c.plan.disabled {
+            let _ = writeln!(
+                o,
+                "  {:<24} {:<24} {:>8} {:>10} {:>8}",
+                p.account_id,
+                p.module,
+                "disabled",
+                p.last_known
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                "kept"
+            );
+        }
+    }
+    if d.connectors.is_empty() {
+        let _ = writeln!(o, "(no connected connectors)");
+    }
+    o
+}
+
+/// Milliseconds as an optional string, for JSON.
+pub fn ms(v: Option<Millis>) -> Option<String> {
+    v.map(format_ms)
+}

@@ -1,0 +1,329 @@
+//! Planning: pure functions that decide what a run sends — which services exist in Gradient, which
+//! accounts to create or rename, which (account, service, unit count) pairs to push, and how a run's
+//! outcomes add up. No I/O here.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::Serialize;
+
+use crate::config::{Cadence, ServiceConfig};
+use crate::gradient::{Account, NewAccount, Sku};
+use crate::store::counting::Counts;
+use crate::store::ledger::{RunOutcome, Tally, WorkspaceRow};
+use crate::time::{Millis, Month, Period};
+
+/// One push to make.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedPush {
+    /// Account (workspace) id.
+    pub account_id: String,
+    /// Module (our name for the service).
+    pub module: String,
+    /// Gradient's service id, when known.
+    pub service_id: Option<String>,
+    /// The count to set.
+    pub unit_count: u64,
+    /// The count last accepted by Gradient for this pair, if any.
+    pub previous: Option<u64>,
+}
+
+/// A pair whose module is disabled: nothing is sent; Gradient keeps the last value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DisabledPair {
+    /// Account id.
+    pub account_id: String,
+    /// Module.
+    pub module: String,
+    /// Last count Gradient accepted, which it keeps showing.
+    pub last_known: Option<u64>,
+}
+
+/// What one connector's part of a run sends.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ConnectorPlan {
+    /// Connector (channel) id.
+    pub connector_id: String,
+    /// Pushes, ordered by account then module.
+    pub pushes: Vec<PlannedPush>,
+    /// Disabled pairs.
+    pub disabled: Vec<DisabledPair>,
+}
+
+/// Builds a connector's plan from the counts of all workspaces.
+pub fn plan_connector(
+    connector_id: &str,
+    workspaces: &[WorkspaceRow],
+    counts: &Counts,
+    service_ids: &HashMap<String, String>,
+    last_known: &HashMap<(String, String), u64>,
+) -> ConnectorPlan {
+    let mine: HashSet<&str> = workspaces
+        .iter()
+        .filter(|w| w.channel_id == connector_id)
+        .map(|w| w.id.as_str())
+        .collect();
+    let previous = |a: &str, m: &str| last_known.get(&(a.to_string(), m.to_string())).copied();
+    let mut pushes: Vec<PlannedPush> = counts
+        .figures
+        .iter()
+        .filter(|f| mine.contains(f.workspace_id.as_str()))
+        .map(|f| PlannedPush {
+            account_id: f.workspace_id.clone(),
+            module: f.module.clone(),
+            service_id: service_ids.get(&f.module).cloned(),
+            unit_count: f.unit_count,
+            previous: previous(&f.workspace_id, &f.module),
+        })
+        .collect();
+    pushes.sort_by(|a, b| (&a.account_id, &a.module).cmp(&(&b.account_id, &b.module)));
+    let mut disabled: Vec<DisabledPair> = counts
+        .disabled
+        .iter()
+        .filter(|(w, _)| mine.contains(w.as_str()))
+        .map(|(w, m)| DisabledPair {
+            account_id: w.clone(),
+            module: m.clone(),
+            last_known: previous(w, m),
+        })
+        .collect();
+    disabled.sort_by(|a, b| (&a.account_id, &a.module).cmp(&(&b.account_id, &b.module)));
+    ConnectorPlan {
+        connector_id: connector_id.to_string(),
+        pushes,
+        disabled,
+    }
+}
+
+/// Accounts to create (bulk) and rename so that Gradient holds every workspace of the channel.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountChanges {
+    /// Missing accounts.
+    pub create: Vec<NewAccount>,
+    /// (account id, new name) for accounts whose name differs.
+    pub rename: Vec<(String, String)>,
+}
+
+/// Compares the channel's workspaces with Gradient's accounts.
+pub fn account_changes(
+    connector_id: &str,
+    workspaces: &[WorkspaceRow],
+    existing: &[Account],
+) -> AccountChanges {
+    let by_id: HashMap<&str, &Account> = existing.iter().map(|a| (a.id.as_str(), a)).collect();
+    let mut out = AccountChanges::default();
+    for w in workspaces.iter().filter(|w| w.channel_id == connector_id) {
+        match by_id.get(w.id.as_str()) {
+            None => out.create.push(NewAccount {
+                id: w.id.clone(),
+                name: w.name.clone(),
+                description: None,
+            }),
+            Some(a) if a.name != w.name => out.rename.push((w.id.clone(), w.name.clone())),
+            Some(_) => {}
+        }
+    }
+    out
+}
+
+/// How configured services map onto Gradient's catalogue.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceResolution {
+    /// module → Gradient service id, for services found by exact name.
+    pub found: BTreeMap<String, String>,
+    /// Modules whose service name is not in the catalogue (to be created once).
+    pub missing: Vec<String>,
+    /// Names that appear more than once in the catalogue (the first is used).
+    pub duplicates: Vec<String>,
+}
+
+/// Matches configured services to the catalogue by exact name.
+pub fn resolve_services(configured: &[ServiceConfig], catalogue: &[Sku]) -> ServiceResolution {
+    let mut out = ServiceResolution::default();
+    for s in configured {
+        let matches: Vec<&Sku> = catalogue.iter().filter(|k| k.name == s.name).collect();
+        match matches.first() {
+            Some(k) => {
+                out.found.insert(s.module.clone(), k.id.clone());
+                if matches.len() > 1 {
+                    out.duplicates.push(s.name.clone());
+                }
+            }
+            None => out.missing.push(s.module.clone()),
+        }
+    }
+    out
+}
+
+/// The outcome of a run from its tally: `failed` when it was aborted or nothing got through while
+/// something failed, `partial` when some pairs failed or were rejected, else `ok`.
+pub fn run_outcome(tally: &Tally, aborted: bool, interrupted: bool) -> RunOutcome {
+    if interrupted {
+        return RunOutcome::Interrupted;
+    }
+    let bad = tally.failed + tally.rejected;
+    let good = tally.pushed + tally.unmapped;
+    if aborted || (bad > 0 && good == 0) {
+        RunOutcome::Failed
+    } else if bad > 0 {
+        RunOutcome::Partial
+    } else {
+        RunOutcome::Ok
+    }
+}
+
+/// The period a run counts: an explicit month, or by cadence relative to `reference` (the slot of a
+/// scheduled run, else now): daily → as of now; monthly → the month before the reference's month.
+pub fn period_for(
+    explicit: Option<Month>,
+    cadence: Cadence,
+    tz: chrono_tz::Tz,
+    reference: Millis,
+    now: Millis,
+) -> Period {
+    match (explicit, cadence) {
+        (Some(m), _) => Period::Month(m),
+        (None, Cadence::Daily) => Period::AsOf(now),
+        (None, Cadence::Monthly) => Period::Month(Month::containing(reference, tz).previous()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::UnitKind;
+    use crate::store::counting::Figure;
+
+    fn ws(id: &str, ch: &str, name: &str) -> WorkspaceRow {
+        WorkspaceRow {
+            id: id.into(),
+            channel_id: ch.into(),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn plan_takes_only_the_channels_workspaces_and_keeps_disabled_aside() {
+        let workspaces = vec![ws("a", "c1", "A"), ws("b", "c1", "B"), ws("x", "c2", "X")];
+        let counts = Counts {
+            figures: vec![
+                Figure {
+                    workspace_id: "b".into(),
+                    module: "m".into(),
+                    unit_count: 0,
+                },
+                Figure {
+                    workspace_id: "a".into(),
+                    module: "m".into(),
+                    unit_count: 3,
+                },
+                Figure {
+                    workspace_id: "x".into(),
+                    module: "m".into(),
+                    unit_count: 9,
+                },
+            ],
+            disabled: vec![("a".into(), "n".into())],
+        };
+        let ids = HashMap::from([("m".to_string(), "sid".to_string())]);
+        let lk = HashMap::from([
+            (("a".to_string(), "m".to_string()), 2u64),
+            (("a".to_string(), "n".to_string()), 7u64),
+        ]);
+        let p = plan_connector("c1", &workspaces, &counts, &ids, &lk);
+        let got: Vec<(&str, u64, Option<u64>)> = p
+            .pushes
+            .iter()
+            .map(|p| (p.account_id.as_str(), p.unit_count, p.previous))
+            .collect();
+        assert_eq!(got, vec![("a", 3, Some(2)), ("b", 0, None)]);
+        assert_eq!(p.pushes[0].service_id.as_deref(), Some("sid"));
+        assert_eq!(
+            p.disabled,
+            vec![DisabledPair {
+                account_id: "a".into(),
+                module: "n".into(),
+                last_known: Some(7)
+            }]
+        );
+    }
+
+    #[test]
+    fn account_changes_create_missing_and_rename_different() {
+        let workspaces = vec![ws("a", "c", "A"), ws("b", "c", "B2"), ws("z", "other", "Z")];
+        let existing = vec![Account {
+            id: "b".into(),
+            name: "B".into(),
+            description: None,
+            is_mapped: None,
+            mapping_id: None,
+        }];
+        let ch = account_changes("c", &workspaces, &existing);
+        assert_eq!(ch.create.len(), 1);
+        assert_eq!(ch.create[0].id, "a");
+        assert_eq!(ch.rename, vec![("b".to_string(), "B2".to_string())]);
+    }
+
+    #[test]
+    fn services_resolve_by_exact_name() {
+        let svc = |m: &str, n: &str| ServiceConfig {
+            module: m.into(),
+            name: n.into(),
+            description: n.into(),
+            unit: UnitKind::Users,
+            category: "security".into(),
+            subcategory: "email security".into(),
+            support_article: None,
+            support_contact: None,
+        };
+        let sku = |id: &str, n: &str| Sku {
+            id: id.into(),
+            name: n.into(),
+            description: None,
+            category: None,
+            subcategory: None,
+        };
+        let r = resolve_services(
+            &[svc("a", "Alpha"), svc("b", "Beta")],
+            &[sku("1", "alpha"), sku("2", "Beta"), sku("3", "Beta")],
+        );
+        assert_eq!(r.found.get("b").map(String::as_str), Some("2"));
+        assert_eq!(r.missing, vec!["a".to_string()]);
+        assert_eq!(r.duplicates, vec!["Beta".to_string()]);
+    }
+
+    #[test]
+    fn outcomes() {
+        let t = |pushed, failed, rejected| Tally {
+            pushed,
+            failed,
+            rejected,
+            ..Tally::default()
+        };
+        assert_eq!(run_outcome(&t(3, 0, 0), false, false), RunOutcome::Ok);
+        assert_eq!(run_outcome(&t(0, 0, 0), false, false), RunOutcome::Ok);
+        assert_eq!(run_outcome(&t(3, 1, 0), false, false), RunOutcome::Partial);
+        assert_eq!(run_outcome(&t(0, 0, 2), false, false), RunOutcome::Failed);
+        assert_eq!(run_outcome(&t(3, 0, 0), true, false), RunOutcome::Failed);
+        assert_eq!(
+            run_outcome(&t(3, 0, 0), false, true),
+            RunOutcome::Interrupted
+        );
+    }
+
+    #[test]
+    fn monthly_period_is_the_month_before_the_slot() {
+        let ny: chrono_tz::Tz = "America/New_York".parse().unwrap();
+        let slot = crate::time::parse_rfc3339("2026-11-01T12:00:00Z").unwrap();
+        assert_eq!(
+            period_for(None, Cadence::Monthly, ny, slot, slot + 86_400_000),
+            Period::Month(Month {
+                year: 2026,
+                month: 10
+            })
+        );
+        assert_eq!(
+            period_for(None, Cadence::Daily, ny, slot, slot + 5),
+            Period::AsOf(slot + 5)
+        );
+    }
+}
