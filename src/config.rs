@@ -26,66 +26,7 @@ pub const ENV_PREFIX: &str = "GRADIENT_CONNECTOR";
 /// Name of the systemd credential holding the vendor API key.
 pub const VENDOR_KEY_CREDENTIAL: &str = "vendor-api-key";
 
-/// Gradient's service categories (exact, case-sensitive).
-pub const CATEGORIES: &[&str] = &[
-    "security",
-    "backup",
-    "productivity",
-    "infrastructure",
-    "service delivery",
-    "consulting",
-    "other",
-];
-
-/// Gradient's service subcategories (exact, case-sensitive, including Gradient's own spelling).
-pub const SUBCATEGORIES: &[&str] = &[
-    "endpoint detection and response (EDR)",
-    "email security",
-    "virtual private network services (VPN)",
-    "DNS filtering",
-    "dark web monitoring",
-    "password management",
-    "single sign on (SSO)",
-    "priviledged access and identity management (PAM/PIM)",
-    "security information and event management (SIEM)",
-    "mobile device management (MDM)",
-    "application security",
-    "mobile application management (MAM)",
-    "multi factor authentication (MFA)",
-    "cloud backup",
-    "local backup",
-    "desktop backup",
-    "data archiving",
-    "physical offsite storage",
-    "business continuity",
-    "hosted email",
-    "video conferencing",
-    "voice over IP services (VOIP)",
-    "line of business application support",
-    "unified communications as a service (UCaaS)",
-    "customer relationship management",
-    "cloud storage",
-    "website hosting",
-    "hardware as a service (HaaS)",
-    "managed print services",
-    "virtual desktop infrastructure (VDI)",
-    "virtual server hosting",
-    "infrastructure as a service (IaaS)",
-    "end user support",
-    "server management and support",
-    "network management and support",
-    "printer management and support",
-    "desktop management and support",
-    "hosted security operations centre (SOC)",
-    "software development",
-    "penetration testing",
-    "project services",
-    "governance and compliance",
-    "business intelligence services / analytics",
-    "phishing simulation",
-    "privacy and security awareness training",
-    "other",
-];
+pub use crate::gradient::types::{CATEGORIES, SUBCATEGORIES};
 
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]

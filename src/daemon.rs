@@ -73,7 +73,6 @@ pub fn stop_on_signals(control: RunControl) -> tokio::task::JoinHandle<()> {
 /// whole stop stays within the contract's 10 s.
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(7);
 
-
 /// `daemon_state` key: the last scheduled slot a run was started for (milliseconds).
 const LAST_SLOT: &str = "last_slot";
 /// `daemon_state` key: the next slot the daemon is waiting for (for `status`).
@@ -109,7 +108,11 @@ impl Daemon {
             .next_slot
             .map(format_ms)
             .unwrap_or_else(|| "none".into());
-        let running = if self.current.is_some() { "running; " } else { "" };
+        let running = if self.current.is_some() {
+            "running; "
+        } else {
+            ""
+        };
         format!("{running}last run: {}; next run {next}", self.last_summary)
     }
 
@@ -121,9 +124,15 @@ impl Daemon {
     fn request(&mut self, req: RunRequest) {
         if self.current.is_some() {
             if self.pending.is_none() {
-                tracing::info!(trigger = req.trigger.as_str(), "a run is in progress: one more is queued");
+                tracing::info!(
+                    trigger = req.trigger.as_str(),
+                    "a run is in progress: one more is queued"
+                );
             } else {
-                tracing::info!(trigger = req.trigger.as_str(), "a run is in progress and one is queued already: request coalesced");
+                tracing::info!(
+                    trigger = req.trigger.as_str(),
+                    "a run is in progress and one is queued already: request coalesced"
+                );
             }
             // A scheduled or catch-up request carries a slot: keep the one with a slot.
             match (&self.pending, req.slot_at) {
@@ -173,7 +182,12 @@ impl Daemon {
     /// Persists `slot` as started (so it never runs twice) and computes the next slot after it.
     async fn take_slot(&mut self, slot: Millis) {
         let v = slot.to_string();
-        if let Err(e) = self.ctx.store.with(move |s| s.state_set(LAST_SLOT, &v)).await {
+        if let Err(e) = self
+            .ctx
+            .store
+            .with(move |s| s.state_set(LAST_SLOT, &v))
+            .await
+        {
             tracing::error!(error = %e, "could not persist the schedule slot");
         }
         self.plan_next(slot.max(now_ms())).await;
@@ -189,7 +203,11 @@ impl Daemon {
         };
         if let Some(n) = self.next_slot {
             let v = n.to_string();
-            let _ = self.ctx.store.with(move |s| s.state_set(NEXT_SLOT, &v)).await;
+            let _ = self
+                .ctx
+                .store
+                .with(move |s| s.state_set(NEXT_SLOT, &v))
+                .await;
             tracing::info!(next_run = %format_ms(n), "next scheduled run");
         }
     }
@@ -203,7 +221,9 @@ async fn catch_up(d: &mut Daemon) -> Result<Option<RunRequest>, StoreError> {
         .ctx
         .store
         .with(|s| {
-            let slot = s.state_get(LAST_SLOT)?.and_then(|v| v.parse::<Millis>().ok());
+            let slot = s
+                .state_get(LAST_SLOT)?
+                .and_then(|v| v.parse::<Millis>().ok());
             Ok((slot, s.last_run()?))
         })
         .await?;
@@ -211,7 +231,10 @@ async fn catch_up(d: &mut Daemon) -> Result<Option<RunRequest>, StoreError> {
         // A fresh store: nothing was missed; remember where the schedule stands.
         if let Some(latest) = d.schedule.latest_at_or_before(now) {
             let v = latest.to_string();
-            d.ctx.store.with(move |s| s.state_set(LAST_SLOT, &v)).await?;
+            d.ctx
+                .store
+                .with(move |s| s.state_set(LAST_SLOT, &v))
+                .await?;
         }
     }
     let missed = d.schedule.missed_slot(last_slot, now);
@@ -231,7 +254,10 @@ async fn catch_up(d: &mut Daemon) -> Result<Option<RunRequest>, StoreError> {
             Some(Some(m))
         }
         (None, Some(r)) => {
-            tracing::warn!(run_id = r.id, "the last run did not finish: running again now");
+            tracing::warn!(
+                run_id = r.id,
+                "the last run did not finish: running again now"
+            );
             Some(r.slot_at)
         }
         (None, None) => None,
@@ -272,7 +298,9 @@ async fn watchdog_tick(interval: Option<std::time::Duration>) {
     }
 }
 
-async fn run_done(current: &mut Option<CurrentRun>) -> Result<Result<RunReport, SyncError>, tokio::task::JoinError> {
+async fn run_done(
+    current: &mut Option<CurrentRun>,
+) -> Result<Result<RunReport, SyncError>, tokio::task::JoinError> {
     match current {
         Some(c) => (&mut c.handle).await,
         None => std::future::pending().await,
@@ -393,11 +421,13 @@ async fn reload(d: &mut Daemon) {
         Err(_) => notify(&[sd_notify::NotifyState::Reloading]),
     }
     let path = d.ctx.config.source.clone();
-    let loaded = Config::load(&path).map_err(|e| e.to_string()).and_then(|cfg| {
-        let schedule = schedule_of(&cfg).map_err(|e| e.to_string())?;
-        let ctx = SyncContext::new(Arc::new(cfg)).map_err(|e| e.to_string())?;
-        Ok((ctx, schedule))
-    });
+    let loaded = Config::load(&path)
+        .map_err(|e| e.to_string())
+        .and_then(|cfg| {
+            let schedule = schedule_of(&cfg).map_err(|e| e.to_string())?;
+            let ctx = SyncContext::new(Arc::new(cfg)).map_err(|e| e.to_string())?;
+            Ok((ctx, schedule))
+        });
     match loaded {
         Ok((ctx, schedule)) => {
             for w in &ctx.config.warnings {
@@ -426,7 +456,10 @@ async fn shutdown(d: &mut Daemon) {
         tracing::info!("stopped");
         return;
     };
-    tracing::warn!("stopping: the run in flight gets {} s to finish its requests", SHUTDOWN_GRACE.as_secs());
+    tracing::warn!(
+        "stopping: the run in flight gets {} s to finish its requests",
+        SHUTDOWN_GRACE.as_secs()
+    );
     current.control.stop.cancel();
     let finished = tokio::time::timeout(SHUTDOWN_GRACE, &mut current.handle).await;
     let finished = match finished {
@@ -443,8 +476,15 @@ async fn shutdown(d: &mut Daemon) {
         _ => {
             current.handle.abort();
             let now = now_ms();
-            let marked = d.ctx.store.with(move |s| s.mark_unfinished_interrupted(now)).await;
-            tracing::warn!(?marked, "stopped; the run in flight was abandoned and recorded as interrupted");
+            let marked = d
+                .ctx
+                .store
+                .with(move |s| s.mark_unfinished_interrupted(now))
+                .await;
+            tracing::warn!(
+                ?marked,
+                "stopped; the run in flight was abandoned and recorded as interrupted"
+            );
         }
     }
 }

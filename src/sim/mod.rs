@@ -1,4 +1,584 @@
-//! sim (work in progress)
-pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+//! gradient-sim: a stand-in for Gradient's vendor API ("Synthesize") for the demo, tests and
+//! benchmarks. It binds 127.0.0.1 only and never talks to the real service.
+//!
+//! It holds several MSP organisations (partner keys, accounts, mappings, received counts), the
+//! vendor-wide service catalogue, a log of every request, and fault injection (targeted errors, a
+//! ratio of 429s, latency, a per-token rate limit). Where GRADIENT_API.md says *unknown*, it picks the
+//! strict reading. Drive it from Rust through [`Sim`], or as a process through the `/_sim/` admin API.
+//! It is independent of the daemon's modules.
+
+mod server;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+/// How the stand-in starts.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// The vendor API key it accepts.
+    pub vendor_key: String,
+    /// Requests per second per partner token before 429 (0 = unlimited).
+    pub rate_limit_per_token: u32,
+    /// Port on 127.0.0.1 (0 = ephemeral).
+    pub port: u16,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            vendor_key: "sim-vendor-key".into(),
+            rate_limit_per_token: 100,
+            port: 0,
+        }
+    }
+}
+
+/// Which (account, service) pairs an MSP has mapped in its PSA.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mapping {
+    /// Everything is mapped.
+    All,
+    /// Only these accounts and these services; a pair is mapped iff both are.
+    Explicit {
+        /// Mapped account ids.
+        accounts: Vec<String>,
+        /// Mapped service ids.
+        service_ids: Vec<String>,
+    },
+}
+
+/// An injected fault: the next `count` matching vendor-API requests get `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fault {
+    /// Only this method (e.g. "GET"), or any.
+    pub method: Option<String>,
+    /// Only paths starting with this (e.g. "/api/vendor-api/service"), or any.
+    pub path_prefix: Option<String>,
+    /// The status to answer.
+    pub status: u16,
+    /// How many requests.
+    pub count: u32,
+    /// A `Retry-After` header to send, in seconds.
+    pub retry_after_secs: Option<u64>,
+}
+
+/// A service in the catalogue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SimService {
+    /// Id (24 hex digits).
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Category.
+    pub category: String,
+    /// Subcategory.
+    pub subcategory: String,
+}
+
+/// An account as the stand-in holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimAccount {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: Option<String>,
+}
+
+/// The current value of one pair.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SimCount {
+    /// Account.
+    pub account_id: String,
+    /// Service.
+    pub service_id: String,
+    /// Value.
+    pub unit_count: f64,
+}
+
+/// One MSP organisation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SimOrg {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Integration status.
+    pub status: String,
+    /// Every status it had, in order (set by the vendor or by Gradient).
+    pub status_history: Vec<String>,
+    /// Accounts in creation order.
+    pub accounts: Vec<SimAccount>,
+    /// Current values.
+    pub counts: Vec<SimCount>,
+    /// Accepted pushes without `no_build` (each triggers a rebuild).
+    pub rebuilds: u64,
+    /// Mapping.
+    pub mapping: Mapping,
+}
+
+impl SimOrg {
+    /// The current value of a pair.
+    pub fn count(&self, account_id: &str, service_id: &str) -> Option<f64> {
+        self.counts
+            .iter()
+            .find(|c| c.account_id == account_id && c.service_id == service_id)
+            .map(|c| c.unit_count)
+    }
+
+    /// An account by id.
+    pub fn account(&self, id: &str) -> Option<&SimAccount> {
+        self.accounts.iter().find(|a| a.id == id)
+    }
+}
+
+/// One set-unit-count call as received.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReceivedPush {
+    /// The org whose token was used.
+    pub org_id: Option<String>,
+    /// `accountId` as sent.
+    pub account_id: serde_json::Value,
+    /// Service id from the path.
+    pub service_id: String,
+    /// `unitCount` as sent.
+    pub unit_count: serde_json::Value,
+    /// `no_build=true` was set.
+    pub no_build: bool,
+    /// The answer's status.
+    pub status: u16,
+    /// Milliseconds since the stand-in started.
+    pub at_ms: u64,
+}
+
+/// One vendor-API request as received.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestLogEntry {
+    /// Milliseconds since the stand-in started (monotonic).
+    pub at_ms: u64,
+    /// Method.
+    pub method: String,
+    /// Path without query.
+    pub path: String,
+    /// Query string.
+    pub query: Option<String>,
+    /// Status answered.
+    pub status: u16,
+    /// The org whose token was used, when it was valid.
+    pub org_id: Option<String>,
+}
+
+/// Everything the stand-in received and holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SimSnapshot {
+    /// The catalogue in creation order.
+    pub services: Vec<SimService>,
+    /// Organisations by id.
+    pub orgs: Vec<SimOrg>,
+    /// Every set-unit-count call.
+    pub pushes: Vec<ReceivedPush>,
+    /// Every vendor-API request.
+    pub requests: Vec<RequestLogEntry>,
+}
+
+impl SimSnapshot {
+    /// An org by id.
+    pub fn org(&self, id: &str) -> Option<&SimOrg> {
+        self.orgs.iter().find(|o| o.id == id)
+    }
+
+    /// The requests made with one org's token.
+    pub fn requests_of(&self, org_id: &str) -> Vec<&RequestLogEntry> {
+        self.requests
+            .iter()
+            .filter(|r| r.org_id.as_deref() == Some(org_id))
+            .collect()
+    }
+
+    /// A service id by name (the first with that name).
+    pub fn service_id(&self, name: &str) -> Option<&str> {
+        self.services
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.id.as_str())
+    }
+
+    /// The most requests in any sliding one-second window.
+    pub fn max_requests_per_second(&self) -> usize {
+        let times: Vec<u64> = self.requests.iter().map(|r| r.at_ms).collect();
+        let mut best = 0;
+        let mut start = 0;
+        for end in 0..times.len() {
+            while times[end] - times[start] >= 1000 {
+                start += 1;
+            }
+            best = best.max(end - start + 1);
+        }
+        best
+    }
+}
+
+struct Org {
+    name: String,
+    status: String,
+    status_history: Vec<String>,
+    accounts: Vec<SimAccount>,
+    counts: BTreeMap<(String, String), f64>,
+    rebuilds: u64,
+    mapping: Mapping,
+    last_synced_at: Option<String>,
+}
+
+pub(crate) struct State {
+    vendor_key: String,
+    rate_limit: u32,
+    throttle_ratio: f64,
+    throttle_retry_after: Option<u64>,
+    latency: Duration,
+    faults: Vec<Fault>,
+    services: Vec<SimService>,
+    orgs: BTreeMap<String, Org>,
+    keys: HashMap<String, String>,
+    windows: HashMap<String, VecDeque<Instant>>,
+    pushes: Vec<ReceivedPush>,
+    requests: Vec<RequestLogEntry>,
+    next_id: u64,
+    origin: Instant,
+}
+
+pub(crate) type Shared = Arc<Mutex<State>>;
+
+pub(crate) fn lock(s: &Shared) -> MutexGuard<'_, State> {
+    // A panic while holding the lock leaves plain data behind: keep serving.
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl State {
+    fn new(opts: &SimOptions) -> State {
+        State {
+            vendor_key: opts.vendor_key.clone(),
+            rate_limit: opts.rate_limit_per_token,
+            throttle_ratio: 0.0,
+            throttle_retry_after: None,
+            latency: Duration::ZERO,
+            faults: Vec::new(),
+            services: Vec::new(),
+            orgs: BTreeMap::new(),
+            keys: HashMap::new(),
+            windows: HashMap::new(),
+            pushes: Vec::new(),
+            requests: Vec::new(),
+            next_id: 1,
+            origin: Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
+
+    fn new_id(&mut self) -> String {
+        self.next_id += 1;
+        format!("{:024x}", 0x5e1d_0000_0000u64 + self.next_id)
+    }
+
+    fn add_msp(&mut self, id: &str, name: &str, key: &str) {
+        self.keys.retain(|_, org| org != id);
+        self.keys.insert(key.to_string(), id.to_string());
+        self.orgs.entry(id.to_string()).or_insert_with(|| Org {
+            name: name.to_string(),
+            status: "inactive".into(),
+            status_history: Vec::new(),
+            accounts: Vec::new(),
+            counts: BTreeMap::new(),
+            rebuilds: 0,
+            mapping: Mapping::All,
+            last_synced_at: None,
+        });
+    }
+
+    fn rotate(&mut self, id: &str, key: &str) {
+        self.keys.retain(|_, org| org != id);
+        if self.orgs.contains_key(id) {
+            self.keys.insert(key.to_string(), id.to_string());
+        }
+    }
+
+    fn disconnect(&mut self, id: &str) {
+        self.keys.retain(|_, org| org != id);
+        if let Some(o) = self.orgs.get_mut(id) {
+            o.accounts.clear();
+            o.counts.clear();
+            o.status = "inactive".into();
+            o.status_history.push("inactive".into());
+        }
+    }
+
+    fn snapshot(&self) -> SimSnapshot {
+        SimSnapshot {
+            services: self.services.clone(),
+            orgs: self
+                .orgs
+                .iter()
+                .map(|(id, o)| SimOrg {
+                    id: id.clone(),
+                    name: o.name.clone(),
+                    status: o.status.clone(),
+                    status_history: o.status_history.clone(),
+                    accounts: o.accounts.clone(),
+                    counts: o
+                        .counts
+                        .iter()
+                        .map(|((a, s), v)| SimCount {
+                            account_id: a.clone(),
+                            service_id: s.clone(),
+                            unit_count: *v,
+                        })
+                        .collect(),
+                    rebuilds: o.rebuilds,
+                    mapping: o.mapping.clone(),
+                })
+                .collect(),
+            pushes: self.pushes.clone(),
+            requests: self.requests.clone(),
+        }
+    }
+}
+
+/// A running stand-in. Dropping it stops the server.
+pub struct Sim {
+    addr: SocketAddr,
+    state: Shared,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sim {
+    /// Starts the stand-in on 127.0.0.1.
+    pub async fn start(opts: SimOptions) -> std::io::Result<Sim> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", opts.port)).await?;
+        let addr = listener.local_addr()?;
+        let state: Shared = Arc::new(Mutex::new(State::new(&opts)));
+        let app = server::router(state.clone());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = stopped.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "gradient-sim stopped");
+            }
+        });
+        Ok(Sim {
+            addr,
+            state,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Adds an MSP (status `inactive`, everything mapped) with its partner key.
+    pub fn add_msp(&self, org_id: &str, name: &str, partner_key: &str) {
+        lock(&self.state).add_msp(org_id, name, partner_key);
+    }
+
+    /// The MSP generates a new key: the old one gets 401 from now on; accounts survive.
+    pub fn rotate_key(&self, org_id: &str, new_key: &str) {
+        lock(&self.state).rotate(org_id, new_key);
+    }
+
+    /// The MSP disconnects in Gradient: all accounts deleted, key invalid, status inactive.
+    pub fn disconnect(&self, org_id: &str) {
+        lock(&self.state).disconnect(org_id);
+    }
+
+    /// The MSP connects again with a new key (no accounts).
+    pub fn reconnect(&self, org_id: &str, new_key: &str) {
+        lock(&self.state).rotate(org_id, new_key);
+    }
+
+    /// Sets which pairs the MSP has mapped.
+    pub fn set_mapping(&self, org_id: &str, mapping: Mapping) {
+        if let Some(o) = lock(&self.state).orgs.get_mut(org_id) {
+            o.mapping = mapping;
+        }
+    }
+
+    /// Adds a targeted fault.
+    pub fn add_fault(&self, fault: Fault) {
+        lock(&self.state).faults.push(fault);
+    }
+
+    /// Answers this fraction of vendor-API requests with 429 (and `Retry-After` when given).
+    pub fn set_throttle(&self, ratio_429: f64, retry_after_secs: Option<u64>) {
+        let mut s = lock(&self.state);
+        s.throttle_ratio = ratio_429.clamp(0.0, 1.0);
+        s.throttle_retry_after = retry_after_secs;
+    }
+
+    /// Delays every vendor-API answer.
+    pub fn set_latency(&self, latency: Duration) {
+        lock(&self.state).latency = latency;
+    }
+
+    /// Sets the per-token rate limit (0 = unlimited).
+    pub fn set_rate_limit(&self, per_second: u32) {
+        lock(&self.state).rate_limit = per_second;
+    }
+
+    /// Everything received so far.
+    pub fn snapshot(&self) -> SimSnapshot {
+        lock(&self.state).snapshot()
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn shutdown(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.task.abort();
+    }
+}
+
+/// `gradient-sim`'s command line.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "gradient-sim",
+    version,
+    about = "A stand-in for Gradient's vendor API on 127.0.0.1, for demos, tests and benchmarks",
+    long_about = "A stand-in for Gradient's vendor API on 127.0.0.1, for demos, tests and benchmarks.\n\n\
+Prints the bound port alone on the first line of stdout, then serves until SIGTERM or Ctrl-C.\n\
+Admin API (JSON, no auth): POST /_sim/msp {id,name,key}; POST /_sim/msp/{id}/rotate {key};\n\
+POST /_sim/msp/{id}/disconnect; POST /_sim/msp/{id}/reconnect {key}; PUT /_sim/msp/{id}/mapping\n\
+(\"All\" or {\"Explicit\":{\"accounts\":[..],\"service_ids\":[..]}}); POST /_sim/fault\n\
+{method,path_prefix,status,count,retry_after_secs}; POST /_sim/throttle {ratio,retry_after_secs};\n\
+POST /_sim/latency {ms}; POST /_sim/rate-limit {per_second}; GET /_sim/state."
+)]
+struct SimCli {
+    /// Port on 127.0.0.1 (0 = ephemeral).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// File holding the vendor API key to accept [default key: sim-vendor-key].
+    #[arg(long, value_name = "PATH")]
+    vendor_key_file: Option<std::path::PathBuf>,
+    /// Requests per second per partner token before 429 (0 = unlimited).
+    #[arg(long, default_value_t = 100)]
+    rate_limit: u32,
+    /// An MSP: ID:NAME:KEYFILE (repeatable).
+    #[arg(long, value_name = "ID:NAME:KEYFILE")]
+    msp: Vec<String>,
+}
+
+fn read_key(path: &std::path::Path) -> Result<String, String> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// The `gradient-sim` binary.
+pub fn main() -> ExitCode {
+    use clap::Parser;
+    let cli = SimCli::parse();
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
+    let mut opts = SimOptions {
+        port: cli.port,
+        rate_limit_per_token: cli.rate_limit,
+        ..SimOptions::default()
+    };
+    if let Some(p) = &cli.vendor_key_file {
+        match read_key(p) {
+            Ok(k) => opts.vendor_key = k,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    let mut msps = Vec::new();
+    for m in &cli.msp {
+        let parts: Vec<&str> = m.splitn(3, ':').collect();
+        let [id, name, file] = parts[..] else {
+            eprintln!("error: --msp takes ID:NAME:KEYFILE, found {m:?}");
+            return ExitCode::from(2);
+        };
+        match read_key(std::path::Path::new(file)) {
+            Ok(k) => msps.push((id.to_string(), name.to_string(), k)),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(async move {
+        let sim = match Sim::start(opts).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: cannot bind 127.0.0.1:{}: {e}", cli.port);
+                return ExitCode::from(1);
+            }
+        };
+        for (id, name, key) in &msps {
+            sim.add_msp(id, name, key);
+        }
+        {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}", sim.addr().port());
+            let _ = out.flush();
+        }
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        sim.shutdown().await;
+        ExitCode::SUCCESS
+    })
 }

@@ -102,3 +102,64 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// A stand-in on 127.0.0.1 (in this test process) plus a config pointing at it.
+pub struct SimEnv {
+    pub rt: tokio::runtime::Runtime,
+    pub sim: gradient_connector::sim::Sim,
+    pub env: Env,
+}
+
+impl SimEnv {
+    pub fn new(gradient_extra: &str, schedule_extra: &str) -> SimEnv {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let sim = rt
+            .block_on(gradient_connector::sim::Sim::start(
+                gradient_connector::sim::SimOptions {
+                    rate_limit_per_token: 0,
+                    ..Default::default()
+                },
+            ))
+            .unwrap();
+        let env = Env::new(&sim.base_url(), gradient_extra, schedule_extra);
+        SimEnv { rt, sim, env }
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.env.run(args, None)
+    }
+
+    /// Adds an MSP in the stand-in and its connector on our side; asserts success.
+    pub fn connect(&self, id: &str, key: &str) {
+        self.sim.add_msp(id, &format!("{id} MSP"), key);
+        self.add_token(id, key, 0);
+    }
+
+    pub fn add_token(&self, id: &str, key: &str, expect: i32) -> Output {
+        let f = self.env.write(&format!("token-{id}"), &format!("{key}\n"));
+        let out = self.run(&["connector", "add", id, "--token-file", f.to_str().unwrap()]);
+        assert_eq!(
+            code(&out),
+            expect,
+            "connector add {id}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        out
+    }
+
+    pub fn import(&self, text: &str) {
+        let out = self.env.run(&["import", "-"], Some(text));
+        assert_eq!(code(&out), 0, "import: {}", stderr(&out));
+    }
+
+    pub fn status_json(&self) -> serde_json::Value {
+        let out = self.run(&["status", "--json"]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}

@@ -1,0 +1,587 @@
+//! The stand-in's HTTP side: the vendor API under `/api/vendor-api` (auth → faults → throttle and
+//! rate limit → route, every request logged) and the admin API under `/_sim/`.
+
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State as AxState};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{
+    lock, Fault, Mapping, ReceivedPush, RequestLogEntry, Shared, SimAccount, SimService, State,
+};
+use crate::gradient::types::{CATEGORIES, SUBCATEGORIES};
+
+const PREFIX: &str = "/api/vendor-api";
+
+pub(crate) fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/_sim/state", get(admin_state))
+        .route("/_sim/msp", post(admin_add_msp))
+        .route("/_sim/msp/{id}/rotate", post(admin_rotate))
+        .route("/_sim/msp/{id}/disconnect", post(admin_disconnect))
+        .route("/_sim/msp/{id}/reconnect", post(admin_rotate))
+        .route("/_sim/msp/{id}/mapping", put(admin_mapping))
+        .route("/_sim/fault", post(admin_fault))
+        .route("/_sim/throttle", post(admin_throttle))
+        .route("/_sim/latency", post(admin_latency))
+        .route("/_sim/rate-limit", post(admin_rate_limit))
+        .fallback(vendor_api)
+        .with_state(state)
+}
+
+/// An answer: status, JSON body, optional Retry-After.
+struct Answer {
+    status: u16,
+    body: Value,
+    retry_after: Option<u64>,
+}
+
+fn answer(status: u16, body: Value) -> Answer {
+    Answer {
+        status,
+        body,
+        retry_after: None,
+    }
+}
+
+fn error(status: u16, message: impl Into<String>) -> Answer {
+    answer(
+        status,
+        json!({"statusCode": status, "message": message.into()}),
+    )
+}
+
+impl IntoResponse for Answer {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = (status, Json(self.body)).into_response();
+        if let Some(s) = self.retry_after {
+            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
+                resp.headers_mut().insert("retry-after", v);
+            }
+        }
+        resp
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Decodes `GRADIENT-TOKEN` into the org it names, or None.
+fn authenticate(s: &State, headers: &HeaderMap) -> Option<String> {
+    let raw = headers.get("gradient-token")?.to_str().ok()?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(raw.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (vendor, partner) = text.split_once(':')?;
+    if vendor != s.vendor_key {
+        return None;
+    }
+    s.keys.get(partner).cloned()
+}
+
+async fn vendor_api(
+    AxState(state): AxState<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    let latency = lock(&state).latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let path = uri.path().to_string();
+    let query = uri.query().map(str::to_string);
+    let mut s = lock(&state);
+    let org = authenticate(&s, &headers);
+    let mut routed = false;
+    let ans = if !path.starts_with(PREFIX) {
+        error(404, format!("Cannot {method} {path}"))
+    } else if org.is_none() {
+        error(401, "Unauthorized: invalid GRADIENT-TOKEN")
+    } else if let Some(f) = take_fault(&mut s, &method, &path) {
+        Answer {
+            retry_after: f.retry_after_secs,
+            ..error(f.status, "injected fault")
+        }
+    } else if s.throttle_ratio > 0.0 && fastrand::f64() < s.throttle_ratio {
+        Answer {
+            retry_after: s.throttle_retry_after,
+            ..error(429, "Too many requests")
+        }
+    } else if over_rate(&mut s, org.as_deref().unwrap_or_default()) {
+        error(429, "Too many requests")
+    } else {
+        routed = true;
+        let org_id = org.clone().unwrap_or_default();
+        route(&mut s, &org_id, &method, &path, query.as_deref(), &body)
+    };
+    // A count call stopped before its route (401, fault, 429) is still a received push.
+    if !routed && method == Method::POST && path.starts_with(PREFIX) && path.ends_with("/count") {
+        record_push(
+            &mut s,
+            org.clone(),
+            &path,
+            query.as_deref(),
+            &body,
+            ans.status,
+        );
+    }
+    let entry = RequestLogEntry {
+        at_ms: s.now_ms(),
+        method: method.to_string(),
+        path,
+        query,
+        status: ans.status,
+        org_id: org,
+    };
+    s.requests.push(entry);
+    ans
+}
+
+fn service_of(path: &str) -> String {
+    let rest = path.trim_start_matches(PREFIX);
+    let segs: Vec<&str> = rest.trim_matches('/').split('/').collect();
+    segs.get(1).map(|s| percent_decode(s)).unwrap_or_default()
+}
+
+fn record_push(
+    s: &mut State,
+    org: Option<String>,
+    path: &str,
+    query: Option<&str>,
+    body: &[u8],
+    status: u16,
+) {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let push = ReceivedPush {
+        org_id: org,
+        account_id: v.get("accountId").cloned().unwrap_or(Value::Null),
+        service_id: service_of(path),
+        unit_count: v.get("unitCount").cloned().unwrap_or(Value::Null),
+        no_build: no_build(query),
+        status,
+        at_ms: s.now_ms(),
+    };
+    s.pushes.push(push);
+}
+
+fn no_build(query: Option<&str>) -> bool {
+    query.is_some_and(|q| q.split('&').any(|kv| kv == "no_build=true"))
+}
+
+fn take_fault(s: &mut State, method: &Method, path: &str) -> Option<Fault> {
+    let i = s.faults.iter().position(|f| {
+        f.count > 0
+            && f.method
+                .as_deref()
+                .is_none_or(|m| m.eq_ignore_ascii_case(method.as_str()))
+            && f.path_prefix.as_deref().is_none_or(|p| path.starts_with(p))
+    })?;
+    let f = s.faults[i].clone();
+    s.faults[i].count -= 1;
+    if s.faults[i].count == 0 {
+        s.faults.remove(i);
+    }
+    Some(f)
+}
+
+fn over_rate(s: &mut State, org: &str) -> bool {
+    if s.rate_limit == 0 {
+        return false;
+    }
+    let limit = s.rate_limit as usize;
+    let now = Instant::now();
+    let w = s.windows.entry(org.to_string()).or_default();
+    while w
+        .front()
+        .is_some_and(|t| now.duration_since(*t).as_millis() >= 1000)
+    {
+        w.pop_front();
+    }
+    if w.len() >= limit {
+        return true;
+    }
+    w.push_back(now);
+    false
+}
+
+fn vendor_object(s: &State) -> Value {
+    json!({
+        "id": "5e1d00000000000000000001",
+        "name": "Sim Vendor",
+        "description": "gradient-sim",
+        "skus": s.services.iter().map(|k| json!({
+            "id": k.id, "_id": k.id, "name": k.name, "description": k.description,
+            "category": k.category, "subcategory": k.subcategory,
+            "supportArticle": null, "supportContact": null
+        })).collect::<Vec<_>>()
+    })
+}
+
+fn wrapped(status: u16, data: Value) -> Answer {
+    answer(
+        status,
+        json!({"status": status, "message": "ok", "data": data}),
+    )
+}
+
+fn integration(s: &State, org_id: &str) -> Value {
+    let o = s.orgs.get(org_id);
+    json!({
+        "organizationId": org_id,
+        "name": o.map(|o| o.name.clone()),
+        "vendorId": "5e1d00000000000000000001",
+        "vendorName": "Sim Vendor",
+        "integrationId": format!("int-{org_id}"),
+        "status": o.map(|o| o.status.clone()),
+        "lastSyncedAt": o.and_then(|o| o.last_synced_at.clone()),
+    })
+}
+
+fn mapped(m: &Mapping, account: &str, service: &str) -> bool {
+    match m {
+        Mapping::All => true,
+        Mapping::Explicit {
+            accounts,
+            service_ids,
+        } => accounts.iter().any(|a| a == account) && service_ids.iter().any(|x| x == service),
+    }
+}
+
+fn account_json(a: &SimAccount, m: &Mapping) -> Value {
+    let is_mapped = match m {
+        Mapping::All => true,
+        Mapping::Explicit { accounts, .. } => accounts.contains(&a.id),
+    };
+    json!({"id": a.id, "name": a.name, "description": a.description, "isMapped": is_mapped,
+           "mappingId": if is_mapped { Some(format!("map-{}", a.id)) } else { None }})
+}
+
+fn route(
+    s: &mut State,
+    org_id: &str,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    body: &[u8],
+) -> Answer {
+    let rest = path[PREFIX.len()..].trim_matches('/');
+    let segs: Vec<String> = if rest.is_empty() {
+        Vec::new()
+    } else {
+        rest.split('/').map(percent_decode).collect()
+    };
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let json_body = || serde_json::from_slice::<Value>(body);
+    match (method.as_str(), segs.as_slice()) {
+        ("GET", []) => wrapped(200, vendor_object(s)),
+        ("PATCH", []) => wrapped(200, vendor_object(s)),
+        ("POST", ["service"]) => {
+            let Ok(v) = json_body() else {
+                return error(400, "body must be JSON");
+            };
+            let field = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+            let (Some(name), Some(category), Some(subcategory)) =
+                (field("name"), field("category"), field("subcategory"))
+            else {
+                return error(400, "name, category and subcategory are required strings");
+            };
+            if name.trim().is_empty() {
+                return error(400, "name must not be empty");
+            }
+            if !CATEGORIES.contains(&category.as_str()) {
+                return error(
+                    400,
+                    format!(
+                        "category must be one of the following values: {}",
+                        CATEGORIES.join(", ")
+                    ),
+                );
+            }
+            if !SUBCATEGORIES.contains(&subcategory.as_str()) {
+                return error(400, "subcategory must be one of the allowed values");
+            }
+            let id = s.new_id();
+            s.services.push(SimService {
+                id,
+                name,
+                description: field("description").unwrap_or_default(),
+                category,
+                subcategory,
+            });
+            answer(201, vendor_object(s))
+        }
+        ("GET", ["service", id]) => match s.services.iter().find(|k| k.id == *id) {
+            Some(k) => wrapped(
+                200,
+                json!({"id": k.id, "_id": k.id, "name": k.name, "description": k.description, "category": k.category, "subcategory": k.subcategory}),
+            ),
+            None => error(404, format!("No service found with id: {id}")),
+        },
+        ("POST", ["service", id, "count"]) => set_count(s, org_id, id, query, body),
+        ("GET", ["organization"]) => answer(200, integration(s, org_id)),
+        ("PATCH", ["organization", "status", st]) => {
+            if !["inactive", "pending", "active", "disabled", "error"].contains(st) {
+                return error(400, format!("invalid status: {st}"));
+            }
+            if let Some(o) = s.orgs.get_mut(org_id) {
+                o.status = st.to_string();
+                o.status_history.push(st.to_string());
+            }
+            wrapped(200, integration(s, org_id))
+        }
+        ("GET", ["organization", "accounts"]) => {
+            let Some(o) = s.orgs.get(org_id) else {
+                return answer(200, json!([]));
+            };
+            answer(
+                200,
+                Value::Array(
+                    o.accounts
+                        .iter()
+                        .map(|a| account_json(a, &o.mapping))
+                        .collect(),
+                ),
+            )
+        }
+        ("POST", ["organization", "accounts"]) => {
+            let Ok(Value::Array(items)) = json_body() else {
+                return error(400, "body must be an array of accounts");
+            };
+            let mut new = Vec::new();
+            for item in &items {
+                match item.get("id") {
+                    Some(Value::String(_)) => {}
+                    Some(_) => return error(400, "You have provided an invalid Id type"),
+                    None => return error(400, "each account needs an id"),
+                }
+                if !item.get("name").is_some_and(Value::is_string) {
+                    return error(400, "each account needs a name (string)");
+                }
+            }
+            let Some(o) = s.orgs.get_mut(org_id) else {
+                return error(404, "unknown organization");
+            };
+            for item in items {
+                let id = item
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                if o.accounts.iter().any(|a| a.id == id) {
+                    continue;
+                }
+                let a = SimAccount {
+                    id,
+                    name: item
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                    description: item
+                        .get("description")
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
+                };
+                new.push(account_json(&a, &o.mapping));
+                o.accounts.push(a);
+            }
+            answer(201, Value::Array(new))
+        }
+        ("PATCH", ["organization", "accounts", id]) => {
+            let Ok(v) = json_body() else {
+                return error(400, "body must be JSON");
+            };
+            let Some(o) = s.orgs.get_mut(org_id) else {
+                return error(404, "unknown organization");
+            };
+            let mapping = o.mapping.clone();
+            let Some(a) = o.accounts.iter_mut().find(|a| a.id == *id) else {
+                return error(404, format!("No account found with id: {id}"));
+            };
+            if let Some(n) = v.get("name").and_then(Value::as_str) {
+                a.name = n.to_string();
+            }
+            if let Some(d) = v.get("description").and_then(Value::as_str) {
+                a.description = Some(d.to_string());
+            }
+            answer(200, account_json(a, &mapping))
+        }
+        ("GET", ["organization", "clients"]) => answer(200, json!([])),
+        ("POST", ["alerting", _]) => answer(
+            201,
+            json!({"messageId": "m-1", "alertId": "a-1", "correlationID": "c-1"}),
+        ),
+        _ => error(404, format!("Cannot {method} {path}")),
+    }
+}
+
+fn set_count(
+    s: &mut State,
+    org_id: &str,
+    service_id: &str,
+    query: Option<&str>,
+    body: &[u8],
+) -> Answer {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let account = v.get("accountId").cloned().unwrap_or(Value::Null);
+    let count = v.get("unitCount").cloned().unwrap_or(Value::Null);
+    let nb = no_build(query);
+    let result = (|| {
+        let Value::String(account_id) = &account else {
+            return error(400, "You have provided an invalid Id type");
+        };
+        let Some(n) = count.as_f64().filter(|_| count.is_number()) else {
+            return error(400, "unitCount must be a number");
+        };
+        let not_found = || error(404, format!("No account map found with id: {account_id}"));
+        if !s.services.iter().any(|k| k.id == service_id) {
+            return not_found();
+        }
+        let Some(o) = s.orgs.get_mut(org_id) else {
+            return not_found();
+        };
+        if !o.accounts.iter().any(|a| a.id == *account_id)
+            || !mapped(&o.mapping, account_id, service_id)
+        {
+            return not_found();
+        }
+        o.counts
+            .insert((account_id.clone(), service_id.to_string()), n);
+        if !nb {
+            o.rebuilds += 1;
+        }
+        o.last_synced_at = Some(crate::time::format_ms(crate::time::now_ms()));
+        if o.status == "pending" || o.status == "inactive" {
+            o.status = "active".into();
+            o.status_history.push("active".into());
+        }
+        answer(201, json!({"status": 201, "message": "Unit count set"}))
+    })();
+    let push = ReceivedPush {
+        org_id: Some(org_id.to_string()),
+        account_id: account,
+        service_id: service_id.to_string(),
+        unit_count: count,
+        no_build: nb,
+        status: result.status,
+        at_ms: s.now_ms(),
+    };
+    s.pushes.push(push);
+    result
+}
+
+// ---- admin ----
+
+async fn admin_state(AxState(state): AxState<Shared>) -> Json<super::SimSnapshot> {
+    Json(lock(&state).snapshot())
+}
+
+#[derive(Deserialize)]
+struct NewMsp {
+    id: String,
+    name: String,
+    key: String,
+}
+
+async fn admin_add_msp(AxState(state): AxState<Shared>, Json(m): Json<NewMsp>) -> StatusCode {
+    lock(&state).add_msp(&m.id, &m.name, &m.key);
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct KeyBody {
+    key: String,
+}
+
+async fn admin_rotate(
+    AxState(state): AxState<Shared>,
+    Path(id): Path<String>,
+    Json(k): Json<KeyBody>,
+) -> StatusCode {
+    lock(&state).rotate(&id, &k.key);
+    StatusCode::NO_CONTENT
+}
+
+async fn admin_disconnect(AxState(state): AxState<Shared>, Path(id): Path<String>) -> StatusCode {
+    lock(&state).disconnect(&id);
+    StatusCode::NO_CONTENT
+}
+
+async fn admin_mapping(
+    AxState(state): AxState<Shared>,
+    Path(id): Path<String>,
+    Json(m): Json<Mapping>,
+) -> StatusCode {
+    match lock(&state).orgs.get_mut(&id) {
+        Some(o) => {
+            o.mapping = m;
+            StatusCode::NO_CONTENT
+        }
+        None => StatusCode::NOT_FOUND,
+    }
+}
+
+async fn admin_fault(AxState(state): AxState<Shared>, Json(f): Json<Fault>) -> StatusCode {
+    lock(&state).faults.push(f);
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct Throttle {
+    ratio: f64,
+    retry_after_secs: Option<u64>,
+}
+
+async fn admin_throttle(AxState(state): AxState<Shared>, Json(t): Json<Throttle>) -> StatusCode {
+    let mut s = lock(&state);
+    s.throttle_ratio = t.ratio.clamp(0.0, 1.0);
+    s.throttle_retry_after = t.retry_after_secs;
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct Latency {
+    ms: u64,
+}
+
+async fn admin_latency(AxState(state): AxState<Shared>, Json(l): Json<Latency>) -> StatusCode {
+    lock(&state).latency = std::time::Duration::from_millis(l.ms);
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct Rate {
+    per_second: u32,
+}
+
+async fn admin_rate_limit(AxState(state): AxState<Shared>, Json(r): Json<Rate>) -> StatusCode {
+    lock(&state).rate_limit = r.per_second;
+    StatusCode::NO_CONTENT
+}

@@ -1,0 +1,414 @@
+//! The sync run end to end: the real binary against the gradient-sim stand-in on 127.0.0.1.
+
+mod common;
+use common::*;
+use serde_json::Value;
+
+/// 2 MSPs × 3 workspaces, both modules enabled everywhere; workspace k of each MSP has k devices
+/// and 10+k users protected.
+fn inventory() -> String {
+    let mut s = String::new();
+    for msp in ["msp-a", "msp-b"] {
+        s += &format!("{{\"type\":\"channel\",\"id\":\"{msp}\",\"name\":\"{msp} IT\"}}\n");
+        for k in 1..=3 {
+            let ws = format!("{msp}-ws{k}");
+            s += &format!("{{\"type\":\"workspace\",\"id\":\"{ws}\",\"channel\":\"{msp}\",\"name\":\"Customer {ws}\"}}\n");
+            for m in ["endpoint_security", "email_security"] {
+                s += &format!("{{\"type\":\"module\",\"workspace\":\"{ws}\",\"module\":\"{m}\",\"enabled\":true,\"at\":\"2026-10-01T00:00:00Z\"}}\n");
+            }
+            for d in 0..k {
+                s += &format!("{{\"type\":\"device\",\"workspace\":\"{ws}\",\"id\":\"{ws}-d{d}\",\"protected\":true,\"at\":\"2026-10-02T00:00:00Z\"}}\n");
+            }
+            for u in 0..10 + k {
+                s += &format!("{{\"type\":\"user\",\"workspace\":\"{ws}\",\"id\":\"{ws}-u{u}\",\"protected\":true,\"at\":\"2026-10-02T00:00:00Z\"}}\n");
+            }
+        }
+    }
+    s
+}
+
+fn setup() -> SimEnv {
+    let e = SimEnv::new("", "");
+    e.import(&inventory());
+    e.connect("msp-a", "key-a");
+    e.connect("msp-b", "key-b");
+    e
+}
+
+fn expect_counts(e: &SimEnv, msp: &str) {
+    let snap = e.sim.snapshot();
+    let edr = snap.service_id("Endpoint Security").unwrap().to_string();
+    let mail = snap.service_id("Email Security").unwrap().to_string();
+    let org = snap.org(msp).unwrap();
+    for k in 1..=3u32 {
+        let ws = format!("{msp}-ws{k}");
+        assert_eq!(org.count(&ws, &edr), Some(k as f64), "{ws} devices");
+        assert_eq!(org.count(&ws, &mail), Some(10.0 + k as f64), "{ws} users");
+    }
+}
+
+#[test]
+fn first_sync_pushes_exact_counts_and_the_second_creates_nothing() {
+    let e = setup();
+    // connector add verified the token, set pending and created the accounts.
+    let snap = e.sim.snapshot();
+    for msp in ["msp-a", "msp-b"] {
+        let org = snap.org(msp).unwrap();
+        assert_eq!(org.status_history, vec!["pending"]);
+        assert_eq!(org.accounts.len(), 3);
+    }
+    let before = snap.requests.len();
+    let out = e.run(&["sync"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    expect_counts(&e, "msp-a");
+    expect_counts(&e, "msp-b");
+    let snap = e.sim.snapshot();
+    assert_eq!(snap.services.len(), 2, "each service created once");
+    // Requests of the first run: 1 catalogue read + 2 service creations, then per connector one
+    // accounts read and 6 pushes.
+    let run1 = &snap.requests[before..];
+    assert_eq!(run1.len(), 1 + 2 + 2 * (1 + 6), "{run1:#?}");
+    for msp in ["msp-a", "msp-b"] {
+        let org = snap.org(msp).unwrap();
+        assert_eq!(org.status, "active");
+        assert_eq!(org.rebuilds, 1, "one rebuild per connector per run");
+        let pushes: Vec<_> = snap
+            .pushes
+            .iter()
+            .filter(|p| p.org_id.as_deref() == Some(msp))
+            .collect();
+        assert_eq!(pushes.len(), 6);
+        assert_eq!(pushes.iter().filter(|p| !p.no_build).count(), 1);
+        assert!(
+            !pushes.last().unwrap().no_build,
+            "the last push of the connector rebuilds"
+        );
+        for p in pushes {
+            assert!(
+                p.unit_count.is_u64(),
+                "unitCount must be a JSON number: {:?}",
+                p.unit_count
+            );
+            assert!(p.account_id.is_string(), "accountId must be a JSON string");
+        }
+    }
+
+    let before = snap.requests.len();
+    let out = e.run(&["sync"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let snap = e.sim.snapshot();
+    assert_eq!(snap.services.len(), 2);
+    let run2 = &snap.requests[before..];
+    assert_eq!(run2.len(), 1 + 2 * (1 + 6), "{run2:#?}");
+    assert!(
+        run2.iter()
+            .all(|r| r.method == "GET" || r.path.ends_with("/count")),
+        "no creation: {run2:#?}"
+    );
+    for msp in ["msp-a", "msp-b"] {
+        assert_eq!(snap.org(msp).unwrap().accounts.len(), 3);
+    }
+
+    let st = e.status_json();
+    let last = &st["last_run"];
+    assert_eq!(last["outcome"], "ok");
+    assert_eq!(last["counts"]["pushed"], 12);
+    let a = st["connectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "msp-a")
+        .unwrap()
+        .clone();
+    assert_eq!(a["state"], "connected");
+    assert_eq!(a["last_known"].as_array().unwrap().len(), 6);
+    let hist = e.run(&["history", "--connector", "msp-a", "--json"]);
+    let rows: Value = serde_json::from_slice(&hist.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 12);
+    let changes = e.run(&["history", "--changes", "--json"]);
+    let rows: Value = serde_json::from_slice(&changes.stdout).unwrap();
+    assert_eq!(
+        rows.as_array().unwrap().len(),
+        12,
+        "second run changed nothing: only first pushes count"
+    );
+}
+
+#[test]
+fn partial_mapping_exits_0_and_lists_unmapped_pairs() {
+    let e = setup();
+    assert_eq!(code(&e.run(&["sync"])), 0);
+    let snap = e.sim.snapshot();
+    let edr = snap.service_id("Endpoint Security").unwrap().to_string();
+    e.sim.set_mapping(
+        "msp-a",
+        gradient_connector::sim::Mapping::Explicit {
+            accounts: vec!["msp-a-ws1".into(), "msp-a-ws2".into()],
+            service_ids: vec![edr],
+        },
+    );
+    let out = e.run(&["sync"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("unmapped: msp-a-ws3 / email_security"),
+        "{}",
+        stdout(&out)
+    );
+    let st = e.status_json();
+    let a = st["connectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "msp-a")
+        .unwrap()
+        .clone();
+    let unmapped: Vec<String> = a["unmapped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            format!(
+                "{}/{}",
+                p["account"].as_str().unwrap(),
+                p["service"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(unmapped.len(), 4, "{unmapped:?}");
+    assert!(unmapped.contains(&"msp-a-ws3/endpoint_security".to_string()));
+    assert_eq!(st["last_run"]["outcome"], "ok");
+    assert_eq!(st["last_run"]["counts"]["unmapped"], 4);
+    // The last push of msp-a was unmapped, so a successful pair was re-pushed to rebuild.
+    assert_eq!(e.sim.snapshot().org("msp-a").unwrap().rebuilds, 2);
+}
+
+#[test]
+fn a_disabled_module_is_never_pushed_as_zero_and_keeps_its_last_known_value() {
+    let e = setup();
+    assert_eq!(code(&e.run(&["sync"])), 0);
+    e.import(
+        r#"{"type":"module","workspace":"msp-a-ws2","module":"endpoint_security","enabled":false}"#,
+    );
+    let snap = e.sim.snapshot();
+    let pushes_before = snap.pushes.len();
+    let out = e.run(&["sync"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let snap = e.sim.snapshot();
+    let edr = snap.service_id("Endpoint Security").unwrap().to_string();
+    let new: Vec<_> = snap.pushes[pushes_before..].iter().collect();
+    assert_eq!(new.len(), 11);
+    assert!(
+        !new.iter()
+            .any(|p| p.account_id == "msp-a-ws2" && p.service_id == edr),
+        "disabled pair was pushed"
+    );
+    assert!(new.iter().all(|p| p.unit_count.as_u64() != Some(0)));
+    assert_eq!(
+        snap.org("msp-a").unwrap().count("msp-a-ws2", &edr),
+        Some(2.0),
+        "Gradient keeps the last value"
+    );
+    let st = e.status_json();
+    let a = st["connectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "msp-a")
+        .unwrap()
+        .clone();
+    let lk = a["last_known"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["account"] == "msp-a-ws2" && l["service"] == "endpoint_security")
+        .unwrap()
+        .clone();
+    assert_eq!(lk["unit_count"], 2);
+    assert_eq!(a["disabled"][0]["account"], "msp-a-ws2");
+    assert_eq!(a["disabled"][0]["unit_count"], 2);
+    assert_eq!(st["last_run"]["counts"]["skipped_disabled"], 1);
+    assert_eq!(st["last_run"]["outcome"], "ok");
+}
+
+#[test]
+fn key_rotation_rejects_one_msp_and_a_new_token_heals_it() {
+    let e = setup();
+    assert_eq!(code(&e.run(&["sync"])), 0);
+    e.sim.rotate_key("msp-a", "key-a2");
+    let before = e.sim.snapshot().requests.len();
+    let out = e.run(&["sync"]);
+    assert_eq!(code(&out), 75, "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("connector add msp-a"),
+        "{}",
+        stdout(&out)
+    );
+    let snap = e.sim.snapshot();
+    let run = &snap.requests[before..];
+    assert!(
+        run.iter().filter(|r| r.status == 401).count() <= 1,
+        "{run:#?}"
+    );
+    assert_eq!(
+        run.iter()
+            .filter(|r| r.org_id.as_deref() == Some("msp-b") && r.path.ends_with("/count"))
+            .count(),
+        6
+    );
+    let st = e.status_json();
+    let a = st["connectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "msp-a")
+        .unwrap()
+        .clone();
+    assert_eq!(a["state"], "token_rejected");
+    assert_eq!(st["last_run"]["outcome"], "partial");
+
+    // Next run: the rejected token is not used at all.
+    let before = e.sim.snapshot().requests.len();
+    assert_eq!(code(&e.run(&["sync"])), 75);
+    let snap = e.sim.snapshot();
+    assert_eq!(
+        snap.requests[before..]
+            .iter()
+            .filter(|r| r.status == 401)
+            .count(),
+        0
+    );
+
+    // The MSP's new token heals the connector.
+    e.add_token("msp-a", "key-a2", 0);
+    let out = e.run(&["sync"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let st = e.status_json();
+    let a = st["connectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "msp-a")
+        .unwrap()
+        .clone();
+    assert_eq!(a["state"], "connected");
+}
+
+#[test]
+fn a_rejected_token_at_connector_add_stays_unverified() {
+    let e = SimEnv::new("", "");
+    e.import(&inventory());
+    e.sim.add_msp("msp-a", "A", "real-key");
+    let out = e.add_token("msp-a", "stale-key", 1);
+    assert!(
+        stderr(&out).contains("was a newer one generated"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("stale-key"));
+    let list = e.run(&["connector", "list", "--json"]);
+    let v: Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(v[0]["state"], "unverified");
+    assert!(!stdout(&list).contains("stale-key"));
+}
+
+#[test]
+fn disconnect_in_gradient_then_reconnect_recreates_accounts() {
+    let e = setup();
+    assert_eq!(code(&e.run(&["sync"])), 0);
+    e.sim.disconnect("msp-b");
+    assert!(e.sim.snapshot().org("msp-b").unwrap().accounts.is_empty());
+    e.sim.reconnect("msp-b", "key-b2");
+    e.add_token("msp-b", "key-b2", 0);
+    assert_eq!(
+        e.sim.snapshot().org("msp-b").unwrap().accounts.len(),
+        3,
+        "recreated at connector add"
+    );
+    assert_eq!(code(&e.run(&["sync"])), 0);
+    expect_counts(&e, "msp-b");
+}
+
+#[test]
+fn a_rename_is_pushed() {
+    let e = setup();
+    e.import(r#"{"type":"workspace","id":"msp-a-ws1","channel":"msp-a","name":"Contoso \"Renamed\" Ltd — ünïcode"}"#);
+    assert_eq!(code(&e.run(&["sync"])), 0);
+    let snap = e.sim.snapshot();
+    let acct = snap
+        .org("msp-a")
+        .unwrap()
+        .account("msp-a-ws1")
+        .unwrap()
+        .clone();
+    assert_eq!(acct.name, "Contoso \"Renamed\" Ltd — ünïcode");
+    assert!(snap
+        .requests
+        .iter()
+        .any(|r| r.method == "PATCH" && r.path.ends_with("/accounts/msp-a-ws1")));
+}
+
+#[test]
+fn catalogue_failure_creates_nothing_and_fails_the_run() {
+    let e = setup();
+    e.sim.add_fault(gradient_connector::sim::Fault {
+        method: Some("GET".into()),
+        path_prefix: Some("/api/vendor-api".into()),
+        status: 500,
+        count: 100,
+        retry_after_secs: None,
+    });
+    let out = e.run(&["sync"]);
+    assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("catalogue could not be read"),
+        "{}",
+        stdout(&out)
+    );
+    let snap = e.sim.snapshot();
+    assert!(snap.services.is_empty());
+    assert!(snap.pushes.is_empty());
+    assert_eq!(e.status_json()["last_run"]["outcome"], "failed");
+}
+
+#[test]
+fn dry_run_sends_nothing_and_shows_the_plan() {
+    let e = setup();
+    assert_eq!(code(&e.run(&["sync"])), 0);
+    e.import(r#"{"type":"device","workspace":"msp-a-ws1","id":"extra","protected":true}"#);
+    let before = e.sim.snapshot().requests.len();
+    let out = e.run(&["sync", "--dry-run"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        e.sim.snapshot().requests.len(),
+        before,
+        "a dry run sends nothing"
+    );
+    let text = stdout(&out);
+    assert!(text.contains("msp-a-ws1") && text.contains("+1"), "{text}");
+    let out = e.run(&["sync", "--dry-run", "--json", "--connector", "msp-b"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["connectors"].as_array().unwrap().len(), 1);
+    assert_eq!(v["connectors"][0]["pushes"].as_array().unwrap().len(), 6);
+    assert_eq!(e.sim.snapshot().requests.len(), before);
+}
+
+#[test]
+fn period_flag_counts_a_calendar_month_and_connector_flag_limits_the_run() {
+    let e = setup();
+    let out = e.run(&["sync", "--period", "2026-10", "--connector", "msp-a"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("monthly 2026-10"), "{}", stdout(&out));
+    expect_counts(&e, "msp-a");
+    assert!(e
+        .sim
+        .snapshot()
+        .pushes
+        .iter()
+        .all(|p| p.org_id.as_deref() == Some("msp-a")));
+    assert_eq!(code(&e.run(&["sync", "--period", "2026-13"])), 2);
+    assert_eq!(code(&e.run(&["sync", "--connector", "nobody"])), 1);
+    // September: modules not yet enabled, so no figure at all.
+    let before = e.sim.snapshot().pushes.len();
+    assert_eq!(code(&e.run(&["sync", "--period", "2026-09"])), 0);
+    assert_eq!(e.sim.snapshot().pushes.len(), before);
+}
