@@ -1,0 +1,321 @@
+//! Contract tests: the Gradient client against the gradient-sim stand-in, route by route and error
+//! class by error class, asserting what the stand-in received.
+
+use std::time::Duration;
+
+use gradient_connector::gradient::{
+    AccountUpdate, ClientSettings, ErrorKind, GradientClient, IntegrationStatus, NewAccount,
+    NewService, PartnerSession,
+};
+use gradient_connector::sim::{Fault, Mapping, Sim, SimOptions};
+use secrecy::SecretString;
+
+const VENDOR: &str = "contract-vendor-key";
+const PARTNER: &str = "contract-partner-key";
+
+fn settings(base: &str) -> ClientSettings {
+    ClientSettings {
+        base_url: base.parse().unwrap(),
+        requests_per_second: 1000,
+        max_in_flight: 8,
+        request_timeout: Duration::from_secs(5),
+        max_attempts: 4,
+        retry_initial_delay: Duration::from_millis(5),
+        retry_max_delay: Duration::from_millis(200),
+    }
+}
+
+async fn sim() -> Sim {
+    let sim = Sim::start(SimOptions {
+        vendor_key: VENDOR.into(),
+        rate_limit_per_token: 0,
+        port: 0,
+    })
+    .await
+    .unwrap();
+    sim.add_msp("org-1", "Acme IT", PARTNER);
+    sim
+}
+
+fn session(_sim: &Sim, s: ClientSettings) -> PartnerSession {
+    let c = GradientClient::new(s, SecretString::from(VENDOR.to_string())).unwrap();
+    c.partner(&SecretString::from(PARTNER.to_string()))
+}
+
+fn edr() -> NewService {
+    NewService {
+        name: "Endpoint Security".into(),
+        description: "Protected devices".into(),
+        category: "security".into(),
+        subcategory: "endpoint detection and response (EDR)".into(),
+        support_article: None,
+        support_contact: None,
+    }
+}
+
+fn assert_no_secret(text: &str) {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{VENDOR}:{PARTNER}"));
+    for s in [VENDOR, PARTNER, b64.as_str()] {
+        assert!(!text.contains(s), "secret leaked: {text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_round_trips() {
+    let sim = sim().await;
+    let s = session(&sim, settings(&sim.base_url()));
+    assert_no_secret(&format!("{s:?}"));
+
+    let integ = s.get_integration().await.unwrap();
+    assert_eq!(integ.value.organization_id.as_deref(), Some("org-1"));
+    assert_eq!(integ.value.status.as_deref(), Some("inactive"));
+    s.set_integration_status(IntegrationStatus::Pending)
+        .await
+        .unwrap();
+
+    let vendor = s.create_service(&edr()).await.unwrap();
+    assert_eq!(vendor.status, 201);
+    let sid = vendor.value.skus[0].id.clone();
+    let v = s.get_vendor().await.unwrap().value;
+    assert_eq!(v.skus.len(), 1);
+    assert_eq!(v.skus[0].name, "Endpoint Security");
+
+    let created = s
+        .create_accounts(&[
+            NewAccount {
+                id: "a/1 é".into(),
+                name: "Odd \"id\"".into(),
+                description: None,
+            },
+            NewAccount {
+                id: "2".into(),
+                name: "Two".into(),
+                description: Some("d".into()),
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(created.status, 201);
+    s.update_account(
+        "a/1 é",
+        &AccountUpdate {
+            name: Some("Renamed".into()),
+            description: None,
+        },
+    )
+    .await
+    .unwrap();
+    let accounts = s.get_accounts().await.unwrap().value;
+    assert_eq!(accounts.len(), 2);
+    assert_eq!(accounts[0].id, "a/1 é");
+    assert_eq!(accounts[0].name, "Renamed");
+    assert_eq!(accounts[0].is_mapped, Some(true));
+
+    s.set_unit_count(&sid, "2", 7, true).await.unwrap();
+    s.set_unit_count(&sid, "a/1 é", 3, false).await.unwrap();
+    let snap = sim.snapshot();
+    let org = snap.org("org-1").unwrap();
+    assert_eq!(org.count("2", &sid), Some(7.0));
+    assert_eq!(org.count("a/1 é", &sid), Some(3.0));
+    assert_eq!(org.rebuilds, 1);
+    assert_eq!(org.status_history, vec!["pending", "active"]);
+    assert!(snap.pushes[0].no_build && !snap.pushes[1].no_build);
+    assert!(snap.pushes[0].unit_count.is_u64() && snap.pushes[0].account_id.is_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthorized_forbidden_not_mapped_and_invalid_are_not_retried() {
+    let sim = sim().await;
+    let s = session(&sim, settings(&sim.base_url()));
+    let sid = s.create_service(&edr()).await.unwrap().value.skus[0]
+        .id
+        .clone();
+    s.create_accounts(&[NewAccount {
+        id: "x".into(),
+        name: "X".into(),
+        description: None,
+    }])
+    .await
+    .unwrap();
+
+    // 404: the MSP mapped nothing of ours.
+    sim.set_mapping(
+        "org-1",
+        Mapping::Explicit {
+            accounts: vec![],
+            service_ids: vec![],
+        },
+    );
+    let n = sim.snapshot().requests.len();
+    let e = s.set_unit_count(&sid, "x", 1, false).await.unwrap_err();
+    assert_eq!(
+        (e.kind, e.status, e.attempts),
+        (ErrorKind::NotMapped, Some(404), 1)
+    );
+    assert!(e.message.contains("No account map found"), "{e}");
+    assert_eq!(sim.snapshot().requests.len(), n + 1);
+
+    // 400 with Gradient's message.
+    let mut bad = edr();
+    bad.category = "Security".into();
+    let e = s.create_service(&bad).await.unwrap_err();
+    assert_eq!((e.kind, e.attempts), (ErrorKind::Invalid, 1));
+    assert!(e.to_string().contains("category must be one of"), "{e}");
+
+    // 403: anomaly.
+    sim.add_fault(Fault {
+        method: None,
+        path_prefix: None,
+        status: 403,
+        count: 1,
+        retry_after_secs: None,
+    });
+    let n = sim.snapshot().requests.len();
+    let e = s.get_vendor().await.unwrap_err();
+    assert_eq!((e.kind, e.attempts), (ErrorKind::Forbidden, 1));
+    assert!(e.to_string().contains("anomaly"));
+    assert_eq!(sim.snapshot().requests.len(), n + 1);
+
+    // 401: the MSP generated a new key.
+    sim.rotate_key("org-1", "newer");
+    let n = sim.snapshot().requests.len();
+    let e = s.get_accounts().await.unwrap_err();
+    assert_eq!(
+        (e.kind, e.status, e.attempts),
+        (ErrorKind::Unauthorized, Some(401), 1)
+    );
+    assert!(e.to_string().contains("connector add"), "{e}");
+    assert_eq!(sim.snapshot().requests.len(), n + 1);
+    for text in [e.to_string(), format!("{e:?}")] {
+        assert_no_secret(&text);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failures_are_retried_until_success_or_exhaustion() {
+    let sim = sim().await;
+    let s = session(&sim, settings(&sim.base_url()));
+    sim.add_fault(Fault {
+        method: Some("GET".into()),
+        path_prefix: None,
+        status: 503,
+        count: 2,
+        retry_after_secs: None,
+    });
+    let a = s.get_vendor().await.unwrap();
+    assert_eq!(a.attempts, 3);
+    assert_eq!(sim.snapshot().requests.len(), 3);
+
+    sim.add_fault(Fault {
+        method: None,
+        path_prefix: None,
+        status: 429,
+        count: 2,
+        retry_after_secs: None,
+    });
+    let a = s.get_integration().await.unwrap();
+    assert_eq!(a.attempts, 3);
+
+    sim.add_fault(Fault {
+        method: None,
+        path_prefix: None,
+        status: 502,
+        count: 10,
+        retry_after_secs: None,
+    });
+    let e = s.get_vendor().await.unwrap_err();
+    assert_eq!(
+        (e.kind, e.attempts, e.status),
+        (ErrorKind::Server, 4, Some(502))
+    );
+    for text in [e.to_string(), format!("{e:?}")] {
+        assert_no_secret(&text);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_honoured() {
+    let sim = sim().await;
+    let mut st = settings(&sim.base_url());
+    st.retry_max_delay = Duration::from_secs(5);
+    let s = session(&sim, st);
+    sim.add_fault(Fault {
+        method: None,
+        path_prefix: None,
+        status: 429,
+        count: 1,
+        retry_after_secs: Some(1),
+    });
+    s.get_vendor().await.unwrap();
+    let r = sim.snapshot().requests;
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[0].status, 429);
+    assert!(
+        r[1].at_ms - r[0].at_ms >= 900,
+        "retried after {} ms",
+        r[1].at_ms - r[0].at_ms
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_errors_and_timeouts_are_classified() {
+    // A port nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let c = GradientClient::new(
+        settings(&format!("http://127.0.0.1:{port}")),
+        SecretString::from(VENDOR.to_string()),
+    )
+    .unwrap();
+    let e = c
+        .partner(&SecretString::from(PARTNER.to_string()))
+        .get_vendor()
+        .await
+        .unwrap_err();
+    assert_eq!((e.kind, e.attempts), (ErrorKind::Network, 4));
+    assert_no_secret(&format!("{e} {e:?}"));
+
+    let sim = sim().await;
+    sim.set_latency(Duration::from_millis(1500));
+    let mut st = settings(&sim.base_url());
+    st.request_timeout = Duration::from_millis(300);
+    st.max_attempts = 2;
+    let e = session(&sim, st).get_vendor().await.unwrap_err();
+    assert_eq!((e.kind, e.attempts), (ErrorKind::Timeout, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_limiter_keeps_below_the_stand_ins_rate() {
+    let sim = sim().await;
+    sim.set_rate_limit(60);
+    let mut st = settings(&sim.base_url());
+    st.requests_per_second = 50;
+    let s = session(&sim, st);
+    let sid = s.create_service(&edr()).await.unwrap().value.skus[0]
+        .id
+        .clone();
+    s.create_accounts(&[NewAccount {
+        id: "a".into(),
+        name: "A".into(),
+        description: None,
+    }])
+    .await
+    .unwrap();
+    use futures::StreamExt;
+    let results: Vec<_> = futures::stream::iter(0..500u64)
+        .map(|i| {
+            let s = s.clone();
+            let sid = sid.clone();
+            async move { s.set_unit_count(&sid, "a", i, true).await }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    assert!(results.iter().all(|r| r.is_ok()));
+    let snap = sim.snapshot();
+    assert_eq!(snap.requests.iter().filter(|r| r.status == 429).count(), 0);
+    let peak = snap.max_requests_per_second();
+    assert!(peak <= 55, "a one-second window held {peak} requests");
+}
