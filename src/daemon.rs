@@ -260,7 +260,10 @@ async fn catch_up(d: &mut Daemon) -> Result<Option<RunRequest>, StoreError> {
             );
             Some(r.slot_at)
         }
-        (None, None) => None,
+        (None, None) => {
+            tracing::info!("catch-up: nothing missed, nothing interrupted");
+            None
+        }
     };
     let Some(slot_at) = slot else {
         return Ok(None);

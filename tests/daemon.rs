@@ -1,0 +1,365 @@
+//! `gradient-connector run` as production runs it: signals, schedule, reload, shutdown, catch-up,
+//! systemd notification. The real binary against the in-process stand-in.
+
+mod common;
+use common::*;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const INVENTORY: &str = r#"{"type":"channel","id":"msp-a","name":"A"}
+{"type":"workspace","id":"ws-1","channel":"msp-a","name":"One"}
+{"type":"module","workspace":"ws-1","module":"endpoint_security","enabled":true,"at":"2026-10-01T00:00:00Z"}
+{"type":"module","workspace":"ws-1","module":"email_security","enabled":true,"at":"2026-10-01T00:00:00Z"}
+{"type":"device","workspace":"ws-1","id":"d1","protected":true,"at":"2026-10-01T00:00:00Z"}
+{"type":"user","workspace":"ws-1","id":"u1","protected":true,"at":"2026-10-01T00:00:00Z"}
+"#;
+
+struct Daemon {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Daemon {
+    fn start(e: &SimEnv, extra_env: &[(&str, &str)]) -> Daemon {
+        let log = e.env.path(&format!("daemon-{}.log", fastrand_u32()));
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--config").arg(&e.env.config).arg("run");
+        cmd.env_remove("RUST_LOG").env_remove("NOTIFY_SOCKET");
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        let child = cmd.spawn().unwrap();
+        let d = Daemon { child, log };
+        d.wait_log("daemon ready");
+        d
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args(["-s", sig, &self.pid()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_log(&self, needle: &str) {
+        wait_for(
+            &format!("log line {needle:?}"),
+            || self.log().contains(needle),
+            || self.log(),
+        );
+    }
+
+    fn kill9(mut self) {
+        let _ = Command::new("kill").args(["-9", &self.pid()]).status();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait; returns the exit code and how long it took.
+    fn stop(mut self) -> (i32, Duration) {
+        let t = Instant::now();
+        self.signal("TERM");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return (s.code().unwrap_or(-1), t.elapsed());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not stop: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn fastrand_u32() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+}
+
+/// Polls `cond` every 20 ms for up to 30 s.
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool, context: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            context()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// (id, trigger, started_at, finished_at, outcome) of every run.
+fn runs(e: &SimEnv) -> Vec<(i64, String, i64, Option<i64>, Option<String>)> {
+    let c = rusqlite::Connection::open(e.env.store_path()).unwrap();
+    let mut st = c
+        .prepare("SELECT id, trigger, started_at, finished_at, outcome FROM runs ORDER BY id")
+        .unwrap();
+    st.query_map([], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
+fn finished_runs(e: &SimEnv) -> usize {
+    runs(e).iter().filter(|r| r.3.is_some()).count()
+}
+
+fn setup(schedule: &str) -> SimEnv {
+    let e = SimEnv::new("", schedule);
+    e.import(INVENTORY);
+    e.connect("msp-a", "key-a");
+    e
+}
+
+#[test]
+fn sigusr1_syncs_and_two_quick_signals_never_overlap() {
+    let e = setup("");
+    let d = Daemon::start(&e, &[]);
+    d.signal("USR1");
+    wait_for("first run", || finished_runs(&e) == 1, || d.log());
+    assert_eq!(e.sim.snapshot().org("msp-a").unwrap().counts.len(), 2);
+    assert!(d.log().contains("run 1 (signal, daily"), "{}", d.log());
+
+    // Slow the stand-in so that the second signal arrives while a run is active.
+    e.sim.set_latency(Duration::from_millis(200));
+    d.signal("USR1");
+    d.signal("USR1");
+    d.signal("USR1");
+    wait_for(
+        "queued runs",
+        || {
+            let r = runs(&e);
+            r.len() >= 2 && r.iter().all(|x| x.3.is_some())
+        },
+        || d.log(),
+    );
+    // Let a possible extra queued run show itself before counting.
+    std::thread::sleep(Duration::from_millis(300));
+    wait_for(
+        "all runs finished",
+        || runs(&e).iter().all(|x| x.3.is_some()),
+        || d.log(),
+    );
+    let r = runs(&e);
+    assert!(r.len() <= 3, "1 + at most 2 for the burst: {r:?}");
+    for w in r.windows(2) {
+        assert!(w[1].2 >= w[0].3.unwrap(), "runs overlapped: {r:?}");
+    }
+    let (code, _) = d.stop();
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn per_second_schedule_fires() {
+    let e = setup("cron = \"*/2 * * * * *\"");
+    let d = Daemon::start(&e, &[]);
+    wait_for(
+        "two scheduled runs",
+        || {
+            runs(&e)
+                .iter()
+                .filter(|r| r.1 == "schedule" && r.3.is_some())
+                .count()
+                >= 2
+        },
+        || d.log(),
+    );
+    assert!(d.log().contains("next scheduled run"));
+    let (code, _) = d.stop();
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn sighup_with_a_broken_config_keeps_the_old_one_and_a_good_one_adds_a_service() {
+    let e = setup("");
+    let d = Daemon::start(&e, &[]);
+    let good = std::fs::read_to_string(&e.env.config).unwrap();
+    std::fs::write(
+        &e.env.config,
+        good.replace("[schedule]\n", "[schedule]\ncron = \"not a cron\"\n"),
+    )
+    .unwrap();
+    d.signal("HUP");
+    d.wait_log("keeping the old one");
+    assert!(d.log().contains("schedule.cron"), "{}", d.log());
+    d.signal("USR1");
+    wait_for(
+        "run after bad reload",
+        || finished_runs(&e) == 1,
+        || d.log(),
+    );
+    assert_eq!(e.sim.snapshot().services.len(), 2);
+
+    let extra = "\n[[service]]\nmodule = \"backup\"\nname = \"Cloud Backup\"\nunit = \"devices\"\ncategory = \"backup\"\nsubcategory = \"cloud backup\"\n";
+    std::fs::write(&e.env.config, format!("{good}{extra}")).unwrap();
+    e.import(r#"{"type":"module","workspace":"ws-1","module":"backup","enabled":true,"at":"2026-10-01T00:00:00Z"}"#);
+    d.signal("HUP");
+    d.wait_log("configuration reloaded");
+    d.signal("USR1");
+    wait_for(
+        "run after good reload",
+        || finished_runs(&e) == 2,
+        || d.log(),
+    );
+    let snap = e.sim.snapshot();
+    let backup = snap
+        .service_id("Cloud Backup")
+        .expect("new service created");
+    assert_eq!(snap.org("msp-a").unwrap().count("ws-1", backup), Some(1.0));
+    let (code, _) = d.stop();
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn sigterm_during_a_slow_run_exits_0_within_10_s_and_records_interrupted() {
+    let e = setup("");
+    // Many pairs and a slow stand-in: the run cannot finish quickly.
+    let mut inv = String::new();
+    for k in 0..40 {
+        inv += &format!(
+            "{{\"type\":\"workspace\",\"id\":\"w{k}\",\"channel\":\"msp-a\",\"name\":\"W{k}\"}}\n"
+        );
+        inv += &format!("{{\"type\":\"module\",\"workspace\":\"w{k}\",\"module\":\"email_security\",\"enabled\":true,\"at\":\"2026-10-01T00:00:00Z\"}}\n");
+    }
+    e.import(&inv);
+    let d = Daemon::start(&e, &[]);
+    e.sim.set_latency(Duration::from_millis(1500));
+    d.signal("USR1");
+    wait_for("run started", || !runs(&e).is_empty(), || d.log());
+    wait_for(
+        "pushing",
+        || e.sim.snapshot().requests.len() > 8,
+        || d.log(),
+    );
+    let (code, took) = d.stop();
+    assert_eq!(code, 0);
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    let r = runs(&e);
+    assert_eq!(r.last().unwrap().4.as_deref(), Some("interrupted"), "{r:?}");
+}
+
+#[test]
+fn kill_9_then_restart_catches_up_the_interrupted_run_once() {
+    let e = setup("catch_up = true");
+    let d = Daemon::start(&e, &[]);
+    e.sim.set_latency(Duration::from_millis(300));
+    d.signal("USR1");
+    wait_for(
+        "run started",
+        || !runs(&e).is_empty() && e.sim.snapshot().requests.len() > 4,
+        || d.log(),
+    );
+    d.kill9();
+    assert_eq!(runs(&e).last().unwrap().3, None, "killed mid-run");
+    e.sim.set_latency(Duration::ZERO);
+
+    let d = Daemon::start(&e, &[]);
+    wait_for(
+        "catch-up run",
+        || runs(&e).iter().any(|r| r.1 == "catch_up" && r.3.is_some()),
+        || d.log(),
+    );
+    let r = runs(&e);
+    assert_eq!(r[0].4.as_deref(), Some("interrupted"), "{r:?}");
+    assert_eq!(r.iter().filter(|x| x.1 == "catch_up").count(), 1);
+    assert_eq!(e.sim.snapshot().org("msp-a").unwrap().counts.len(), 2);
+    d.kill9();
+
+    // A restart with nothing missed and nothing interrupted runs nothing.
+    let d = Daemon::start(&e, &[]);
+    assert!(d.log().contains("catch-up: nothing missed"), "{}", d.log());
+    assert_eq!(runs(&e).iter().filter(|x| x.1 == "catch_up").count(), 1);
+    let (code, _) = d.stop();
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn a_slot_missed_while_down_runs_once_at_start() {
+    let e = setup("cron = \"0 0 2 * * *\"\ncatch_up = true");
+    let d = Daemon::start(&e, &[]);
+    assert_eq!(runs(&e).len(), 0, "a fresh store owes nothing");
+    d.kill9();
+    // Pretend the daemon was down for two days: its last slot is long past.
+    let c = rusqlite::Connection::open(e.env.store_path()).unwrap();
+    let three_days_ago = gradient_connector::time::now_ms() - 3 * 86_400_000;
+    c.execute(
+        "UPDATE daemon_state SET value = ?1 WHERE key = 'last_slot'",
+        [three_days_ago.to_string()],
+    )
+    .unwrap();
+    drop(c);
+    let d = Daemon::start(&e, &[]);
+    wait_for(
+        "catch-up",
+        || runs(&e).iter().any(|r| r.1 == "catch_up" && r.3.is_some()),
+        || d.log(),
+    );
+    d.kill9();
+    let d = Daemon::start(&e, &[]);
+    assert!(d.log().contains("catch-up: nothing missed"), "{}", d.log());
+    assert_eq!(
+        runs(&e).len(),
+        1,
+        "the missed slot runs once, not on every start"
+    );
+    d.stop();
+}
+
+#[test]
+fn ready_is_sent_to_notify_socket() {
+    let e = setup("");
+    let sock_path = e.env.path("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let d = Daemon::start(&e, &[("NOTIFY_SOCKET", sock_path.to_str().unwrap())]);
+    let mut got = String::new();
+    let mut buf = [0u8; 4096];
+    while !got.contains("READY=1") {
+        let n = sock.recv(&mut buf).expect("a notification");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+        got.push('\n');
+    }
+    d.signal("HUP");
+    while !got.contains("RELOADING=1") {
+        let n = sock.recv(&mut buf).unwrap();
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let (code, _) = d.stop();
+    assert_eq!(code, 0);
+    while let Ok(n) = sock.recv(&mut buf) {
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+        if got.contains("STOPPING=1") {
+            break;
+        }
+    }
+    assert!(got.contains("STATUS="), "{got}");
+    assert!(got.contains("STOPPING=1"), "{got}");
+}
