@@ -113,8 +113,11 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool, context: impl Fn() -> St
     }
 }
 
-/// (id, trigger, started_at, finished_at, outcome) of every run.
-fn runs(e: &SimEnv) -> Vec<(i64, String, i64, Option<i64>, Option<String>)> {
+/// (id, trigger, started_at, finished_at, outcome) of a run.
+type RunRow = (i64, String, i64, Option<i64>, Option<String>);
+
+/// Every run, oldest first.
+fn runs(e: &SimEnv) -> Vec<RunRow> {
     let c = rusqlite::Connection::open(e.env.store_path()).unwrap();
     let mut st = c
         .prepare("SELECT id, trigger, started_at, finished_at, outcome FROM runs ORDER BY id")
