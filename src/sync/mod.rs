@@ -151,6 +151,8 @@ pub struct ConnectorReport {
     pub unmapped: Vec<(String, String)>,
     /// Failed pairs: (account, module, reason).
     pub failed: Vec<(String, String, String)>,
+    /// Disabled pairs: (account, module, last known count).
+    pub disabled: Vec<(String, String, Option<u64>)>,
     /// Anything the operator should know.
     pub note: Option<String>,
 }
@@ -692,6 +694,8 @@ fn record_disabled(
 ) {
     for d in &plan.disabled {
         cr.tally.add(PairOutcome::SkippedDisabled);
+        cr.disabled
+            .push((d.account_id.clone(), d.module.clone(), d.last_known));
         let _ = ledger.send(LedgerEntry {
             run_id,
             connector_id: plan.connector_id.clone(),
