@@ -60,8 +60,16 @@ pub struct Schedule {
 impl Schedule {
     /// Parses `expr` in zone `tz`.
     pub fn new(expr: &str, tz: Tz) -> Result<Schedule, ScheduleError> {
+        let cron = parse_cron(expr)?;
+        // The chosen scheduler crate must accept the expression too (it is the reference parser).
+        tokio_cron_scheduler::Job::new_async_tz(expr, tz, |_, _| Box::pin(async {})).map_err(
+            |e| ScheduleError::InvalidCron {
+                expr: expr.into(),
+                reason: format!("tokio-cron-scheduler refuses it: {e:?}"),
+            },
+        )?;
         Ok(Schedule {
-            cron: parse_cron(expr)?,
+            cron,
             expr: expr.into(),
             tz,
         })
