@@ -319,3 +319,35 @@ async fn the_limiter_keeps_below_the_stand_ins_rate() {
     let peak = snap.max_requests_per_second();
     assert!(peak <= 55, "a one-second window held {peak} requests");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_does_not_release_a_burst_above_the_rate() {
+    // Callers queued behind the in-flight bound must not bank rate slots while Gradient stalls.
+    let sim = sim().await;
+    sim.set_rate_limit(0);
+    let mut st = settings(&sim.base_url());
+    st.requests_per_second = 50;
+    st.max_in_flight = 8;
+    let s = session(&sim, st);
+    sim.set_latency(Duration::from_millis(2000));
+    let sim_ref = &sim;
+    use futures::StreamExt;
+    let pushes = futures::stream::iter(0..120u32)
+        .map(|_| {
+            let s = s.clone();
+            async move { s.get_integration().await }
+        })
+        .buffer_unordered(120)
+        .collect::<Vec<_>>();
+    let recover = async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        sim_ref.set_latency(Duration::ZERO);
+    };
+    let (results, ()) = tokio::join!(pushes, recover);
+    assert!(results.iter().all(|r| r.is_ok()));
+    let peak = sim.snapshot().max_requests_per_second();
+    assert!(
+        peak <= 55,
+        "after the stall a one-second window held {peak} requests"
+    );
+}

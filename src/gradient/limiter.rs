@@ -40,19 +40,22 @@ impl Pacer {
         }
     }
 
-    /// Waits for a slot in the rate and a place among the requests in flight.
+    /// Waits for a place among the requests in flight, then for a slot in the rate. The order
+    /// matters: taking rate slots first would let callers queued on the semaphore bank their slots
+    /// and leave together after a stall, bursting above the rate.
     pub async fn admit(&self) -> SemaphorePermit<'_> {
+        // The semaphore is never closed, so acquire cannot fail; wait again if it ever did.
+        let permit = loop {
+            if let Ok(p) = self.in_flight.acquire().await {
+                break p;
+            }
+            tokio::task::yield_now().await;
+        };
         self.normal.until_ready().await;
         if self.is_slowed() {
             self.slow.until_ready().await;
         }
-        // The semaphore is never closed, so acquire cannot fail; fall back to waiting again if it did.
-        loop {
-            if let Ok(p) = self.in_flight.acquire().await {
-                return p;
-            }
-            tokio::task::yield_now().await;
-        }
+        permit
     }
 
     /// Records a 429: slow down for a while.

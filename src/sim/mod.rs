@@ -162,7 +162,7 @@ pub struct ReceivedPush {
 /// One vendor-API request as received.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestLogEntry {
-    /// Milliseconds since the stand-in started (monotonic).
+    /// Arrival, in milliseconds since the stand-in started (monotonic).
     pub at_ms: u64,
     /// Method.
     pub method: String,
@@ -213,7 +213,9 @@ impl SimSnapshot {
 
     /// The most requests in any sliding one-second window.
     pub fn max_requests_per_second(&self) -> usize {
-        let times: Vec<u64> = self.requests.iter().map(|r| r.at_ms).collect();
+        // The log is in answer order; arrivals (at_ms) may interleave under latency.
+        let mut times: Vec<u64> = self.requests.iter().map(|r| r.at_ms).collect();
+        times.sort_unstable();
         let mut best = 0;
         let mut start = 0;
         for end in 0..times.len() {

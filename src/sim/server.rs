@@ -111,7 +111,11 @@ async fn vendor_api(
     headers: HeaderMap,
     body: Bytes,
 ) -> Answer {
-    let latency = lock(&state).latency;
+    // Requests are logged at their arrival, as a rate limiter counts them.
+    let (latency, arrived_ms) = {
+        let s = lock(&state);
+        (s.latency, s.now_ms())
+    };
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
@@ -153,7 +157,7 @@ async fn vendor_api(
         );
     }
     let entry = RequestLogEntry {
-        at_ms: s.now_ms(),
+        at_ms: arrived_ms,
         method: method.to_string(),
         path,
         query,

@@ -92,18 +92,12 @@ fn collect_pairs(
     Ok(out)
 }
 
-/// Counts as of instant `at`.
-pub fn count_as_of(
-    conn: &Connection,
-    services: &[ServiceUnit],
-    at: Millis,
-) -> Result<Counts, StoreError> {
-    if services.is_empty() {
-        return Ok(Counts::default());
-    }
+/// The statement (and its parameters) that yields `(workspace, module, count)` for every enabled
+/// pair as of `at`: one set-based query over the interval tables.
+pub fn as_of_query(services: &[ServiceUnit], at: Millis) -> (String, Vec<SqlValue>) {
     let (svc, mut params) = services_cte(services, 2);
     params.insert(0, SqlValue::Integer(at));
-    let figures_sql = format!(
+    let sql = format!(
         "WITH {svc},
          enabled AS (
             SELECT m.workspace_id, m.module, s.kind
@@ -120,7 +114,21 @@ pub fn count_as_of(
          SELECT e.workspace_id, e.module, COALESCE(p.n, 0)
          FROM enabled e LEFT JOIN protected p ON p.workspace_id = e.workspace_id AND p.kind = e.kind"
     );
+    (sql, params)
+}
+
+/// Counts as of instant `at`.
+pub fn count_as_of(
+    conn: &Connection,
+    services: &[ServiceUnit],
+    at: Millis,
+) -> Result<Counts, StoreError> {
+    if services.is_empty() {
+        return Ok(Counts::default());
+    }
+    let (figures_sql, params) = as_of_query(services, at);
     let figures = collect_figures(conn, &figures_sql, params.clone())?;
+    let (svc, _) = services_cte(services, 2);
     let disabled_sql = format!(
         "WITH {svc}
          SELECT DISTINCT m.workspace_id, m.module
@@ -134,19 +142,17 @@ pub fn count_as_of(
     Ok(Counts { figures, disabled })
 }
 
-/// Counts over `[start, end)` by `how`.
-pub fn count_month(
-    conn: &Connection,
+/// The statement (and its parameters) that yields `(workspace, module, count)` for every pair
+/// enabled at some time in `[start, end)`, reduced by `how` (`peak` or `distinct`; `end` is an
+/// as-of query at the window's last instant).
+pub fn month_query(
     services: &[ServiceUnit],
     start: Millis,
     end: Millis,
     how: MonthlyCount,
-) -> Result<Counts, StoreError> {
-    if services.is_empty() {
-        return Ok(Counts::default());
-    }
+) -> (String, Vec<SqlValue>) {
     if how == MonthlyCount::End {
-        return count_as_of(conn, services, end - 1);
+        return as_of_query(services, end - 1);
     }
     let (svc, mut params) = services_cte(services, 3);
     params.insert(0, SqlValue::Integer(end));
@@ -170,7 +176,7 @@ pub fn count_month(
          ),
          pairs AS (SELECT DISTINCT workspace_id, module FROM enabled)"
     );
-    let figures_sql = match how {
+    let sql = match how {
         MonthlyCount::Distinct => format!(
             "{pieces},
              n AS (SELECT workspace_id, module, COUNT(DISTINCT unit_id) AS n FROM pieces GROUP BY workspace_id, module)
@@ -198,7 +204,26 @@ pub fn count_month(
              FROM pairs p LEFT JOIN peak USING (workspace_id, module)"
         ),
     };
+    (sql, params)
+}
+
+/// Counts over `[start, end)` by `how`.
+pub fn count_month(
+    conn: &Connection,
+    services: &[ServiceUnit],
+    start: Millis,
+    end: Millis,
+    how: MonthlyCount,
+) -> Result<Counts, StoreError> {
+    if services.is_empty() {
+        return Ok(Counts::default());
+    }
+    if how == MonthlyCount::End {
+        return count_as_of(conn, services, end - 1);
+    }
+    let (figures_sql, params) = month_query(services, start, end, how);
     let figures = collect_figures(conn, &figures_sql, params.clone())?;
+    let (svc, _) = services_cte(services, 3);
     let disabled_sql = format!(
         "WITH {svc}
          SELECT DISTINCT m.workspace_id, m.module

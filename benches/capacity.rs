@@ -1,0 +1,645 @@
+//! Capacity benchmark: `cargo bench --bench capacity`.
+//!
+//! Builds a synthetic store of a large vendor (500 MSPs, 10,000 workspaces, 2,000,000 users and
+//! devices with 90 days of interval history, 4 services) and measures: plan time and peak RSS
+//! (daily and monthly peak, plus the same query in the sqlite3 shell), push throughput and CPU per
+//! 1,000 pushes against gradient-sim, rate-limit fidelity at 100/s, import speed and RSS, and the idle
+//! daemon's RSS and CPU. Prints a table and writes `target/capacity.json`.
+//!
+//! Environment: `BENCH_SCALE` (default 1.0) scales MSPs/workspaces/units; `BENCH_IDLE_SECS`
+//! (default 60) sets the idle window; `BENCH_SKIP` (comma list of plan,push,rate,import,idle).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gradient_connector::config::{Config, MonthlyCount, UnitKind};
+use gradient_connector::store::counting::{self, ServiceUnit};
+use gradient_connector::store::Store;
+use gradient_connector::sync::{self, RunControl, RunRequest, SyncContext, Trigger};
+use gradient_connector::time::{now_ms, Millis, Month};
+use rusqlite::params;
+use serde_json::{json, Value};
+
+const SIM: &str = env!("CARGO_BIN_EXE_gradient-sim");
+const BIN: &str = env!("CARGO_BIN_EXE_gradient-connector");
+const DAY: Millis = 86_400_000;
+
+const SERVICES: &[(&str, &str, UnitKind, &str, &str)] = &[
+    (
+        "edr",
+        "Bench EDR",
+        UnitKind::Devices,
+        "security",
+        "endpoint detection and response (EDR)",
+    ),
+    (
+        "mail",
+        "Bench Mail",
+        UnitKind::Users,
+        "security",
+        "email security",
+    ),
+    (
+        "backup",
+        "Bench Backup",
+        UnitKind::Devices,
+        "backup",
+        "cloud backup",
+    ),
+    (
+        "awareness",
+        "Bench Awareness",
+        UnitKind::Users,
+        "security",
+        "privacy and security awareness training",
+    ),
+];
+
+fn services() -> Vec<ServiceUnit> {
+    SERVICES
+        .iter()
+        .map(|(m, _, u, _, _)| ServiceUnit {
+            module: m.to_string(),
+            unit: *u,
+        })
+        .collect()
+}
+
+fn config_text(base_url: &str, store: &Path, rps: u32, in_flight: u32) -> String {
+    let mut t = format!(
+        "[gradient]\nbase_url = \"{base_url}\"\nvendor_api_key_file = \"vendor-api-key\"\nrequests_per_second = {rps}\nmax_in_flight = {in_flight}\nretry_initial_delay_ms = 50\nretry_max_delay_secs = 2\n\
+         [store]\npath = \"{}\"\n[schedule]\ncron = \"0 0 2 * * *\"\n[log]\nlevel = \"warn\"\n",
+        store.display()
+    );
+    for (m, n, u, c, s) in SERVICES {
+        t += &format!(
+            "[[service]]\nmodule = \"{m}\"\nname = \"{n}\"\nunit = \"{}\"\ncategory = \"{c}\"\nsubcategory = \"{s}\"\n",
+            u.as_str()
+        );
+    }
+    t
+}
+
+fn write_config(dir: &Path, base_url: &str, store: &Path, rps: u32, in_flight: u32) -> PathBuf {
+    std::fs::write(dir.join("vendor-api-key"), "sim-vendor-key").unwrap();
+    let p = dir.join(format!(
+        "bench-{}.toml",
+        store.file_stem().unwrap().to_string_lossy()
+    ));
+    std::fs::write(&p, config_text(base_url, store, rps.min(100), in_flight)).unwrap();
+    p
+}
+
+/// Peak and current RSS (kB) of a process from /proc.
+fn rss_kb(pid: &str) -> (u64, u64) {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        s.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// CPU seconds (user + system) of a process from /proc.
+fn cpu_secs(pid: &str) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = s.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+struct Shape {
+    msps: usize,
+    workspaces_per_msp: usize,
+    units_per_workspace: usize,
+}
+
+/// Writes a synthetic inventory straight into a store: every workspace has the 4 modules from day 0
+/// (5% switch backup off on day 60); each unit is protected from a day in [0, 30); 30% stop on a day
+/// in [40, 90), half of those come back 5 days later.
+fn generate(path: &Path, shape: &Shape, now: Millis) -> (usize, usize) {
+    let mut store = Store::open(path, Duration::from_secs(30)).unwrap();
+    let base = now - 90 * DAY;
+    let mut rng = fastrand::Rng::with_seed(7);
+    let conn = store.conn_mut();
+    conn.execute_batch("PRAGMA synchronous = OFF").unwrap();
+    let tx = conn.transaction().unwrap();
+    let (mut units, mut intervals) = (0, 0);
+    {
+        let mut ch = tx
+            .prepare("INSERT INTO channels (id, name, changed_at) VALUES (?1, ?2, ?3)")
+            .unwrap();
+        let mut ws = tx
+            .prepare(
+                "INSERT INTO workspaces (id, channel_id, name, changed_at) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .unwrap();
+        let mut md = tx.prepare("INSERT INTO modules (workspace_id, module, enabled, changed_at) VALUES (?1, ?2, ?3, ?4)").unwrap();
+        let mut mi = tx.prepare("INSERT INTO module_intervals (workspace_id, module, from_at, to_at) VALUES (?1, ?2, ?3, ?4)").unwrap();
+        let mut un = tx.prepare("INSERT INTO units (kind, id, workspace_id, protected, changed_at) VALUES (?1, ?2, ?3, ?4, ?5)").unwrap();
+        let mut ui = tx.prepare("INSERT INTO unit_intervals (kind, unit_id, workspace_id, from_at, to_at) VALUES (?1, ?2, ?3, ?4, ?5)").unwrap();
+        for c in 0..shape.msps {
+            let cid = format!("msp-{c:04}");
+            ch.execute(params![cid, format!("MSP {c}"), base]).unwrap();
+            for w in 0..shape.workspaces_per_msp {
+                let wid = format!("{cid}-ws{w:03}");
+                ws.execute(params![wid, cid, format!("Customer {c}/{w}"), base])
+                    .unwrap();
+                for (m, ..) in SERVICES {
+                    let off = *m == "backup" && rng.u8(0..20) == 0;
+                    let to = off.then_some(base + 60 * DAY);
+                    md.execute(params![wid, m, !off, to.unwrap_or(base)])
+                        .unwrap();
+                    mi.execute(params![wid, m, base, to]).unwrap();
+                }
+                for u in 0..shape.units_per_workspace {
+                    let kind = if u % 2 == 0 { "users" } else { "devices" };
+                    let uid = format!("{wid}-{u}");
+                    let from = base + rng.i64(0..30) * DAY;
+                    let stops = rng.u8(0..10) < 3;
+                    let stop = base + rng.i64(40..90) * DAY;
+                    let comes_back = stops && rng.bool();
+                    let protected_now = !stops || comes_back;
+                    un.execute(params![
+                        kind,
+                        uid,
+                        wid,
+                        protected_now,
+                        if stops { stop } else { from }
+                    ])
+                    .unwrap();
+                    ui.execute(params![kind, uid, wid, from, stops.then_some(stop)])
+                        .unwrap();
+                    intervals += 1;
+                    if comes_back {
+                        ui.execute(params![kind, uid, wid, stop + 5 * DAY, Option::<i64>::None])
+                            .unwrap();
+                        intervals += 1;
+                    }
+                    units += 1;
+                }
+            }
+        }
+    }
+    tx.commit().unwrap();
+    conn.execute_batch("PRAGMA synchronous = NORMAL; ANALYZE;")
+        .unwrap();
+    (units, intervals)
+}
+
+/// Child mode: one plan computation, reported as one JSON line.
+fn child_plan(kind: &str, store: &Path, now: Millis) {
+    let store = Store::open(store, Duration::from_secs(30)).unwrap();
+    let svcs = services();
+    let t = Instant::now();
+    let counts = match kind {
+        "daily" => counting::count_as_of(store.conn(), &svcs, now).unwrap(),
+        _ => {
+            let m = Month::containing(now, chrono_tz::UTC).previous();
+            let (a, b) = m.bounds(chrono_tz::UTC);
+            counting::count_month(store.conn(), &svcs, a, b, MonthlyCount::Peak).unwrap()
+        }
+    };
+    let workspaces = store.workspaces().unwrap();
+    let ids: HashMap<String, String> = svcs
+        .iter()
+        .map(|s| (s.module.clone(), format!("id-{}", s.module)))
+        .collect();
+    let mut by_channel: HashMap<&str, Vec<_>> = HashMap::new();
+    for w in &workspaces {
+        by_channel
+            .entry(w.channel_id.as_str())
+            .or_default()
+            .push(w.clone());
+    }
+    let mut pairs = 0;
+    let empty = HashMap::new();
+    for (ch, ws) in &by_channel {
+        pairs += sync::plan::plan_connector(ch, ws, &counts, &ids, &empty)
+            .pushes
+            .len();
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let (peak, _) = rss_kb("self");
+    println!(
+        "{}",
+        json!({"secs": secs, "pairs": pairs, "figures": counts.figures.len(), "peak_rss_kb": peak})
+    );
+}
+
+fn run_child(args: &[&str]) -> Value {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .arg("child")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or("{}")).unwrap()
+}
+
+/// The query's text with its parameters inlined, for the sqlite3 shell.
+fn inline(sql: &str, params: &[rusqlite::types::Value]) -> String {
+    let mut s = sql.to_string();
+    for (i, p) in params.iter().enumerate().rev() {
+        let v = match p {
+            rusqlite::types::Value::Integer(n) => n.to_string(),
+            rusqlite::types::Value::Text(t) => format!("'{}'", t.replace('\'', "''")),
+            _ => "NULL".into(),
+        };
+        s = s.replace(&format!("?{}", i + 1), &v);
+    }
+    s
+}
+
+fn sqlite3_secs(store: &Path, sql: &str) -> Option<f64> {
+    let t = Instant::now();
+    let out = Command::new("sqlite3")
+        .arg(store)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .ok()
+        .and_then(|mut c| {
+            c.stdin
+                .take()?
+                .write_all(format!("{sql};\n").as_bytes())
+                .ok()?;
+            c.wait().ok()
+        })?;
+    out.success().then(|| t.elapsed().as_secs_f64())
+}
+
+struct SimProc {
+    child: Child,
+    url: String,
+}
+
+impl SimProc {
+    fn start(rate_limit: u32) -> SimProc {
+        let mut child = Command::new(SIM)
+            .args(["--port", "0", "--rate-limit", &rate_limit.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        SimProc {
+            child,
+            url: format!("http://127.0.0.1:{}", line.trim()),
+        }
+    }
+
+    fn state(&self) -> Value {
+        let out = http(&self.url, "GET", "/_sim/state", None);
+        serde_json::from_str(&out).unwrap()
+    }
+
+    fn add_msp(&self, id: &str) {
+        let body = json!({"id": id, "name": id, "key": format!("key-{id}")}).to_string();
+        http(&self.url, "POST", "/_sim/msp", Some(&body));
+    }
+}
+
+impl Drop for SimProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 client for the stand-in's admin API.
+fn http(base: &str, method: &str, path: &str, body: Option<&str>) -> String {
+    use std::io::Read;
+    let addr = base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let body = body.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let body_start = resp.find("\r\n\r\n").map(|i| i + 4).unwrap_or(0);
+    let raw = &resp[body_start..];
+    // Chunked or not: keep the JSON part.
+    match (raw.find('{'), raw.rfind('}')) {
+        (Some(a), Some(b)) if b > a => raw[a..=b].to_string(),
+        _ => String::new(),
+    }
+}
+
+/// Stores tokens for every channel and marks the connectors connected (as `connector add` would).
+fn connect_all(store: &Path, sim: &SimProc) {
+    let s = Store::open(store, Duration::from_secs(30)).unwrap();
+    let channels: Vec<String> = {
+        let mut st = s.conn().prepare("SELECT id FROM channels").unwrap();
+        st.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    for c in &channels {
+        sim.add_msp(c);
+        let t = now_ms();
+        s.set_token(c, &secrecy::SecretString::from(format!("key-{c}")), t)
+            .unwrap();
+        s.mark_connected(c, Some(t), Some("pending"), None, t)
+            .unwrap();
+    }
+}
+
+fn context(cfg_path: &Path, rps: u32, in_flight: usize) -> SyncContext {
+    let mut cfg = Config::load(cfg_path).unwrap();
+    // Bench-only override: the configuration refuses more than Gradient's 100/s.
+    cfg.gradient.requests_per_second = rps;
+    cfg.gradient.max_in_flight = in_flight;
+    SyncContext::new(Arc::new(cfg)).unwrap()
+}
+
+fn sync_once(rt: &tokio::runtime::Runtime, ctx: &SyncContext) -> sync::RunReport {
+    rt.block_on(sync::run(
+        ctx,
+        RunRequest {
+            trigger: Trigger::Cli,
+            connector: None,
+            month: None,
+            slot_at: None,
+        },
+        &RunControl::default(),
+    ))
+    .unwrap()
+}
+
+fn skip(what: &str) -> bool {
+    std::env::var("BENCH_SKIP")
+        .unwrap_or_default()
+        .split(',')
+        .any(|s| s == what)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("child") {
+        let now: Millis = args[4].parse().unwrap();
+        child_plan(&args[2], Path::new(&args[3]), now);
+        return;
+    }
+    let scale: f64 = std::env::var("BENCH_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.0);
+    let idle_secs: u64 = std::env::var("BENCH_IDLE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let dir = tempfile::tempdir().unwrap();
+    let mut results = serde_json::Map::new();
+    results.insert("cores".into(), json!(cores));
+    results.insert("scale".into(), json!(scale));
+    let now = now_ms();
+    let shape = Shape {
+        msps: ((500.0 * scale) as usize).max(1),
+        workspaces_per_msp: 20,
+        units_per_workspace: 200,
+    };
+    let big = dir.path().join("big.db");
+    println!(
+        "generating {} MSPs × {} workspaces × {} units ...",
+        shape.msps, shape.workspaces_per_msp, shape.units_per_workspace
+    );
+    let t = Instant::now();
+    let (units, intervals) = generate(&big, &shape, now);
+    let gen_secs = t.elapsed().as_secs_f64();
+    println!("  {units} units, {intervals} intervals in {gen_secs:.1} s");
+    results.insert("store".into(), json!({"msps": shape.msps, "workspaces": shape.msps * shape.workspaces_per_msp, "units": units, "intervals": intervals, "generate_secs": gen_secs}));
+
+    if !skip("plan") {
+        let daily = run_child(&["daily", big.to_str().unwrap(), &now.to_string()]);
+        let monthly = run_child(&["monthly", big.to_str().unwrap(), &now.to_string()]);
+        let (sql, p) = counting::as_of_query(&services(), now);
+        let shell_daily = sqlite3_secs(&big, &inline(&sql, &p));
+        let m = Month::containing(now, chrono_tz::UTC).previous();
+        let (a, b) = m.bounds(chrono_tz::UTC);
+        let (sql, p) = counting::month_query(&services(), a, b, MonthlyCount::Peak);
+        let shell_monthly = sqlite3_secs(&big, &inline(&sql, &p));
+        let ratio = |ours: &Value, shell: Option<f64>| {
+            shell.map(|s| ours["secs"].as_f64().unwrap_or(0.0) / s)
+        };
+        results.insert("plan_daily".into(), json!({"ours": daily, "sqlite3_secs": shell_daily, "ratio": ratio(&daily, shell_daily)}));
+        results.insert("plan_monthly_peak".into(), json!({"ours": monthly, "sqlite3_secs": shell_monthly, "ratio": ratio(&monthly, shell_monthly)}));
+        println!("plan daily: {daily} sqlite3 {shell_daily:?}; monthly: {monthly} sqlite3 {shell_monthly:?}");
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    if !skip("push") {
+        let sim = SimProc::start(0);
+        connect_all(&big, &sim);
+        let cfg = write_config(dir.path(), &sim.url, &big, 100, 64);
+        let ctx = context(&cfg, 1_000_000, 64);
+        let first = sync_once(&rt, &ctx);
+        println!(
+            "push warm-up (creates services and accounts): {}",
+            first.summary()
+        );
+        let cpu0 = cpu_secs("self");
+        let t = Instant::now();
+        let report = sync_once(&rt, &ctx);
+        let secs = t.elapsed().as_secs_f64();
+        let cpu = cpu_secs("self") - cpu0;
+        let pushed = report.tally.pushed as f64;
+        println!("push: {}", report.summary());
+        results.insert(
+            "push".into(),
+            json!({
+                "pairs": report.tally.pushed, "secs": secs, "pushes_per_sec": pushed / secs,
+                "cpu_secs": cpu, "cpu_secs_per_1000": cpu / pushed * 1000.0,
+                "failed": report.tally.failed, "note": "gradient-sim runs on the same 2 cores"
+            }),
+        );
+    }
+
+    if !skip("rate") {
+        let small = dir.path().join("rate.db");
+        generate(
+            &small,
+            &Shape {
+                msps: 1,
+                workspaces_per_msp: 500,
+                units_per_workspace: 4,
+            },
+            now,
+        );
+        let sim = SimProc::start(100);
+        connect_all(&small, &sim);
+        let cfg = write_config(dir.path(), &sim.url, &small, 100, 8);
+        let ctx = context(&cfg, 100, 8);
+        let report = sync_once(&rt, &ctx);
+        let state = sim.state();
+        let reqs = state["requests"].as_array().cloned().unwrap_or_default();
+        let counts: Vec<u64> = reqs
+            .iter()
+            .filter(|r| r["path"].as_str().unwrap_or("").ends_with("/count"))
+            .filter_map(|r| r["at_ms"].as_u64())
+            .collect();
+        let throttled = reqs.iter().filter(|r| r["status"] == 429).count();
+        let span = (counts.last().copied().unwrap_or(0) - counts.first().copied().unwrap_or(0))
+            as f64
+            / 1000.0;
+        let rate = (counts.len().saturating_sub(1)) as f64 / span.max(0.001);
+        println!(
+            "rate: {} pushes at {rate:.1}/s, {throttled} answered 429",
+            counts.len()
+        );
+        results.insert("rate_limit".into(), json!({"pushes": report.tally.pushed, "achieved_per_sec": rate, "answered_429": throttled}));
+    }
+
+    if !skip("import") {
+        let file = dir.path().join("import.jsonl");
+        {
+            let mut w = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+            let mut lines = 0usize;
+            'outer: for c in 0..100 {
+                writeln!(w, r#"{{"type":"channel","id":"ic-{c}","name":"MSP {c}"}}"#).unwrap();
+                lines += 1;
+                for k in 0..50 {
+                    let ws = format!("ic-{c}-{k}");
+                    writeln!(w, r#"{{"type":"workspace","id":"{ws}","channel":"ic-{c}","name":"Customer {k}","at":"2026-10-01T00:00:00Z"}}"#).unwrap();
+                    writeln!(w, r#"{{"type":"module","workspace":"{ws}","module":"edr","enabled":true,"at":"2026-10-01T00:00:00Z"}}"#).unwrap();
+                    lines += 2;
+                    for u in 0..196 {
+                        let kind = if u % 2 == 0 { "user" } else { "device" };
+                        writeln!(w, r#"{{"type":"{kind}","workspace":"{ws}","id":"{ws}-{u}","protected":true,"at":"2026-10-02T09:00:00Z"}}"#).unwrap();
+                        lines += 1;
+                        if lines >= 1_000_000 {
+                            break 'outer;
+                        }
+                    }
+                }
+            }
+        }
+        let store = dir.path().join("import.db");
+        let cfg = write_config(dir.path(), "http://127.0.0.1:9", &store, 90, 8);
+        let t = Instant::now();
+        let mut child = Command::new(BIN)
+            .args([
+                "--config",
+                cfg.to_str().unwrap(),
+                "import",
+                file.to_str().unwrap(),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id().to_string();
+        let mut peak = 0;
+        while child.try_wait().unwrap().is_none() {
+            peak = peak.max(rss_kb(&pid).0);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let secs = t.elapsed().as_secs_f64();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        println!(
+            "import: {} in {secs:.2} s, peak RSS {peak} kB",
+            String::from_utf8_lossy(&out.stdout).trim()
+        );
+        results.insert("import".into(), json!({"lines": 1_000_000, "secs": secs, "records_per_sec": 1_000_000.0 / secs, "peak_rss_kb": peak}));
+    }
+
+    if !skip("idle") {
+        let small = dir.path().join("idle.db");
+        generate(
+            &small,
+            &Shape {
+                msps: 3,
+                workspaces_per_msp: 20,
+                units_per_workspace: 50,
+            },
+            now,
+        );
+        let sim = SimProc::start(0);
+        connect_all(&small, &sim);
+        let cfg = write_config(dir.path(), &sim.url, &small, 100, 8);
+        let log = dir.path().join("idle.log");
+        let mut child = Command::new(BIN)
+            .args(["--config", cfg.to_str().unwrap(), "run"])
+            .env("RUST_LOG", "info")
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let pid = child.id().to_string();
+        let wait_log = |needle: &str| {
+            let t = Instant::now();
+            while !std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains(needle)
+            {
+                assert!(t.elapsed() < Duration::from_secs(60), "daemon: {needle}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        wait_log("daemon ready");
+        let (_, rss_start) = rss_kb(&pid);
+        Command::new("kill")
+            .args(["-s", "USR1", &pid])
+            .status()
+            .unwrap();
+        wait_log("sync run started");
+        let t = Instant::now();
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains(") ok: ")
+        {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "idle sync did not finish"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (_, rss_after) = rss_kb(&pid);
+        let cpu0 = cpu_secs(&pid);
+        std::thread::sleep(Duration::from_secs(idle_secs));
+        let cpu = cpu_secs(&pid) - cpu0;
+        let _ = child.kill();
+        let _ = child.wait();
+        println!("idle: RSS {rss_start} kB at start, {rss_after} kB after a sync; {cpu:.2} CPU-s over {idle_secs} s idle");
+        results.insert("idle".into(), json!({"rss_start_kb": rss_start, "rss_after_sync_kb": rss_after, "idle_secs": idle_secs, "idle_cpu_secs": cpu}));
+    }
+
+    let out = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join("capacity.json");
+    let text = serde_json::to_string_pretty(&Value::Object(results.clone())).unwrap();
+    let _ = std::fs::write(&out, &text);
+    println!("\n{text}\nwritten to {}", out.display());
+}
