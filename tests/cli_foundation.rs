@@ -146,3 +146,45 @@ fn import_good_then_bad_leaves_the_good_state_and_is_idempotent() {
         & 0o777;
     assert_eq!(mode, 0o600);
 }
+
+#[test]
+fn the_systemd_credential_wins_and_a_readable_store_is_warned_about() {
+    let env = Env::new("http://127.0.0.1:9", "", "");
+    let creds = env.path("creds");
+    std::fs::create_dir(&creds).unwrap();
+    std::fs::write(creds.join("vendor-api-key"), "credential-key\n").unwrap();
+    // The configured key file is gone: only the credential can satisfy check-config.
+    std::fs::remove_file(env.path("vendor-api-key")).unwrap();
+    let out = std::process::Command::new(BIN)
+        .arg("--config")
+        .arg(&env.config)
+        .arg("check-config")
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("creds/vendor-api-key"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!stdout(&out).contains("credential-key"));
+
+    // A store readable by others is a warning naming store.path.
+    std::fs::write(env.path("vendor-api-key"), "k\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        env.path("vendor-api-key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    assert_eq!(code(&env.run(&["import", "-"], Some(""))), 0);
+    std::fs::set_permissions(env.store_path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = env.run(&["check-config"], None);
+    assert_eq!(code(&out), 0);
+    assert!(
+        stderr(&out).contains("warning: store.path") && stderr(&out).contains("chmod 600"),
+        "{}",
+        stderr(&out)
+    );
+}

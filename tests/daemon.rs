@@ -342,13 +342,25 @@ fn ready_is_sent_to_notify_socket() {
     let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    let d = Daemon::start(&e, &[("NOTIFY_SOCKET", sock_path.to_str().unwrap())]);
+    let d = Daemon::start(
+        &e,
+        &[
+            ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "200000"),
+        ],
+    );
     let mut got = String::new();
     let mut buf = [0u8; 4096];
     while !got.contains("READY=1") {
         let n = sock.recv(&mut buf).expect("a notification");
         got.push_str(&String::from_utf8_lossy(&buf[..n]));
         got.push('\n');
+    }
+    while !got.contains("WATCHDOG=1") {
+        let n = sock
+            .recv(&mut buf)
+            .expect("a watchdog ping at half of WATCHDOG_USEC");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
     d.signal("HUP");
     while !got.contains("RELOADING=1") {

@@ -73,3 +73,35 @@ impl Pacer {
         self.origin.elapsed().as_millis() as u64
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_429_slows_requests_down_for_a_while() {
+        let p = Pacer::new(100, 4);
+        assert!(!p.is_slowed());
+        p.throttled();
+        assert!(p.is_slowed());
+        // The window is SLOW_DOWN_FOR long from the 429.
+        let until = p.slow_until_ms.load(Ordering::Relaxed);
+        assert!(until >= SLOW_DOWN_FOR.as_millis() as u64);
+    }
+
+    #[tokio::test]
+    async fn slowed_pacing_halves_the_rate() {
+        let p = Pacer::new(40, 4);
+        p.throttled();
+        let t = Instant::now();
+        for _ in 0..6 {
+            drop(p.admit().await);
+        }
+        // 6 requests at 20/s (half of 40/s) need at least ~250 ms after the first.
+        assert!(
+            t.elapsed() >= Duration::from_millis(200),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+}
