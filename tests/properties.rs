@@ -1,0 +1,180 @@
+//! Property tests: arbitrary import lines and configuration files never panic, and every rejection
+//! names its line (import) or key (configuration).
+
+use std::time::Duration;
+
+use gradient_connector::config::{Config, ConfigError};
+use gradient_connector::store::import::{import, ImportError};
+use gradient_connector::store::Store;
+use proptest::prelude::*;
+
+fn json_value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("null".to_string()),
+        any::<bool>().prop_map(|b| b.to_string()),
+        any::<i64>().prop_map(|n| n.to_string()),
+        any::<f64>().prop_map(|f| if f.is_finite() {
+            f.to_string()
+        } else {
+            "1e999".into()
+        }),
+        ".{0,12}".prop_map(|s| serde_json::to_string(&s).unwrap()),
+        Just("\"2026-10-01T00:00:00Z\"".to_string()),
+        Just("[]".to_string()),
+        Just("{}".to_string()),
+    ]
+}
+
+fn record_line() -> impl Strategy<Value = String> {
+    let ty = prop_oneof![
+        Just("channel"),
+        Just("workspace"),
+        Just("module"),
+        Just("user"),
+        Just("device"),
+        Just("gadget")
+    ];
+    let field = prop_oneof![
+        Just("id"),
+        Just("name"),
+        Just("channel"),
+        Just("workspace"),
+        Just("module"),
+        Just("enabled"),
+        Just("protected"),
+        Just("at"),
+        Just("type"),
+        Just("extra")
+    ];
+    (ty, proptest::collection::vec((field, json_value()), 0..7)).prop_map(|(ty, fields)| {
+        let mut parts = vec![format!("\"type\":\"{ty}\"")];
+        for (k, v) in fields {
+            parts.push(format!("\"{k}\":{v}"));
+        }
+        format!("{{{}}}", parts.join(","))
+    })
+}
+
+fn any_line() -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => record_line(),
+        1 => "[^\n]{0,40}",
+        1 => Just(r#"{"type":"channel","id":"c1","name":"C"}"#.to_string()),
+        1 => Just(r#"{"type":"workspace","id":"w1","channel":"c1","name":"W"}"#.to_string()),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, .. ProptestConfig::default() })]
+
+    #[test]
+    fn import_never_panics_and_names_every_bad_line(lines in proptest::collection::vec(any_line(), 0..12)) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("s.db"), Duration::from_secs(1)).unwrap();
+        let text = lines.join("\n");
+        match import(&mut store, text.as_bytes(), 1_790_000_000_000) {
+            Ok(summary) => prop_assert!(summary.lines <= lines.len()),
+            Err(ImportError::BadLines { lines: bad, total }) => {
+                prop_assert!(total >= 1 && bad.len() == total.min(1000));
+                for b in &bad {
+                    prop_assert!(b.line >= 1 && b.line <= lines.len(), "line {} of {}", b.line, lines.len());
+                    prop_assert!(!b.reason.is_empty());
+                }
+                // Nothing applied.
+                let n: i64 = store.conn().query_row("SELECT count(*) FROM channels", [], |r| r.get(0)).unwrap();
+                prop_assert_eq!(n, 0);
+            }
+            Err(other) => prop_assert!(false, "unexpected error {}", other),
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_import(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("s.db"), Duration::from_secs(1)).unwrap();
+        let _ = import(&mut store, bytes.as_slice(), 0);
+    }
+}
+
+fn toml_value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<i64>().prop_map(|n| n.to_string()),
+        any::<bool>().prop_map(|b| b.to_string()),
+        "[a-zA-Z0-9 /:._*-]{0,20}".prop_map(|s| format!("\"{s}\"")),
+        Just("\"0 0 8 1 * *\"".to_string()),
+        Just("\"America/New_York\"".to_string()),
+        Just("\"security\"".to_string()),
+        Just("[1, 2]".to_string()),
+        Just("1.5".to_string()),
+    ]
+}
+
+fn toml_file() -> impl Strategy<Value = String> {
+    let section = prop_oneof![
+        Just("[gradient]"),
+        Just("[store]"),
+        Just("[schedule]"),
+        Just("[log]"),
+        Just("[[service]]"),
+        Just("[weird]")
+    ];
+    let key = prop_oneof![
+        Just("base_url"),
+        Just("requests_per_second"),
+        Just("max_in_flight"),
+        Just("path"),
+        Just("cron"),
+        Just("timezone"),
+        Just("cadence"),
+        Just("catch_up"),
+        Just("monthly_count"),
+        Just("format"),
+        Just("level"),
+        Just("module"),
+        Just("name"),
+        Just("unit"),
+        Just("category"),
+        Just("subcategory"),
+        Just("typo")
+    ];
+    proptest::collection::vec(
+        (
+            section,
+            proptest::collection::btree_map(key, toml_value(), 0..5),
+        ),
+        0..6,
+    )
+    .prop_map(|sections| {
+        let mut s = String::new();
+        for (head, kv) in sections {
+            s.push_str(head);
+            s.push('\n');
+            for (k, v) in kv {
+                s.push_str(&format!("{k} = {v}\n"));
+            }
+        }
+        s
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, .. ProptestConfig::default() })]
+
+    #[test]
+    fn config_never_panics_and_every_problem_names_a_key(text in prop_oneof![toml_file(), "[^\0]{0,200}"]) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, &text).unwrap();
+        match Config::load_with_env(&path, Default::default()) {
+            Ok(_) => {}
+            Err(ConfigError::Invalid { problems, .. }) => {
+                prop_assert!(!problems.is_empty());
+                for p in problems {
+                    prop_assert!(!p.key.is_empty() && !p.message.is_empty(), "{:?}", p);
+                }
+            }
+            Err(e @ ConfigError::Unreadable { .. }) => prop_assert!(e.to_string().contains("c.toml")),
+            Err(e) => prop_assert!(false, "unexpected {}", e),
+        }
+    }
+}
