@@ -112,3 +112,66 @@ async fn duplicates_disconnect_and_reconnect() {
     assert!(s2.get_accounts().await.unwrap().value.is_empty());
     assert_eq!(sim.snapshot().org("o").unwrap().status, "inactive");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_must_be_numbers_and_account_ids_strings() {
+    let sim = gradient_connector::sim::Sim::start(Default::default())
+        .await
+        .unwrap();
+    sim.add_msp("o", "O", "k");
+    let port = sim.addr().port();
+    let token = base64::engine::general_purpose::STANDARD.encode("sim-vendor-key:k");
+    let post = move |path: &str, body: &str| -> String {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            s,
+            "POST {path} HTTP/1.1\r\nHost: x\r\nGRADIENT-TOKEN: {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let r = tokio::task::spawn_blocking({
+        let post = post.clone();
+        move || post("/api/vendor-api/service", r#"{"name":"S","description":"d","category":"backup","subcategory":"cloud backup"}"#)
+    })
+    .await
+    .unwrap();
+    assert!(r.starts_with("HTTP/1.1 201"), "{r}");
+    let sid = sim.snapshot().services[0].id.clone();
+    let path = format!("/api/vendor-api/service/{sid}/count");
+    let (p1, p2, p3) = (path.clone(), path.clone(), path);
+    let a = tokio::task::spawn_blocking({
+        let post = post.clone();
+        move || post(&p1, r#"{"accountId":"a","unitCount":"5"}"#)
+    })
+    .await
+    .unwrap();
+    assert!(
+        a.starts_with("HTTP/1.1 400") && a.contains("unitCount must be a number"),
+        "{a}"
+    );
+    let b = tokio::task::spawn_blocking({
+        let post = post.clone();
+        move || post(&p2, r#"{"accountId":1,"unitCount":5}"#)
+    })
+    .await
+    .unwrap();
+    assert!(
+        b.starts_with("HTTP/1.1 400") && b.contains("invalid Id type"),
+        "{b}"
+    );
+    let c =
+        tokio::task::spawn_blocking(move || post(&p3, r#"{"accountId":"nobody","unitCount":5}"#))
+            .await
+            .unwrap();
+    assert!(
+        c.starts_with("HTTP/1.1 404") && c.contains("No account map found with id: nobody"),
+        "{c}"
+    );
+    let pushes = sim.snapshot().pushes;
+    assert_eq!(pushes.len(), 3, "every call is recorded");
+    assert_eq!(pushes[0].unit_count, serde_json::json!("5"));
+}

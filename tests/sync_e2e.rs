@@ -348,6 +348,41 @@ fn a_rename_is_pushed() {
 }
 
 #[test]
+fn disconnect_sets_inactive_forgets_the_token_and_keeps_history() {
+    let e = setup();
+    assert_eq!(code(&e.run(&["sync"])), 0);
+    let out = e.run(&["connector", "disconnect", "msp-a"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(e.sim.snapshot().org("msp-a").unwrap().status, "inactive");
+    let before = e.sim.snapshot().requests_of("msp-a").len();
+    assert_eq!(code(&e.run(&["sync"])), 0);
+    assert_eq!(
+        e.sim.snapshot().requests_of("msp-a").len(),
+        before,
+        "a disconnected connector sends nothing"
+    );
+    let st = e.status_json();
+    let a = st["connectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "msp-a")
+        .unwrap()
+        .clone();
+    assert_eq!(a["state"], "disconnected");
+    let hist = e.run(&["history", "--connector", "msp-a", "--json"]);
+    let rows: Value = serde_json::from_slice(&hist.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 6, "history stays");
+    let c = rusqlite::Connection::open(e.env.store_path()).unwrap();
+    let token: Option<String> = c
+        .query_row("SELECT token FROM connectors WHERE id = 'msp-a'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(token.is_none());
+}
+
+#[test]
 fn catalogue_failure_creates_nothing_and_fails_the_run() {
     let e = setup();
     e.sim.add_fault(gradient_connector::sim::Fault {
