@@ -4,8 +4,7 @@
 mod common;
 use common::*;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const INVENTORY: &str = r#"{"type":"channel","id":"msp-a","name":"A"}
 {"type":"workspace","id":"ws-1","channel":"msp-a","name":"One"}
@@ -14,125 +13,6 @@ const INVENTORY: &str = r#"{"type":"channel","id":"msp-a","name":"A"}
 {"type":"device","workspace":"ws-1","id":"d1","protected":true,"at":"2026-10-01T00:00:00Z"}
 {"type":"user","workspace":"ws-1","id":"u1","protected":true,"at":"2026-10-01T00:00:00Z"}
 "#;
-
-struct Daemon {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Daemon {
-    fn start(e: &SimEnv, extra_env: &[(&str, &str)]) -> Daemon {
-        let log = e.env.path(&format!("daemon-{}.log", fastrand_u32()));
-        let mut cmd = Command::new(BIN);
-        cmd.arg("--config").arg(&e.env.config).arg("run");
-        cmd.env_remove("RUST_LOG").env_remove("NOTIFY_SOCKET");
-        for (k, v) in extra_env {
-            cmd.env(k, v);
-        }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        let child = cmd.spawn().unwrap();
-        let d = Daemon { child, log };
-        d.wait_log("daemon ready");
-        d
-    }
-
-    fn pid(&self) -> String {
-        self.child.id().to_string()
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args(["-s", sig, &self.pid()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_log(&self, needle: &str) {
-        wait_for(
-            &format!("log line {needle:?}"),
-            || self.log().contains(needle),
-            || self.log(),
-        );
-    }
-
-    fn kill9(mut self) {
-        let _ = Command::new("kill").args(["-9", &self.pid()]).status();
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM and wait; returns the exit code and how long it took.
-    fn stop(mut self) -> (i32, Duration) {
-        let t = Instant::now();
-        self.signal("TERM");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return (s.code().unwrap_or(-1), t.elapsed());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "daemon did not stop: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn fastrand_u32() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos()
-}
-
-/// Polls `cond` every 20 ms for up to 30 s.
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool, context: impl Fn() -> String) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}\n{}",
-            context()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// (id, trigger, started_at, finished_at, outcome) of a run.
-type RunRow = (i64, String, i64, Option<i64>, Option<String>);
-
-/// Every run, oldest first.
-fn runs(e: &SimEnv) -> Vec<RunRow> {
-    let c = rusqlite::Connection::open(e.env.store_path()).unwrap();
-    let mut st = c
-        .prepare("SELECT id, trigger, started_at, finished_at, outcome FROM runs ORDER BY id")
-        .unwrap();
-    st.query_map([], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-    })
-    .unwrap()
-    .map(Result::unwrap)
-    .collect()
-}
-
-fn finished_runs(e: &SimEnv) -> usize {
-    runs(e).iter().filter(|r| r.3.is_some()).count()
-}
 
 fn setup(schedule: &str) -> SimEnv {
     let e = SimEnv::new("", schedule);

@@ -245,6 +245,8 @@ pub(crate) struct State {
     throttle_ratio: f64,
     throttle_retry_after: Option<u64>,
     latency: Duration,
+    count_latency: Duration,
+    outage_until: Option<Instant>,
     faults: Vec<Fault>,
     services: Vec<SimService>,
     orgs: BTreeMap<String, Org>,
@@ -271,6 +273,8 @@ impl State {
             throttle_ratio: 0.0,
             throttle_retry_after: None,
             latency: Duration::ZERO,
+            count_latency: Duration::ZERO,
+            outage_until: None,
             faults: Vec::new(),
             services: Vec::new(),
             orgs: BTreeMap::new(),
@@ -439,6 +443,16 @@ impl Sim {
     /// Delays every vendor-API answer.
     pub fn set_latency(&self, latency: Duration) {
         lock(&self.state).latency = latency;
+    }
+
+    /// Delays only set-unit-count answers (the catalogue and accounts stay fast).
+    pub fn set_count_latency(&self, latency: Duration) {
+        lock(&self.state).count_latency = latency;
+    }
+
+    /// Answers every vendor-API request with 503 for `duration` from now.
+    pub fn set_outage(&self, duration: Duration) {
+        lock(&self.state).outage_until = Some(Instant::now() + duration);
     }
 
     /// Sets the per-token rate limit (0 = unlimited).

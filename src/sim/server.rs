@@ -112,10 +112,13 @@ async fn vendor_api(
     body: Bytes,
 ) -> Answer {
     // Requests are logged at their arrival, as a rate limiter counts them.
-    let (latency, arrived_ms) = {
+    let (mut latency, arrived_ms) = {
         let s = lock(&state);
         (s.latency, s.now_ms())
     };
+    if method == Method::POST && uri.path().ends_with("/count") {
+        latency += lock(&state).count_latency;
+    }
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
@@ -128,6 +131,8 @@ async fn vendor_api(
         error(404, format!("Cannot {method} {path}"))
     } else if org.is_none() {
         error(401, "Unauthorized: invalid GRADIENT-TOKEN")
+    } else if s.outage_until.is_some_and(|t| Instant::now() < t) {
+        error(503, "Service Unavailable (outage)")
     } else if let Some(f) = take_fault(&mut s, &method, &path) {
         Answer {
             retry_after: f.retry_after_secs,

@@ -2,7 +2,8 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_gradient-connector");
 
@@ -41,8 +42,17 @@ impl Env {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
         let config = dir.path().join("gradient-connector.toml");
+        // Fast retries by default, unless the test sets its own.
+        let defaults: String = [
+            ("retry_initial_delay_ms", "5"),
+            ("retry_max_delay_secs", "1"),
+        ]
+        .iter()
+        .filter(|(k, _)| !gradient_extra.contains(k))
+        .map(|(k, v)| format!("{k} = {v}\n"))
+        .collect();
         let text = format!(
-            "[gradient]\nbase_url = \"{base_url}\"\nvendor_api_key_file = \"vendor-api-key\"\nretry_initial_delay_ms = 5\nretry_max_delay_secs = 1\n{gradient_extra}\n\
+            "[gradient]\nbase_url = \"{base_url}\"\nvendor_api_key_file = \"vendor-api-key\"\n{defaults}{gradient_extra}\n\
              [store]\npath = \"store.db\"\n\
              [schedule]\n{schedule_extra}\n\
              [log]\nlevel = \"info\"\n{SERVICES}"
@@ -162,4 +172,133 @@ impl SimEnv {
         assert_eq!(code(&out), 0, "{}", stderr(&out));
         serde_json::from_slice(&out.stdout).unwrap()
     }
+}
+
+pub struct Daemon {
+    pub child: Child,
+    pub log: std::path::PathBuf,
+}
+
+impl Daemon {
+    pub fn start(e: &SimEnv, extra_env: &[(&str, &str)]) -> Daemon {
+        let log = e.env.path(&format!("daemon-{}.log", fastrand_u32()));
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--config").arg(&e.env.config).arg("run");
+        cmd.env_remove("RUST_LOG").env_remove("NOTIFY_SOCKET");
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        let child = cmd.spawn().unwrap();
+        let d = Daemon { child, log };
+        d.wait_log("daemon ready");
+        d
+    }
+
+    pub fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args(["-s", sig, &self.pid()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn wait_log(&self, needle: &str) {
+        wait_for(
+            &format!("log line {needle:?}"),
+            || self.log().contains(needle),
+            || self.log(),
+        );
+    }
+
+    pub fn kill9(mut self) {
+        let _ = Command::new("kill").args(["-9", &self.pid()]).status();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait; returns the exit code and how long it took.
+    pub fn stop(mut self) -> (i32, Duration) {
+        let t = Instant::now();
+        self.signal("TERM");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return (s.code().unwrap_or(-1), t.elapsed());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not stop: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn fastrand_u32() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+}
+
+/// Polls `cond` every 20 ms for up to 30 s.
+pub fn wait_for(what: &str, cond: impl FnMut() -> bool, context: impl Fn() -> String) {
+    wait_for_secs(what, 30, cond, context)
+}
+
+/// Polls `cond` every 20 ms for up to `secs`.
+pub fn wait_for_secs(
+    what: &str,
+    secs: u64,
+    mut cond: impl FnMut() -> bool,
+    context: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            context()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// (id, trigger, started_at, finished_at, outcome) of a run.
+pub type RunRow = (i64, String, i64, Option<i64>, Option<String>);
+
+/// Every run, oldest first.
+pub fn runs(e: &SimEnv) -> Vec<RunRow> {
+    let c = rusqlite::Connection::open(e.env.store_path()).unwrap();
+    let mut st = c
+        .prepare("SELECT id, trigger, started_at, finished_at, outcome FROM runs ORDER BY id")
+        .unwrap();
+    st.query_map([], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
+pub fn finished_runs(e: &SimEnv) -> usize {
+    runs(e).iter().filter(|r| r.3.is_some()).count()
 }
