@@ -179,7 +179,7 @@ fn a_token_rotated_mid_run_stops_that_msp_only() {
     let snap = e.sim.snapshot();
     let unauthorized = snap.requests.iter().filter(|r| r.status == 401).count();
     assert!(
-        unauthorized >= 1 && unauthorized <= 8,
+        (1..=8).contains(&unauthorized),
         "{unauthorized} requests got 401: only those in flight"
     );
     // The other MSP completed.
