@@ -178,3 +178,79 @@ proptest! {
         }
     }
 }
+
+/// A tiny reference model: state of the module and of each device, day by day.
+#[derive(Debug, Clone)]
+struct History {
+    module: Vec<(u32, bool)>,          // (day, enabled), increasing days
+    devices: Vec<Vec<(u32, bool)>>,    // per device: (day, protected), increasing days
+}
+
+fn history() -> impl Strategy<Value = History> {
+    let changes = || {
+        proptest::collection::btree_map(0u32..50, any::<bool>(), 0..6)
+            .prop_map(|m| m.into_iter().collect::<Vec<_>>())
+    };
+    (changes(), proptest::collection::vec(changes(), 0..6))
+        .prop_map(|(module, devices)| History { module, devices })
+}
+
+fn state_at(events: &[(u32, bool)], t: f64) -> bool {
+    events.iter().filter(|(d, _)| (*d as f64) <= t).last().is_some_and(|(_, on)| *on)
+}
+
+const BASE: &str = "2026-09-20";
+const OCT_START: f64 = 11.0; // 2026-10-01 is day 11 after 2026-09-20
+const OCT_END: f64 = 42.0;
+
+fn day(d: u32) -> String {
+    let base = chrono::NaiveDate::parse_from_str(BASE, "%Y-%m-%d").unwrap();
+    format!("{}T00:00:00Z", base + chrono::Duration::days(d as i64))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, .. ProptestConfig::default() })]
+
+    #[test]
+    fn monthly_peak_and_distinct_match_a_brute_force_model(h in history()) {
+        let mut text = String::from("{\"type\":\"channel\",\"id\":\"c\",\"name\":\"C\",\"at\":\"2026-01-01T00:00:00Z\"}\n{\"type\":\"workspace\",\"id\":\"w\",\"channel\":\"c\",\"name\":\"W\",\"at\":\"2026-01-01T00:00:00Z\"}\n");
+        for (d, on) in &h.module {
+            text += &format!("{{\"type\":\"module\",\"workspace\":\"w\",\"module\":\"m\",\"enabled\":{on},\"at\":\"{}\"}}\n", day(*d));
+        }
+        for (i, events) in h.devices.iter().enumerate() {
+            for (d, on) in events {
+                text += &format!("{{\"type\":\"device\",\"workspace\":\"w\",\"id\":\"d{i}\",\"protected\":{on},\"at\":\"{}\"}}\n", day(*d));
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("s.db"), Duration::from_secs(1)).unwrap();
+        import(&mut store, text.as_bytes(), 0).unwrap();
+
+        // Reference: every instant that matters is a whole day (or the window's start).
+        let mut instants: Vec<f64> = vec![OCT_START];
+        instants.extend((0..50).map(|d| d as f64).filter(|d| *d > OCT_START && *d < OCT_END));
+        let mut peak: Option<u64> = None;
+        let mut seen = std::collections::BTreeSet::new();
+        for &t in &instants {
+            if !state_at(&h.module, t) {
+                continue;
+            }
+            let on: Vec<usize> = (0..h.devices.len()).filter(|i| state_at(&h.devices[*i], t)).collect();
+            peak = Some(peak.unwrap_or(0).max(on.len() as u64));
+            seen.extend(on);
+        }
+        let services = vec![gradient_connector::store::counting::ServiceUnit {
+            module: "m".into(),
+            unit: gradient_connector::config::UnitKind::Devices,
+        }];
+        let (a, b) = gradient_connector::time::Month { year: 2026, month: 10 }.bounds(chrono_tz::UTC);
+        for (how, want) in [
+            (gradient_connector::config::MonthlyCount::Peak, peak),
+            (gradient_connector::config::MonthlyCount::Distinct, peak.map(|_| seen.len() as u64)),
+        ] {
+            let got = gradient_connector::store::counting::count_month(store.conn(), &services, a, b, how).unwrap();
+            let got = got.figures.first().map(|f| f.unit_count);
+            prop_assert_eq!(got, want, "{:?} for {:?}", how, h);
+        }
+    }
+}

@@ -105,7 +105,9 @@ pub fn as_of_query(services: &[ServiceUnit], at: Millis) -> (String, Vec<SqlValu
             WHERE m.from_at <= ?1 AND (m.to_at IS NULL OR m.to_at > ?1)
          ),
          protected AS (
-            SELECT u.workspace_id, u.kind, COUNT(DISTINCT u.unit_id) AS n
+            -- One unit has at most one interval at any instant (import closes the open one first),
+            -- so counting rows counts distinct units.
+            SELECT u.workspace_id, u.kind, COUNT(*) AS n
             FROM unit_intervals u
             WHERE u.from_at <= ?1 AND (u.to_at IS NULL OR u.to_at > ?1)
               AND u.kind IN (SELECT kind FROM svc)
@@ -157,51 +159,74 @@ pub fn month_query(
     let (svc, mut params) = services_cte(services, 3);
     params.insert(0, SqlValue::Integer(end));
     params.insert(0, SqlValue::Integer(start));
-    // Enabled stretches of each (workspace, module) clipped to the window, then each unit interval
-    // clipped to those stretches: "pieces" during which one unit is billable for one service.
-    let pieces = format!(
+    // Enabled stretches [sf, st) of each (workspace, module), clipped to the window.
+    let enabled = format!(
         "WITH {svc},
          enabled AS (
             SELECT m.workspace_id, m.module, s.kind,
-                   MAX(m.from_at, ?1) AS f, MIN(COALESCE(m.to_at, ?2), ?2) AS t
+                   MAX(m.from_at, ?1) AS sf, MIN(COALESCE(m.to_at, ?2), ?2) AS st
             FROM module_intervals m JOIN svc s ON s.module = m.module
             WHERE m.from_at < ?2 AND (m.to_at IS NULL OR m.to_at > ?1)
-         ),
-         pieces AS (
-            SELECT e.workspace_id, e.module, u.unit_id,
-                   MAX(u.from_at, e.f) AS f, MIN(COALESCE(u.to_at, e.t), e.t) AS t
-            FROM enabled e JOIN unit_intervals u
-              ON u.workspace_id = e.workspace_id AND u.kind = e.kind
-             AND u.from_at < e.t AND (u.to_at IS NULL OR u.to_at > e.f)
          ),
          pairs AS (SELECT DISTINCT workspace_id, module FROM enabled)"
     );
     let sql = match how {
         MonthlyCount::Distinct => format!(
-            "{pieces},
-             n AS (SELECT workspace_id, module, COUNT(DISTINCT unit_id) AS n FROM pieces GROUP BY workspace_id, module)
+            "{enabled},
+             n AS (
+                SELECT e.workspace_id, e.module, COUNT(DISTINCT u.unit_id) AS n
+                FROM enabled e JOIN unit_intervals u
+                  ON u.workspace_id = e.workspace_id AND u.kind = e.kind
+                 AND u.from_at < e.st AND (u.to_at IS NULL OR u.to_at > e.sf)
+                GROUP BY e.workspace_id, e.module
+             )
              SELECT p.workspace_id, p.module, COALESCE(n.n, 0)
              FROM pairs p LEFT JOIN n USING (workspace_id, module)"
         ),
-        // A unit has at most one interval at any instant, so the running sum of +1 at each piece's
-        // start and -1 at its end is the number of distinct units protected at that instant. RANGE
-        // frames add every change at the same instant before the sum is read (half-open intervals).
+        // Within one stretch, units protected for all of it add a constant; only the others
+        // ("partial" pieces) change the count. A unit has at most one interval at any instant, so
+        // the running sum of +1 at each partial piece's start and -1 at its end is how many of them
+        // are protected then; RANGE frames apply every change at one instant before the sum is
+        // read (half-open intervals). Peak = full + the highest running sum, per stretch, then the
+        // highest stretch.
         _ => format!(
-            "{pieces},
+            "{enabled},
+             full AS (
+                SELECT e.workspace_id, e.module, e.sf, COUNT(*) AS n
+                FROM enabled e JOIN unit_intervals u
+                  ON u.workspace_id = e.workspace_id AND u.kind = e.kind
+                 AND u.from_at <= e.sf AND (u.to_at IS NULL OR u.to_at >= e.st)
+                GROUP BY e.workspace_id, e.module, e.sf
+             ),
+             partial AS (
+                SELECT e.workspace_id, e.module, e.sf, e.st,
+                       MAX(u.from_at, e.sf) AS f, MIN(COALESCE(u.to_at, e.st), e.st) AS t
+                FROM enabled e JOIN unit_intervals u
+                  ON u.workspace_id = e.workspace_id AND u.kind = e.kind
+                 AND u.from_at < e.st AND (u.to_at IS NULL OR u.to_at > e.sf)
+                WHERE u.from_at > e.sf OR (u.to_at IS NOT NULL AND u.to_at < e.st)
+             ),
              deltas AS (
-                SELECT workspace_id, module, f AS ts, 1 AS d FROM pieces
+                SELECT workspace_id, module, sf, f AS ts, 1 AS d FROM partial
                 UNION ALL
-                SELECT workspace_id, module, t AS ts, -1 AS d FROM pieces
+                SELECT workspace_id, module, sf, t AS ts, -1 AS d FROM partial WHERE t < st
              ),
              running AS (
-                SELECT workspace_id, module,
-                       SUM(d) OVER (PARTITION BY workspace_id, module ORDER BY ts
+                SELECT workspace_id, module, sf,
+                       SUM(d) OVER (PARTITION BY workspace_id, module, sf ORDER BY ts
                                     RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS n
                 FROM deltas
              ),
-             peak AS (SELECT workspace_id, module, MAX(n) AS n FROM running GROUP BY workspace_id, module)
-             SELECT p.workspace_id, p.module, COALESCE(peak.n, 0)
-             FROM pairs p LEFT JOIN peak USING (workspace_id, module)"
+             partial_peak AS (
+                SELECT workspace_id, module, sf, MAX(n) AS n FROM running GROUP BY workspace_id, module, sf
+             ),
+             stretch AS (
+                SELECT e.workspace_id, e.module, COALESCE(f.n, 0) + MAX(COALESCE(pp.n, 0), 0) AS n
+                FROM enabled e
+                LEFT JOIN full f ON f.workspace_id = e.workspace_id AND f.module = e.module AND f.sf = e.sf
+                LEFT JOIN partial_peak pp ON pp.workspace_id = e.workspace_id AND pp.module = e.module AND pp.sf = e.sf
+             )
+             SELECT workspace_id, module, MAX(n) FROM stretch GROUP BY workspace_id, module"
         ),
     };
     (sql, params)
