@@ -351,3 +351,43 @@ async fn a_stall_does_not_release_a_burst_above_the_rate() {
         "after the stall a one-second window held {peak} requests"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_are_not_followed_so_the_token_never_travels_elsewhere() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Where a redirect would lead: it must never see a request.
+    let elsewhere = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = elsewhere.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen2 = seen.clone();
+    tokio::spawn(async move {
+        if elsewhere.accept().await.is_ok() {
+            seen2.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    // "Gradient" answers every request with a redirect.
+    let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", server.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = server.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = sock.read(&mut buf).await;
+            let resp = format!(
+                "HTTP/1.1 302 Found\r\nLocation: http://{target}/steal\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+        }
+    });
+    let c = GradientClient::new(settings(&base), SecretString::from(VENDOR.to_string())).unwrap();
+    let e = c
+        .partner(&SecretString::from(PARTNER.to_string()))
+        .get_vendor()
+        .await
+        .unwrap_err();
+    assert_eq!((e.kind, e.status), (ErrorKind::Invalid, Some(302)));
+    assert!(
+        !seen.load(std::sync::atomic::Ordering::SeqCst),
+        "the redirect was followed"
+    );
+    assert_no_secret(&format!("{e} {e:?}"));
+}

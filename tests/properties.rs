@@ -182,8 +182,8 @@ proptest! {
 /// A tiny reference model: state of the module and of each device, day by day.
 #[derive(Debug, Clone)]
 struct History {
-    module: Vec<(u32, bool)>,          // (day, enabled), increasing days
-    devices: Vec<Vec<(u32, bool)>>,    // per device: (day, protected), increasing days
+    module: Vec<(u32, bool)>,       // (day, enabled), increasing days
+    devices: Vec<Vec<(u32, bool)>>, // per device: (day, protected), increasing days
 }
 
 fn history() -> impl Strategy<Value = History> {
@@ -196,7 +196,11 @@ fn history() -> impl Strategy<Value = History> {
 }
 
 fn state_at(events: &[(u32, bool)], t: f64) -> bool {
-    events.iter().filter(|(d, _)| (*d as f64) <= t).last().is_some_and(|(_, on)| *on)
+    events
+        .iter()
+        .filter(|(d, _)| (*d as f64) <= t)
+        .last()
+        .is_some_and(|(_, on)| *on)
 }
 
 const BASE: &str = "2026-09-20";

@@ -191,13 +191,6 @@ pub fn month_query(
         // highest stretch.
         _ => format!(
             "{enabled},
-             full AS (
-                SELECT e.workspace_id, e.module, e.sf, COUNT(*) AS n
-                FROM enabled e JOIN unit_intervals u
-                  ON u.workspace_id = e.workspace_id AND u.kind = e.kind
-                 AND u.from_at <= e.sf AND (u.to_at IS NULL OR u.to_at >= e.st)
-                GROUP BY e.workspace_id, e.module, e.sf
-             ),
              partial AS (
                 SELECT e.workspace_id, e.module, e.sf, e.st,
                        MAX(u.from_at, e.sf) AS f, MIN(COALESCE(u.to_at, e.st), e.st) AS t
@@ -221,9 +214,12 @@ pub fn month_query(
                 SELECT workspace_id, module, sf, MAX(n) AS n FROM running GROUP BY workspace_id, module, sf
              ),
              stretch AS (
-                SELECT e.workspace_id, e.module, COALESCE(f.n, 0) + MAX(COALESCE(pp.n, 0), 0) AS n
+                SELECT e.workspace_id, e.module,
+                       (SELECT COUNT(*) FROM unit_intervals u
+                        WHERE u.workspace_id = e.workspace_id AND u.kind = e.kind
+                          AND u.from_at <= e.sf AND (u.to_at IS NULL OR u.to_at >= e.st))
+                       + MAX(COALESCE(pp.n, 0), 0) AS n
                 FROM enabled e
-                LEFT JOIN full f ON f.workspace_id = e.workspace_id AND f.module = e.module AND f.sf = e.sf
                 LEFT JOIN partial_peak pp ON pp.workspace_id = e.workspace_id AND pp.module = e.module AND pp.sf = e.sf
              )
              SELECT workspace_id, module, MAX(n) FROM stretch GROUP BY workspace_id, module"

@@ -141,6 +141,25 @@ struct UnitRecord {
     at: Option<String>,
 }
 
+/// What one import has learned so far: workspace ids known to exist (the store never deletes one).
+#[derive(Default)]
+struct Seen {
+    workspaces: std::collections::HashSet<String>,
+}
+
+impl Seen {
+    fn workspace_exists(&mut self, tx: &Transaction, id: &str) -> Result<bool, String> {
+        if self.workspaces.contains(id) {
+            return Ok(true);
+        }
+        let found = exists(tx, "SELECT 1 FROM workspaces WHERE id = ?1", id)?;
+        if found {
+            self.workspaces.insert(id.to_string());
+        }
+        Ok(found)
+    }
+}
+
 /// What applying one record did.
 enum Effect {
     Applied,
@@ -162,6 +181,7 @@ pub fn import<R: BufRead>(
     let mut total_bad = 0usize;
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     let mut line_no = 0usize;
+    let mut seen = Seen::default();
     loop {
         buf.clear();
         let n = read_line_bounded(&mut input, &mut buf)
@@ -180,7 +200,7 @@ pub fn import<R: BufRead>(
                 Ok(text) if text.trim().is_empty() => continue,
                 Ok(text) => {
                     summary.lines += 1;
-                    apply_line(&tx, text.trim(), now)
+                    apply_line(&tx, &mut seen, text.trim(), now)
                 }
             }
         };
@@ -236,7 +256,12 @@ fn read_line_bounded<R: BufRead>(input: &mut R, buf: &mut Vec<u8>) -> std::io::R
     }
 }
 
-fn apply_line(tx: &Transaction, text: &str, now: Millis) -> Result<(&'static str, Effect), String> {
+fn apply_line(
+    tx: &Transaction,
+    seen: &mut Seen,
+    text: &str,
+    now: Millis,
+) -> Result<(&'static str, Effect), String> {
     let record: Record = serde_json::from_str(text).map_err(|e| json_reason(&e, text))?;
     match record {
         Record::Channel(r) => {
@@ -256,19 +281,19 @@ fn apply_line(tx: &Transaction, text: &str, now: Millis) -> Result<(&'static str
             check_id("workspace", &r.workspace)?;
             check_id("module", &r.module)?;
             let at = at_or(&r.at, now)?;
-            apply_module(tx, &r, at).map(|e| ("module", e))
+            apply_module(tx, seen, &r, at).map(|e| ("module", e))
         }
         Record::User(r) => {
             check_id("workspace", &r.workspace)?;
             check_id("id", &r.id)?;
             let at = at_or(&r.at, now)?;
-            apply_unit(tx, "users", &r, at).map(|e| ("user", e))
+            apply_unit(tx, seen, "users", &r, at).map(|e| ("user", e))
         }
         Record::Device(r) => {
             check_id("workspace", &r.workspace)?;
             check_id("id", &r.id)?;
             let at = at_or(&r.at, now)?;
-            apply_unit(tx, "devices", &r, at).map(|e| ("device", e))
+            apply_unit(tx, seen, "devices", &r, at).map(|e| ("device", e))
         }
     }
 }
@@ -462,9 +487,13 @@ fn unknown_workspace(kind: &str, ws: &str) -> String {
     )
 }
 
-fn apply_module(tx: &Transaction, r: &ModuleRecord, at: Millis) -> Result<Effect, String> {
-    let what = format!("module {:?} of workspace {:?}", r.module, r.workspace);
-    if !exists(tx, "SELECT 1 FROM workspaces WHERE id = ?1", &r.workspace)? {
+fn apply_module(
+    tx: &Transaction,
+    seen: &mut Seen,
+    r: &ModuleRecord,
+    at: Millis,
+) -> Result<Effect, String> {
+    if !seen.workspace_exists(tx, &r.workspace)? {
         return Err(unknown_workspace("module", &r.workspace));
     }
     let cur: Option<(bool, Millis)> = tx
@@ -490,6 +519,7 @@ fn apply_module(tx: &Transaction, r: &ModuleRecord, at: Millis) -> Result<Effect
             if at >= last && enabled == r.enabled {
                 return Ok(Effect::Unchanged);
             }
+            let what = format!("module {:?} of workspace {:?}", r.module, r.workspace);
             if at < last {
                 let then: bool = tx
                     .prepare_cached("SELECT 1 FROM module_intervals WHERE workspace_id = ?1 AND module = ?2 AND from_at <= ?3 AND (to_at IS NULL OR to_at > ?3)")
@@ -526,64 +556,68 @@ fn apply_module(tx: &Transaction, r: &ModuleRecord, at: Millis) -> Result<Effect
     Ok(Effect::Applied)
 }
 
-fn apply_unit(tx: &Transaction, kind: &str, r: &UnitRecord, at: Millis) -> Result<Effect, String> {
+fn apply_unit(
+    tx: &Transaction,
+    seen: &mut Seen,
+    kind: &str,
+    r: &UnitRecord,
+    at: Millis,
+) -> Result<Effect, String> {
     let noun = if kind == "users" { "user" } else { "device" };
-    let what = format!("{noun} {:?}", r.id);
-    if !exists(tx, "SELECT 1 FROM workspaces WHERE id = ?1", &r.workspace)? {
+    if !seen.workspace_exists(tx, &r.workspace)? {
         return Err(unknown_workspace(noun, &r.workspace));
     }
-    let cur: Option<(String, bool, Millis)> = tx
+    // Most records of a first import are new units: try the insert first, look up only if it exists.
+    let inserted = tx
         .prepare_cached(
-            "SELECT workspace_id, protected, changed_at FROM units WHERE kind = ?1 AND id = ?2",
+            "INSERT INTO units (kind, id, workspace_id, protected, changed_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (kind, id) DO NOTHING",
         )
-        .and_then(|mut s| {
-            s.query_row(params![kind, r.id], |x| {
-                Ok((x.get(0)?, x.get(1)?, x.get(2)?))
-            })
-            .optional()
-        })
+        .and_then(|mut s| s.execute(params![kind, r.id, r.workspace, r.protected, at]))
         .map_err(sql)?;
-    match cur {
-        None => {
-            tx.prepare_cached(
-                "INSERT INTO units (kind, id, workspace_id, protected, changed_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    if inserted == 0 {
+        let (ws, protected, last): (String, bool, Millis) = tx
+            .prepare_cached(
+                "SELECT workspace_id, protected, changed_at FROM units WHERE kind = ?1 AND id = ?2",
             )
-            .and_then(|mut s| s.execute(params![kind, r.id, r.workspace, r.protected, at]))
+            .and_then(|mut s| {
+                s.query_row(params![kind, r.id], |x| {
+                    Ok((x.get(0)?, x.get(1)?, x.get(2)?))
+                })
+            })
             .map_err(sql)?;
+        let what = format!("{noun} {:?}", r.id);
+        if at >= last && ws == r.workspace && protected == r.protected {
+            return Ok(Effect::Unchanged);
         }
-        Some((ws, protected, last)) => {
-            if at >= last && ws == r.workspace && protected == r.protected {
-                return Ok(Effect::Unchanged);
-            }
-            if at < last {
-                let then: Option<String> = tx
-                    .prepare_cached("SELECT workspace_id FROM unit_intervals WHERE kind = ?1 AND unit_id = ?2 AND from_at <= ?3 AND (to_at IS NULL OR to_at > ?3)")
-                    .and_then(|mut s| s.query_row(params![kind, r.id, at], |x| x.get(0)).optional())
-                    .map_err(sql)?;
-                let agrees = match then {
-                    Some(w) => r.protected && w == r.workspace,
-                    None => !r.protected,
-                };
-                return if agrees {
-                    Ok(Effect::Unchanged)
-                } else {
-                    Err(older(&what, at, last))
-                };
-            }
-            if at == last {
-                return Err(conflict(&what, at));
-            }
-            tx.prepare_cached(
-                "UPDATE units SET workspace_id = ?3, protected = ?4, changed_at = ?5 WHERE kind = ?1 AND id = ?2",
-            )
-            .and_then(|mut s| s.execute(params![kind, r.id, r.workspace, r.protected, at]))
-            .map_err(sql)?;
-            if protected {
-                // Close the open interval: the unit stopped being protected there, or moved.
-                tx.prepare_cached("UPDATE unit_intervals SET to_at = ?3 WHERE kind = ?1 AND unit_id = ?2 AND to_at IS NULL")
-                    .and_then(|mut s| s.execute(params![kind, r.id, at]))
-                    .map_err(sql)?;
-            }
+        if at < last {
+            let then: Option<String> = tx
+                .prepare_cached("SELECT workspace_id FROM unit_intervals WHERE kind = ?1 AND unit_id = ?2 AND from_at <= ?3 AND (to_at IS NULL OR to_at > ?3)")
+                .and_then(|mut s| s.query_row(params![kind, r.id, at], |x| x.get(0)).optional())
+                .map_err(sql)?;
+            let agrees = match then {
+                Some(w) => r.protected && w == r.workspace,
+                None => !r.protected,
+            };
+            return if agrees {
+                Ok(Effect::Unchanged)
+            } else {
+                Err(older(&what, at, last))
+            };
+        }
+        if at == last {
+            return Err(conflict(&what, at));
+        }
+        tx.prepare_cached(
+            "UPDATE units SET workspace_id = ?3, protected = ?4, changed_at = ?5 WHERE kind = ?1 AND id = ?2",
+        )
+        .and_then(|mut s| s.execute(params![kind, r.id, r.workspace, r.protected, at]))
+        .map_err(sql)?;
+        if protected {
+            // Close the open interval: the unit stopped being protected there, or moved.
+            tx.prepare_cached("UPDATE unit_intervals SET to_at = ?3 WHERE kind = ?1 AND unit_id = ?2 AND to_at IS NULL")
+                .and_then(|mut s| s.execute(params![kind, r.id, at]))
+                .map_err(sql)?;
         }
     }
     if r.protected {

@@ -219,6 +219,7 @@ impl RunReport {
 struct Setup {
     connectors: Vec<(ConnectorRow, Option<SecretString>)>,
     workspaces: Vec<WorkspaceRow>,
+    by_channel: HashMap<String, Vec<WorkspaceRow>>,
     counts: Counts,
     last_known: HashMap<String, HashMap<(String, String), u64>>,
     stored_service_ids: HashMap<String, String>,
@@ -273,9 +274,18 @@ async fn read_setup(
                 .into_iter()
                 .map(|(m, (_, id))| (m, id))
                 .collect();
+            let workspaces = s.workspaces()?;
+            let mut by_channel: HashMap<String, Vec<WorkspaceRow>> = HashMap::new();
+            for w in &workspaces {
+                by_channel
+                    .entry(w.channel_id.clone())
+                    .or_default()
+                    .push(w.clone());
+            }
             Ok(Setup {
                 connectors,
-                workspaces: s.workspaces()?,
+                workspaces,
+                by_channel,
                 counts,
                 last_known,
                 stored_service_ids,
@@ -400,12 +410,19 @@ async fn run_connectors(
 ) -> Result<(), String> {
     let now = now_ms();
     let mut participants = Vec::new();
+    let rejected_before: Vec<&str> = setup
+        .connectors
+        .iter()
+        .filter(|(row, token)| row.state == ConnectorState::TokenRejected && token.is_some())
+        .map(|(row, _)| row.id.as_str())
+        .collect();
+    let mut stale_plans = plans_for(setup, &rejected_before, &setup.stored_service_ids);
     for (row, token) in &setup.connectors {
         match (row.state, token) {
             (ConnectorState::Disconnected, _) | (_, None) => continue,
             (ConnectorState::TokenRejected, Some(_)) => {
                 // Never send with a rejected token; its pairs are recorded as rejected.
-                let plan = connector_plan(setup, &row.id, &setup.stored_service_ids);
+                let plan = stale_plans.remove(&row.id).unwrap_or_default();
                 let mut cr = ConnectorReport {
                     id: row.id.clone(),
                     state: Some(ConnectorState::TokenRejected),
@@ -448,11 +465,13 @@ async fn run_connectors(
 
     // The catalogue, read once with the first token Gradient accepts.
     let (service_ids, rejected_here) = resolve_catalogue(ctx, &participants, control).await?;
+    let ids: Vec<&str> = participants.iter().map(|p| p.row.id.as_str()).collect();
+    let mut plans = plans_for(setup, &ids, &service_ids);
     let mut active = Vec::new();
     for p in participants {
         if let Some(err) = rejected_here.get(&p.row.id) {
             let mut cr = reject_connector(ctx, &p.row, err).await;
-            let plan = connector_plan(setup, &p.row.id, &service_ids);
+            let plan = plans.remove(&p.row.id).unwrap_or_default();
             for push in &plan.pushes {
                 record(
                     ledger,
@@ -476,15 +495,16 @@ async fn run_connectors(
 
     let forbidden = Arc::new(AtomicBool::new(false));
     let parallel = ctx.config.gradient.max_in_flight.max(1);
-    let results: Vec<ConnectorReport> = stream::iter(active)
+    let work: Vec<(Participant, ConnectorPlan)> = active
+        .into_iter()
         .map(|p| {
-            let plan = connector_plan(setup, &p.row.id, &service_ids);
-            let workspaces: Vec<WorkspaceRow> = setup
-                .workspaces
-                .iter()
-                .filter(|w| w.channel_id == p.row.id)
-                .cloned()
-                .collect();
+            let plan = plans.remove(&p.row.id).unwrap_or_default();
+            (p, plan)
+        })
+        .collect();
+    let results: Vec<ConnectorReport> = stream::iter(work)
+        .map(|(p, plan)| {
+            let workspaces = setup.by_channel.get(&p.row.id).cloned().unwrap_or_default();
             let forbidden = forbidden.clone();
             async move {
                 sync_connector(
@@ -511,18 +531,17 @@ async fn run_connectors(
     Ok(())
 }
 
-fn connector_plan(
+fn plans_for(
     setup: &Setup,
-    connector_id: &str,
+    connector_ids: &[&str],
     service_ids: &HashMap<String, String>,
-) -> ConnectorPlan {
-    let empty = HashMap::new();
-    plan::plan_connector(
-        connector_id,
+) -> HashMap<String, ConnectorPlan> {
+    plan::plan_connectors(
+        connector_ids,
         &setup.workspaces,
         &setup.counts,
         service_ids,
-        setup.last_known.get(connector_id).unwrap_or(&empty),
+        &setup.last_known,
     )
 }
 
@@ -1072,13 +1091,19 @@ pub async fn dry_run(config: &Arc<Config>, req: &RunRequest) -> Result<DryRun, S
             return Err(SyncError::UnknownConnector(only.clone()));
         }
     }
-    let connectors = setup
+    let listed: Vec<&ConnectorRow> = setup
         .connectors
         .iter()
         .filter(|(row, token)| row.state != ConnectorState::Disconnected && token.is_some())
-        .map(|(row, _)| DryRunConnector {
+        .map(|(row, _)| row)
+        .collect();
+    let ids: Vec<&str> = listed.iter().map(|r| r.id.as_str()).collect();
+    let mut plans = plans_for(&setup, &ids, &setup.stored_service_ids);
+    let connectors = listed
+        .into_iter()
+        .map(|row| DryRunConnector {
             state: row.state,
-            plan: connector_plan(&setup, &row.id, &setup.stored_service_ids),
+            plan: plans.remove(&row.id).unwrap_or_default(),
         })
         .collect();
     let services_not_yet_known = config

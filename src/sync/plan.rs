@@ -2,7 +2,7 @@
 //! accounts to create or rename, which (account, service, unit count) pairs to push, and how a run's
 //! outcomes add up. No I/O here.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
@@ -57,41 +57,76 @@ pub fn plan_connector(
     service_ids: &HashMap<String, String>,
     last_known: &HashMap<(String, String), u64>,
 ) -> ConnectorPlan {
-    let mine: HashSet<&str> = workspaces
+    let lk = HashMap::from([(connector_id.to_string(), last_known.clone())]);
+    plan_connectors(&[connector_id], workspaces, counts, service_ids, &lk)
+        .remove(connector_id)
+        .unwrap_or_default()
+}
+
+/// Builds the plans of several connectors in one pass over the counts.
+/// `last_known` is per connector: (account, module) → last count Gradient accepted.
+pub fn plan_connectors(
+    connector_ids: &[&str],
+    workspaces: &[WorkspaceRow],
+    counts: &Counts,
+    service_ids: &HashMap<String, String>,
+    last_known: &HashMap<String, HashMap<(String, String), u64>>,
+) -> HashMap<String, ConnectorPlan> {
+    let mut plans: HashMap<String, ConnectorPlan> = connector_ids
         .iter()
-        .filter(|w| w.channel_id == connector_id)
-        .map(|w| w.id.as_str())
-        .collect();
-    let previous = |a: &str, m: &str| last_known.get(&(a.to_string(), m.to_string())).copied();
-    let mut pushes: Vec<PlannedPush> = counts
-        .figures
-        .iter()
-        .filter(|f| mine.contains(f.workspace_id.as_str()))
-        .map(|f| PlannedPush {
-            account_id: f.workspace_id.clone(),
-            module: f.module.clone(),
-            service_id: service_ids.get(&f.module).cloned(),
-            unit_count: f.unit_count,
-            previous: previous(&f.workspace_id, &f.module),
+        .map(|id| {
+            (
+                id.to_string(),
+                ConnectorPlan {
+                    connector_id: id.to_string(),
+                    ..ConnectorPlan::default()
+                },
+            )
         })
         .collect();
-    pushes.sort_by(|a, b| (&a.account_id, &a.module).cmp(&(&b.account_id, &b.module)));
-    let mut disabled: Vec<DisabledPair> = counts
-        .disabled
+    let channel_of: HashMap<&str, &str> = workspaces
         .iter()
-        .filter(|(w, _)| mine.contains(w.as_str()))
-        .map(|(w, m)| DisabledPair {
-            account_id: w.clone(),
-            module: m.clone(),
-            last_known: previous(w, m),
-        })
+        .map(|w| (w.id.as_str(), w.channel_id.as_str()))
         .collect();
-    disabled.sort_by(|a, b| (&a.account_id, &a.module).cmp(&(&b.account_id, &b.module)));
-    ConnectorPlan {
-        connector_id: connector_id.to_string(),
-        pushes,
-        disabled,
+    let previous = |channel: &str, a: &str, m: &str| {
+        last_known
+            .get(channel)
+            .and_then(|lk| lk.get(&(a.to_string(), m.to_string())))
+            .copied()
+    };
+    for f in &counts.figures {
+        let Some(channel) = channel_of.get(f.workspace_id.as_str()) else {
+            continue;
+        };
+        if let Some(plan) = plans.get_mut(*channel) {
+            plan.pushes.push(PlannedPush {
+                account_id: f.workspace_id.clone(),
+                module: f.module.clone(),
+                service_id: service_ids.get(&f.module).cloned(),
+                unit_count: f.unit_count,
+                previous: previous(channel, &f.workspace_id, &f.module),
+            });
+        }
     }
+    for (w, m) in &counts.disabled {
+        let Some(channel) = channel_of.get(w.as_str()) else {
+            continue;
+        };
+        if let Some(plan) = plans.get_mut(*channel) {
+            plan.disabled.push(DisabledPair {
+                account_id: w.clone(),
+                module: m.clone(),
+                last_known: previous(channel, w, m),
+            });
+        }
+    }
+    for plan in plans.values_mut() {
+        plan.pushes
+            .sort_by(|a, b| (&a.account_id, &a.module).cmp(&(&b.account_id, &b.module)));
+        plan.disabled
+            .sort_by(|a, b| (&a.account_id, &a.module).cmp(&(&b.account_id, &b.module)));
+    }
+    plans
 }
 
 /// Accounts to create (bulk) and rename so that Gradient holds every workspace of the channel.
