@@ -198,8 +198,7 @@ fn history() -> impl Strategy<Value = History> {
 fn state_at(events: &[(u32, bool)], t: f64) -> bool {
     events
         .iter()
-        .filter(|(d, _)| (*d as f64) <= t)
-        .last()
+        .rfind(|(d, _)| (*d as f64) <= t)
         .is_some_and(|(_, on)| *on)
 }
 
