@@ -267,6 +267,16 @@ impl Config {
             path: path.to_path_buf(),
             reason: format!("{e} (pass --config PATH or set {CONFIG_ENV})"),
         })?;
+        Self::from_toml(&text, path, env)
+    }
+
+    /// Validates TOML text as if read from `path` (relative paths resolve against its directory),
+    /// with the given environment overrides. Reads no file.
+    pub fn from_toml(
+        text: &str,
+        path: &Path,
+        env: BTreeMap<String, String>,
+    ) -> Result<Config, ConfigError> {
         let base_dir = path.parent().unwrap_or(Path::new("."));
         let source = Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("__")
@@ -274,7 +284,7 @@ impl Config {
             .ignore_empty(true)
             .source(Some(env.into_iter().collect()));
         let built = config::Config::builder()
-            .add_source(File::from_str(&text, FileFormat::Toml))
+            .add_source(File::from_str(text, FileFormat::Toml))
             .add_source(source)
             .build()
             .map_err(|e| ConfigError::Unreadable {

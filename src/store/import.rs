@@ -256,46 +256,75 @@ fn read_line_bounded<R: BufRead>(input: &mut R, buf: &mut Vec<u8>) -> std::io::R
     }
 }
 
+/// One line, parsed and checked against everything that does not need the store.
+pub struct ParsedLine {
+    record: Record,
+    at: Millis,
+}
+
+impl ParsedLine {
+    /// The record type (`channel`, `workspace`, `module`, `user`, `device`).
+    pub fn kind(&self) -> &'static str {
+        match self.record {
+            Record::Channel(_) => "channel",
+            Record::Workspace(_) => "workspace",
+            Record::Module(_) => "module",
+            Record::User(_) => "user",
+            Record::Device(_) => "device",
+        }
+    }
+
+    /// When it takes effect.
+    pub fn at(&self) -> Millis {
+        self.at
+    }
+}
+
+/// Parses and checks one line (JSON, type, fields, ids, names, time); `now` is the default `at`.
+pub fn parse_line(text: &str, now: Millis) -> Result<ParsedLine, String> {
+    let record: Record = serde_json::from_str(text).map_err(|e| json_reason(&e, text))?;
+    let at = match &record {
+        Record::Channel(r) => {
+            check_id("id", &r.id)?;
+            check_name(&r.name)?;
+            at_or(&r.at, now)?
+        }
+        Record::Workspace(r) => {
+            check_id("id", &r.id)?;
+            check_id("channel", &r.channel)?;
+            check_name(&r.name)?;
+            at_or(&r.at, now)?
+        }
+        Record::Module(r) => {
+            check_id("workspace", &r.workspace)?;
+            check_id("module", &r.module)?;
+            at_or(&r.at, now)?
+        }
+        Record::User(r) | Record::Device(r) => {
+            check_id("workspace", &r.workspace)?;
+            check_id("id", &r.id)?;
+            at_or(&r.at, now)?
+        }
+    };
+    Ok(ParsedLine { record, at })
+}
+
 fn apply_line(
     tx: &Transaction,
     seen: &mut Seen,
     text: &str,
     now: Millis,
 ) -> Result<(&'static str, Effect), String> {
-    let record: Record = serde_json::from_str(text).map_err(|e| json_reason(&e, text))?;
-    match record {
-        Record::Channel(r) => {
-            check_id("id", &r.id)?;
-            check_name(&r.name)?;
-            let at = at_or(&r.at, now)?;
-            apply_channel(tx, &r, at).map(|e| ("channel", e))
-        }
-        Record::Workspace(r) => {
-            check_id("id", &r.id)?;
-            check_id("channel", &r.channel)?;
-            check_name(&r.name)?;
-            let at = at_or(&r.at, now)?;
-            apply_workspace(tx, &r, at).map(|e| ("workspace", e))
-        }
-        Record::Module(r) => {
-            check_id("workspace", &r.workspace)?;
-            check_id("module", &r.module)?;
-            let at = at_or(&r.at, now)?;
-            apply_module(tx, seen, &r, at).map(|e| ("module", e))
-        }
-        Record::User(r) => {
-            check_id("workspace", &r.workspace)?;
-            check_id("id", &r.id)?;
-            let at = at_or(&r.at, now)?;
-            apply_unit(tx, seen, "users", &r, at).map(|e| ("user", e))
-        }
-        Record::Device(r) => {
-            check_id("workspace", &r.workspace)?;
-            check_id("id", &r.id)?;
-            let at = at_or(&r.at, now)?;
-            apply_unit(tx, seen, "devices", &r, at).map(|e| ("device", e))
-        }
-    }
+    let line = parse_line(text, now)?;
+    let (kind, at) = (line.kind(), line.at);
+    let effect = match &line.record {
+        Record::Channel(r) => apply_channel(tx, r, at),
+        Record::Workspace(r) => apply_workspace(tx, r, at),
+        Record::Module(r) => apply_module(tx, seen, r, at),
+        Record::User(r) => apply_unit(tx, seen, "users", r, at),
+        Record::Device(r) => apply_unit(tx, seen, "devices", r, at),
+    }?;
+    Ok((kind, effect))
 }
 
 fn json_reason(e: &serde_json::Error, text: &str) -> String {
