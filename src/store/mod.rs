@@ -164,7 +164,8 @@ impl Store {
             "PRAGMA foreign_keys = ON;
              PRAGMA synchronous = NORMAL;
              PRAGMA cache_size = -16000;
-             PRAGMA temp_store = MEMORY;",
+             PRAGMA temp_store = MEMORY;
+             PRAGMA threads = 2;",
         )?;
         Ok(())
     }
