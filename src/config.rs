@@ -434,7 +434,7 @@ impl Reader {
         for key in root.keys() {
             if !SECTIONS.contains(&key.as_str()) {
                 self.problem(
-                    key.clone(),
+                    display_key(key),
                     format!(
                         "unknown section or key; known sections: {}",
                         SECTIONS.join(", ")
@@ -479,7 +479,7 @@ impl Reader {
     fn unknown_keys(&mut self, section: &str, known: &[&str], rest: Table) {
         for key in rest.keys() {
             self.problem(
-                format!("{section}.{key}"),
+                format!("{section}.{}", display_key(key)),
                 format!("unknown key; known keys: {}", known.join(", ")),
             );
         }
@@ -932,6 +932,19 @@ fn gradient_keys() -> Vec<&'static str> {
     ]
 }
 
+/// A key as TOML would write it: bare when it can be, quoted otherwise (an empty key is `""`).
+fn display_key(key: &str) -> String {
+    if !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        key.to_string()
+    } else {
+        format!("{key:?}")
+    }
+}
+
 fn resolve(base_dir: &Path, p: String) -> PathBuf {
     let p = PathBuf::from(p);
     if p.is_absolute() {
@@ -1100,6 +1113,15 @@ category = "backup"
         assert!(has(&p, "store.path", "must be a string"), "{p:?}");
         assert!(has(&p, "service[0].module", "missing"), "{p:?}");
         assert!(has(&p, "service[0].subcategory", "missing"), "{p:?}");
+    }
+
+    #[test]
+    fn odd_keys_are_named_quoted() {
+        // Found by the config_loader fuzz target: an empty quoted key.
+        let p = problems("''='[}'\n[log]\n\"a b\" = 1\n", &[]);
+        assert!(has(&p, "\"\"", "unknown"), "{p:?}");
+        assert!(has(&p, "log.\"a b\"", "unknown key"), "{p:?}");
+        assert!(p.iter().all(|x| !x.key.is_empty()));
     }
 
     #[test]
