@@ -171,16 +171,21 @@ pub fn run(cli: Cli) -> Exit {
     }
 }
 
-fn dispatch(cfg: Config, command: Command) -> Exit {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+/// The async runtime of a command, or the exit code when it cannot start.
+pub fn runtime() -> Result<tokio::runtime::Runtime, Exit> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
+        .map_err(|e| {
             eprintln!("error: cannot start the async runtime: {e}");
-            return Exit::Failed;
-        }
+            Exit::Failed
+        })
+}
+
+fn dispatch(cfg: Config, command: Command) -> Exit {
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(exit) => return exit,
     };
     let cfg = Arc::new(cfg);
     runtime.block_on(async move {

@@ -199,15 +199,9 @@ fn write_files(dir: &Path, base_url: &str) -> Result<PathBuf, DemoError> {
 
 /// Runs the demo; prints the report to stdout.
 pub fn run(keep: Option<&Path>) -> Exit {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::cli::runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return Exit::Failed;
-        }
+        Err(exit) => return exit,
     };
     match rt.block_on(tour(keep)) {
         Ok(()) => Exit::Ok,

@@ -403,6 +403,32 @@ fn conflict(what: &str, at: Millis) -> String {
     )
 }
 
+/// The history rule of the module doc, for a record at `at` about an entity whose last change
+/// was at `last`: `Ok(false)` = it states what the store holds (unchanged), `Ok(true)` = apply it as
+/// a change, `Err` = reject it. `agrees_then` tells whether an older record matches the history.
+fn history_rule(
+    what: &str,
+    at: Millis,
+    last: Millis,
+    same_as_now: bool,
+    agrees_then: impl FnOnce() -> Result<bool, String>,
+) -> Result<bool, String> {
+    if at >= last && same_as_now {
+        return Ok(false);
+    }
+    if at < last {
+        return if agrees_then()? {
+            Ok(false)
+        } else {
+            Err(older(what, at, last))
+        };
+    }
+    if at == last {
+        return Err(conflict(what, at));
+    }
+    Ok(true)
+}
+
 fn apply_channel(tx: &Transaction, r: &ChannelRecord, at: Millis) -> Result<Effect, String> {
     let what = format!("channel {:?}", r.id);
     let cur: Option<(String, Millis)> = tx
@@ -419,22 +445,15 @@ fn apply_channel(tx: &Transaction, r: &ChannelRecord, at: Millis) -> Result<Effe
                 .map_err(sql)?;
         }
         Some((name, last)) => {
-            if at >= last && name == r.name {
-                return Ok(Effect::Unchanged);
-            }
-            if at < last {
+            let change = history_rule(&what, at, last, name == r.name, || {
                 let then: Option<String> = tx
                     .prepare_cached("SELECT name FROM channel_names WHERE channel_id = ?1 AND at <= ?2 ORDER BY at DESC LIMIT 1")
                     .and_then(|mut s| s.query_row(params![r.id, at], |x| x.get(0)).optional())
                     .map_err(sql)?;
-                return if then.as_deref() == Some(r.name.as_str()) {
-                    Ok(Effect::Unchanged)
-                } else {
-                    Err(older(&what, at, last))
-                };
-            }
-            if at == last {
-                return Err(conflict(&what, at));
+                Ok(then.as_deref() == Some(r.name.as_str()))
+            })?;
+            if !change {
+                return Ok(Effect::Unchanged);
             }
             tx.prepare_cached("UPDATE channels SET name = ?2, changed_at = ?3 WHERE id = ?1")
                 .and_then(|mut s| s.execute(params![r.id, r.name, at]))
@@ -478,22 +497,15 @@ fn apply_workspace(tx: &Transaction, r: &WorkspaceRecord, at: Millis) -> Result<
         }
         Some((channel, name, last)) => {
             let same = channel == r.channel && name == r.name;
-            if at >= last && same {
-                return Ok(Effect::Unchanged);
-            }
-            if at < last {
+            let change = history_rule(&what, at, last, same, || {
                 let then: Option<(String, String)> = tx
                     .prepare_cached("SELECT channel_id, name FROM workspace_names WHERE workspace_id = ?1 AND at <= ?2 ORDER BY at DESC LIMIT 1")
                     .and_then(|mut s| s.query_row(params![r.id, at], |x| Ok((x.get(0)?, x.get(1)?))).optional())
                     .map_err(sql)?;
-                return if then == Some((r.channel.clone(), r.name.clone())) {
-                    Ok(Effect::Unchanged)
-                } else {
-                    Err(older(&what, at, last))
-                };
-            }
-            if at == last {
-                return Err(conflict(&what, at));
+                Ok(then == Some((r.channel.clone(), r.name.clone())))
+            })?;
+            if !change {
+                return Ok(Effect::Unchanged);
             }
             tx.prepare_cached(
                 "UPDATE workspaces SET channel_id = ?2, name = ?3, changed_at = ?4 WHERE id = ?1",
@@ -545,23 +557,16 @@ fn apply_module(
             .map_err(sql)?;
         }
         Some((enabled, last)) => {
-            if at >= last && enabled == r.enabled {
-                return Ok(Effect::Unchanged);
-            }
             let what = format!("module {:?} of workspace {:?}", r.module, r.workspace);
-            if at < last {
+            let change = history_rule(&what, at, last, enabled == r.enabled, || {
                 let then: bool = tx
                     .prepare_cached("SELECT 1 FROM module_intervals WHERE workspace_id = ?1 AND module = ?2 AND from_at <= ?3 AND (to_at IS NULL OR to_at > ?3)")
                     .and_then(|mut s| s.exists(params![r.workspace, r.module, at]))
                     .map_err(sql)?;
-                return if then == r.enabled {
-                    Ok(Effect::Unchanged)
-                } else {
-                    Err(older(&what, at, last))
-                };
-            }
-            if at == last {
-                return Err(conflict(&what, at));
+                Ok(then == r.enabled)
+            })?;
+            if !change {
+                return Ok(Effect::Unchanged);
             }
             tx.prepare_cached(
                 "UPDATE modules SET enabled = ?3, changed_at = ?4 WHERE workspace_id = ?1 AND module = ?2",
@@ -616,26 +621,19 @@ fn apply_unit(
             })
             .map_err(sql)?;
         let what = format!("{noun} {:?}", r.id);
-        if at >= last && ws == r.workspace && protected == r.protected {
-            return Ok(Effect::Unchanged);
-        }
-        if at < last {
+        let same = ws == r.workspace && protected == r.protected;
+        let change = history_rule(&what, at, last, same, || {
             let then: Option<String> = tx
                 .prepare_cached("SELECT workspace_id FROM unit_intervals WHERE kind = ?1 AND unit_id = ?2 AND from_at <= ?3 AND (to_at IS NULL OR to_at > ?3)")
                 .and_then(|mut s| s.query_row(params![kind, r.id, at], |x| x.get(0)).optional())
                 .map_err(sql)?;
-            let agrees = match then {
+            Ok(match then {
                 Some(w) => r.protected && w == r.workspace,
                 None => !r.protected,
-            };
-            return if agrees {
-                Ok(Effect::Unchanged)
-            } else {
-                Err(older(&what, at, last))
-            };
-        }
-        if at == last {
-            return Err(conflict(&what, at));
+            })
+        })?;
+        if !change {
+            return Ok(Effect::Unchanged);
         }
         tx.prepare_cached(
             "UPDATE units SET workspace_id = ?3, protected = ?4, changed_at = ?5 WHERE kind = ?1 AND id = ?2",

@@ -908,18 +908,7 @@ async fn sync_connector(
                 if o.outcome == PairOutcome::Pushed && first_pushed.is_none() {
                     first_pushed = Some(pp.clone());
                 }
-                record(
-                    &ledger,
-                    &mut cr,
-                    run_id,
-                    &id,
-                    &pp,
-                    o.outcome,
-                    o.status,
-                    o.attempts,
-                    o.reason.as_deref(),
-                    now_ms(),
-                );
+                record_push(&ledger, &mut cr, run_id, &id, &pp, &o);
             }
         }
     }
@@ -927,18 +916,7 @@ async fn sync_connector(
         let (pp, outcome) = push(pp, false).await;
         if let Some(o) = outcome {
             let last_ok = o.outcome == PairOutcome::Pushed;
-            record(
-                &ledger,
-                &mut cr,
-                run_id,
-                &id,
-                &pp,
-                o.outcome,
-                o.status,
-                o.attempts,
-                o.reason.as_deref(),
-                now_ms(),
-            );
+            record_push(&ledger, &mut cr, run_id, &id, &pp, &o);
             // The run's last call must rebuild Gradient's view: re-push a successful pair.
             if !last_ok && !rejected.load(Ordering::Relaxed) && !control.stop.is_cancelled() {
                 if let Some(ok) = first_pushed {
@@ -970,6 +948,29 @@ async fn sync_connector(
         let _ = ctx.store.with(move |s| s.mark_success(&cid, now)).await;
     }
     cr
+}
+
+/// Records the outcome of a push that was attempted (or refused before sending).
+fn record_push(
+    ledger: &Sender<LedgerEntry>,
+    cr: &mut ConnectorReport,
+    run_id: i64,
+    connector: &str,
+    pp: &PlannedPush,
+    o: &PushOutcome,
+) {
+    record(
+        ledger,
+        cr,
+        run_id,
+        connector,
+        pp,
+        o.outcome,
+        o.status,
+        o.attempts,
+        o.reason.as_deref(),
+        now_ms(),
+    );
 }
 
 /// The outcome of one push.
