@@ -172,6 +172,11 @@ pub fn import<R: BufRead>(
     mut input: R,
     now: Millis,
 ) -> Result<ImportSummary, ImportError> {
+    // A larger page cache keeps the index pages of a big import in memory (64 MiB at most).
+    store
+        .conn()
+        .execute_batch("PRAGMA cache_size = -65536")
+        .map_err(StoreError::from)?;
     let tx = store
         .conn_mut()
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
