@@ -33,9 +33,12 @@ pub fn init_logging(log: &LogConfig) {
         .and_then(|v| EnvFilter::try_new(v).ok())
         .unwrap_or_else(|| EnvFilter::new(&log.level));
     let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    // Colours only on a terminal: journald and log files get plain text.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .with_target(false);
     let _ = match (log.format, under_journald) {
         (LogFormat::Json, _) => builder.json().try_init(),

@@ -188,3 +188,50 @@ fn the_systemd_credential_wins_and_a_readable_store_is_warned_about() {
         stderr(&out)
     );
 }
+
+#[test]
+fn logs_drop_timestamps_under_journald_and_can_be_json() {
+    let env = Env::new("http://127.0.0.1:9", "", "");
+    let run = |extra: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.arg("--config")
+            .arg(&env.config)
+            .arg("sync")
+            .env_remove("RUST_LOG");
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        stderr(&out)
+    };
+    // No connector: the run's one summary line is logged at info.
+    let plain = run(&[]);
+    let line = plain
+        .lines()
+        .find(|l| l.contains("run 1 (cli"))
+        .expect("summary line")
+        .to_string();
+    assert!(line.starts_with("20"), "a timestamp first: {line}");
+    let journald = run(&[("JOURNAL_STREAM", "8:12345")]);
+    let line = journald
+        .lines()
+        .find(|l| l.contains("(cli, daily"))
+        .expect("summary line")
+        .to_string();
+    assert!(
+        !line.starts_with("20"),
+        "journald adds its own timestamps: {line}"
+    );
+    let text = std::fs::read_to_string(&env.config)
+        .unwrap()
+        .replace("[log]\n", "[log]\nformat = \"json\"\n");
+    std::fs::write(&env.config, text).unwrap();
+    let json = run(&[]);
+    let line = json
+        .lines()
+        .find(|l| l.contains("(cli, daily"))
+        .expect("summary line");
+    let v: serde_json::Value = serde_json::from_str(line).expect("one JSON object per line");
+    assert_eq!(v["level"], "INFO");
+}

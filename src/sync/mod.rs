@@ -981,6 +981,9 @@ struct PushOutcome {
     reason: Option<String>,
 }
 
+/// The largest count a JSON number carries exactly (2^53): anything above is refused, never rounded.
+pub const MAX_EXACT_COUNT: u64 = 1 << 53;
+
 /// Pushes one pair unless the run is stopping (None: not attempted, not recorded).
 async fn push_pair(
     session: &PartnerSession,
@@ -1012,6 +1015,9 @@ async fn push_pair(
             PairOutcome::Failed,
             "not sent: Gradient answered 403 (anomaly) earlier in this run",
         );
+    }
+    if pp.unit_count > MAX_EXACT_COUNT {
+        return not_sent(PairOutcome::Failed, "not sent: the count exceeds 2^53, which a JSON number cannot carry exactly; check the inventory");
     }
     let Some(service_id) = &pp.service_id else {
         return not_sent(
