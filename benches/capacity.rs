@@ -721,5 +721,124 @@ fn main() {
     }
     let text = serde_json::to_string_pretty(&Value::Object(results.clone())).unwrap();
     let _ = std::fs::write(&out, &text);
-    println!("\n{text}\nwritten to {}", out.display());
+    print_table(&Value::Object(results));
+    println!("\nwritten to {}", out.display());
+}
+
+/// The figures as a table: measure, value, target, met.
+fn print_table(r: &Value) {
+    let f = |path: &[&str]| -> Option<f64> {
+        let mut v = r;
+        for p in path {
+            v = v.get(*p)?;
+        }
+        v.as_f64()
+    };
+    let rows: Vec<(&str, Option<f64>, &str, Option<bool>)> = {
+        let le = |v: Option<f64>, t: f64| v.map(|v| v <= t);
+        let ge = |v: Option<f64>, t: f64| v.map(|v| v >= t);
+        vec![
+            (
+                "daily plan, s",
+                f(&["plan_daily", "ours", "secs"]),
+                "<= 2",
+                le(f(&["plan_daily", "ours", "secs"]), 2.0),
+            ),
+            (
+                "daily plan, peak RSS MB",
+                f(&["plan_daily", "ours", "peak_rss_kb"]).map(|k| k / 1024.0),
+                "<= 150",
+                le(
+                    f(&["plan_daily", "ours", "peak_rss_kb"]).map(|k| k / 1024.0),
+                    150.0,
+                ),
+            ),
+            (
+                "daily plan, ours / sqlite3",
+                f(&["plan_daily", "ratio"]),
+                "<= 1.5",
+                le(f(&["plan_daily", "ratio"]), 1.5),
+            ),
+            (
+                "monthly peak plan, s",
+                f(&["plan_monthly_peak", "ours", "secs"]),
+                "<= 5",
+                le(f(&["plan_monthly_peak", "ours", "secs"]), 5.0),
+            ),
+            (
+                "monthly peak plan, peak RSS MB",
+                f(&["plan_monthly_peak", "ours", "peak_rss_kb"]).map(|k| k / 1024.0),
+                "<= 150",
+                le(
+                    f(&["plan_monthly_peak", "ours", "peak_rss_kb"]).map(|k| k / 1024.0),
+                    150.0,
+                ),
+            ),
+            (
+                "monthly peak plan, ours / sqlite3",
+                f(&["plan_monthly_peak", "ratio"]),
+                "<= 1.5",
+                le(f(&["plan_monthly_peak", "ratio"]), 1.5),
+            ),
+            (
+                "push throughput, pushes/s",
+                f(&["push", "pushes_per_sec"]),
+                ">= 3000",
+                ge(f(&["push", "pushes_per_sec"]), 3000.0),
+            ),
+            (
+                "push CPU, s per 1,000 pushes",
+                f(&["push", "cpu_secs_per_1000"]),
+                "<= 0.3",
+                le(f(&["push", "cpu_secs_per_1000"]), 0.3),
+            ),
+            (
+                "rate limit 100/s, achieved /s",
+                f(&["rate_limit", "achieved_per_sec"]),
+                ">= 97",
+                ge(f(&["rate_limit", "achieved_per_sec"]), 97.0),
+            ),
+            (
+                "rate limit 100/s, 429 answers",
+                f(&["rate_limit", "answered_429"]),
+                "0",
+                f(&["rate_limit", "answered_429"]).map(|v| v == 0.0),
+            ),
+            (
+                "import, records/s",
+                f(&["import", "records_per_sec"]),
+                ">= 200000",
+                ge(f(&["import", "records_per_sec"]), 200_000.0),
+            ),
+            (
+                "import, peak RSS MB",
+                f(&["import", "peak_rss_kb"]).map(|k| k / 1024.0),
+                "<= 100",
+                le(f(&["import", "peak_rss_kb"]).map(|k| k / 1024.0), 100.0),
+            ),
+            (
+                "idle daemon RSS after a sync, MB",
+                f(&["idle", "rss_after_sync_kb"]).map(|k| k / 1024.0),
+                "<= 20",
+                le(f(&["idle", "rss_after_sync_kb"]).map(|k| k / 1024.0), 20.0),
+            ),
+            (
+                "idle daemon CPU over the idle window, s",
+                f(&["idle", "idle_cpu_secs"]),
+                "~0",
+                le(f(&["idle", "idle_cpu_secs"]), 0.1),
+            ),
+        ]
+    };
+    println!("\n{:<42} {:>12} {:>11}  met", "measure", "value", "target");
+    for (name, v, target, met) in rows {
+        let v = v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into());
+        let met = match met {
+            Some(true) => "yes",
+            Some(false) => "NO",
+            None => "-",
+        };
+        println!("{name:<42} {v:>12} {target:>11}  {met}");
+    }
+    println!("cores: {}", r["cores"]);
 }
