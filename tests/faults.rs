@@ -328,3 +328,65 @@ fn a_slow_stand_in_times_out_into_failed_pairs_and_the_daemon_stays_healthy() {
     let (code, _) = d.stop();
     assert_eq!(code, 0);
 }
+
+/// Runs `cmd`; false when it is not available here (not root, unsupported file system).
+fn try_cmd(cmd: &str, args: &[&str]) -> bool {
+    Command::new(cmd)
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+use std::process::Command;
+
+#[test]
+fn a_read_only_or_full_store_is_a_clear_error_and_nothing_is_corrupted() {
+    let e = setup(1, 3, "", "");
+    assert_eq!(code(&e.run(&["sync"])), 0);
+    let store = e.env.store_path();
+    let store_s = store.to_str().unwrap();
+    // Read-only: the immutable attribute binds root too.
+    if try_cmd("chattr", &["+i", store_s]) {
+        let out = e.run(&["sync"]);
+        let _ = try_cmd("chattr", &["-i", store_s]);
+        assert_ne!(code(&out), 0);
+        assert!(stderr(&out).contains("store"), "{}", stderr(&out));
+        assert_eq!(code(&e.run(&["sync"])), 0, "works again once writable");
+    } else {
+        eprintln!("read-only case skipped: chattr +i is not available here");
+    }
+    // Full: a 256 KiB file system.
+    let mnt = e.env.path("tiny");
+    std::fs::create_dir(&mnt).unwrap();
+    if try_cmd(
+        "mount",
+        &[
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=256k",
+            "tmpfs",
+            mnt.to_str().unwrap(),
+        ],
+    ) {
+        let text = std::fs::read_to_string(&e.env.config).unwrap().replace(
+            "path = \"store.db\"",
+            &format!("path = \"{}/store.db\"", mnt.display()),
+        );
+        let cfg = e.env.write("tiny.toml", &text);
+        let out = run_bin(&cfg, &["import", "-"], Some(&inventory(3, 400)));
+        let integrity = rusqlite::Connection::open(mnt.join("store.db"))
+            .and_then(|c| c.query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0)));
+        let _ = try_cmd("umount", &[mnt.to_str().unwrap()]);
+        assert_ne!(code(&out), 0, "{}", stdout(&out));
+        assert!(
+            stderr(&out).contains("free disk space") || stderr(&out).contains("cannot"),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(integrity.unwrap(), "ok");
+    } else {
+        eprintln!("disk-full case skipped: cannot mount a tmpfs here");
+    }
+}
