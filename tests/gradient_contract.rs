@@ -391,3 +391,31 @@ async fn redirects_are_not_followed_so_the_token_never_travels_elsewhere() {
     );
     assert_no_secret(&format!("{e} {e:?}"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creating_a_service_is_not_repeated_when_it_may_have_happened() {
+    let sim = sim().await;
+    let s = session(&sim, settings(&sim.base_url()));
+    // A 5xx may come after Gradient created it: no second POST (it would be a duplicate).
+    sim.add_fault(Fault {
+        method: Some("POST".into()),
+        path_prefix: Some("/api/vendor-api/service".into()),
+        status: 503,
+        count: 1,
+        retry_after_secs: None,
+    });
+    let e = s.create_service(&edr()).await.unwrap_err();
+    assert_eq!((e.kind, e.attempts), (ErrorKind::Server, 1));
+    assert_eq!(sim.snapshot().requests.len(), 1);
+    // A 429 is refused before any work: repeated.
+    sim.add_fault(Fault {
+        method: Some("POST".into()),
+        path_prefix: Some("/api/vendor-api/service".into()),
+        status: 429,
+        count: 1,
+        retry_after_secs: None,
+    });
+    let a = s.create_service(&edr()).await.unwrap();
+    assert_eq!(a.attempts, 2);
+    assert_eq!(sim.snapshot().services.len(), 1);
+}

@@ -174,6 +174,15 @@ fn segment(id: &str) -> Result<String, GradientError> {
     Ok(out)
 }
 
+/// Which failures a request may be repeated after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// 429, 5xx, network errors and timeouts (idempotent requests).
+    Transient,
+    /// Only when the request surely did not take effect: 429 or a failed connection.
+    OnlyUnsent,
+}
+
 /// How a route's 2xx body is read.
 enum Body<'a, B: Serialize + ?Sized> {
     None,
@@ -189,8 +198,17 @@ impl PartnerSession {
 
     /// Creates a service; answers the vendor object with its skus.
     pub async fn create_service(&self, s: &NewService) -> Result<Answer<Vendor>, GradientError> {
-        self.call_decode(Method::POST, "/service".into(), Body::Json(s), true)
-            .await
+        // Not idempotent: a timeout or 5xx may come after Gradient created the service, and a
+        // second POST would create a duplicate. Retried only when the request surely did not land.
+        let a = self
+            .send(
+                Method::POST,
+                "/service".into(),
+                Body::Json(s),
+                Retry::OnlyUnsent,
+            )
+            .await?;
+        decode_with(a, |v| serde_json::from_value(unwrap_data(v)))
     }
 
     /// GET the partner's integration (the documented way to verify a token).
@@ -297,6 +315,16 @@ impl PartnerSession {
         path: String,
         body: Body<'_, B>,
     ) -> Result<Answer<serde_json::Value>, GradientError> {
+        self.send(method, path, body, Retry::Transient).await
+    }
+
+    async fn send<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: String,
+        body: Body<'_, B>,
+        retry: Retry,
+    ) -> Result<Answer<serde_json::Value>, GradientError> {
         let inner = &self.client.inner;
         let url = format!("{}{API_PREFIX}{path}", inner.base);
         let body_bytes = match body {
@@ -329,13 +357,13 @@ impl PartnerSession {
                         .and_then(parse_retry_after);
                     match resp.bytes().await {
                         Ok(bytes) => Ok((status, retry_after, bytes)),
-                        Err(e) => Err(transport_error(&e)),
+                        Err(e) => Err((transport_error(&e), false)),
                     }
                 }
-                Err(e) => Err(transport_error(&e)),
+                Err(e) => Err((transport_error(&e), e.is_connect())),
             };
             drop(permit);
-            let (err, retry_after) = match result {
+            let (err, retry_after, unsent) = match result {
                 Ok((status, _, bytes)) if status.is_success() => {
                     tracing::debug!(%method, route = %path, status = status.as_u16(), attempt, "gradient answered");
                     let value = if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -362,14 +390,20 @@ impl PartnerSession {
                     if status == StatusCode::TOO_MANY_REQUESTS {
                         inner.pacer.throttled();
                     }
-                    (classify(status, &bytes), retry_after)
+                    // A 429 is refused before any work: safe to repeat.
+                    let throttled = status == StatusCode::TOO_MANY_REQUESTS;
+                    (classify(status, &bytes), retry_after, throttled)
                 }
-                Err(e) => {
+                Err((e, connect_failed)) => {
                     tracing::debug!(%method, route = %path, attempt, error = %e.message, "gradient unreachable");
-                    (e, None)
+                    (e, None, connect_failed)
                 }
             };
-            if !err.kind.is_transient() || attempt >= max_attempts {
+            let may_retry = match retry {
+                Retry::Transient => err.kind.is_transient(),
+                Retry::OnlyUnsent => err.kind.is_transient() && unsent,
+            };
+            if !may_retry || attempt >= max_attempts {
                 let mut err = err;
                 err.attempts = attempt;
                 return Err(err);
