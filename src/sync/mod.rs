@@ -433,20 +433,17 @@ async fn run_connectors(
                     ..ConnectorReport::default()
                 };
                 let reason = "not sent: this connector's token was rejected by Gradient (401)";
-                for p in &plan.pushes {
-                    record(
-                        ledger,
-                        &mut cr,
-                        run_id,
-                        &row.id,
-                        p,
-                        PairOutcome::Rejected,
-                        None,
-                        0,
-                        Some(reason),
-                        now,
-                    );
-                }
+                record_all(
+                    ledger,
+                    &mut cr,
+                    run_id,
+                    &row.id,
+                    &plan.pushes,
+                    PairOutcome::Rejected,
+                    None,
+                    reason,
+                    now,
+                );
                 record_disabled(ledger, &mut cr, run_id, &plan, now);
                 report.connectors.push(cr);
             }
@@ -472,20 +469,18 @@ async fn run_connectors(
         if let Some(err) = rejected_here.get(&p.row.id) {
             let mut cr = reject_connector(ctx, &p.row, err).await;
             let plan = plans.remove(&p.row.id).unwrap_or_default();
-            for push in &plan.pushes {
-                record(
-                    ledger,
-                    &mut cr,
-                    run_id,
-                    &p.row.id,
-                    push,
-                    PairOutcome::Rejected,
-                    None,
-                    0,
-                    Some("not sent: Gradient rejected this connector's token (401)"),
-                    now,
-                );
-            }
+            let reason = "not sent: Gradient rejected this connector's token (401)";
+            record_all(
+                ledger,
+                &mut cr,
+                run_id,
+                &p.row.id,
+                &plan.pushes,
+                PairOutcome::Rejected,
+                None,
+                reason,
+                now,
+            );
             record_disabled(ledger, &mut cr, run_id, &plan, now);
             report.connectors.push(cr);
         } else {
@@ -704,6 +699,35 @@ fn record(
     });
 }
 
+/// Records every pair of a plan with one outcome (a connector that could not push at all).
+#[allow(clippy::too_many_arguments)]
+fn record_all(
+    ledger: &Sender<LedgerEntry>,
+    cr: &mut ConnectorReport,
+    run_id: i64,
+    connector: &str,
+    pushes: &[PlannedPush],
+    outcome: PairOutcome,
+    status: Option<u16>,
+    reason: &str,
+    at: Millis,
+) {
+    for p in pushes {
+        record(
+            ledger,
+            cr,
+            run_id,
+            connector,
+            p,
+            outcome,
+            status,
+            0,
+            Some(reason),
+            at,
+        );
+    }
+}
+
 fn record_disabled(
     ledger: &Sender<LedgerEntry>,
     cr: &mut ConnectorReport,
@@ -846,40 +870,35 @@ async fn sync_connector(
             let rejected = reject_connector(ctx, &p.row, &e).await;
             cr.state = rejected.state;
             cr.note = rejected.note;
-            for push in &plan.pushes {
-                record(
-                    &ledger,
-                    &mut cr,
-                    run_id,
-                    &id,
-                    push,
-                    PairOutcome::Rejected,
-                    None,
-                    0,
-                    Some("not sent: Gradient rejected this connector's token (401)"),
-                    now,
-                );
-            }
+            let reason = "not sent: Gradient rejected this connector's token (401)";
+            record_all(
+                &ledger,
+                &mut cr,
+                run_id,
+                &id,
+                &plan.pushes,
+                PairOutcome::Rejected,
+                None,
+                reason,
+                now,
+            );
         } else {
             if e.kind == ErrorKind::Forbidden {
                 forbidden.store(true, Ordering::Relaxed);
             }
             let reason = format!("not sent: the accounts could not be read or verified: {e}");
             tracing::warn!(connector = %id, "{reason}");
-            for push in &plan.pushes {
-                record(
-                    &ledger,
-                    &mut cr,
-                    run_id,
-                    &id,
-                    push,
-                    PairOutcome::Failed,
-                    e.status,
-                    0,
-                    Some(&reason),
-                    now,
-                );
-            }
+            record_all(
+                &ledger,
+                &mut cr,
+                run_id,
+                &id,
+                &plan.pushes,
+                PairOutcome::Failed,
+                e.status,
+                &reason,
+                now,
+            );
         }
         return cr;
     }
