@@ -432,18 +432,7 @@ async fn run_connectors(
                     )),
                     ..ConnectorReport::default()
                 };
-                let reason = "not sent: this connector's token was rejected by Gradient (401)";
-                record_all(
-                    ledger,
-                    &mut cr,
-                    run_id,
-                    &row.id,
-                    &plan.pushes,
-                    PairOutcome::Rejected,
-                    None,
-                    reason,
-                    now,
-                );
+                record_rejected(ledger, &mut cr, run_id, &plan, now);
                 record_disabled(ledger, &mut cr, run_id, &plan, now);
                 report.connectors.push(cr);
             }
@@ -469,18 +458,7 @@ async fn run_connectors(
         if let Some(err) = rejected_here.get(&p.row.id) {
             let mut cr = reject_connector(ctx, &p.row, err).await;
             let plan = plans.remove(&p.row.id).unwrap_or_default();
-            let reason = "not sent: Gradient rejected this connector's token (401)";
-            record_all(
-                ledger,
-                &mut cr,
-                run_id,
-                &p.row.id,
-                &plan.pushes,
-                PairOutcome::Rejected,
-                None,
-                reason,
-                now,
-            );
+            record_rejected(ledger, &mut cr, run_id, &plan, now);
             record_disabled(ledger, &mut cr, run_id, &plan, now);
             report.connectors.push(cr);
         } else {
@@ -728,6 +706,28 @@ fn record_all(
     }
 }
 
+/// Records every push of a connector whose token Gradient rejected: none is sent.
+fn record_rejected(
+    ledger: &Sender<LedgerEntry>,
+    cr: &mut ConnectorReport,
+    run_id: i64,
+    plan: &ConnectorPlan,
+    at: Millis,
+) {
+    let reason = "not sent: Gradient rejected this connector's token (401)";
+    record_all(
+        ledger,
+        cr,
+        run_id,
+        &plan.connector_id,
+        &plan.pushes,
+        PairOutcome::Rejected,
+        None,
+        reason,
+        at,
+    );
+}
+
 fn record_disabled(
     ledger: &Sender<LedgerEntry>,
     cr: &mut ConnectorReport,
@@ -870,18 +870,7 @@ async fn sync_connector(
             let rejected = reject_connector(ctx, &p.row, &e).await;
             cr.state = rejected.state;
             cr.note = rejected.note;
-            let reason = "not sent: Gradient rejected this connector's token (401)";
-            record_all(
-                &ledger,
-                &mut cr,
-                run_id,
-                &id,
-                &plan.pushes,
-                PairOutcome::Rejected,
-                None,
-                reason,
-                now,
-            );
+            record_rejected(&ledger, &mut cr, run_id, &plan, now);
         } else {
             if e.kind == ErrorKind::Forbidden {
                 forbidden.store(true, Ordering::Relaxed);
