@@ -191,13 +191,7 @@ fn a_token_rotated_mid_run_stops_that_msp_only() {
     assert_eq!(b.len(), 80);
     assert!(b.iter().all(|p| p.status == 201));
     let st = e.status_json();
-    let a = st["connectors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == "msp-0")
-        .unwrap()
-        .clone();
+    let a = connector_in(&st, "msp-0");
     assert_eq!(a["state"], "token_rejected");
     assert_ledger_matches_stand_in(&e);
 }

@@ -113,13 +113,7 @@ fn first_sync_pushes_exact_counts_and_the_second_creates_nothing() {
     let last = &st["last_run"];
     assert_eq!(last["outcome"], "ok");
     assert_eq!(last["counts"]["pushed"], 12);
-    let a = st["connectors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == "msp-a")
-        .unwrap()
-        .clone();
+    let a = connector_in(&st, "msp-a");
     assert_eq!(a["state"], "connected");
     assert_eq!(a["last_known"].as_array().unwrap().len(), 6);
     let hist = e.run(&["history", "--connector", "msp-a", "--json"]);
@@ -155,13 +149,7 @@ fn partial_mapping_exits_0_and_lists_unmapped_pairs() {
         stdout(&out)
     );
     let st = e.status_json();
-    let a = st["connectors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == "msp-a")
-        .unwrap()
-        .clone();
+    let a = connector_in(&st, "msp-a");
     let unmapped: Vec<String> = a["unmapped"]
         .as_array()
         .unwrap()
@@ -209,13 +197,7 @@ fn a_disabled_module_is_never_pushed_as_zero_and_keeps_its_last_known_value() {
         "Gradient keeps the last value"
     );
     let st = e.status_json();
-    let a = st["connectors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == "msp-a")
-        .unwrap()
-        .clone();
+    let a = connector_in(&st, "msp-a");
     let lk = a["last_known"]
         .as_array()
         .unwrap()
@@ -256,13 +238,7 @@ fn key_rotation_rejects_one_msp_and_a_new_token_heals_it() {
         6
     );
     let st = e.status_json();
-    let a = st["connectors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == "msp-a")
-        .unwrap()
-        .clone();
+    let a = connector_in(&st, "msp-a");
     assert_eq!(a["state"], "token_rejected");
     assert_eq!(st["last_run"]["outcome"], "partial");
 
@@ -283,13 +259,7 @@ fn key_rotation_rejects_one_msp_and_a_new_token_heals_it() {
     let out = e.run(&["sync"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let st = e.status_json();
-    let a = st["connectors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == "msp-a")
-        .unwrap()
-        .clone();
+    let a = connector_in(&st, "msp-a");
     assert_eq!(a["state"], "connected");
 }
 
@@ -362,13 +332,7 @@ fn disconnect_sets_inactive_forgets_the_token_and_keeps_history() {
         "a disconnected connector sends nothing"
     );
     let st = e.status_json();
-    let a = st["connectors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == "msp-a")
-        .unwrap()
-        .clone();
+    let a = connector_in(&st, "msp-a");
     assert_eq!(a["state"], "disconnected");
     let hist = e.run(&["history", "--connector", "msp-a", "--json"]);
     let rows: Value = serde_json::from_slice(&hist.stdout).unwrap();

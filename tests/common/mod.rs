@@ -113,6 +113,17 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// One connector's object in a `status --json` document.
+pub fn connector_in(status: &serde_json::Value, id: &str) -> serde_json::Value {
+    status["connectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("no connector {id} in status"))
+        .clone()
+}
+
 /// A stand-in on 127.0.0.1 (in this test process) plus a config pointing at it.
 pub struct SimEnv {
     pub rt: tokio::runtime::Runtime,
