@@ -9,6 +9,13 @@
 //! - [`count_month`]: a `[start, end)` window (a calendar month in the schedule's zone) reduced by
 //!   [`MonthlyCount`]: `peak` (highest count at any instant while enabled), `end` (as of the last
 //!   instant), `distinct` (units protected at any time while enabled).
+//!
+//! `peak` streams the window's intervals out of the covering index, one (workspace, kind) at a time,
+//! into the pure sweep [`peak_in`]; the other figures are one SQL statement each. [`month_query`]
+//! states `peak` as one SQL statement too: the benchmark hands it to the sqlite3 shell, and the
+//! property tests check that both give the same figures.
+
+use std::collections::HashMap;
 
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params_from_iter, Connection};
@@ -242,9 +249,18 @@ pub fn count_month(
     if how == MonthlyCount::End {
         return count_as_of(conn, services, end - 1);
     }
-    let (figures_sql, params) = month_query(services, start, end, how);
-    let figures = collect_figures(conn, &figures_sql, params.clone())?;
-    let (svc, _) = services_cte(services, 3);
+    let figures = if how == MonthlyCount::Peak {
+        month_peaks(conn, services, start, end)?
+    } else {
+        let (figures_sql, params) = month_query(services, start, end, how);
+        collect_figures(conn, &figures_sql, params)?
+    };
+    let (svc, params) = services_cte(services, 3);
+    let params = [
+        vec![SqlValue::Integer(start), SqlValue::Integer(end)],
+        params,
+    ]
+    .concat();
     let disabled_sql = format!(
         "WITH {svc}
          SELECT DISTINCT m.workspace_id, m.module
@@ -256,6 +272,146 @@ pub fn count_month(
     );
     let disabled = collect_pairs(conn, &disabled_sql, params)?;
     Ok(Counts { figures, disabled })
+}
+
+/// A unit's protected interval `[from, to)`; `to` is `None` while it is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Piece {
+    /// Start (inclusive).
+    pub from: Millis,
+    /// End (exclusive), if it has ended.
+    pub to: Option<Millis>,
+}
+
+/// The highest number of `pieces` that overlap at any one instant of `[from, to)`.
+///
+/// A unit has at most one piece at any instant, so for one unit kind of one workspace this is the
+/// highest number of units protected at once. Pieces covering the whole span add a constant; the
+/// others become +1 at their start and -1 at their end, and the running sum is read in time order,
+/// ends before starts at the same instant (intervals are half-open). `events` is scratch space.
+pub fn peak_in(pieces: &[Piece], from: Millis, to: Millis, events: &mut Vec<(Millis, i64)>) -> u64 {
+    events.clear();
+    let mut whole = 0u64;
+    for p in pieces {
+        let f = p.from.max(from);
+        let t = p.to.map_or(to, |t| t.min(to));
+        if f >= t {
+            continue;
+        }
+        if f == from && t == to {
+            whole += 1;
+            continue;
+        }
+        events.push((f, 1));
+        if t < to {
+            events.push((t, -1));
+        }
+    }
+    events.sort_unstable();
+    let (mut now, mut highest) = (0i64, 0i64);
+    for (_, d) in events.iter() {
+        now += d;
+        highest = highest.max(now);
+    }
+    whole + highest.unsigned_abs()
+}
+
+/// An enabled stretch `[from, to)` of one pair, inside the window; `figure` is the pair's figure.
+struct Stretch {
+    figure: usize,
+    from: Millis,
+    to: Millis,
+}
+
+/// `peak` over `[start, end)`: every pair enabled at some time in the window, with the highest
+/// count over its enabled stretches. Reads the window's intervals once, in index order.
+fn month_peaks(
+    conn: &Connection,
+    services: &[ServiceUnit],
+    start: Millis,
+    end: Millis,
+) -> Result<Vec<Figure>, StoreError> {
+    let (svc, svc_params) = services_cte(services, 3);
+    let params = [
+        vec![SqlValue::Integer(start), SqlValue::Integer(end)],
+        svc_params,
+    ]
+    .concat();
+    // Enabled stretches [from, to) of each (workspace, module), clipped to the window, by (workspace, kind).
+    let mut stretches: HashMap<(String, String), Vec<Stretch>> = HashMap::new();
+    let mut figures: Vec<Figure> = Vec::new();
+    let mut pair_index: HashMap<(String, String), usize> = HashMap::new();
+    {
+        let mut stmt = conn.prepare(&format!(
+            "WITH {svc}
+             SELECT m.workspace_id, s.kind, m.module, MAX(m.from_at, ?1), MIN(COALESCE(m.to_at, ?2), ?2)
+             FROM module_intervals m JOIN svc s ON s.module = m.module
+             WHERE m.from_at < ?2 AND (m.to_at IS NULL OR m.to_at > ?1)"
+        ))?;
+        let mut rows = stmt.query(params_from_iter(params))?;
+        while let Some(r) = rows.next()? {
+            let (ws, kind, module): (String, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            let pair = (ws.clone(), module.clone());
+            let i = *pair_index.entry(pair).or_insert_with(|| {
+                figures.push(Figure {
+                    workspace_id: ws.clone(),
+                    module,
+                    unit_count: 0,
+                });
+                figures.len() - 1
+            });
+            stretches.entry((ws, kind)).or_default().push(Stretch {
+                figure: i,
+                from: r.get(3)?,
+                to: r.get(4)?,
+            });
+        }
+    }
+    if stretches.is_empty() {
+        return Ok(figures);
+    }
+    let mut stmt = conn.prepare(
+        "SELECT workspace_id, kind, from_at, to_at
+         FROM unit_intervals INDEXED BY unit_intervals_by_workspace
+         WHERE from_at < ?2 AND (to_at IS NULL OR to_at > ?1)
+         ORDER BY workspace_id, kind",
+    )?;
+    let mut rows = stmt.query([start, end])?;
+    let mut events = Vec::new();
+    let mut pieces: Vec<Piece> = Vec::new();
+    // The (workspace, kind) being read, and its stretches (None: no service counts it).
+    let mut group: (String, String) = (String::new(), String::new());
+    let mut current: Option<&Vec<Stretch>> = None;
+    let mut finish = |current: Option<&Vec<Stretch>>, pieces: &[Piece]| {
+        for s in current.into_iter().flatten() {
+            let n = peak_in(pieces, s.from, s.to, &mut events);
+            let figure = &mut figures[s.figure];
+            figure.unit_count = figure.unit_count.max(n);
+        }
+    };
+    while let Some(r) = rows.next()? {
+        let text = |i: usize| -> Result<&str, StoreError> {
+            r.get_ref(i)?.as_str().map_err(|e| {
+                StoreError::Sqlite(format!("unit_intervals holds a non-text key: {e}"))
+            })
+        };
+        let (ws, kind) = (text(0)?, text(1)?);
+        if ws != group.0 || kind != group.1 {
+            finish(current, &pieces);
+            pieces.clear();
+            group = (ws.to_string(), kind.to_string());
+            current = stretches.get(&group);
+        }
+        if current.is_some() {
+            pieces.push(Piece {
+                from: r.get(2)?,
+                to: r.get(3)?,
+            });
+        }
+    }
+    finish(current, &pieces);
+    figures.sort();
+    Ok(figures)
 }
 
 #[cfg(test)]
@@ -313,6 +469,20 @@ mod tests {
 {"type":"user","workspace":"w1","id":"u1","protected":true,"at":"2026-10-05T00:00:00Z"}
 {"type":"device","workspace":"w1","id":"d2","protected":false,"at":"2026-10-10T00:00:00Z"}
 "#;
+
+    #[test]
+    fn peak_in_reads_ends_before_starts_at_one_instant() {
+        let p = |from: Millis, to: Option<Millis>| Piece { from, to };
+        let mut ev = Vec::new();
+        // [0,10) and [10,20) touch but never overlap; the open one covers the whole span.
+        let pieces = [p(0, Some(10)), p(10, Some(20)), p(-5, None)];
+        assert_eq!(peak_in(&pieces, 0, 20, &mut ev), 2);
+        // Two that overlap on [5,10), and one outside the span.
+        let pieces = [p(0, Some(10)), p(5, None), p(30, None)];
+        assert_eq!(peak_in(&pieces, 0, 20, &mut ev), 2);
+        assert_eq!(peak_in(&pieces, 10, 20, &mut ev), 1);
+        assert_eq!(peak_in(&[], 0, 20, &mut ev), 0);
+    }
 
     #[test]
     fn as_of_counts_only_protected_units_of_the_right_kind() {
