@@ -146,7 +146,7 @@ fn generate(path: &Path, shape: &Shape, now: Millis) -> (usize, usize) {
         let mut md = tx.prepare("INSERT INTO modules (workspace_id, module, enabled, changed_at) VALUES (?1, ?2, ?3, ?4)").unwrap();
         let mut mi = tx.prepare("INSERT INTO module_intervals (workspace_id, module, from_at, to_at) VALUES (?1, ?2, ?3, ?4)").unwrap();
         let mut un = tx.prepare("INSERT INTO units (kind, id, workspace_id, protected, changed_at) VALUES (?1, ?2, ?3, ?4, ?5)").unwrap();
-        let mut ui = tx.prepare("INSERT INTO unit_intervals (kind, unit_id, workspace_id, from_at, to_at) VALUES (?1, ?2, ?3, ?4, ?5)").unwrap();
+        let mut ui = tx.prepare("INSERT INTO unit_intervals (unit, kind, workspace_id, from_at, to_at) VALUES (?1, ?2, ?3, ?4, ?5)").unwrap();
         for c in 0..shape.msps {
             let cid = format!("msp-{c:04}");
             ch.execute(params![cid, format!("MSP {c}"), base]).unwrap();
@@ -177,12 +177,19 @@ fn generate(path: &Path, shape: &Shape, now: Millis) -> (usize, usize) {
                         if stops { stop } else { from }
                     ])
                     .unwrap();
-                    ui.execute(params![kind, uid, wid, from, stops.then_some(stop)])
+                    let unit = tx.last_insert_rowid();
+                    ui.execute(params![unit, kind, wid, from, stops.then_some(stop)])
                         .unwrap();
                     intervals += 1;
                     if comes_back {
-                        ui.execute(params![kind, uid, wid, stop + 5 * DAY, Option::<i64>::None])
-                            .unwrap();
+                        ui.execute(params![
+                            unit,
+                            kind,
+                            wid,
+                            stop + 5 * DAY,
+                            Option::<i64>::None
+                        ])
+                        .unwrap();
                         intervals += 1;
                     }
                     units += 1;

@@ -571,9 +571,15 @@ fn import(cfg: Config, file: Option<&Path>) -> Exit {
             return Exit::Failed;
         }
     };
-    let reader: Box<dyn BufRead> = match file {
-        None => Box::new(std::io::stdin().lock()),
-        Some(p) if p.as_os_str() == "-" => Box::new(std::io::stdin().lock()),
+    let stdin = || {
+        Box::new(std::io::BufReader::with_capacity(
+            256 * 1024,
+            std::io::stdin(),
+        ))
+    };
+    let reader: Box<dyn BufRead + Send> = match file {
+        None => stdin(),
+        Some(p) if p.as_os_str() == "-" => stdin(),
         Some(p) => match std::fs::File::open(p) {
             Ok(f) => Box::new(std::io::BufReader::with_capacity(256 * 1024, f)),
             Err(e) => {

@@ -350,7 +350,7 @@ fn a_read_only_or_full_store_is_a_clear_error_and_nothing_is_corrupted() {
     } else {
         eprintln!("read-only case skipped: chattr +i is not available here");
     }
-    // Full: a 256 KiB file system.
+    // Full: a 1 MiB file system (an empty store takes about half of it).
     let mnt = e.env.path("tiny");
     std::fs::create_dir(&mnt).unwrap();
     if try_cmd(
@@ -359,7 +359,7 @@ fn a_read_only_or_full_store_is_a_clear_error_and_nothing_is_corrupted() {
             "-t",
             "tmpfs",
             "-o",
-            "size=256k",
+            "size=1m",
             "tmpfs",
             mnt.to_str().unwrap(),
         ],

@@ -181,7 +181,7 @@ pub fn month_query(
         MonthlyCount::Distinct => format!(
             "{enabled},
              n AS (
-                SELECT e.workspace_id, e.module, COUNT(DISTINCT u.unit_id) AS n
+                SELECT e.workspace_id, e.module, COUNT(DISTINCT u.unit) AS n
                 FROM enabled e JOIN unit_intervals u
                   ON u.workspace_id = e.workspace_id AND u.kind = e.kind
                  AND u.from_at < e.st AND (u.to_at IS NULL OR u.to_at > e.sf)

@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::io::BufRead;
 
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, OptionalExtension, Statement, Transaction};
 use serde::Deserialize;
 
 use super::{Store, StoreError};
@@ -141,13 +141,30 @@ struct UnitRecord {
     at: Option<String>,
 }
 
-/// What one import has learned so far: workspace ids known to exist (the store never deletes one).
-#[derive(Default)]
-struct Seen {
+/// What one import keeps between records: the workspace ids known to exist (the store never deletes
+/// one), and the two statements of its hot path (a new unit and its interval), prepared once.
+struct Seen<'t> {
     workspaces: std::collections::HashSet<String>,
+    insert_unit: Statement<'t>,
+    open_interval: Statement<'t>,
 }
 
-impl Seen {
+impl<'t> Seen<'t> {
+    fn new(tx: &'t Transaction) -> rusqlite::Result<Self> {
+        Ok(Seen {
+            workspaces: Default::default(),
+            // Most records of a first import are new units: try the insert first, look up only if
+            // the unit exists.
+            insert_unit: tx.prepare(
+                "INSERT INTO units (kind, id, workspace_id, protected, changed_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (kind, id) DO NOTHING",
+            )?,
+            open_interval: tx.prepare(
+                "INSERT INTO unit_intervals (unit, from_at, to_at, kind, workspace_id) VALUES (?1, ?2, NULL, ?3, ?4)",
+            )?,
+        })
+    }
+
     fn workspace_exists(&mut self, tx: &Transaction, id: &str) -> Result<bool, String> {
         if self.workspaces.contains(id) {
             return Ok(true);
@@ -167,16 +184,51 @@ enum Effect {
 }
 
 /// Imports JSON Lines from `input` into the store in one transaction, at import time `now`.
-pub fn import<R: BufRead>(
+pub fn import<R: BufRead + Send>(
     store: &mut Store,
-    mut input: R,
+    input: R,
     now: Millis,
 ) -> Result<ImportSummary, ImportError> {
-    // A larger page cache keeps the index pages of a big import in memory (64 MiB at most).
+    // A larger page cache keeps the index pages of a big import in memory (32 MiB at most).
+    // The import looks up every reference it writes (a workspace's channel, a unit's or module's
+    // workspace) before writing it, so SQLite's own foreign-key check of each row is switched off
+    // for the import's transaction (it cannot change inside one) and back on afterwards.
     store
         .conn()
-        .execute_batch("PRAGMA cache_size = -65536")
+        .execute_batch("PRAGMA cache_size = -32768; PRAGMA foreign_keys = OFF")
         .map_err(StoreError::from)?;
+    let result = apply_all(store, input, now);
+    let restored = store
+        .conn()
+        .execute_batch(&format!(
+            "PRAGMA foreign_keys = ON; PRAGMA cache_size = {}",
+            super::CACHE_SIZE
+        ))
+        .map_err(StoreError::from);
+    let summary = result?;
+    restored?;
+    Ok(summary)
+}
+
+/// Lines travel from the reading thread to the applying one in batches of this many.
+const BATCH_LINES: usize = 1024;
+/// At most this many batches wait to be applied (bounds the memory of a fast reader).
+const BATCHES_IN_FLIGHT: usize = 16;
+
+/// One non-blank line, as the reading thread parsed it.
+struct ReadLine {
+    line: usize,
+    parsed: Result<ParsedLine, String>,
+}
+
+/// Reads, checks and applies every line. Two threads: this one applies records to the store while
+/// a second one reads and parses the next lines (parsing is a tenth of an import's work, and
+/// needs no store).
+fn apply_all<R: BufRead + Send>(
+    store: &mut Store,
+    input: R,
+    now: Millis,
+) -> Result<ImportSummary, ImportError> {
     let tx = store
         .conn_mut()
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -184,48 +236,33 @@ pub fn import<R: BufRead>(
     let mut summary = ImportSummary::default();
     let mut bad: Vec<BadLine> = Vec::new();
     let mut total_bad = 0usize;
-    let mut buf: Vec<u8> = Vec::with_capacity(1024);
-    let mut line_no = 0usize;
-    let mut seen = Seen::default();
-    loop {
-        buf.clear();
-        let n = read_line_bounded(&mut input, &mut buf)
-            .map_err(|e| ImportError::Read(e.to_string()))?;
-        if n == 0 {
-            break;
-        }
-        line_no += 1;
-        let result = if n > MAX_LINE_BYTES {
-            Err(format!(
-                "line is longer than {MAX_LINE_BYTES} bytes ({n} bytes)"
-            ))
-        } else {
-            match std::str::from_utf8(&buf) {
-                Err(_) => Err("not UTF-8 text".to_string()),
-                Ok(text) if text.trim().is_empty() => continue,
-                Ok(text) => {
-                    summary.lines += 1;
-                    apply_line(&tx, &mut seen, text.trim(), now)
-                }
-            }
-        };
-        match result {
-            Ok((kind, Effect::Applied)) => *summary.applied.entry(kind).or_default() += 1,
-            Ok((_, Effect::Unchanged)) => summary.unchanged += 1,
-            Err(reason) => {
-                total_bad += 1;
-                if bad.len() < MAX_LISTED_ERRORS {
-                    bad.push(BadLine {
-                        line: line_no,
-                        reason,
-                    });
+    let mut seen = Seen::new(&tx).map_err(StoreError::from)?;
+    let (send, receive) = std::sync::mpsc::sync_channel::<Vec<ReadLine>>(BATCHES_IN_FLIGHT);
+    let read = std::thread::scope(|scope| {
+        let reader = scope.spawn(move || read_lines(input, now, send));
+        for batch in receive {
+            for ReadLine { line, parsed } in batch {
+                summary.lines += 1;
+                match parsed.and_then(|p| apply_line(&tx, &mut seen, p)) {
+                    Ok((kind, Effect::Applied)) => *summary.applied.entry(kind).or_default() += 1,
+                    Ok((_, Effect::Unchanged)) => summary.unchanged += 1,
+                    Err(reason) => {
+                        total_bad += 1;
+                        if bad.len() < MAX_LISTED_ERRORS {
+                            bad.push(BadLine { line, reason });
+                        }
+                    }
                 }
             }
         }
-    }
+        reader
+            .join()
+            .unwrap_or_else(|_| Err(ImportError::Read("the reading thread failed".into())))
+    });
+    drop(seen);
+    // On any error, dropping the transaction rolls it back.
+    read?;
     if total_bad > 0 {
-        // Dropping the transaction rolls it back.
-        drop(tx);
         return Err(ImportError::BadLines {
             lines: bad,
             total: total_bad,
@@ -233,6 +270,50 @@ pub fn import<R: BufRead>(
     }
     tx.commit().map_err(StoreError::from)?;
     Ok(summary)
+}
+
+/// The reading thread: every non-blank line, parsed, in batches, until the input ends or the
+/// applying side stops listening.
+fn read_lines<R: BufRead>(
+    mut input: R,
+    now: Millis,
+    send: std::sync::mpsc::SyncSender<Vec<ReadLine>>,
+) -> Result<(), ImportError> {
+    let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    let mut line = 0usize;
+    let mut batch = Vec::with_capacity(BATCH_LINES);
+    loop {
+        buf.clear();
+        let n = read_line_bounded(&mut input, &mut buf)
+            .map_err(|e| ImportError::Read(e.to_string()))?;
+        if n == 0 {
+            break;
+        }
+        line += 1;
+        let parsed = if n > MAX_LINE_BYTES {
+            Err(format!(
+                "line is longer than {MAX_LINE_BYTES} bytes ({n} bytes)"
+            ))
+        } else {
+            match std::str::from_utf8(&buf) {
+                Err(_) => Err("not UTF-8 text".to_string()),
+                Ok(text) if text.trim().is_empty() => continue,
+                Ok(text) => parse_line(text.trim(), now),
+            }
+        };
+        batch.push(ReadLine { line, parsed });
+        if batch.len() == BATCH_LINES {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_LINES));
+            if send.send(full).is_err() {
+                return Ok(());
+            }
+        }
+    }
+    if !batch.is_empty() {
+        // An error here means the applying side has stopped; it reports why.
+        let _ = send.send(batch);
+    }
+    Ok(())
 }
 
 /// Reads one line (up to and excluding `\n`), keeping at most `MAX_LINE_BYTES + 1` bytes of it in
@@ -317,10 +398,8 @@ pub fn parse_line(text: &str, now: Millis) -> Result<ParsedLine, String> {
 fn apply_line(
     tx: &Transaction,
     seen: &mut Seen,
-    text: &str,
-    now: Millis,
+    line: ParsedLine,
 ) -> Result<(&'static str, Effect), String> {
-    let line = parse_line(text, now)?;
     let (kind, at) = (line.kind(), line.at);
     let effect = match &line.record {
         Record::Channel(r) => apply_channel(tx, r, at),
@@ -606,22 +685,20 @@ fn apply_unit(
     if !seen.workspace_exists(tx, &r.workspace)? {
         return Err(unknown_workspace(noun, &r.workspace));
     }
-    // Most records of a first import are new units: try the insert first, look up only if it exists.
-    let inserted = tx
-        .prepare_cached(
-            "INSERT INTO units (kind, id, workspace_id, protected, changed_at) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (kind, id) DO NOTHING",
-        )
-        .and_then(|mut s| s.execute(params![kind, r.id, r.workspace, r.protected, at]))
+    let inserted = seen
+        .insert_unit
+        .execute(params![kind, r.id, r.workspace, r.protected, at])
         .map_err(sql)?;
-    if inserted == 0 {
-        let (ws, protected, last): (String, bool, Millis) = tx
+    let unit: i64 = if inserted == 1 {
+        tx.last_insert_rowid()
+    } else {
+        let (unit, ws, protected, last): (i64, String, bool, Millis) = tx
             .prepare_cached(
-                "SELECT workspace_id, protected, changed_at FROM units WHERE kind = ?1 AND id = ?2",
+                "SELECT ref, workspace_id, protected, changed_at FROM units WHERE kind = ?1 AND id = ?2",
             )
             .and_then(|mut s| {
                 s.query_row(params![kind, r.id], |x| {
-                    Ok((x.get(0)?, x.get(1)?, x.get(2)?))
+                    Ok((x.get(0)?, x.get(1)?, x.get(2)?, x.get(3)?))
                 })
             })
             .map_err(sql)?;
@@ -629,8 +706,8 @@ fn apply_unit(
         let same = ws == r.workspace && protected == r.protected;
         let change = history_rule(&what, at, last, same, || {
             let then: Option<String> = tx
-                .prepare_cached("SELECT workspace_id FROM unit_intervals WHERE kind = ?1 AND unit_id = ?2 AND from_at <= ?3 AND (to_at IS NULL OR to_at > ?3)")
-                .and_then(|mut s| s.query_row(params![kind, r.id, at], |x| x.get(0)).optional())
+                .prepare_cached("SELECT workspace_id FROM unit_intervals WHERE unit = ?1 AND from_at <= ?2 AND (to_at IS NULL OR to_at > ?2)")
+                .and_then(|mut s| s.query_row(params![unit, at], |x| x.get(0)).optional())
                 .map_err(sql)?;
             Ok(match then {
                 Some(w) => r.protected && w == r.workspace,
@@ -641,23 +718,24 @@ fn apply_unit(
             return Ok(Effect::Unchanged);
         }
         tx.prepare_cached(
-            "UPDATE units SET workspace_id = ?3, protected = ?4, changed_at = ?5 WHERE kind = ?1 AND id = ?2",
+            "UPDATE units SET workspace_id = ?2, protected = ?3, changed_at = ?4 WHERE ref = ?1",
         )
-        .and_then(|mut s| s.execute(params![kind, r.id, r.workspace, r.protected, at]))
+        .and_then(|mut s| s.execute(params![unit, r.workspace, r.protected, at]))
         .map_err(sql)?;
         if protected {
             // Close the open interval: the unit stopped being protected there, or moved.
-            tx.prepare_cached("UPDATE unit_intervals SET to_at = ?3 WHERE kind = ?1 AND unit_id = ?2 AND to_at IS NULL")
-                .and_then(|mut s| s.execute(params![kind, r.id, at]))
-                .map_err(sql)?;
+            tx.prepare_cached(
+                "UPDATE unit_intervals SET to_at = ?2 WHERE unit = ?1 AND to_at IS NULL",
+            )
+            .and_then(|mut s| s.execute(params![unit, at]))
+            .map_err(sql)?;
         }
-    }
+        unit
+    };
     if r.protected {
-        tx.prepare_cached(
-            "INSERT INTO unit_intervals (kind, unit_id, workspace_id, from_at, to_at) VALUES (?1, ?2, ?3, ?4, NULL)",
-        )
-        .and_then(|mut s| s.execute(params![kind, r.id, r.workspace, at]))
-        .map_err(sql)?;
+        seen.open_interval
+            .execute(params![unit, at, kind, r.workspace])
+            .map_err(sql)?;
     }
     Ok(Effect::Applied)
 }
@@ -753,6 +831,49 @@ not json
         );
         // Line 1 was good but nothing was applied.
         assert_eq!(count(&s, "channels"), 0);
+    }
+
+    #[test]
+    fn references_are_checked_by_the_import_and_foreign_keys_come_back_on() {
+        let fk = |s: &Store| -> i64 {
+            s.conn()
+                .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+                .unwrap()
+        };
+        let (_d, mut s) = store();
+        // SQLite's own check is off during an import, so the import's must catch every dangling
+        // reference, in a file of many batches.
+        let mut text = String::from(GOOD);
+        for i in 0..3000 {
+            text += &format!(
+                "{{\"type\":\"device\",\"workspace\":\"ws-1\",\"id\":\"bulk-{i}\",\"protected\":true}}\n"
+            );
+        }
+        text += r#"{"type":"device","workspace":"ws-404","id":"d-x","protected":true}
+{"type":"module","workspace":"ws-404","module":"edr","enabled":true}
+"#;
+        let err = run(&mut s, &text).unwrap_err().to_string();
+        assert!(err.contains("2 bad line(s)"), "{err}");
+        assert!(
+            err.contains("device refers to workspace \"ws-404\""),
+            "{err}"
+        );
+        assert!(
+            err.contains("module refers to workspace \"ws-404\""),
+            "{err}"
+        );
+        assert_eq!(fk(&s), 1, "foreign keys are on again after a failed import");
+        assert_eq!(count(&s, "units"), 0);
+        let summary = run(&mut s, GOOD).unwrap();
+        assert_eq!(summary.lines, 6);
+        assert_eq!(fk(&s), 1, "and after a good one");
+        let dangling: i64 = s
+            .conn()
+            .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(dangling, 0);
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! `to_at` NULL while open):
 //! - `channels`, `workspaces`: current state; `channel_names`, `workspace_names`: their history.
 //! - `modules`: current enablement per (workspace, module); `module_intervals`: when it was enabled.
-//! - `units`: current state per (kind, unit id); `unit_intervals`: when it was protected, and where.
+//! - `units`: current state per (kind, unit id), with an integer key `ref` (migration 3);
+//!   `unit_intervals`: when it was protected, and where, keyed by (`unit` = `units.ref`, `from_at`).
 //!   One unit never has two intervals that overlap (import closes the open one before opening another).
 //! - `connectors`: one per channel, with its partner token; `services`: Gradient's ids for our modules.
 //! - `runs`, `ledger` (one row per pair per run), `last_known` (last pushed count per pair),
@@ -143,6 +144,39 @@ pub const MIGRATIONS: &[&str] = &[
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
      );",
+    // 3: units get an integer key (`ref`), and their intervals refer to it: a new unit's interval is
+    // appended at the end of its tree instead of being placed among text keys, which halves the
+    // B-tree work of an import. The text id stays unique per kind.
+    "DROP INDEX unit_intervals_by_workspace;
+     ALTER TABLE units RENAME TO units_v2;
+     ALTER TABLE unit_intervals RENAME TO unit_intervals_v2;
+     CREATE TABLE units (
+        ref INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        id TEXT NOT NULL,
+        workspace_id TEXT NOT NULL REFERENCES workspaces(id),
+        protected INTEGER NOT NULL,
+        changed_at INTEGER NOT NULL,
+        UNIQUE (kind, id)
+     );
+     CREATE TABLE unit_intervals (
+        unit INTEGER NOT NULL REFERENCES units(ref),
+        from_at INTEGER NOT NULL,
+        to_at INTEGER,
+        kind TEXT NOT NULL,
+        workspace_id TEXT NOT NULL,
+        PRIMARY KEY (unit, from_at)
+     ) WITHOUT ROWID;
+     INSERT INTO units (kind, id, workspace_id, protected, changed_at)
+        SELECT kind, id, workspace_id, protected, changed_at FROM units_v2 ORDER BY kind, id;
+     INSERT INTO unit_intervals (unit, from_at, to_at, kind, workspace_id)
+        SELECT u.ref, i.from_at, i.to_at, i.kind, i.workspace_id
+        FROM unit_intervals_v2 i JOIN units u ON u.kind = i.kind AND u.id = i.unit_id
+        ORDER BY u.ref, i.from_at;
+     DROP TABLE unit_intervals_v2;
+     DROP TABLE units_v2;
+     CREATE INDEX unit_intervals_by_workspace
+        ON unit_intervals(workspace_id, kind, from_at, to_at, unit);",
 ];
 
 /// Applies every migration newer than the store's `user_version`, each in its own transaction.
@@ -212,6 +246,77 @@ mod tests {
             .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
             .unwrap();
         assert_eq!(fk, 1);
+        let page: i64 = store
+            .conn()
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(page, 16384);
+    }
+
+    #[test]
+    fn migration_3_gives_units_integer_keys_and_keeps_their_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        {
+            // A store as version 2 left it: text-keyed units and intervals.
+            let mut c = Connection::open(&path).unwrap();
+            let tx = c.transaction().unwrap();
+            tx.execute_batch(MIGRATIONS[0]).unwrap();
+            tx.execute_batch(MIGRATIONS[1]).unwrap();
+            tx.execute_batch(
+                "INSERT INTO channels VALUES ('c', 'C', 0);
+                 INSERT INTO workspaces VALUES ('w1', 'c', 'W1', 0), ('w2', 'c', 'W2', 0);
+                 INSERT INTO units VALUES ('devices', 'd1', 'w2', 1, 20), ('users', 'd1', 'w1', 0, 30);
+                 INSERT INTO unit_intervals VALUES
+                    ('devices', 'd1', 'w1', 10, 20), ('devices', 'd1', 'w2', 20, NULL),
+                    ('users', 'd1', 'w1', 5, 30);",
+            )
+            .unwrap();
+            tx.pragma_update(None, "user_version", 2).unwrap();
+            tx.commit().unwrap();
+        }
+        let store = crate::store::Store::open(&path, std::time::Duration::from_secs(1)).unwrap();
+        let rows: Vec<(String, String, String, i64, Option<i64>)> = store
+            .conn()
+            .prepare(
+                "SELECT u.kind, u.id, i.workspace_id, i.from_at, i.to_at
+                 FROM unit_intervals i JOIN units u ON u.ref = i.unit AND u.kind = i.kind
+                 ORDER BY u.kind, u.id, i.from_at",
+            )
+            .unwrap()
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let row = |k: &str, w: &str, f: i64, t: Option<i64>| {
+            (k.to_string(), "d1".to_string(), w.to_string(), f, t)
+        };
+        assert_eq!(
+            rows,
+            vec![
+                row("devices", "w1", 10, Some(20)),
+                row("devices", "w2", 20, None),
+                row("users", "w1", 5, Some(30)),
+            ]
+        );
+        // Same text id, two kinds: two units. The old tables are gone; the counting index is back.
+        let n = |q: &str| -> i64 { store.conn().query_row(q, [], |r| r.get(0)).unwrap() };
+        assert_eq!(n("SELECT count(DISTINCT ref) FROM units"), 2);
+        assert_eq!(
+            n("SELECT count(*) FROM sqlite_master WHERE name IN ('units_v2', 'unit_intervals_v2')"),
+            0
+        );
+        assert_eq!(
+            n("SELECT count(*) FROM sqlite_master WHERE name = 'unit_intervals_by_workspace'"),
+            1
+        );
+        assert_eq!(
+            n("SELECT count(*) FROM pragma_foreign_key_check"),
+            0,
+            "no dangling reference"
+        );
     }
 
     #[test]
