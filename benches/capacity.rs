@@ -145,7 +145,7 @@ fn generate(path: &Path, shape: &Shape, now: Millis) -> (usize, usize) {
             .unwrap();
         let mut md = tx.prepare("INSERT INTO modules (workspace_id, module, enabled, changed_at) VALUES (?1, ?2, ?3, ?4)").unwrap();
         let mut mi = tx.prepare("INSERT INTO module_intervals (workspace_id, module, from_at, to_at) VALUES (?1, ?2, ?3, ?4)").unwrap();
-        let mut un = tx.prepare("INSERT INTO units (kind, id, workspace_id, protected, changed_at) VALUES (?1, ?2, ?3, ?4, ?5)").unwrap();
+        let mut un = tx.prepare("INSERT INTO units (kind, id, ref, workspace_id, protected, changed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)").unwrap();
         let mut ui = tx.prepare("INSERT INTO unit_intervals (unit, kind, workspace_id, from_at, to_at) VALUES (?1, ?2, ?3, ?4, ?5)").unwrap();
         for c in 0..shape.msps {
             let cid = format!("msp-{c:04}");
@@ -169,15 +169,16 @@ fn generate(path: &Path, shape: &Shape, now: Millis) -> (usize, usize) {
                     let stop = base + rng.i64(40..90) * DAY;
                     let comes_back = stops && rng.bool();
                     let protected_now = !stops || comes_back;
+                    let unit = units as i64 + 1;
                     un.execute(params![
                         kind,
                         uid,
+                        unit,
                         wid,
                         protected_now,
                         if stops { stop } else { from }
                     ])
                     .unwrap();
-                    let unit = tx.last_insert_rowid();
                     ui.execute(params![unit, kind, wid, from, stops.then_some(stop)])
                         .unwrap();
                     intervals += 1;
@@ -621,38 +622,48 @@ fn main() {
             }
             lines
         };
-        let store = fresh(&dir.path().join("import.db"));
-        let cfg = write_config(dir.path(), "http://127.0.0.1:9", &store, 90, 8);
-        let t = Instant::now();
-        let mut child = Command::new(BIN)
-            .args([
-                "--config",
-                cfg.to_str().unwrap(),
-                "import",
-                file.to_str().unwrap(),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let pid = child.id().to_string();
-        let mut peak = 0;
-        while child.try_wait().unwrap().is_none() {
-            peak = peak.max(rss_kb(&pid).0);
-            std::thread::sleep(Duration::from_millis(5));
+        // Best of three imports, each into a fresh store, each after the disk has caught up with
+        // the writes before it (this VM's timings vary by ±20% from run to run).
+        let mut runs: Vec<(f64, u64)> = Vec::new();
+        for _ in 0..3 {
+            let store = fresh(&dir.path().join("import.db"));
+            let cfg = write_config(dir.path(), "http://127.0.0.1:9", &store, 90, 8);
+            let _ = Command::new("sync").status();
+            let t = Instant::now();
+            let mut child = Command::new(BIN)
+                .args([
+                    "--config",
+                    cfg.to_str().unwrap(),
+                    "import",
+                    file.to_str().unwrap(),
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let pid = child.id().to_string();
+            let mut peak = 0;
+            while child.try_wait().unwrap().is_none() {
+                peak = peak.max(rss_kb(&pid).0);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let secs = t.elapsed().as_secs_f64();
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            println!(
+                "import: {} in {secs:.2} s, peak RSS {peak} kB",
+                String::from_utf8_lossy(&out.stdout).trim()
+            );
+            runs.push((secs, peak));
         }
-        let secs = t.elapsed().as_secs_f64();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        println!(
-            "import: {} in {secs:.2} s, peak RSS {peak} kB",
-            String::from_utf8_lossy(&out.stdout).trim()
-        );
-        results.insert("import".into(), json!({"lines": total_lines, "secs": secs, "records_per_sec": total_lines as f64 / secs, "peak_rss_kb": peak}));
+        let secs = runs.iter().map(|r| r.0).fold(f64::INFINITY, f64::min);
+        let slowest = runs.iter().map(|r| r.0).fold(0.0, f64::max);
+        let peak = runs.iter().map(|r| r.1).max().unwrap_or(0);
+        results.insert("import".into(), json!({"lines": total_lines, "secs": secs, "slowest_secs": slowest, "records_per_sec": total_lines as f64 / secs, "slowest_records_per_sec": total_lines as f64 / slowest, "peak_rss_kb": peak}));
     }
 
     if !skip("idle") {

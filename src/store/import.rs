@@ -147,16 +147,23 @@ struct Seen<'t> {
     workspaces: std::collections::HashSet<String>,
     insert_unit: Statement<'t>,
     open_interval: Statement<'t>,
+    /// The ref the next unit protected for the first time gets.
+    next_ref: i64,
 }
 
 impl<'t> Seen<'t> {
     fn new(tx: &'t Transaction) -> rusqlite::Result<Self> {
         Ok(Seen {
             workspaces: Default::default(),
+            next_ref: tx.query_row(
+                "SELECT COALESCE(MAX(unit), 0) + 1 FROM unit_intervals",
+                [],
+                |r| r.get(0),
+            )?,
             // Most records of a first import are new units: try the insert first, look up only if
             // the unit exists.
             insert_unit: tx.prepare(
-                "INSERT INTO units (kind, id, workspace_id, protected, changed_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                "INSERT INTO units (kind, id, ref, workspace_id, protected, changed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (kind, id) DO NOTHING",
             )?,
             open_interval: tx.prepare(
@@ -239,7 +246,10 @@ fn apply_all<R: BufRead + Send>(
     let mut seen = Seen::new(&tx).map_err(StoreError::from)?;
     let (send, receive) = std::sync::mpsc::sync_channel::<Vec<ReadLine>>(BATCHES_IN_FLIGHT);
     let read = std::thread::scope(|scope| {
-        let reader = scope.spawn(move || read_lines(input, now, send));
+        let reader = std::thread::Builder::new()
+            .name("import-reader".into())
+            .spawn_scoped(scope, move || read_lines(input, now, send))
+            .map_err(|e| ImportError::Read(format!("cannot start the reading thread: {e}")))?;
         for batch in receive {
             for ReadLine { line, parsed } in batch {
                 summary.lines += 1;
@@ -685,14 +695,23 @@ fn apply_unit(
     if !seen.workspace_exists(tx, &r.workspace)? {
         return Err(unknown_workspace(noun, &r.workspace));
     }
+    // A unit gets its ref when it is first protected (see the schema's doc).
+    let fresh = seen.next_ref;
     let inserted = seen
         .insert_unit
-        .execute(params![kind, r.id, r.workspace, r.protected, at])
+        .execute(params![
+            kind,
+            r.id,
+            r.protected.then_some(fresh),
+            r.workspace,
+            r.protected,
+            at
+        ])
         .map_err(sql)?;
-    let unit: i64 = if inserted == 1 {
-        tx.last_insert_rowid()
+    let unit: Option<i64> = if inserted == 1 {
+        r.protected.then_some(fresh)
     } else {
-        let (unit, ws, protected, last): (i64, String, bool, Millis) = tx
+        let (unit, ws, protected, last): (Option<i64>, String, bool, Millis) = tx
             .prepare_cached(
                 "SELECT ref, workspace_id, protected, changed_at FROM units WHERE kind = ?1 AND id = ?2",
             )
@@ -705,10 +724,13 @@ fn apply_unit(
         let what = format!("{noun} {:?}", r.id);
         let same = ws == r.workspace && protected == r.protected;
         let change = history_rule(&what, at, last, same, || {
-            let then: Option<String> = tx
-                .prepare_cached("SELECT workspace_id FROM unit_intervals WHERE unit = ?1 AND from_at <= ?2 AND (to_at IS NULL OR to_at > ?2)")
-                .and_then(|mut s| s.query_row(params![unit, at], |x| x.get(0)).optional())
-                .map_err(sql)?;
+            let then: Option<String> = match unit {
+                None => None,
+                Some(unit) => tx
+                    .prepare_cached("SELECT workspace_id FROM unit_intervals WHERE unit = ?1 AND from_at <= ?2 AND (to_at IS NULL OR to_at > ?2)")
+                    .and_then(|mut s| s.query_row(params![unit, at], |x| x.get(0)).optional())
+                    .map_err(sql)?,
+            };
             Ok(match then {
                 Some(w) => r.protected && w == r.workspace,
                 None => !r.protected,
@@ -717,12 +739,13 @@ fn apply_unit(
         if !change {
             return Ok(Effect::Unchanged);
         }
+        let unit = unit.or(r.protected.then_some(fresh));
         tx.prepare_cached(
-            "UPDATE units SET workspace_id = ?2, protected = ?3, changed_at = ?4 WHERE ref = ?1",
+            "UPDATE units SET workspace_id = ?3, protected = ?4, changed_at = ?5, ref = ?6 WHERE kind = ?1 AND id = ?2",
         )
-        .and_then(|mut s| s.execute(params![unit, r.workspace, r.protected, at]))
+        .and_then(|mut s| s.execute(params![kind, r.id, r.workspace, r.protected, at, unit]))
         .map_err(sql)?;
-        if protected {
+        if let (true, Some(unit)) = (protected, unit) {
             // Close the open interval: the unit stopped being protected there, or moved.
             tx.prepare_cached(
                 "UPDATE unit_intervals SET to_at = ?2 WHERE unit = ?1 AND to_at IS NULL",
@@ -732,7 +755,10 @@ fn apply_unit(
         }
         unit
     };
-    if r.protected {
+    if let (true, Some(unit)) = (r.protected, unit) {
+        if unit == fresh {
+            seen.next_ref += 1;
+        }
         seen.open_interval
             .execute(params![unit, at, kind, r.workspace])
             .map_err(sql)?;
@@ -831,6 +857,65 @@ not json
         );
         // Line 1 was good but nothing was applied.
         assert_eq!(count(&s, "channels"), 0);
+    }
+
+    #[test]
+    fn a_unit_gets_its_ref_when_first_protected_and_keeps_it() {
+        let (_d, mut s) = store();
+        run(&mut s, GOOD).unwrap();
+        let refs = |s: &Store| -> Vec<(String, Option<i64>)> {
+            s.conn()
+                .prepare("SELECT id, ref FROM units ORDER BY id")
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        // u-1 was protected (then not); d-1 never was.
+        assert_eq!(
+            refs(&s),
+            vec![("d-1".to_string(), None), ("u-1".to_string(), Some(1))]
+        );
+        // A later import: d-1 is protected for the first time, u-1 again, and a new unit arrives.
+        run(
+            &mut s,
+            r#"{"type":"device","workspace":"ws-1","id":"d-1","protected":true,"at":"2026-11-02T00:00:00Z"}
+{"type":"user","workspace":"ws-1","id":"u-1","protected":true,"at":"2026-11-02T00:00:00Z"}
+{"type":"user","workspace":"ws-1","id":"u-2","protected":true,"at":"2026-11-02T00:00:00Z"}
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            refs(&s),
+            vec![
+                ("d-1".to_string(), Some(2)),
+                ("u-1".to_string(), Some(1)),
+                ("u-2".to_string(), Some(3))
+            ]
+        );
+        let intervals: Vec<(i64, i64, Option<i64>)> = s
+            .conn()
+            .prepare("SELECT unit, from_at, to_at FROM unit_intervals ORDER BY unit, from_at")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let t = |x: &str| parse_rfc3339(x).unwrap();
+        assert_eq!(
+            intervals,
+            vec![
+                (
+                    1,
+                    t("2026-10-02T09:00:00Z"),
+                    Some(t("2026-10-20T09:00:00Z"))
+                ),
+                (1, t("2026-11-02T00:00:00Z"), None),
+                (2, t("2026-11-02T00:00:00Z"), None),
+                (3, t("2026-11-02T00:00:00Z"), None),
+            ]
+        );
     }
 
     #[test]

@@ -6,8 +6,10 @@
 //! `to_at` NULL while open):
 //! - `channels`, `workspaces`: current state; `channel_names`, `workspace_names`: their history.
 //! - `modules`: current enablement per (workspace, module); `module_intervals`: when it was enabled.
-//! - `units`: current state per (kind, unit id), with an integer key `ref` (migration 3);
-//!   `unit_intervals`: when it was protected, and where, keyed by (`unit` = `units.ref`, `from_at`).
+//! - `units`: current state per (kind, unit id); `unit_intervals`: when it was protected, and where,
+//!   keyed by (`unit`, `from_at`). `unit` is the unit's integer `ref` (migration 3), which a unit gets
+//!   when it is first protected: refs are handed out in increasing order, and interval rows are never
+//!   deleted, so the next ref is always `MAX(unit) + 1`. A unit never protected has no ref.
 //!   One unit never has two intervals that overlap (import closes the open one before opening another).
 //! - `connectors`: one per channel, with its partner token; `services`: Gradient's ids for our modules.
 //! - `runs`, `ledger` (one row per pair per run), `last_known` (last pushed count per pair),
@@ -146,29 +148,33 @@ pub const MIGRATIONS: &[&str] = &[
      );",
     // 3: units get an integer key (`ref`), and their intervals refer to it: a new unit's interval is
     // appended at the end of its tree instead of being placed among text keys, which halves the
-    // B-tree work of an import. The text id stays unique per kind.
+    // B-tree work of an import.
     "DROP INDEX unit_intervals_by_workspace;
      ALTER TABLE units RENAME TO units_v2;
      ALTER TABLE unit_intervals RENAME TO unit_intervals_v2;
      CREATE TABLE units (
-        ref INTEGER PRIMARY KEY,
         kind TEXT NOT NULL,
         id TEXT NOT NULL,
+        ref INTEGER,
         workspace_id TEXT NOT NULL REFERENCES workspaces(id),
         protected INTEGER NOT NULL,
         changed_at INTEGER NOT NULL,
-        UNIQUE (kind, id)
-     );
+        PRIMARY KEY (kind, id)
+     ) WITHOUT ROWID;
      CREATE TABLE unit_intervals (
-        unit INTEGER NOT NULL REFERENCES units(ref),
+        unit INTEGER NOT NULL,
         from_at INTEGER NOT NULL,
         to_at INTEGER,
         kind TEXT NOT NULL,
         workspace_id TEXT NOT NULL,
         PRIMARY KEY (unit, from_at)
      ) WITHOUT ROWID;
-     INSERT INTO units (kind, id, workspace_id, protected, changed_at)
-        SELECT kind, id, workspace_id, protected, changed_at FROM units_v2 ORDER BY kind, id;
+     INSERT INTO units (kind, id, ref, workspace_id, protected, changed_at)
+        SELECT u.kind, u.id,
+               CASE WHEN EXISTS (SELECT 1 FROM unit_intervals_v2 i WHERE i.kind = u.kind AND i.unit_id = u.id)
+                    THEN ROW_NUMBER() OVER (ORDER BY u.kind, u.id) END,
+               u.workspace_id, u.protected, u.changed_at
+        FROM units_v2 u ORDER BY u.kind, u.id;
      INSERT INTO unit_intervals (unit, from_at, to_at, kind, workspace_id)
         SELECT u.ref, i.from_at, i.to_at, i.kind, i.workspace_id
         FROM unit_intervals_v2 i JOIN units u ON u.kind = i.kind AND u.id = i.unit_id
@@ -266,7 +272,8 @@ mod tests {
             tx.execute_batch(
                 "INSERT INTO channels VALUES ('c', 'C', 0);
                  INSERT INTO workspaces VALUES ('w1', 'c', 'W1', 0), ('w2', 'c', 'W2', 0);
-                 INSERT INTO units VALUES ('devices', 'd1', 'w2', 1, 20), ('users', 'd1', 'w1', 0, 30);
+                 INSERT INTO units VALUES ('devices', 'd1', 'w2', 1, 20), ('users', 'd1', 'w1', 0, 30),
+                    ('users', 'u0', 'w1', 0, 40);
                  INSERT INTO unit_intervals VALUES
                     ('devices', 'd1', 'w1', 10, 20), ('devices', 'd1', 'w2', 20, NULL),
                     ('users', 'd1', 'w1', 5, 30);",
@@ -301,9 +308,14 @@ mod tests {
                 row("users", "w1", 5, Some(30)),
             ]
         );
-        // Same text id, two kinds: two units. The old tables are gone; the counting index is back.
+        // Same text id, two kinds: two units; a unit never protected has no ref. The old tables are
+        // gone; the counting index is back.
         let n = |q: &str| -> i64 { store.conn().query_row(q, [], |r| r.get(0)).unwrap() };
         assert_eq!(n("SELECT count(DISTINCT ref) FROM units"), 2);
+        assert_eq!(
+            n("SELECT count(*) FROM units WHERE id = 'u0' AND ref IS NULL"),
+            1
+        );
         assert_eq!(
             n("SELECT count(*) FROM sqlite_master WHERE name IN ('units_v2', 'unit_intervals_v2')"),
             0
