@@ -3,8 +3,9 @@
 //! Builds a synthetic store of a large vendor (500 MSPs, 10,000 workspaces, 2,000,000 users and
 //! devices with 90 days of interval history, 4 services) and measures: plan time and peak RSS
 //! (daily and monthly peak, plus the same query in the sqlite3 shell), push throughput and CPU per
-//! 1,000 pushes against gradient-sim, rate-limit fidelity at 100/s, import speed and RSS, and the idle
-//! daemon's RSS and CPU. Prints a table and writes `target/capacity.json`.
+//! 1,000 pushes against gradient-sim, rate-limit fidelity at 100/s, import speed and RSS (best of
+//! three fresh imports), and the idle daemon's RSS and CPU. Prints a table and writes
+//! `target/capacity.json`.
 //!
 //! Environment: `BENCH_SCALE` (default 1.0) scales MSPs/workspaces/units; `BENCH_IDLE_SECS`
 //! (default 60) sets the idle window; `BENCH_SKIP` (comma list of plan,push,rate,import,idle).
