@@ -229,8 +229,8 @@ struct ReadLine {
 }
 
 /// Reads, checks and applies every line. Two threads: this one applies records to the store while
-/// a second one reads and parses the next lines (parsing is a tenth of an import's work, and
-/// needs no store).
+/// a second one reads and parses the next lines (about a fifth of an import's work, which needs no
+/// store).
 fn apply_all<R: BufRead + Send>(
     store: &mut Store,
     input: R,

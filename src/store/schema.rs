@@ -214,24 +214,24 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
 mod tests {
     use super::*;
 
+    /// The first column of the first row of `sql`.
+    fn value<T: rusqlite::types::FromSql>(store: &crate::store::Store, sql: &str) -> T {
+        store.conn().query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
     #[test]
     fn migrations_apply_once_and_record_the_version() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
         let store = crate::store::Store::open(&path, std::time::Duration::from_secs(1)).unwrap();
-        let v: i64 = store
-            .conn()
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(v, MIGRATIONS.len() as i64);
+        assert_eq!(
+            value::<i64>(&store, "PRAGMA user_version"),
+            MIGRATIONS.len() as i64
+        );
         drop(store);
         // Re-opening applies nothing and keeps data.
         let store = crate::store::Store::open(&path, std::time::Duration::from_secs(1)).unwrap();
-        let n: i64 = store
-            .conn()
-            .query_row("SELECT count(*) FROM channels", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(n, 0);
+        assert_eq!(value::<i64>(&store, "SELECT count(*) FROM channels"), 0);
     }
 
     #[test]
@@ -242,21 +242,9 @@ mod tests {
         let store = crate::store::Store::open(&path, std::time::Duration::from_secs(1)).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let jm: String = store
-            .conn()
-            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(jm, "wal");
-        let fk: i64 = store
-            .conn()
-            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(fk, 1);
-        let page: i64 = store
-            .conn()
-            .query_row("PRAGMA page_size", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(page, 16384);
+        assert_eq!(value::<String>(&store, "PRAGMA journal_mode"), "wal");
+        assert_eq!(value::<i64>(&store, "PRAGMA foreign_keys"), 1);
+        assert_eq!(value::<i64>(&store, "PRAGMA page_size"), 16384);
     }
 
     #[test]
@@ -310,7 +298,7 @@ mod tests {
         );
         // Same text id, two kinds: two units; a unit never protected has no ref. The old tables are
         // gone; the counting index is back.
-        let n = |q: &str| -> i64 { store.conn().query_row(q, [], |r| r.get(0)).unwrap() };
+        let n = |q: &str| value::<i64>(&store, q);
         assert_eq!(n("SELECT count(DISTINCT ref) FROM units"), 2);
         assert_eq!(
             n("SELECT count(*) FROM units WHERE id = 'u0' AND ref IS NULL"),
