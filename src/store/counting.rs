@@ -53,12 +53,13 @@ pub struct Counts {
     pub disabled: Vec<(String, String)>,
 }
 
-/// `WITH svc(module, kind) AS (VALUES ...)` for the configured services, with its parameters.
-fn services_cte(services: &[ServiceUnit], first_param: usize) -> (String, Vec<SqlValue>) {
+/// `WITH svc(module, kind) AS (VALUES ...)` for the configured services, and the statement's
+/// parameters: the instants `leading` (`?1`, `?2`, ...), then the services'.
+fn services_cte(services: &[ServiceUnit], leading: &[Millis]) -> (String, Vec<SqlValue>) {
     let mut rows = Vec::new();
-    let mut values = Vec::new();
+    let mut values: Vec<SqlValue> = leading.iter().map(|t| SqlValue::Integer(*t)).collect();
     for (i, s) in services.iter().enumerate() {
-        let p = first_param + 2 * i;
+        let p = leading.len() + 1 + 2 * i;
         rows.push(format!("(?{p}, ?{})", p + 1));
         values.push(SqlValue::Text(s.module.clone()));
         values.push(SqlValue::Text(s.unit.as_str().to_string()));
@@ -102,8 +103,7 @@ fn collect_pairs(
 /// The statement (and its parameters) that yields `(workspace, module, count)` for every enabled
 /// pair as of `at`: one set-based query over the interval tables.
 pub fn as_of_query(services: &[ServiceUnit], at: Millis) -> (String, Vec<SqlValue>) {
-    let (svc, mut params) = services_cte(services, 2);
-    params.insert(0, SqlValue::Integer(at));
+    let (svc, params) = services_cte(services, &[at]);
     let sql = format!(
         "WITH {svc},
          enabled AS (
@@ -137,7 +137,7 @@ pub fn count_as_of(
     }
     let (figures_sql, params) = as_of_query(services, at);
     let figures = collect_figures(conn, &figures_sql, params.clone())?;
-    let (svc, _) = services_cte(services, 2);
+    let (svc, _) = services_cte(services, &[at]);
     let disabled_sql = format!(
         "WITH {svc}
          SELECT DISTINCT m.workspace_id, m.module
@@ -163,9 +163,7 @@ pub fn month_query(
     if how == MonthlyCount::End {
         return as_of_query(services, end - 1);
     }
-    let (svc, mut params) = services_cte(services, 3);
-    params.insert(0, SqlValue::Integer(end));
-    params.insert(0, SqlValue::Integer(start));
+    let (svc, params) = services_cte(services, &[start, end]);
     // Enabled stretches [sf, st) of each (workspace, module), clipped to the window.
     let enabled = format!(
         "WITH {svc},
@@ -255,12 +253,7 @@ pub fn count_month(
         let (figures_sql, params) = month_query(services, start, end, how);
         collect_figures(conn, &figures_sql, params)?
     };
-    let (svc, params) = services_cte(services, 3);
-    let params = [
-        vec![SqlValue::Integer(start), SqlValue::Integer(end)],
-        params,
-    ]
-    .concat();
+    let (svc, params) = services_cte(services, &[start, end]);
     let disabled_sql = format!(
         "WITH {svc}
          SELECT DISTINCT m.workspace_id, m.module
@@ -331,12 +324,7 @@ fn month_peaks(
     start: Millis,
     end: Millis,
 ) -> Result<Vec<Figure>, StoreError> {
-    let (svc, svc_params) = services_cte(services, 3);
-    let params = [
-        vec![SqlValue::Integer(start), SqlValue::Integer(end)],
-        svc_params,
-    ]
-    .concat();
+    let (svc, params) = services_cte(services, &[start, end]);
     // Enabled stretches [from, to) of each (workspace, module), clipped to the window, by (workspace, kind).
     let mut stretches: HashMap<(String, String), Vec<Stretch>> = HashMap::new();
     let mut figures: Vec<Figure> = Vec::new();
@@ -454,6 +442,12 @@ mod tests {
         ]
     }
 
+    /// Counts of `month` of 2026, as a calendar month in `zone`, by `how`.
+    fn month(s: &Store, month: u32, zone: chrono_tz::Tz, how: MonthlyCount) -> Counts {
+        let (a, b) = Month { year: 2026, month }.bounds(zone);
+        count_month(s.conn(), &svcs(), a, b, how).unwrap()
+    }
+
     fn fig(c: &Counts, ws: &str, m: &str) -> Option<u64> {
         c.figures
             .iter()
@@ -524,16 +518,11 @@ mod tests {
     #[test]
     fn month_peak_end_distinct_with_unit_protected_and_unprotected_within_the_month() {
         let (_d, s) = store_with(BASIC);
-        let (a, b) = Month {
-            year: 2026,
-            month: 10,
-        }
-        .bounds(chrono_tz::UTC);
-        let peak = count_month(s.conn(), &svcs(), a, b, MonthlyCount::Peak).unwrap();
+        let peak = month(&s, 10, chrono_tz::UTC, MonthlyCount::Peak);
         assert_eq!(fig(&peak, "w1", "edr"), Some(2)); // d1 + d2 between the 5th and the 10th
-        let end = count_month(s.conn(), &svcs(), a, b, MonthlyCount::End).unwrap();
+        let end = month(&s, 10, chrono_tz::UTC, MonthlyCount::End);
         assert_eq!(fig(&end, "w1", "edr"), Some(1));
-        let distinct = count_month(s.conn(), &svcs(), a, b, MonthlyCount::Distinct).unwrap();
+        let distinct = month(&s, 10, chrono_tz::UTC, MonthlyCount::Distinct);
         assert_eq!(fig(&distinct, "w1", "edr"), Some(2));
     }
 
@@ -548,14 +537,9 @@ mod tests {
 {"type":"device","workspace":"w1","id":"d3","protected":true,"at":"2026-10-10T00:00:00Z"}
 "#;
         let (_d, s) = store_with(lines);
-        let (a, b) = Month {
-            year: 2026,
-            month: 10,
-        }
-        .bounds(chrono_tz::UTC);
-        let peak = count_month(s.conn(), &svcs(), a, b, MonthlyCount::Peak).unwrap();
+        let peak = month(&s, 10, chrono_tz::UTC, MonthlyCount::Peak);
         assert_eq!(fig(&peak, "w1", "edr"), Some(1));
-        let distinct = count_month(s.conn(), &svcs(), a, b, MonthlyCount::Distinct).unwrap();
+        let distinct = month(&s, 10, chrono_tz::UTC, MonthlyCount::Distinct);
         assert_eq!(fig(&distinct, "w1", "edr"), Some(3));
     }
 
@@ -568,26 +552,16 @@ mod tests {
 {"type":"device","workspace":"w1","id":"d2","protected":true,"at":"2026-10-20T00:00:00Z"}
 "#;
         let (_d, s) = store_with(lines);
-        let (a, b) = Month {
-            year: 2026,
-            month: 10,
-        }
-        .bounds(chrono_tz::UTC);
-        let peak = count_month(s.conn(), &svcs(), a, b, MonthlyCount::Peak).unwrap();
+        let peak = month(&s, 10, chrono_tz::UTC, MonthlyCount::Peak);
         assert_eq!(fig(&peak, "w1", "edr"), Some(1));
-        let distinct = count_month(s.conn(), &svcs(), a, b, MonthlyCount::Distinct).unwrap();
+        let distinct = month(&s, 10, chrono_tz::UTC, MonthlyCount::Distinct);
         assert_eq!(fig(&distinct, "w1", "edr"), Some(1));
         // At the month's end the module is off: no figure, listed as disabled.
-        let end = count_month(s.conn(), &svcs(), a, b, MonthlyCount::End).unwrap();
+        let end = month(&s, 10, chrono_tz::UTC, MonthlyCount::End);
         assert_eq!(fig(&end, "w1", "edr"), None);
         assert_eq!(end.disabled.len(), 1);
         // November: disabled the whole month.
-        let (a, b) = Month {
-            year: 2026,
-            month: 11,
-        }
-        .bounds(chrono_tz::UTC);
-        let nov = count_month(s.conn(), &svcs(), a, b, MonthlyCount::Peak).unwrap();
+        let nov = month(&s, 11, chrono_tz::UTC, MonthlyCount::Peak);
         assert!(nov.figures.is_empty());
         assert_eq!(nov.disabled, vec![("w1".to_string(), "edr".to_string())]);
     }
@@ -603,12 +577,7 @@ mod tests {
         let c = count_as_of(s.conn(), &svcs(), t("2026-10-20T00:00:00Z")).unwrap();
         assert_eq!(fig(&c, "w1", "edr"), Some(0));
         assert_eq!(fig(&c, "w2", "edr"), Some(1));
-        let (a, b) = Month {
-            year: 2026,
-            month: 10,
-        }
-        .bounds(chrono_tz::UTC);
-        let d = count_month(s.conn(), &svcs(), a, b, MonthlyCount::Distinct).unwrap();
+        let d = month(&s, 10, chrono_tz::UTC, MonthlyCount::Distinct);
         assert_eq!(fig(&d, "w1", "edr"), Some(1));
         assert_eq!(fig(&d, "w2", "edr"), Some(1));
     }
@@ -626,27 +595,12 @@ mod tests {
 "#;
         let (_d, s) = store_with(lines);
         let ny: chrono_tz::Tz = "America/New_York".parse().unwrap();
-        let (a, b) = Month {
-            year: 2026,
-            month: 10,
-        }
-        .bounds(ny);
-        let oct = count_month(s.conn(), &svcs(), a, b, MonthlyCount::Distinct).unwrap();
+        let oct = month(&s, 10, ny, MonthlyCount::Distinct);
         assert_eq!(fig(&oct, "w1", "edr"), Some(1));
-        let (a, b) = Month {
-            year: 2026,
-            month: 11,
-        }
-        .bounds(ny);
-        let nov = count_month(s.conn(), &svcs(), a, b, MonthlyCount::Distinct).unwrap();
+        let nov = month(&s, 11, ny, MonthlyCount::Distinct);
         assert_eq!(fig(&nov, "w1", "edr"), Some(1));
         // In UTC months the same data falls the other way.
-        let (a, b) = Month {
-            year: 2026,
-            month: 10,
-        }
-        .bounds(chrono_tz::UTC);
-        let oct_utc = count_month(s.conn(), &svcs(), a, b, MonthlyCount::Distinct).unwrap();
+        let oct_utc = month(&s, 10, chrono_tz::UTC, MonthlyCount::Distinct);
         assert_eq!(fig(&oct_utc, "w1", "edr"), Some(0));
     }
 }
