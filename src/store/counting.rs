@@ -407,15 +407,13 @@ mod tests {
     use super::*;
     use crate::store::{import::import, Store};
     use crate::time::{parse_rfc3339, Month};
-    use std::time::Duration;
 
     fn t(s: &str) -> Millis {
         parse_rfc3339(s).unwrap()
     }
 
     fn store_with(lines: &str) -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Store::open(&dir.path().join("s.db"), Duration::from_secs(1)).unwrap();
+        let (dir, mut s) = crate::store::temp_store();
         let head = r#"{"type":"channel","id":"c","name":"C","at":"2026-01-01T00:00:00Z"}
 {"type":"workspace","id":"w1","channel":"c","name":"W1","at":"2026-01-01T00:00:00Z"}
 {"type":"workspace","id":"w2","channel":"c","name":"W2","at":"2026-01-01T00:00:00Z"}

@@ -769,13 +769,7 @@ fn apply_unit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("s.db"), Duration::from_secs(1)).unwrap();
-        (dir, s)
-    }
+    use crate::store::temp_store;
 
     fn run(s: &mut Store, text: &str) -> Result<ImportSummary, ImportError> {
         import(
@@ -802,7 +796,7 @@ mod tests {
 
     #[test]
     fn good_file_applies_and_reimport_changes_nothing() {
-        let (_d, mut s) = store();
+        let (_d, mut s) = temp_store();
         let sum = run(&mut s, GOOD).unwrap();
         assert_eq!(sum.lines, 6);
         assert_eq!(sum.applied.get("user"), Some(&2));
@@ -825,7 +819,7 @@ mod tests {
 
     #[test]
     fn bad_lines_are_all_listed_and_nothing_is_applied() {
-        let (_d, mut s) = store();
+        let (_d, mut s) = temp_store();
         let text = r#"{"type":"channel","id":"msp-1","name":"Acme IT"}
 not json
 {"type":"workspace","id":"ws-1","channel":"msp-9","name":"X"}
@@ -861,7 +855,7 @@ not json
 
     #[test]
     fn a_unit_gets_its_ref_when_first_protected_and_keeps_it() {
-        let (_d, mut s) = store();
+        let (_d, mut s) = temp_store();
         run(&mut s, GOOD).unwrap();
         let refs = |s: &Store| -> Vec<(String, Option<i64>)> {
             s.conn()
@@ -925,7 +919,7 @@ not json
                 .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
                 .unwrap()
         };
-        let (_d, mut s) = store();
+        let (_d, mut s) = temp_store();
         // SQLite's own check is off during an import, so the import's must catch every dangling
         // reference, in a file of many batches.
         let mut text = String::from(GOOD);
@@ -963,7 +957,7 @@ not json
 
     #[test]
     fn a_bad_file_after_a_good_one_leaves_the_good_state() {
-        let (_d, mut s) = store();
+        let (_d, mut s) = temp_store();
         run(&mut s, GOOD).unwrap();
         let bad = r#"{"type":"workspace","id":"ws-2","channel":"msp-1","name":"Fabrikam"}
 {"type":"user","workspace":"ws-2","id":"u-2","protected":true}
@@ -977,7 +971,7 @@ not json
 
     #[test]
     fn older_contradicting_record_is_rejected_but_agreeing_one_is_accepted() {
-        let (_d, mut s) = store();
+        let (_d, mut s) = temp_store();
         run(&mut s, GOOD).unwrap();
         // u-1 was protected on 2026-10-10 in ws-1: agreeing, unchanged.
         let ok = r#"{"type":"user","workspace":"ws-1","id":"u-1","protected":true,"at":"2026-10-10T00:00:00Z"}"#;
@@ -990,7 +984,7 @@ not json
 
     #[test]
     fn same_instant_conflict_is_rejected() {
-        let (_d, mut s) = store();
+        let (_d, mut s) = temp_store();
         let text = r#"{"type":"channel","id":"msp-1","name":"Acme IT"}
 {"type":"workspace","id":"ws-1","channel":"msp-1","name":"A"}
 {"type":"module","workspace":"ws-1","module":"m","enabled":true,"at":"2026-10-01T00:00:00Z"}
@@ -1005,7 +999,7 @@ not json
 
     #[test]
     fn unit_moves_between_workspaces_close_and_open_intervals() {
-        let (_d, mut s) = store();
+        let (_d, mut s) = temp_store();
         let text = r#"{"type":"channel","id":"c","name":"C"}
 {"type":"workspace","id":"w1","channel":"c","name":"W1"}
 {"type":"workspace","id":"w2","channel":"c","name":"W2"}
@@ -1029,7 +1023,7 @@ not json
 
     #[test]
     fn hostile_values_are_rejected_with_reasons() {
-        let (_d, mut s) = store();
+        let (_d, mut s) = temp_store();
         let long = "x".repeat(10_000);
         let text = format!(
             "{{\"type\":\"channel\",\"id\":\"c\",\"name\":\"{long}\"}}\n{{\"type\":\"channel\",\"id\":\"c2\",\"name\":\"a\\nb\"}}\n{{\"type\":\"channel\",\"id\":\"../a/b\",\"name\":\"Quote \\\" and ünïcödé\"}}\n"
@@ -1045,7 +1039,7 @@ not json
 
     #[test]
     fn overlong_line_is_rejected_without_holding_it() {
-        let (_d, mut s) = store();
+        let (_d, mut s) = temp_store();
         let text = format!(
             "{}\n{{\"type\":\"channel\",\"id\":\"c\",\"name\":\"C\"}}\n",
             "x".repeat(MAX_LINE_BYTES * 3)

@@ -855,13 +855,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("s.db"), Duration::from_secs(1)).unwrap();
-        (dir, s)
-    }
+    use crate::store::temp_store;
 
     fn entry(run: i64, acct: &str, n: u64, o: PairOutcome) -> LedgerEntry {
         LedgerEntry {
@@ -881,7 +875,7 @@ mod tests {
 
     #[test]
     fn token_state_is_guarded_by_token_generation() {
-        let (_d, s) = store();
+        let (_d, s) = temp_store();
         s.set_token("c", &SecretString::from("old".to_string()), 1)
             .unwrap();
         s.set_token("c", &SecretString::from("new".to_string()), 2)
@@ -906,7 +900,7 @@ mod tests {
 
     #[test]
     fn ledger_updates_last_known_only_for_pushed_and_history_shows_changes() {
-        let (_d, mut s) = store();
+        let (_d, mut s) = temp_store();
         for run in 1..=3 {
             s.open_run("cli", "daily", "p", None, run).unwrap();
         }
@@ -948,7 +942,7 @@ mod tests {
 
     #[test]
     fn unfinished_runs_become_interrupted_with_their_counts() {
-        let (_d, mut s) = store();
+        let (_d, mut s) = temp_store();
         let id = s.open_run("schedule", "daily", "p", Some(10), 1).unwrap();
         s.record(&[entry(id, "a", 5, PairOutcome::Pushed)]).unwrap();
         assert_eq!(s.mark_unfinished_interrupted(2).unwrap(), 1);
@@ -960,7 +954,7 @@ mod tests {
 
     #[test]
     fn run_lock_is_exclusive() {
-        let (d, _s) = store();
+        let (d, _s) = temp_store();
         let p = d.path().join("s.db");
         let lock = RunLock::try_acquire(&p).unwrap();
         assert!(RunLock::is_held(&p));

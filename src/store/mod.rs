@@ -194,3 +194,12 @@ impl Store {
         &mut self.conn
     }
 }
+
+/// A new store `s.db` in a temporary directory, for unit tests; the directory lasts as long as the
+/// returned guard.
+#[cfg(test)]
+pub(crate) fn temp_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.db"), Duration::from_secs(1)).unwrap();
+    (dir, store)
+}

@@ -237,10 +237,12 @@ mod tests {
     #[test]
     fn store_file_is_private_and_wal() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.db");
-        let store = crate::store::Store::open(&path, std::time::Duration::from_secs(1)).unwrap();
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        let (_dir, store) = crate::store::temp_store();
+        let mode = std::fs::metadata(store.path())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600);
         assert_eq!(value::<String>(&store, "PRAGMA journal_mode"), "wal");
         assert_eq!(value::<i64>(&store, "PRAGMA foreign_keys"), 1);
