@@ -17,10 +17,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gradient_connector::config::{Config, MonthlyCount, UnitKind};
+use gradient_connector::config::Config;
+use gradient_connector::domain::{MonthlyCount, Trigger, UnitKind};
 use gradient_connector::store::counting::{self, ServiceUnit};
 use gradient_connector::store::Store;
-use gradient_connector::sync::{self, RunControl, RunRequest, SyncContext, Trigger};
+use gradient_connector::sync::{self, RunControl, RunRequest, SyncContext};
 use gradient_connector::time::{now_ms, Millis, Month};
 use rusqlite::params;
 use serde_json::{json, Value};
@@ -409,8 +410,8 @@ fn connect_all(store: &Path, sim: &SimProc) {
 fn context(cfg_path: &Path, rps: u32, in_flight: usize) -> SyncContext {
     let mut cfg = Config::load(cfg_path).unwrap();
     // Bench-only override: the configuration refuses more than Gradient's 100/s.
-    cfg.gradient.requests_per_second = rps;
-    cfg.gradient.max_in_flight = in_flight;
+    cfg.gradient.client.requests_per_second = rps;
+    cfg.gradient.client.max_in_flight = in_flight;
     SyncContext::new(Arc::new(cfg)).unwrap()
 }
 

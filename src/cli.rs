@@ -10,10 +10,11 @@ use clap::{Parser, Subcommand};
 use std::sync::Arc;
 
 use crate::config::{loose_permissions, Config, ConfigError, Problem};
+use crate::domain::Trigger;
 use crate::store::import::ImportError;
 use crate::store::ledger::HistoryFilter;
 use crate::store::StoreError;
-use crate::sync::{RunControl, RunReport, RunRequest, SyncContext, SyncError, Trigger};
+use crate::sync::{RunControl, RunReport, RunRequest, SyncContext, SyncError};
 
 /// Exit codes of the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -503,11 +504,11 @@ fn check_config(path: &Path) -> Exit {
     println!("configuration OK: {}", cfg.source.display());
     println!(
         "  gradient: {} ({} req/s, {} in flight, timeout {}s, {} attempts)",
-        cfg.gradient.base_url,
-        cfg.gradient.requests_per_second,
-        cfg.gradient.max_in_flight,
-        cfg.gradient.request_timeout.as_secs(),
-        cfg.gradient.max_attempts
+        cfg.gradient.client.base_url,
+        cfg.gradient.client.requests_per_second,
+        cfg.gradient.client.max_in_flight,
+        cfg.gradient.client.request_timeout.as_secs(),
+        cfg.gradient.client.max_attempts
     );
     println!("  vendor key: {}", cfg.vendor_key_path().display());
     println!("  store: {}", cfg.store.path.display());

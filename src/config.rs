@@ -26,7 +26,9 @@ pub const ENV_PREFIX: &str = "GRADIENT_CONNECTOR";
 /// Name of the systemd credential holding the vendor API key.
 pub const VENDOR_KEY_CREDENTIAL: &str = "vendor-api-key";
 
+use crate::domain::{Cadence, MonthlyCount, UnitKind};
 pub use crate::gradient::types::{CATEGORIES, SUBCATEGORIES};
+use crate::gradient::ClientSettings;
 
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
@@ -75,66 +77,6 @@ impl fmt::Display for Problem {
     }
 }
 
-/// What kind of unit a service counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum UnitKind {
-    /// Protected users.
-    Users,
-    /// Protected devices.
-    Devices,
-}
-
-impl UnitKind {
-    /// The word used in config and in the store.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UnitKind::Users => "users",
-            UnitKind::Devices => "devices",
-        }
-    }
-}
-
-/// How often and over what period counts are computed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cadence {
-    /// Counts as of the run.
-    Daily,
-    /// Counts for the previous calendar month in the schedule's time zone.
-    Monthly,
-}
-
-impl Cadence {
-    /// The word used in config and in the store.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Cadence::Daily => "daily",
-            Cadence::Monthly => "monthly",
-        }
-    }
-}
-
-/// How a monthly figure is derived from a month of history.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MonthlyCount {
-    /// Highest count at any instant of the month.
-    Peak,
-    /// Count at the month's last instant.
-    End,
-    /// Units protected at any time in the month while the module was enabled.
-    Distinct,
-}
-
-impl MonthlyCount {
-    /// The word used in config.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MonthlyCount::Peak => "peak",
-            MonthlyCount::End => "end",
-            MonthlyCount::Distinct => "distinct",
-        }
-    }
-}
-
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -147,22 +89,10 @@ pub enum LogFormat {
 /// `[gradient]`: how to reach Gradient.
 #[derive(Debug, Clone)]
 pub struct GradientConfig {
-    /// Base URL; routes start with `/api/vendor-api`.
-    pub base_url: Url,
     /// File holding the vendor API key (the systemd credential wins when present).
     pub vendor_api_key_file: PathBuf,
-    /// Daemon-wide request rate.
-    pub requests_per_second: u32,
-    /// Bound on concurrent requests.
-    pub max_in_flight: usize,
-    /// Per-request timeout.
-    pub request_timeout: Duration,
-    /// Attempts per request for 429, 5xx and network errors.
-    pub max_attempts: u32,
-    /// First retry delay (doubles each attempt, full jitter).
-    pub retry_initial_delay: Duration,
-    /// Cap on one retry delay (and on an honoured `Retry-After`).
-    pub retry_max_delay: Duration,
+    /// How the client talks to Gradient (owned by `gradient`; read from this section).
+    pub client: ClientSettings,
 }
 
 /// `[store]`: where the SQLite store lives.
@@ -641,14 +571,16 @@ impl Reader {
         let rest = std::mem::take(t);
         self.unknown_keys(s, &gradient_keys(), rest);
         Some(GradientConfig {
-            base_url: base_url?,
             vendor_api_key_file: key_file?,
-            requests_per_second: u32::try_from(rps?).ok()?,
-            max_in_flight: usize::try_from(in_flight?).ok()?,
-            request_timeout: Duration::from_secs(u64::try_from(timeout?).ok()?),
-            max_attempts: u32::try_from(attempts?).ok()?,
-            retry_initial_delay: Duration::from_millis(u64::try_from(initial?).ok()?),
-            retry_max_delay: Duration::from_secs(u64::try_from(max_delay?).ok()?),
+            client: ClientSettings {
+                base_url: base_url?,
+                requests_per_second: u32::try_from(rps?).ok()?,
+                max_in_flight: usize::try_from(in_flight?).ok()?,
+                request_timeout: Duration::from_secs(u64::try_from(timeout?).ok()?),
+                max_attempts: u32::try_from(attempts?).ok()?,
+                retry_initial_delay: Duration::from_millis(u64::try_from(initial?).ok()?),
+                retry_max_delay: Duration::from_secs(u64::try_from(max_delay?).ok()?),
+            },
         })
     }
 
@@ -1021,8 +953,8 @@ subcategory = "endpoint detection and response (EDR)"
         let c = r.unwrap();
         assert_eq!(c.schedule.cadence, Cadence::Monthly);
         assert_eq!(c.schedule.timezone, chrono_tz::America::New_York);
-        assert_eq!(c.gradient.requests_per_second, 90);
-        assert_eq!(c.gradient.max_attempts, 6);
+        assert_eq!(c.gradient.client.requests_per_second, 90);
+        assert_eq!(c.gradient.client.max_attempts, 6);
         assert_eq!(c.schedule.monthly_count, MonthlyCount::Peak);
         assert_eq!(c.store.path, dir.path().join("store.db"));
         assert_eq!(c.services[0].unit, UnitKind::Devices);
@@ -1041,7 +973,7 @@ subcategory = "endpoint detection and response (EDR)"
         );
         let c = r.unwrap();
         assert_eq!(c.schedule.timezone, chrono_tz::UTC);
-        assert_eq!(c.gradient.requests_per_second, 50);
+        assert_eq!(c.gradient.client.requests_per_second, 50);
         assert_eq!(c.store.path, PathBuf::from("/tmp/00123.db"));
     }
 

@@ -12,8 +12,8 @@ use secrecy::SecretString;
 use serde::Serialize;
 
 use crate::cli::Exit;
+use crate::domain::ConnectorState;
 use crate::gradient::{ErrorKind, IntegrationStatus};
-use crate::store::ledger::ConnectorState;
 use crate::store::StoreError;
 use crate::sync::{ensure_accounts, verify, SyncContext};
 use crate::time::now_ms;

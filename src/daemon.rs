@@ -18,10 +18,10 @@ use tokio::task::JoinHandle;
 
 use crate::cli::Exit;
 use crate::config::{Config, LogConfig, LogFormat};
+use crate::domain::{RunOutcome, Trigger};
 use crate::schedule::Schedule;
-use crate::store::ledger::RunOutcome;
 use crate::store::StoreError;
-use crate::sync::{RunControl, RunReport, RunRequest, SyncContext, SyncError, Trigger};
+use crate::sync::{RunControl, RunReport, RunRequest, SyncContext, SyncError};
 use crate::time::{format_ms, now_ms, Millis};
 
 /// Sets up tracing to stderr: level from `RUST_LOG` when set, else from `[log] level`; text lines

@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use crate::cli::Exit;
 use crate::config::Config;
+use crate::domain::{ConnectorState, Trigger};
 use crate::sim::{Mapping, Sim, SimOptions, SimSnapshot};
-use crate::store::ledger::ConnectorState;
-use crate::sync::{RunControl, RunReport, RunRequest, SyncContext, Trigger};
+use crate::sync::{RunControl, RunReport, RunRequest, SyncContext};
 
 /// Errors of the demo.
 #[derive(Debug, thiserror::Error)]

@@ -9,6 +9,7 @@ pub mod config;
 pub mod connector;
 pub mod daemon;
 pub mod demo;
+pub mod domain;
 pub mod gradient;
 pub mod schedule;
 pub mod sim;

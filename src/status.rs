@@ -7,9 +7,8 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::store::ledger::{
-    ConnectorRow, HistoryFilter, LastKnown, LedgerRow, PairOutcome, RunLock, RunRow, Tally,
-};
+use crate::domain::{PairOutcome, Tally};
+use crate::store::ledger::{ConnectorRow, HistoryFilter, LastKnown, LedgerRow, RunLock, RunRow};
 use crate::store::{Store, StoreError};
 use crate::sync::{when, DryRun};
 use crate::time::{format_ms, now_ms, Millis};
@@ -50,7 +49,7 @@ pub struct ConnectorView {
     /// Id.
     pub id: String,
     /// State.
-    pub state: crate::store::ledger::ConnectorState,
+    pub state: crate::domain::ConnectorState,
     /// Why.
     pub state_reason: Option<String>,
     /// Integration status Gradient last reported.

@@ -244,12 +244,12 @@ proptest! {
         }
         let services = vec![gradient_connector::store::counting::ServiceUnit {
             module: "m".into(),
-            unit: gradient_connector::config::UnitKind::Devices,
+            unit: gradient_connector::domain::UnitKind::Devices,
         }];
         let (a, b) = gradient_connector::time::Month { year: 2026, month: 10 }.bounds(chrono_tz::UTC);
         for (how, want) in [
-            (gradient_connector::config::MonthlyCount::Peak, peak),
-            (gradient_connector::config::MonthlyCount::Distinct, peak.map(|_| seen.len() as u64)),
+            (gradient_connector::domain::MonthlyCount::Peak, peak),
+            (gradient_connector::domain::MonthlyCount::Distinct, peak.map(|_| seen.len() as u64)),
         ] {
             let got = gradient_connector::store::counting::count_month(store.conn(), &services, a, b, how).unwrap();
             let got = got.figures.first().map(|f| f.unit_count);
@@ -271,9 +271,9 @@ struct Inventory {
 type Moves = Vec<(u32, Option<usize>)>;
 
 const WORKSPACES: usize = 3;
-const MODULES: [(&str, gradient_connector::config::UnitKind); 2] = [
-    ("edr", gradient_connector::config::UnitKind::Devices),
-    ("mail", gradient_connector::config::UnitKind::Users),
+const MODULES: [(&str, gradient_connector::domain::UnitKind); 2] = [
+    ("edr", gradient_connector::domain::UnitKind::Devices),
+    ("mail", gradient_connector::domain::UnitKind::Users),
 ];
 
 fn inventory() -> impl Strategy<Value = Inventory> {
@@ -325,13 +325,13 @@ proptest! {
             .collect();
         let (a, b) = gradient_connector::time::Month { year: 2026, month: 10 }.bounds(chrono_tz::UTC);
         let got: Vec<(String, String, u64)> =
-            count_month(store.conn(), &services, a, b, gradient_connector::config::MonthlyCount::Peak)
+            count_month(store.conn(), &services, a, b, gradient_connector::domain::MonthlyCount::Peak)
                 .unwrap()
                 .figures
                 .into_iter()
                 .map(|f| (f.workspace_id, f.module, f.unit_count))
                 .collect();
-        let (sql, params) = month_query(&services, a, b, gradient_connector::config::MonthlyCount::Peak);
+        let (sql, params) = month_query(&services, a, b, gradient_connector::domain::MonthlyCount::Peak);
         let mut stmt = store.conn().prepare(&sql).unwrap();
         let mut want: Vec<(String, String, u64)> = stmt
             .query_map(rusqlite::params_from_iter(params), |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64)))

@@ -54,21 +54,6 @@ pub struct ClientSettings {
     pub retry_max_delay: Duration,
 }
 
-impl ClientSettings {
-    /// Settings from the `[gradient]` section.
-    pub fn from_config(g: &crate::config::GradientConfig) -> ClientSettings {
-        ClientSettings {
-            base_url: g.base_url.clone(),
-            requests_per_second: g.requests_per_second,
-            max_in_flight: g.max_in_flight,
-            request_timeout: g.request_timeout,
-            max_attempts: g.max_attempts,
-            retry_initial_delay: g.retry_initial_delay,
-            retry_max_delay: g.retry_max_delay,
-        }
-    }
-}
-
 struct Inner {
     http: reqwest::Client,
     base: String,

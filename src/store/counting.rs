@@ -21,7 +21,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{params_from_iter, Connection};
 
 use super::StoreError;
-use crate::config::{MonthlyCount, UnitKind};
+use crate::domain::{MonthlyCount, UnitKind};
 use crate::time::Millis;
 
 /// A service to count: its module and what it counts.

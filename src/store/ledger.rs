@@ -13,42 +13,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
 use super::{Store, StoreError};
+use crate::domain::{ConnectorState, PairOutcome, RunOutcome, Tally};
 use crate::time::Millis;
-
-/// A connector's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConnectorState {
-    /// A token is stored but Gradient has not (yet) accepted it.
-    Unverified,
-    /// The token works.
-    Connected,
-    /// Gradient answered 401: a newer token was generated. Nothing is sent until a new one is added.
-    TokenRejected,
-    /// Disconnected on our side; the token is forgotten.
-    Disconnected,
-}
-
-impl ConnectorState {
-    /// The stored word.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConnectorState::Unverified => "unverified",
-            ConnectorState::Connected => "connected",
-            ConnectorState::TokenRejected => "token_rejected",
-            ConnectorState::Disconnected => "disconnected",
-        }
-    }
-
-    fn parse(s: &str) -> ConnectorState {
-        match s {
-            "connected" => ConnectorState::Connected,
-            "token_rejected" => ConnectorState::TokenRejected,
-            "disconnected" => ConnectorState::Disconnected,
-            _ => ConnectorState::Unverified,
-        }
-    }
-}
 
 /// One connector, without its token.
 #[derive(Debug, Clone, Serialize)]
@@ -71,132 +37,6 @@ pub struct ConnectorRow {
     pub last_success_at: Option<Millis>,
     /// Whether a token is stored.
     pub has_token: bool,
-}
-
-/// Outcome of one pair in one run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PairOutcome {
-    /// Gradient accepted the count.
-    Pushed,
-    /// Gradient answered 404: account or service not mapped by the MSP (normal).
-    Unmapped,
-    /// Failed after retries (transient) or rejected as invalid; reason kept.
-    Failed,
-    /// Not sent (or answered 401): the connector's token was rejected.
-    Rejected,
-    /// Module disabled: nothing sent; Gradient keeps the last value.
-    SkippedDisabled,
-}
-
-impl PairOutcome {
-    /// The stored word.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PairOutcome::Pushed => "pushed",
-            PairOutcome::Unmapped => "unmapped",
-            PairOutcome::Failed => "failed",
-            PairOutcome::Rejected => "rejected",
-            PairOutcome::SkippedDisabled => "skipped_disabled",
-        }
-    }
-
-    fn parse(s: &str) -> PairOutcome {
-        match s {
-            "pushed" => PairOutcome::Pushed,
-            "unmapped" => PairOutcome::Unmapped,
-            "rejected" => PairOutcome::Rejected,
-            "skipped_disabled" => PairOutcome::SkippedDisabled,
-            _ => PairOutcome::Failed,
-        }
-    }
-}
-
-/// Outcome of a whole run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunOutcome {
-    /// Every pair pushed or skipped for a documented reason.
-    Ok,
-    /// Some pairs failed or were rejected; the rest went through.
-    Partial,
-    /// The run could not do its job (e.g. the catalogue could not be read).
-    Failed,
-    /// Stopped before the end (shutdown or crash).
-    Interrupted,
-}
-
-impl RunOutcome {
-    /// The stored word.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunOutcome::Ok => "ok",
-            RunOutcome::Partial => "partial",
-            RunOutcome::Failed => "failed",
-            RunOutcome::Interrupted => "interrupted",
-        }
-    }
-
-    fn parse(s: &str) -> RunOutcome {
-        match s {
-            "ok" => RunOutcome::Ok,
-            "partial" => RunOutcome::Partial,
-            "interrupted" => RunOutcome::Interrupted,
-            _ => RunOutcome::Failed,
-        }
-    }
-}
-
-/// Per-outcome counts of a run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Tally {
-    /// Pushed pairs.
-    pub pushed: u64,
-    /// Unmapped pairs.
-    pub unmapped: u64,
-    /// Failed pairs.
-    pub failed: u64,
-    /// Rejected pairs.
-    pub rejected: u64,
-    /// Disabled pairs.
-    pub skipped_disabled: u64,
-}
-
-impl Tally {
-    /// Counts one outcome.
-    pub fn add(&mut self, o: PairOutcome) {
-        self.add_n(o, 1);
-    }
-
-    /// Counts `n` of one outcome.
-    pub fn add_n(&mut self, o: PairOutcome, n: u64) {
-        match o {
-            PairOutcome::Pushed => self.pushed += n,
-            PairOutcome::Unmapped => self.unmapped += n,
-            PairOutcome::Failed => self.failed += n,
-            PairOutcome::Rejected => self.rejected += n,
-            PairOutcome::SkippedDisabled => self.skipped_disabled += n,
-        }
-    }
-
-    /// Adds another tally.
-    pub fn merge(&mut self, o: &Tally) {
-        self.pushed += o.pushed;
-        self.unmapped += o.unmapped;
-        self.failed += o.failed;
-        self.rejected += o.rejected;
-        self.skipped_disabled += o.skipped_disabled;
-    }
-}
-
-impl std::fmt::Display for Tally {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "pushed={} unmapped={} failed={} rejected={} skipped_disabled={}",
-            self.pushed, self.unmapped, self.failed, self.rejected, self.skipped_disabled
-        )
-    }
 }
 
 /// A run record.
@@ -357,7 +197,7 @@ const CONNECTOR_COLUMNS: &str = "id, state, state_reason, gradient_status, organ
 fn connector_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ConnectorRow> {
     Ok(ConnectorRow {
         id: r.get(0)?,
-        state: ConnectorState::parse(&r.get::<_, String>(1)?),
+        state: r.get(1)?,
         state_reason: r.get(2)?,
         gradient_status: r.get(3)?,
         organization_name: r.get(4)?,
@@ -380,9 +220,7 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
         slot_at: r.get(4)?,
         started_at: r.get(5)?,
         finished_at: r.get(6)?,
-        outcome: r
-            .get::<_, Option<String>>(7)?
-            .map(|s| RunOutcome::parse(&s)),
+        outcome: r.get(7)?,
         tally: Tally {
             pushed: n(8)?,
             unmapped: n(9)?,
@@ -408,7 +246,7 @@ fn ledger_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LedgerRow> {
             module: r.get(4)?,
             service_id: r.get(5)?,
             unit_count: opt_u64(r.get(6)?),
-            outcome: PairOutcome::parse(&r.get::<_, String>(7)?),
+            outcome: r.get(7)?,
             http_status: r.get::<_, Option<i64>>(8)?.map(|s| s as u16),
             attempts: r.get::<_, i64>(9)?.max(0) as u32,
             reason: r.get(10)?,
@@ -813,16 +651,14 @@ impl Store {
         let rows = stmt.query_map([run_id], |r| {
             Ok((
                 r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
+                r.get::<_, PairOutcome>(1)?,
                 r.get::<_, i64>(2)?,
             ))
         })?;
         let mut out: HashMap<String, Tally> = HashMap::new();
         for row in rows {
             let (c, o, n) = row?;
-            out.entry(c)
-                .or_default()
-                .add_n(PairOutcome::parse(&o), n.max(0) as u64);
+            out.entry(c).or_default().add_n(o, n.max(0) as u64);
         }
         Ok(out)
     }

@@ -22,15 +22,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::Exit;
 use crate::config::{Config, ConfigError};
+use crate::domain::{ConnectorState, PairOutcome, RunOutcome, Tally, Trigger};
 use crate::gradient::{
-    AccountUpdate, ClientSettings, ErrorKind, GradientClient, GradientError, IntegrationStatus,
-    NewService, PartnerSession,
+    AccountUpdate, ErrorKind, GradientClient, GradientError, IntegrationStatus, NewService,
+    PartnerSession,
 };
 use crate::store::counting::{count_as_of, count_month, Counts, ServiceUnit};
-use crate::store::ledger::{
-    ConnectorRow, ConnectorState, LedgerEntry, PairOutcome, RunLock, RunOutcome, Tally,
-    WorkspaceRow,
-};
+use crate::store::ledger::{ConnectorRow, LedgerEntry, RunLock, WorkspaceRow};
 use crate::store::{StoreError, StoreLocation};
 use crate::time::{format_ms, now_ms, Millis, Month, Period};
 use plan::{ConnectorPlan, PlannedPush};
@@ -68,8 +66,8 @@ impl SyncContext {
     /// Loads the vendor key and builds the client.
     pub fn new(config: Arc<Config>) -> Result<SyncContext, SyncError> {
         let key = config.load_vendor_key()?;
-        let client = GradientClient::new(ClientSettings::from_config(&config.gradient), key)
-            .map_err(SyncError::Client)?;
+        let client =
+            GradientClient::new(config.gradient.client.clone(), key).map_err(SyncError::Client)?;
         Ok(SyncContext {
             store: store_location(&config),
             config,
@@ -83,32 +81,6 @@ pub fn store_location(config: &Config) -> StoreLocation {
     StoreLocation {
         path: config.store.path.clone(),
         busy_timeout: config.store.busy_timeout,
-    }
-}
-
-/// What started a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Trigger {
-    /// `gradient-connector sync`.
-    Cli,
-    /// The schedule.
-    Schedule,
-    /// SIGUSR1.
-    Signal,
-    /// A missed slot at start.
-    CatchUp,
-}
-
-impl Trigger {
-    /// The stored word.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Cli => "cli",
-            Trigger::Schedule => "schedule",
-            Trigger::Signal => "signal",
-            Trigger::CatchUp => "catch_up",
-        }
     }
 }
 
@@ -467,7 +439,7 @@ async fn run_connectors(
     }
 
     let forbidden = Arc::new(AtomicBool::new(false));
-    let parallel = ctx.config.gradient.max_in_flight.max(1);
+    let parallel = ctx.config.gradient.client.max_in_flight.max(1);
     let work: Vec<(Participant, ConnectorPlan)> = active
         .into_iter()
         .map(|p| {
@@ -894,7 +866,7 @@ async fn sync_connector(
 
     let rejected = AtomicBool::new(false);
     let n = plan.pushes.len();
-    let max_in_flight = ctx.config.gradient.max_in_flight.max(1);
+    let max_in_flight = ctx.config.gradient.client.max_in_flight.max(1);
     let push = |pp: PlannedPush, no_build: bool| {
         let session = &p.session;
         let rejected = &rejected;

@@ -6,10 +6,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use crate::config::{Cadence, ServiceConfig};
+use crate::config::ServiceConfig;
+use crate::domain::{Cadence, RunOutcome, Tally};
 use crate::gradient::{Account, NewAccount, Sku};
 use crate::store::counting::Counts;
-use crate::store::ledger::{RunOutcome, Tally, WorkspaceRow};
+use crate::store::ledger::WorkspaceRow;
 use crate::time::{Millis, Month, Period};
 
 /// One push to make.
@@ -225,7 +226,7 @@ pub fn period_for(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::UnitKind;
+    use crate::domain::UnitKind;
     use crate::store::counting::Figure;
 
     fn ws(id: &str, ch: &str, name: &str) -> WorkspaceRow {
