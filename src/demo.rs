@@ -7,7 +7,6 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::cli::Exit;
 use crate::config::Config;
 use crate::domain::{ConnectorState, Trigger};
 use crate::sim::{Mapping, Sim, SimOptions, SimSnapshot};
@@ -198,18 +197,10 @@ fn write_files(dir: &Path, base_url: &str) -> Result<PathBuf, DemoError> {
 }
 
 /// Runs the demo; prints the report to stdout.
-pub fn run(keep: Option<&Path>) -> Exit {
-    let rt = match crate::cli::runtime() {
-        Ok(r) => r,
-        Err(exit) => return exit,
-    };
-    match rt.block_on(tour(keep)) {
-        Ok(()) => Exit::Ok,
-        Err(e) => {
-            eprintln!("error: {e}");
-            Exit::Failed
-        }
-    }
+pub fn run(keep: Option<&Path>) -> Result<(), DemoError> {
+    let rt = crate::daemon::runtime()
+        .map_err(|e| DemoError::Setup(format!("cannot start the async runtime: {e}")))?;
+    rt.block_on(tour(keep))
 }
 
 async fn sync_once(ctx: &SyncContext) -> Result<RunReport, DemoError> {
@@ -282,7 +273,7 @@ async fn tour(keep: Option<&Path>) -> Result<(), DemoError> {
         let token = secrecy::SecretString::from(key);
         let r = step(
             "connector add",
-            crate::connector::add(&ctx, m.id, token).await,
+            crate::connector::add(&ctx.store, &ctx.client, &m.id.into(), token).await,
         )?;
         println!(
             "2. {} pasted its Gradient partner token: verified, integration {}, {} accounts created",
@@ -349,7 +340,7 @@ async fn tour(keep: Option<&Path>) -> Result<(), DemoError> {
     let heal = secrecy::SecretString::from("partner-key-bluesky-NEW".to_string());
     step(
         "connector add",
-        crate::connector::add(&ctx, "msp-bluesky", heal).await,
+        crate::connector::add(&ctx.store, &ctx.client, &"msp-bluesky".into(), heal).await,
     )?;
     let fourth = sync_once(&ctx).await?;
     println!(

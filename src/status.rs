@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::domain::{PairOutcome, Tally};
 use crate::store::ledger::{ConnectorRow, HistoryFilter, LastKnown, LedgerRow, RunLock, RunRow};
 use crate::store::{Store, StoreError};
-use crate::sync::{when, DryRun};
+use crate::sync::{when, DryRun, RunReport};
 use crate::time::{format_ms, now_ms, Millis};
 
 /// A pair as shown in status.
@@ -396,6 +396,33 @@ pub fn render_connectors(rows: &[ConnectorRow]) -> String {
 }
 
 /// A dry-run plan as a table.
+/// A run report for the terminal.
+pub fn render_report(r: &RunReport) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let _ = writeln!(o, "{}", r.summary());
+    for c in &r.connectors {
+        let _ = writeln!(
+            o,
+            "  connector {}: {} (accounts created {}, renamed {})",
+            c.id, c.tally, c.accounts_created, c.accounts_renamed
+        );
+        if let Some(n) = &c.note {
+            let _ = writeln!(o, "    {n}");
+        }
+        for (a, m) in &c.unmapped {
+            let _ = writeln!(
+                o,
+                "    unmapped: {a} / {m} (the MSP has not mapped it in Gradient yet)"
+            );
+        }
+        for (a, m, why) in &c.failed {
+            let _ = writeln!(o, "    failed: {a} / {m}: {why}");
+        }
+    }
+    o
+}
+
 pub fn render_dry_run(d: &DryRun) -> String {
     let mut o = String::new();
     let _ = writeln!(

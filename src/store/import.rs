@@ -172,7 +172,7 @@ impl<'t> Seen<'t> {
         })
     }
 
-    fn workspace_exists(&mut self, tx: &Transaction, id: &str) -> Result<bool, String> {
+    fn workspace_exists(&mut self, tx: &Transaction, id: &str) -> Result<bool, LineError> {
         if self.workspaces.contains(id) {
             return Ok(true);
         }
@@ -253,10 +253,15 @@ fn apply_all<R: BufRead + Send>(
         for batch in receive {
             for ReadLine { line, parsed } in batch {
                 summary.lines += 1;
-                match parsed.and_then(|p| apply_line(&tx, &mut seen, p)) {
+                let applied = parsed
+                    .map_err(LineError::Bad)
+                    .and_then(|p| apply_line(&tx, &mut seen, p));
+                match applied {
                     Ok((kind, Effect::Applied)) => *summary.applied.entry(kind).or_default() += 1,
                     Ok((_, Effect::Unchanged)) => summary.unchanged += 1,
-                    Err(reason) => {
+                    // The store failed: stop now (dropping the transaction rolls everything back).
+                    Err(LineError::Store(e)) => return Err(ImportError::Store(e)),
+                    Err(LineError::Bad(reason)) => {
                         total_bad += 1;
                         if bad.len() < MAX_LISTED_ERRORS {
                             bad.push(BadLine { line, reason });
@@ -409,7 +414,7 @@ fn apply_line(
     tx: &Transaction,
     seen: &mut Seen,
     line: ParsedLine,
-) -> Result<(&'static str, Effect), String> {
+) -> Result<(&'static str, Effect), LineError> {
     let (kind, at) = (line.kind(), line.at);
     let effect = match &line.record {
         Record::Channel(r) => apply_channel(tx, r, at),
@@ -478,8 +483,23 @@ fn at_or(at: &Option<String>, now: Millis) -> Result<Millis, String> {
     }
 }
 
-fn sql(e: rusqlite::Error) -> String {
-    format!("store error: {e}")
+/// A store failure while applying a line: the import stops; it is never a bad line.
+fn sql(e: rusqlite::Error) -> LineError {
+    LineError::Store(StoreError::from(e))
+}
+
+/// Why a line could not be applied: its data (reported with its number), or the store (the import
+/// stops and reports the store's failure, exit 1 — never 65).
+#[derive(Debug)]
+enum LineError {
+    Bad(String),
+    Store(StoreError),
+}
+
+impl From<String> for LineError {
+    fn from(s: String) -> Self {
+        LineError::Bad(s)
+    }
 }
 
 fn older(what: &str, at: Millis, last: Millis) -> String {
@@ -505,8 +525,8 @@ fn history_rule(
     at: Millis,
     last: Millis,
     same_as_now: bool,
-    agrees_then: impl FnOnce() -> Result<bool, String>,
-) -> Result<bool, String> {
+    agrees_then: impl FnOnce() -> Result<bool, LineError>,
+) -> Result<bool, LineError> {
     if at >= last && same_as_now {
         return Ok(false);
     }
@@ -514,16 +534,16 @@ fn history_rule(
         return if agrees_then()? {
             Ok(false)
         } else {
-            Err(older(what, at, last))
+            Err(older(what, at, last).into())
         };
     }
     if at == last {
-        return Err(conflict(what, at));
+        return Err(conflict(what, at).into());
     }
     Ok(true)
 }
 
-fn apply_channel(tx: &Transaction, r: &ChannelRecord, at: Millis) -> Result<Effect, String> {
+fn apply_channel(tx: &Transaction, r: &ChannelRecord, at: Millis) -> Result<Effect, LineError> {
     let what = format!("channel {:?}", r.id);
     let cur: Option<(String, Millis)> = tx
         .prepare_cached("SELECT name, changed_at FROM channels WHERE id = ?1")
@@ -560,19 +580,20 @@ fn apply_channel(tx: &Transaction, r: &ChannelRecord, at: Millis) -> Result<Effe
     Ok(Effect::Applied)
 }
 
-fn exists(tx: &Transaction, sql_text: &str, id: &str) -> Result<bool, String> {
+fn exists(tx: &Transaction, sql_text: &str, id: &str) -> Result<bool, LineError> {
     tx.prepare_cached(sql_text)
         .and_then(|mut s| s.exists([id]))
         .map_err(sql)
 }
 
-fn apply_workspace(tx: &Transaction, r: &WorkspaceRecord, at: Millis) -> Result<Effect, String> {
+fn apply_workspace(tx: &Transaction, r: &WorkspaceRecord, at: Millis) -> Result<Effect, LineError> {
     let what = format!("workspace {:?}", r.id);
     if !exists(tx, "SELECT 1 FROM channels WHERE id = ?1", &r.channel)? {
         return Err(format!(
             "workspace {:?} refers to channel {:?}, which is neither in the store nor defined earlier in this file",
             r.id, r.channel
-        ));
+        )
+        .into());
     }
     let cur: Option<(String, String, Millis)> = tx
         .prepare_cached("SELECT channel_id, name, changed_at FROM workspaces WHERE id = ?1")
@@ -627,9 +648,9 @@ fn apply_module(
     seen: &mut Seen,
     r: &ModuleRecord,
     at: Millis,
-) -> Result<Effect, String> {
+) -> Result<Effect, LineError> {
     if !seen.workspace_exists(tx, &r.workspace)? {
-        return Err(unknown_workspace("module", &r.workspace));
+        return Err(unknown_workspace("module", &r.workspace).into());
     }
     let cur: Option<(bool, Millis)> = tx
         .prepare_cached(
@@ -690,10 +711,10 @@ fn apply_unit(
     kind: &str,
     r: &UnitRecord,
     at: Millis,
-) -> Result<Effect, String> {
+) -> Result<Effect, LineError> {
     let noun = if kind == "users" { "user" } else { "device" };
     if !seen.workspace_exists(tx, &r.workspace)? {
-        return Err(unknown_workspace(noun, &r.workspace));
+        return Err(unknown_workspace(noun, &r.workspace).into());
     }
     // A unit gets its ref when it is first protected (see the schema's doc).
     let fresh = seen.next_ref;

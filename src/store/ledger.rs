@@ -13,7 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
 use super::{Store, StoreError};
-use crate::domain::{ConnectorState, PairOutcome, RunOutcome, Tally};
+use crate::domain::{Cadence, ConnectorState, PairOutcome, RunOutcome, Tally, Trigger};
 use crate::time::Millis;
 
 /// One connector, without its token.
@@ -191,6 +191,20 @@ fn lock_path(store_path: &Path) -> PathBuf {
     p.push(".run-lock");
     PathBuf::from(p)
 }
+
+/// Closes every run left unfinished (a crash, a kill, an abandoned shutdown) as `interrupted`, with
+/// the counts its ledger rows hold.
+const INTERRUPT_UNFINISHED: &str = "UPDATE runs SET finished_at = ?1, outcome = 'interrupted',
+    message = COALESCE(message, 'the run stopped before it finished (crash or shutdown)'),
+    pushed = (SELECT count(*) FROM ledger l WHERE l.run_id = runs.id AND l.outcome = 'pushed'),
+    unmapped = (SELECT count(*) FROM ledger l WHERE l.run_id = runs.id AND l.outcome = 'unmapped'),
+    failed = (SELECT count(*) FROM ledger l WHERE l.run_id = runs.id AND l.outcome = 'failed'),
+    rejected = (SELECT count(*) FROM ledger l WHERE l.run_id = runs.id AND l.outcome = 'rejected'),
+    skipped_disabled = (SELECT count(*) FROM ledger l WHERE l.run_id = runs.id AND l.outcome = 'skipped_disabled')
+ WHERE finished_at IS NULL";
+
+/// `daemon_state` key: the latest scheduled slot a run was started for (milliseconds).
+const LAST_SLOT: &str = "last_slot";
 
 const CONNECTOR_COLUMNS: &str = "id, state, state_reason, gradient_status, organization_name, token_set_at, verified_at, last_success_at, token IS NOT NULL";
 
@@ -431,19 +445,35 @@ impl Store {
     // ---- runs ----
 
     /// Opens a run record and returns its id.
+    /// Marks runs left unfinished by a crash `interrupted`, opens a run and, for a scheduled slot,
+    /// records the slot as taken — in one transaction, so a slot is taken exactly when its run
+    /// starts. Returns the run id and how many earlier runs were marked interrupted.
     pub fn open_run(
-        &self,
-        trigger: &str,
-        cadence: &str,
+        &mut self,
+        trigger: Trigger,
+        cadence: Cadence,
         period: &str,
         slot_at: Option<Millis>,
         now: Millis,
-    ) -> Result<i64, StoreError> {
-        self.conn().execute(
+    ) -> Result<(i64, usize), StoreError> {
+        let tx = self
+            .conn_mut()
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let interrupted = tx.execute(INTERRUPT_UNFINISHED, [now])?;
+        tx.execute(
             "INSERT INTO runs (trigger, cadence, period, slot_at, started_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![trigger, cadence, period, slot_at, now],
         )?;
-        Ok(self.conn().last_insert_rowid())
+        let id = tx.last_insert_rowid();
+        if let Some(slot) = slot_at {
+            tx.execute(
+                "INSERT INTO daemon_state (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+                params![LAST_SLOT, slot],
+            )?;
+        }
+        tx.commit()?;
+        Ok((id, interrupted))
     }
 
     /// Closes a run with its outcome and counts.
@@ -476,17 +506,7 @@ impl Store {
     /// Marks every unfinished run as interrupted (call only while holding the [`RunLock`]); their
     /// counts are taken from the ledger rows they wrote. Returns how many.
     pub fn mark_unfinished_interrupted(&self, now: Millis) -> Result<usize, StoreError> {
-        let n = self.conn().execute(
-            "UPDATE runs SET finished_at = ?1, outcome = 'interrupted',
-                message = COALESCE(message, 'the run stopped before it finished (crash or shutdown)'),
-                pushed = (SELECT count(*) FROM ledger l WHERE l.run_id = runs.id AND l.outcome = 'pushed'),
-                unmapped = (SELECT count(*) FROM ledger l WHERE l.run_id = runs.id AND l.outcome = 'unmapped'),
-                failed = (SELECT count(*) FROM ledger l WHERE l.run_id = runs.id AND l.outcome = 'failed'),
-                rejected = (SELECT count(*) FROM ledger l WHERE l.run_id = runs.id AND l.outcome = 'rejected'),
-                skipped_disabled = (SELECT count(*) FROM ledger l WHERE l.run_id = runs.id AND l.outcome = 'skipped_disabled')
-             WHERE finished_at IS NULL",
-            [now],
-        )?;
+        let n = self.conn().execute(INTERRUPT_UNFINISHED, [now])?;
         Ok(n)
     }
 
@@ -665,6 +685,22 @@ impl Store {
 
     // ---- daemon state ----
 
+    /// The latest scheduled slot a run was started for (None on a fresh store).
+    pub fn last_slot(&self) -> Result<Option<Millis>, StoreError> {
+        Ok(self
+            .state_get(LAST_SLOT)?
+            .and_then(|v| v.parse::<Millis>().ok()))
+    }
+
+    /// A fresh store: remember where the schedule stands, so a slot missed later is known.
+    pub fn anchor_schedule(&self, slot: Millis) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO daemon_state (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+            params![LAST_SLOT, slot],
+        )?;
+        Ok(())
+    }
+
     /// A bookkeeping value.
     pub fn state_get(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(self
@@ -738,7 +774,8 @@ mod tests {
     fn ledger_updates_last_known_only_for_pushed_and_history_shows_changes() {
         let (_d, mut s) = temp_store();
         for run in 1..=3 {
-            s.open_run("cli", "daily", "p", None, run).unwrap();
+            s.open_run(Trigger::Cli, Cadence::Daily, "p", None, run)
+                .unwrap();
         }
         s.record(&[
             entry(1, "a", 5, PairOutcome::Pushed),
@@ -779,7 +816,9 @@ mod tests {
     #[test]
     fn unfinished_runs_become_interrupted_with_their_counts() {
         let (_d, mut s) = temp_store();
-        let id = s.open_run("schedule", "daily", "p", Some(10), 1).unwrap();
+        let (id, _) = s
+            .open_run(Trigger::Schedule, Cadence::Daily, "p", Some(10), 1)
+            .unwrap();
         s.record(&[entry(id, "a", 5, PairOutcome::Pushed)]).unwrap();
         assert_eq!(s.mark_unfinished_interrupted(2).unwrap(), 1);
         let r = s.last_run().unwrap().unwrap();

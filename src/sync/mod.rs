@@ -20,13 +20,12 @@ use secrecy::SecretString;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::Exit;
 use crate::config::{Config, ConfigError};
-use crate::domain::{ConnectorState, PairOutcome, RunOutcome, Tally, Trigger};
-use crate::gradient::{
-    AccountUpdate, ErrorKind, GradientClient, GradientError, IntegrationStatus, NewService,
-    PartnerSession,
+use crate::connector::{ensure_accounts, verify};
+use crate::domain::{
+    Cadence, ConnectorId, ConnectorState, PairOutcome, RunOutcome, Tally, Trigger,
 };
+use crate::gradient::{ErrorKind, GradientClient, GradientError, NewService, PartnerSession};
 use crate::store::counting::{count_as_of, count_month, Counts, ServiceUnit};
 use crate::store::ledger::{ConnectorRow, LedgerEntry, RunLock, WorkspaceRow};
 use crate::store::{StoreError, StoreLocation};
@@ -48,7 +47,7 @@ pub enum SyncError {
     Client(GradientError),
     /// `--connector` names no connector.
     #[error("there is no connector {0:?}; add it with `gradient-connector connector add {0} --token-file PATH`")]
-    UnknownConnector(String),
+    UnknownConnector(ConnectorId),
 }
 
 /// What a run needs: configuration, store and client. Cheap to clone.
@@ -90,7 +89,7 @@ pub struct RunRequest {
     /// Who asked.
     pub trigger: Trigger,
     /// Only this connector.
-    pub connector: Option<String>,
+    pub connector: Option<ConnectorId>,
     /// Count this month instead of the configured cadence.
     pub month: Option<Month>,
     /// The scheduled slot this run is for.
@@ -137,7 +136,7 @@ pub struct RunReport {
     /// Who asked.
     pub trigger: Trigger,
     /// `daily` or `monthly`.
-    pub cadence: &'static str,
+    pub cadence: Cadence,
     /// Period label.
     pub period: String,
     /// Outcome.
@@ -153,18 +152,15 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    /// The exit code of the contract for this run.
-    pub fn exit(&self) -> Exit {
+    /// Whether the run's failures are worth retrying at the next run (failed or rejected pairs)
+    /// rather than a reason the message explains (the catalogue could not be read, 403, ...).
+    pub fn is_transient(&self) -> bool {
         match self.outcome {
-            RunOutcome::Ok => Exit::Ok,
-            RunOutcome::Interrupted => Exit::TempFail,
-            RunOutcome::Partial => Exit::TempFail,
-            RunOutcome::Failed
-                if self.tally.failed + self.tally.rejected > 0 && self.message.is_none() =>
-            {
-                Exit::TempFail
+            RunOutcome::Ok => false,
+            RunOutcome::Interrupted | RunOutcome::Partial => true,
+            RunOutcome::Failed => {
+                self.tally.failed + self.tally.rejected > 0 && self.message.is_none()
             }
-            RunOutcome::Failed => Exit::Failed,
         }
     }
 
@@ -212,7 +208,7 @@ fn services_of(config: &Config) -> Vec<ServiceUnit> {
 async fn read_setup(
     store: &StoreLocation,
     config: &Arc<Config>,
-    only: Option<String>,
+    only: Option<ConnectorId>,
     period: Period,
 ) -> Result<Setup, SyncError> {
     let config = config.clone();
@@ -278,10 +274,10 @@ pub fn request_period(config: &Config, req: &RunRequest, now: Millis) -> Period 
     )
 }
 
-fn cadence_label(p: &Period) -> &'static str {
+fn cadence_label(p: &Period) -> Cadence {
     match p {
-        Period::AsOf(_) => "daily",
-        Period::Month(_) => "monthly",
+        Period::AsOf(_) => Cadence::Daily,
+        Period::Month(_) => Cadence::Monthly,
     }
 }
 
@@ -314,14 +310,14 @@ pub async fn run(
     let run_id = ctx
         .store
         .with(move |s| {
-            let n = s.mark_unfinished_interrupted(now)?;
+            let (id, n) = s.open_run(trigger, cadence, &lbl, slot, now)?;
             if n > 0 {
                 tracing::warn!("{n} earlier run(s) stopped before finishing (crash or kill); recorded as interrupted");
             }
-            s.open_run(trigger.as_str(), cadence, &lbl, slot, now)
+            Ok(id)
         })
         .await?;
-    tracing::info!(run_id, trigger = trigger.as_str(), cadence, period = %label, "sync run started");
+    tracing::info!(run_id, trigger = trigger.as_str(), cadence = cadence.as_str(), period = %label, "sync run started");
 
     let mut report = RunReport {
         run_id,
@@ -337,7 +333,7 @@ pub async fn run(
 
     let writer = LedgerWriter::start(&ctx.store)?;
     let result = run_connectors(ctx, &setup, run_id, control, &writer.sender(), &mut report).await;
-    let written = writer.finish();
+    let written = writer.finish().await;
     let aborted = match (result, written) {
         (Err(msg), _) => {
             report.message = Some(msg);
@@ -349,6 +345,21 @@ pub async fn run(
         }
         (Ok(()), Ok(_)) => false,
     };
+    // The run's tally is what the ledger holds, not what the tasks counted.
+    let held = ctx
+        .store
+        .with(move |s| s.run_tally_by_connector(run_id))
+        .await;
+    match held {
+        Ok(by_connector) => {
+            for c in &mut report.connectors {
+                c.tally = by_connector.get(c.id.as_str()).copied().unwrap_or_default();
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the run's ledger back; its counts are the tasks' own")
+        }
+    }
     for c in &report.connectors {
         report.tally.merge(&c.tally);
     }
@@ -729,82 +740,6 @@ fn record_disabled(
     }
 }
 
-/// Accounts reconciliation result.
-#[derive(Debug, Clone, Default)]
-pub struct AccountSync {
-    /// Created.
-    pub created: usize,
-    /// Renamed.
-    pub renamed: usize,
-}
-
-/// Reads the partner's accounts, creates the missing ones in one bulk call (this also heals a
-/// disconnect in Gradient, which deletes our accounts) and renames changed ones. Errors only when
-/// the accounts cannot be read or the token is rejected; other failures are logged.
-pub async fn ensure_accounts(
-    session: &PartnerSession,
-    connector_id: &str,
-    workspaces: &[WorkspaceRow],
-) -> Result<AccountSync, GradientError> {
-    let existing = session.get_accounts().await?.value;
-    let changes = plan::account_changes(connector_id, workspaces, &existing);
-    let mut out = AccountSync::default();
-    if !changes.create.is_empty() {
-        match session.create_accounts(&changes.create).await {
-            Ok(_) => {
-                out.created = changes.create.len();
-                tracing::info!(connector = %connector_id, created = out.created, "accounts created in Gradient");
-            }
-            Err(e) if e.kind == ErrorKind::Unauthorized => return Err(e),
-            Err(e) => {
-                tracing::warn!(connector = %connector_id, error = %e, "could not create accounts; their pairs will be reported unmapped")
-            }
-        }
-    }
-    for (id, name) in &changes.rename {
-        let update = AccountUpdate {
-            name: Some(name.clone()),
-            description: None,
-        };
-        match session.update_account(id, &update).await {
-            Ok(_) => out.renamed += 1,
-            Err(e) if e.kind == ErrorKind::Unauthorized => return Err(e),
-            Err(e) => {
-                tracing::warn!(connector = %connector_id, account = %id, error = %e, "could not rename the account")
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Verifies a token: reads the integration, sets it `pending` unless Gradient already says `active`,
-/// and records the connector as connected. Returns the status Gradient now shows.
-pub async fn verify(
-    ctx: &SyncContext,
-    row_id: &str,
-    token_set_at: Option<Millis>,
-    session: &PartnerSession,
-) -> Result<String, GradientError> {
-    let integration = session.get_integration().await?.value;
-    let mut status = integration.status.clone().unwrap_or_default();
-    if status != "active" {
-        session
-            .set_integration_status(IntegrationStatus::Pending)
-            .await?;
-        status = "pending".into();
-    }
-    let (id, st, name) = (row_id.to_string(), status.clone(), integration.name.clone());
-    let now = now_ms();
-    if let Err(e) = ctx
-        .store
-        .with(move |s| s.mark_connected(&id, token_set_at, Some(&st), name.as_deref(), now))
-        .await
-    {
-        tracing::error!(connector = %row_id, error = %e, "could not record the verified token");
-    }
-    Ok(status)
-}
-
 /// One connector's part of a run.
 #[allow(clippy::too_many_arguments)]
 async fn sync_connector(
@@ -827,7 +762,7 @@ async fn sync_connector(
     // Setup calls: verification (unverified only) and accounts. A failure here decides every pair.
     let setup: Result<(), GradientError> = async {
         if p.row.state == ConnectorState::Unverified {
-            verify(ctx, &id, p.row.token_set_at, &p.session).await?;
+            verify(&ctx.store, &id, p.row.token_set_at, &p.session).await?;
             cr.state = Some(ConnectorState::Connected);
         }
         let acc = ensure_accounts(&p.session, &id, &workspaces).await?;
@@ -1048,7 +983,7 @@ async fn push_pair(
 #[derive(Debug, Clone, Serialize)]
 pub struct DryRun {
     /// `daily` or `monthly`.
-    pub cadence: &'static str,
+    pub cadence: Cadence,
     /// Period label.
     pub period: String,
     /// Per connector.

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::config::ServiceConfig;
 use crate::domain::{Cadence, RunOutcome, Tally};
-use crate::gradient::{Account, NewAccount, Sku};
+use crate::gradient::Sku;
 use crate::store::counting::Counts;
 use crate::store::ledger::WorkspaceRow;
 use crate::time::{Millis, Month, Period};
@@ -128,37 +128,6 @@ pub fn plan_connectors(
             .sort_by(|a, b| (&a.account_id, &a.module).cmp(&(&b.account_id, &b.module)));
     }
     plans
-}
-
-/// Accounts to create (bulk) and rename so that Gradient holds every workspace of the channel.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AccountChanges {
-    /// Missing accounts.
-    pub create: Vec<NewAccount>,
-    /// (account id, new name) for accounts whose name differs.
-    pub rename: Vec<(String, String)>,
-}
-
-/// Compares the channel's workspaces with Gradient's accounts.
-pub fn account_changes(
-    connector_id: &str,
-    workspaces: &[WorkspaceRow],
-    existing: &[Account],
-) -> AccountChanges {
-    let by_id: HashMap<&str, &Account> = existing.iter().map(|a| (a.id.as_str(), a)).collect();
-    let mut out = AccountChanges::default();
-    for w in workspaces.iter().filter(|w| w.channel_id == connector_id) {
-        match by_id.get(w.id.as_str()) {
-            None => out.create.push(NewAccount {
-                id: w.id.clone(),
-                name: w.name.clone(),
-                description: None,
-            }),
-            Some(a) if a.name != w.name => out.rename.push((w.id.clone(), w.name.clone())),
-            Some(_) => {}
-        }
-    }
-    out
 }
 
 /// How configured services map onto Gradient's catalogue.
@@ -281,22 +250,6 @@ mod tests {
                 last_known: Some(7)
             }]
         );
-    }
-
-    #[test]
-    fn account_changes_create_missing_and_rename_different() {
-        let workspaces = vec![ws("a", "c", "A"), ws("b", "c", "B2"), ws("z", "other", "Z")];
-        let existing = vec![Account {
-            id: "b".into(),
-            name: "B".into(),
-            description: None,
-            is_mapped: None,
-            mapping_id: None,
-        }];
-        let ch = account_changes("c", &workspaces, &existing);
-        assert_eq!(ch.create.len(), 1);
-        assert_eq!(ch.create[0].id, "a");
-        assert_eq!(ch.rename, vec![("b".to_string(), "B2".to_string())]);
     }
 
     #[test]

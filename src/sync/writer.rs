@@ -1,6 +1,7 @@
 //! The ledger writer: a thread that owns a store connection during a run and writes ledger rows in
 //! small transactions as pushes complete, so that a crash loses at most the last few milliseconds of
-//! records and the push path never waits on the disk.
+//! records and the push path never waits on the disk. A busy store (another writer) is waited on,
+//! never a reason to drop a row.
 
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::thread::JoinHandle;
@@ -34,13 +35,40 @@ impl LedgerWriter {
         self.tx.clone()
     }
 
-    /// Waits until every row sent has been written; returns how many were written.
-    /// Every other sender must have been dropped first.
-    pub fn finish(self) -> Result<u64, StoreError> {
+    /// Waits (off the async workers) until every row sent has been written; returns how many were
+    /// written. Every other sender must have been dropped first.
+    pub async fn finish(self) -> Result<u64, StoreError> {
         drop(self.tx);
-        self.handle
-            .join()
+        let handle = self.handle;
+        tokio::task::spawn_blocking(move || handle.join())
+            .await
+            .map_err(|e| StoreError::Sqlite(format!("the ledger writer could not be joined: {e}")))?
             .map_err(|_| StoreError::Sqlite("the ledger writer panicked".into()))?
+    }
+}
+
+/// Longest pause between two tries of a batch while another writer holds the store.
+const BUSY_PAUSE_MAX: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Writes one batch; while the store is busy (an import holds the write lock longer than the busy
+/// timeout) it waits and tries again: a row Gradient accepted is never dropped for a busy store.
+fn record_waiting(
+    store: &mut crate::store::Store,
+    batch: &[LedgerEntry],
+) -> Result<(), StoreError> {
+    let mut pause = std::time::Duration::from_millis(50);
+    loop {
+        match store.record(batch) {
+            Err(StoreError::Busy) => {
+                tracing::warn!(
+                    rows = batch.len(),
+                    "the store is busy (another writer, e.g. an import): ledger rows wait"
+                );
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(BUSY_PAUSE_MAX);
+            }
+            other => return other,
+        }
     }
 }
 
@@ -59,7 +87,7 @@ fn write_loop(
                 Err(_) => break,
             }
         }
-        store.record(&batch)?;
+        record_waiting(store, &batch)?;
         written += batch.len() as u64;
         batch.clear();
     }

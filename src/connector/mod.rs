@@ -5,18 +5,23 @@
 //! the MSP generated a new key; nothing is sent until a new token is added) → `connected` again via
 //! `connector add`; `disconnected` (token forgotten, history kept).
 
+mod accounts;
+
+pub use accounts::{account_changes, ensure_accounts, AccountChanges, AccountSync};
+
 use std::io::Read;
 use std::path::Path;
 
 use secrecy::SecretString;
 use serde::Serialize;
 
-use crate::cli::Exit;
+use crate::domain::ConnectorId;
 use crate::domain::ConnectorState;
 use crate::gradient::{ErrorKind, IntegrationStatus};
+use crate::gradient::{GradientClient, GradientError, PartnerSession};
 use crate::store::StoreError;
-use crate::sync::{ensure_accounts, verify, SyncContext};
-use crate::time::now_ms;
+use crate::store::StoreLocation;
+use crate::time::{now_ms, Millis};
 
 /// Longest accepted token.
 const MAX_TOKEN_BYTES: usize = 4096;
@@ -46,15 +51,15 @@ pub enum ConnectorError {
 }
 
 impl ConnectorError {
-    /// The exit code for this error.
-    pub fn exit(&self) -> Exit {
-        match self {
+    /// Whether trying again later may work (Gradient unreachable, store busy).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
             ConnectorError::NotVerified {
-                transient: true, ..
-            } => Exit::TempFail,
-            ConnectorError::Store(StoreError::Busy) => Exit::TempFail,
-            _ => Exit::Failed,
-        }
+                transient: true,
+                ..
+            } | ConnectorError::Store(StoreError::Busy)
+        )
     }
 }
 
@@ -103,7 +108,7 @@ pub fn validate_token(raw: &str) -> Result<SecretString, ConnectorError> {
 #[derive(Debug, Clone, Serialize)]
 pub struct AddReport {
     /// Connector id.
-    pub id: String,
+    pub id: ConnectorId,
     /// Integration status in Gradient now.
     pub gradient_status: String,
     /// Accounts created.
@@ -116,14 +121,14 @@ pub struct AddReport {
 
 /// Stores (or replaces) a connector's token, verifies it and creates the channel's accounts.
 pub async fn add(
-    ctx: &SyncContext,
-    id: &str,
+    store: &StoreLocation,
+    client: &GradientClient,
+    id: &ConnectorId,
     token: SecretString,
 ) -> Result<AddReport, ConnectorError> {
     let now = now_ms();
     let (cid, tok) = (id.to_string(), token.clone());
-    let (channel_known, workspaces) = ctx
-        .store
+    let (channel_known, workspaces) = store
         .with(move |s| {
             s.set_token(&cid, &tok, now)?;
             let known = s.channel_exists(&cid)?;
@@ -138,8 +143,8 @@ pub async fn add(
     if !channel_known {
         tracing::warn!(connector = %id, "the inventory has no channel with this id yet; import it so that its workspaces are synced");
     }
-    let session = ctx.client.partner(&token);
-    let status = match verify(ctx, id, Some(now), &session).await {
+    let session = client.partner(&token);
+    let status = match verify(store, id, Some(now), &session).await {
         Ok(s) => s,
         Err(e) => {
             let reason = if e.kind == ErrorKind::Unauthorized {
@@ -148,7 +153,7 @@ pub async fn add(
                 e.to_string()
             };
             let (cid, r) = (id.to_string(), reason.clone());
-            ctx.store
+            store
                 .with(move |s| {
                     s.set_connector_state(&cid, Some(now), ConnectorState::Unverified, &r, now_ms())
                 })
@@ -170,7 +175,7 @@ pub async fn add(
         }
     };
     Ok(AddReport {
-        id: id.to_string(),
+        id: id.clone(),
         gradient_status: status,
         accounts_created: accounts.created,
         accounts_renamed: accounts.renamed,
@@ -180,10 +185,13 @@ pub async fn add(
 
 /// Tells Gradient the integration is `inactive` (best effort), forgets the token, keeps history.
 /// Returns whether Gradient was told.
-pub async fn disconnect(ctx: &SyncContext, id: &str) -> Result<bool, ConnectorError> {
+pub async fn disconnect(
+    store: &StoreLocation,
+    client: &GradientClient,
+    id: &ConnectorId,
+) -> Result<bool, ConnectorError> {
     let cid = id.to_string();
-    let (row, token) = ctx
-        .store
+    let (row, token) = store
         .with(move |s| Ok((s.connector(&cid)?, s.token(&cid)?)))
         .await?;
     if row.is_none() {
@@ -191,8 +199,7 @@ pub async fn disconnect(ctx: &SyncContext, id: &str) -> Result<bool, ConnectorEr
     }
     let mut told = false;
     if let Some(token) = token {
-        match ctx
-            .client
+        match client
             .partner(&token)
             .set_integration_status(IntegrationStatus::Inactive)
             .await
@@ -204,10 +211,37 @@ pub async fn disconnect(ctx: &SyncContext, id: &str) -> Result<bool, ConnectorEr
         }
     }
     let cid = id.to_string();
-    ctx.store
+    store
         .with(move |s| s.disconnect(&cid, "disconnected by the operator", now_ms()))
         .await?;
     Ok(told)
+}
+
+/// Verifies a token: reads the integration, sets it `pending` unless Gradient already says `active`,
+/// and records the connector as connected. Returns the status Gradient now shows.
+pub async fn verify(
+    store: &StoreLocation,
+    row_id: &str,
+    token_set_at: Option<Millis>,
+    session: &PartnerSession,
+) -> Result<String, GradientError> {
+    let integration = session.get_integration().await?.value;
+    let mut status = integration.status.clone().unwrap_or_default();
+    if status != "active" {
+        session
+            .set_integration_status(IntegrationStatus::Pending)
+            .await?;
+        status = "pending".into();
+    }
+    let (id, st, name) = (row_id.to_string(), status.clone(), integration.name.clone());
+    let now = now_ms();
+    if let Err(e) = store
+        .with(move |s| s.mark_connected(&id, token_set_at, Some(&st), name.as_deref(), now))
+        .await
+    {
+        tracing::error!(connector = %row_id, error = %e, "could not record the verified token");
+    }
+    Ok(status)
 }
 
 #[cfg(test)]

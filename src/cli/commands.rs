@@ -1,0 +1,318 @@
+//! The commands: each loads what it needs, calls the module that does the work and prints the
+//! result. Each returns `Result<(), CommandError>`; the exit code is chosen in [`super::exit`].
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::exit::CommandError;
+use super::{Cli, Command, ConnectorCommand};
+use crate::config::{loose_permissions, Config, ConfigError, Problem};
+use crate::domain::{ConnectorId, Trigger};
+use crate::store::ledger::HistoryFilter;
+use crate::sync::{RunControl, RunRequest, SyncContext};
+
+type Done = Result<(), CommandError>;
+
+/// Runs one parsed command line.
+pub fn execute(cli: Cli) -> Done {
+    let config_path = Config::resolve_path(cli.config.as_deref());
+    match cli.command {
+        Command::CheckConfig => check_config(&config_path),
+        Command::Import { file } => import(load(&config_path)?, file.as_deref()),
+        Command::Demo { keep } => Ok(crate::demo::run(keep.as_deref())?),
+        other => dispatch(load(&config_path)?, other),
+    }
+}
+
+/// Loads the configuration and sets up logging.
+fn load(path: &Path) -> Result<Config, CommandError> {
+    let cfg = Config::load(path)?;
+    crate::daemon::init_logging(&cfg.log);
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(cfg)
+}
+
+fn dispatch(cfg: Config, command: Command) -> Done {
+    let runtime = crate::daemon::runtime()
+        .map_err(|e| CommandError::Output(format!("cannot start the async runtime: {e}")))?;
+    let cfg = Arc::new(cfg);
+    let result = runtime.block_on(async move {
+        match command {
+            Command::Run => Ok(crate::daemon::run(cfg).await?),
+            Command::Sync {
+                dry_run,
+                connector,
+                period,
+                json,
+            } => sync(cfg, dry_run, connector, period, json).await,
+            Command::Connector { command } => connector(cfg, command).await,
+            Command::Status { json } => status(&cfg, json),
+            Command::History {
+                connector,
+                run,
+                changes,
+                limit,
+                json,
+            } => history(
+                &cfg,
+                HistoryFilter {
+                    connector,
+                    run,
+                    changes,
+                    limit,
+                },
+                json,
+            ),
+            Command::CheckConfig | Command::Import { .. } | Command::Demo { .. } => Err(
+                CommandError::Usage("this command is not dispatched here".into()),
+            ),
+        }
+    });
+    // Store work stuck in SQLite's busy wait must not keep the process alive.
+    runtime.shutdown_timeout(crate::daemon::RUNTIME_SHUTDOWN);
+    result
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Done {
+    let s = serde_json::to_string_pretty(v).map_err(|e| CommandError::Output(e.to_string()))?;
+    println!("{s}");
+    Ok(())
+}
+
+fn open_store(cfg: &Config) -> Result<crate::store::Store, CommandError> {
+    Ok(crate::store::Store::open(
+        &cfg.store.path,
+        cfg.store.busy_timeout,
+    )?)
+}
+
+async fn sync(
+    cfg: Arc<Config>,
+    dry_run: bool,
+    connector: Option<String>,
+    period: Option<String>,
+    json: bool,
+) -> Done {
+    let month = match period.as_deref().map(str::parse::<crate::time::Month>) {
+        None => None,
+        Some(Ok(m)) => Some(m),
+        Some(Err(e)) => return Err(CommandError::Usage(format!("--period: {e}"))),
+    };
+    let req = RunRequest {
+        trigger: Trigger::Cli,
+        connector: connector.map(ConnectorId::from),
+        month,
+        slot_at: None,
+    };
+    if dry_run {
+        let plan = crate::sync::dry_run(&cfg, &req).await?;
+        if json {
+            return print_json(&plan);
+        }
+        print!("{}", crate::status::render_dry_run(&plan));
+        return Ok(());
+    }
+    let ctx = SyncContext::new(cfg)?;
+    let control = RunControl::default();
+    let watcher = crate::daemon::stop_on_signals(control.clone());
+    let result = crate::sync::run(&ctx, req, &control).await;
+    watcher.abort();
+    let report = result?;
+    if json {
+        print_json(&report)?;
+    } else {
+        print!("{}", crate::status::render_report(&report));
+    }
+    if report.outcome == crate::domain::RunOutcome::Ok {
+        return Ok(());
+    }
+    Err(CommandError::RunIncomplete {
+        message: report.message.clone().unwrap_or_else(|| {
+            format!(
+                "run {} ended {}: {}; failed and rejected pairs are retried at the next run",
+                report.run_id,
+                report.outcome.as_str(),
+                report.tally
+            )
+        }),
+        transient: report.is_transient(),
+    })
+}
+
+async fn connector(cfg: Arc<Config>, command: ConnectorCommand) -> Done {
+    match command {
+        ConnectorCommand::List { json } => {
+            let rows = open_store(&cfg)?.connectors()?;
+            if json {
+                return print_json(&rows);
+            }
+            print!("{}", crate::status::render_connectors(&rows));
+            Ok(())
+        }
+        ConnectorCommand::Add { id, token_file } => {
+            let token = crate::connector::read_token(&token_file)?;
+            let ctx = SyncContext::new(cfg)?;
+            let r = crate::connector::add(&ctx.store, &ctx.client, &id.into(), token).await?;
+            println!(
+                "connector {} connected: Gradient shows the integration {}; accounts created {}, renamed {}",
+                r.id, r.gradient_status, r.accounts_created, r.accounts_renamed
+            );
+            if !r.channel_known {
+                println!("note: the inventory has no channel {:?} yet; import it so that its workspaces are synced", r.id.as_str());
+            }
+            Ok(())
+        }
+        ConnectorCommand::Disconnect { id } => {
+            let ctx = SyncContext::new(cfg)?;
+            let told =
+                crate::connector::disconnect(&ctx.store, &ctx.client, &id.clone().into()).await?;
+            println!(
+                "connector {id} disconnected: token forgotten, history kept{}",
+                if told {
+                    "; Gradient shows the integration inactive"
+                } else {
+                    "; Gradient could not be told (see the log)"
+                }
+            );
+            Ok(())
+        }
+    }
+}
+
+fn status(cfg: &Config, json: bool) -> Done {
+    let store = open_store(cfg)?;
+    let s = crate::status::status(&store, cfg)?;
+    if json {
+        return print_json(&s);
+    }
+    print!("{}", crate::status::render_status(&s));
+    Ok(())
+}
+
+fn history(cfg: &Config, filter: HistoryFilter, json: bool) -> Done {
+    let store = open_store(cfg)?;
+    let rows = crate::status::history(&store, &filter)?;
+    if json {
+        return print_json(&rows);
+    }
+    print!("{}", crate::status::render_history(&rows));
+    Ok(())
+}
+
+fn check_config(path: &Path) -> Done {
+    let cfg = Config::load(path)?;
+    let (mut problems, mut warnings) = cfg.check_vendor_key();
+    warnings.extend(cfg.warnings.iter().cloned());
+    match check_store(&cfg.store.path) {
+        Ok(Some(w)) => warnings.push(w),
+        Ok(None) => {}
+        Err(p) => problems.push(p),
+    }
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    if !problems.is_empty() {
+        return Err(ConfigError::Invalid {
+            path: cfg.source.clone(),
+            problems,
+        }
+        .into());
+    }
+    let next = crate::schedule::Schedule::new(&cfg.schedule.cron, cfg.schedule.timezone)
+        .ok()
+        .and_then(|s| s.next_after(crate::time::now_ms()).ok())
+        .map(crate::time::format_ms)
+        .unwrap_or_else(|| "unknown".into());
+    let g = &cfg.gradient.client;
+    println!("configuration OK: {}", cfg.source.display());
+    println!(
+        "  gradient: {} ({} req/s, {} in flight, timeout {}s, {} attempts)",
+        g.base_url,
+        g.requests_per_second,
+        g.max_in_flight,
+        g.request_timeout.as_secs(),
+        g.max_attempts
+    );
+    println!("  vendor key: {}", cfg.vendor_key_path().display());
+    println!("  store: {}", cfg.store.path.display());
+    println!(
+        "  schedule: {} at \"{}\" {} (catch-up {}); next run {}",
+        cfg.schedule.cadence.as_str(),
+        cfg.schedule.cron,
+        cfg.schedule.timezone,
+        if cfg.schedule.catch_up { "on" } else { "off" },
+        next
+    );
+    let names: Vec<String> = cfg
+        .services
+        .iter()
+        .map(|s| format!("{} ({}, {})", s.name, s.module, s.unit.as_str()))
+        .collect();
+    println!("  services: {}", names.join("; "));
+    Ok(())
+}
+
+/// Checks that the store opens (an existing file) or can be created (a missing one, without
+/// creating it); warns when an existing store is readable by others.
+fn check_store(path: &Path) -> Result<Option<Problem>, Problem> {
+    let problem = |message: String| Problem {
+        key: "store.path".into(),
+        message,
+    };
+    if path.exists() {
+        crate::store::Store::open(path, std::time::Duration::from_secs(5))
+            .map_err(|e| problem(e.to_string()))?;
+        return Ok(loose_permissions(path, "store.path"));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(problem(format!(
+            "the directory {} does not exist; create it (systemd's StateDirectory= does)",
+            dir.display()
+        )));
+    }
+    let probe = dir.join(format!(".gradient-connector-probe-{}", std::process::id()));
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(None)
+        }
+        Err(e) => Err(problem(format!(
+            "cannot create the store in {}: {e}",
+            dir.display()
+        ))),
+    }
+}
+
+fn import(cfg: Config, file: Option<&Path>) -> Done {
+    let mut store = open_store(&cfg)?;
+    let stdin = || {
+        Box::new(std::io::BufReader::with_capacity(
+            256 * 1024,
+            std::io::stdin(),
+        ))
+    };
+    let reader: Box<dyn BufRead + Send> = match file {
+        None => stdin(),
+        Some(p) if p.as_os_str() == "-" => stdin(),
+        Some(p) => match std::fs::File::open(p) {
+            Ok(f) => Box::new(std::io::BufReader::with_capacity(256 * 1024, f)),
+            Err(e) => {
+                return Err(crate::store::import::ImportError::Read(format!(
+                    "cannot open {}: {e}",
+                    p.display()
+                ))
+                .into())
+            }
+        },
+    };
+    let summary = crate::store::import::import(&mut store, reader, crate::time::now_ms())?;
+    println!("{summary}");
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! The contract's exit codes, and the one place where a command's result becomes one.
+//!
+//! Every command returns `Result<(), CommandError>`; [`CommandError`] wraps each module's typed
+//! error with its source, and [`CommandError::exit`] is the whole mapping. Nothing below `cli`
+//! knows about exit codes.
+
+use std::process::ExitCode;
+
+use crate::config::ConfigError;
+use crate::connector::ConnectorError;
+use crate::daemon::DaemonError;
+use crate::demo::DemoError;
+use crate::store::import::ImportError;
+use crate::store::StoreError;
+use crate::sync::SyncError;
+
+/// Exit codes of the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    /// Done; every pair pushed or skipped for a documented reason.
+    Ok = 0,
+    /// Failed for a reason the message explains.
+    Failed = 1,
+    /// Bad command-line usage.
+    Usage = 2,
+    /// Bad import data: nothing was applied.
+    DataErr = 65,
+    /// Some pairs failed transiently, or a token was rejected; retried next run.
+    TempFail = 75,
+    /// Bad configuration.
+    Config = 78,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> ExitCode {
+        ExitCode::from(e as u8)
+    }
+}
+
+/// Why a command did not finish with everything done.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The configuration is bad (its problems are in the message).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An import failed: bad lines (nothing applied) or the store.
+    #[error(transparent)]
+    Import(#[from] ImportError),
+    /// A run could not start.
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    /// A run finished without pushing everything (its report is already printed).
+    #[error("{message}")]
+    RunIncomplete {
+        /// What to do.
+        message: String,
+        /// Whether the next run may fix it (75) or the message names a cause to fix (1).
+        transient: bool,
+    },
+    /// A connector command failed.
+    #[error(transparent)]
+    Connector(#[from] ConnectorError),
+    /// The daemon could not start or stopped on an error.
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
+    /// The demo failed.
+    #[error(transparent)]
+    Demo(#[from] DemoError),
+    /// Bad command-line usage that clap cannot see (e.g. a malformed `--period`).
+    #[error("{0}")]
+    Usage(String),
+    /// Output could not be written or encoded.
+    #[error("cannot write the output: {0}")]
+    Output(String),
+}
+
+impl CommandError {
+    /// The contract's exit code for this error: the only such mapping in the program.
+    pub fn exit(&self) -> Exit {
+        match self {
+            CommandError::Config(_) => Exit::Config,
+            CommandError::Store(e) => store_exit(e),
+            CommandError::Import(ImportError::BadLines { .. }) => Exit::DataErr,
+            CommandError::Import(ImportError::Store(e)) => store_exit(e),
+            CommandError::Import(_) => Exit::Failed,
+            CommandError::Sync(SyncError::Config(_)) => Exit::Config,
+            CommandError::Sync(SyncError::Store(e)) => store_exit(e),
+            CommandError::Sync(_) => Exit::Failed,
+            CommandError::RunIncomplete { transient, .. } => {
+                if *transient {
+                    Exit::TempFail
+                } else {
+                    Exit::Failed
+                }
+            }
+            CommandError::Connector(ConnectorError::Store(e)) => store_exit(e),
+            CommandError::Connector(e) if e.is_transient() => Exit::TempFail,
+            CommandError::Connector(_) => Exit::Failed,
+            CommandError::Daemon(e) if e.is_config() => Exit::Config,
+            CommandError::Daemon(_) => Exit::Failed,
+            CommandError::Demo(_) => Exit::Failed,
+            CommandError::Usage(_) => Exit::Usage,
+            CommandError::Output(_) => Exit::Failed,
+        }
+    }
+}
+
+/// A busy store or a held run lock may clear by itself (75); anything else needs a fix (1).
+fn store_exit(e: &StoreError) -> Exit {
+    match e {
+        StoreError::Busy | StoreError::RunInProgress => Exit::TempFail,
+        _ => Exit::Failed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_failures_during_import_are_not_bad_data() {
+        let full = CommandError::Import(ImportError::Store(StoreError::NotWritable(
+            "database or disk is full".into(),
+        )));
+        assert_eq!(full.exit(), Exit::Failed);
+        let bad = CommandError::Import(ImportError::BadLines {
+            lines: vec![],
+            total: 1,
+        });
+        assert_eq!(bad.exit(), Exit::DataErr);
+        let busy = CommandError::Import(ImportError::Store(StoreError::Busy));
+        assert_eq!(busy.exit(), Exit::TempFail);
+    }
+}

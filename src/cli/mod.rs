@@ -1,0 +1,145 @@
+//! The command line: argument parsing (clap), dispatch to the modules that do the work ([`commands`]),
+//! output formatting, and the exit codes of the contract ([`exit`]: the only place a result becomes
+//! an exit code).
+
+mod commands;
+mod exit;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub use exit::{CommandError, Exit};
+
+/// Reports a Gradient vendor's billable usage per MSP customer to Gradient MSP.
+#[derive(Debug, Parser)]
+#[command(name = "gradient-connector", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file [default: $GRADIENT_CONNECTOR_CONFIG, else /etc/gradient-connector/gradient-connector.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon in the foreground (systemd Type=notify): scheduled syncs, SIGUSR1 = sync now,
+    /// SIGHUP = reload, SIGTERM = stop.
+    Run,
+    /// Sync all (or one) connectors now, then exit (0 ok, 75 some pairs failed or a token was
+    /// rejected, 1 failed).
+    Sync {
+        /// Compute and print the planned counts; send nothing to Gradient and record nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only this connector (channel id).
+        #[arg(long, value_name = "ID")]
+        connector: Option<String>,
+        /// Count this calendar month (YYYY-MM, monthly semantics) instead of the configured cadence.
+        #[arg(long, value_name = "YYYY-MM")]
+        period: Option<String>,
+        /// Print the plan (dry run) or the run summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate the configuration (and that the store can be opened); print every problem (exit 78).
+    CheckConfig,
+    /// Apply inventory records (JSON Lines) from FILE or stdin in one transaction (exit 65 on bad
+    /// data: nothing applied).
+    Import {
+        /// The file; `-` or absent reads standard input.
+        file: Option<PathBuf>,
+    },
+    /// Manage connectors (one per MSP channel): add or replace a token, disconnect, list.
+    Connector {
+        /// What to do with connectors.
+        #[command(subcommand)]
+        command: ConnectorCommand,
+    },
+    /// Connectors, last run, last-known counts, unmapped and failing pairs, next scheduled run.
+    Status {
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The ledger of pushes, newest first.
+    History {
+        /// Only this connector.
+        #[arg(long, value_name = "ID")]
+        connector: Option<String>,
+        /// Only this run.
+        #[arg(long, value_name = "RUN")]
+        run: Option<i64>,
+        /// Only pairs whose count changed since their previous push.
+        #[arg(long)]
+        changes: bool,
+        /// At most this many rows.
+        #[arg(long, default_value_t = 200)]
+        limit: u32,
+        /// JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A self-contained tour against an in-process Gradient stand-in on 127.0.0.1.
+    Demo {
+        /// Keep the demo's store and config in DIR instead of a temporary directory.
+        #[arg(long, value_name = "DIR")]
+        keep: Option<PathBuf>,
+    },
+}
+
+/// `connector` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ConnectorCommand {
+    /// Store (or replace) channel ID's pasted Gradient partner token, verify it, set the integration
+    /// `pending`. Replacing a token heals a rejected one.
+    Add {
+        /// The channel (MSP) id.
+        id: String,
+        /// File holding the token; `-` reads standard input.
+        #[arg(long, value_name = "PATH")]
+        token_file: PathBuf,
+    },
+    /// Tell Gradient the integration is `inactive` and forget the token; history stays.
+    Disconnect {
+        /// The channel (MSP) id.
+        id: String,
+    },
+    /// Connectors and their state.
+    List {
+        /// JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Entry point of the `gradient-connector` binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                Exit::Usage.into()
+            } else {
+                Exit::Ok.into()
+            };
+        }
+    };
+    run(cli).into()
+}
+
+/// Runs one parsed command line and returns its exit code: the one place a result becomes a code.
+pub fn run(cli: Cli) -> Exit {
+    match commands::execute(cli) {
+        Ok(()) => Exit::Ok,
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit()
+        }
+    }
+}

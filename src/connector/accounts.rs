@@ -1,0 +1,118 @@
+//! Account reconciliation: Gradient must hold one account per workspace of the MSP's channel, named
+//! as in the inventory. [`account_changes`] plans it (pure); [`ensure_accounts`] reads Gradient's
+//! accounts and applies the plan. It runs when a token is pasted and at the start of each run.
+
+use std::collections::HashMap;
+
+use crate::gradient::{
+    Account, AccountUpdate, ErrorKind, GradientError, NewAccount, PartnerSession,
+};
+use crate::store::ledger::WorkspaceRow;
+
+/// Accounts to create (bulk) and rename so that Gradient holds every workspace of the channel.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountChanges {
+    /// Missing accounts.
+    pub create: Vec<NewAccount>,
+    /// (account id, new name) for accounts whose name differs.
+    pub rename: Vec<(String, String)>,
+}
+
+/// Compares the channel's workspaces with Gradient's accounts.
+pub fn account_changes(
+    connector_id: &str,
+    workspaces: &[WorkspaceRow],
+    existing: &[Account],
+) -> AccountChanges {
+    let by_id: HashMap<&str, &Account> = existing.iter().map(|a| (a.id.as_str(), a)).collect();
+    let mut out = AccountChanges::default();
+    for w in workspaces.iter().filter(|w| w.channel_id == connector_id) {
+        match by_id.get(w.id.as_str()) {
+            None => out.create.push(NewAccount {
+                id: w.id.clone(),
+                name: w.name.clone(),
+                description: None,
+            }),
+            Some(a) if a.name != w.name => out.rename.push((w.id.clone(), w.name.clone())),
+            Some(_) => {}
+        }
+    }
+    out
+}
+
+/// Accounts reconciliation result.
+#[derive(Debug, Clone, Default)]
+pub struct AccountSync {
+    /// Created.
+    pub created: usize,
+    /// Renamed.
+    pub renamed: usize,
+}
+
+/// Reads the partner's accounts, creates the missing ones in one bulk call (this also heals a
+/// disconnect in Gradient, which deletes our accounts) and renames changed ones. Errors only when
+/// the accounts cannot be read or the token is rejected; other failures are logged.
+pub async fn ensure_accounts(
+    session: &PartnerSession,
+    connector_id: &str,
+    workspaces: &[WorkspaceRow],
+) -> Result<AccountSync, GradientError> {
+    let existing = session.get_accounts().await?.value;
+    let changes = account_changes(connector_id, workspaces, &existing);
+    let mut out = AccountSync::default();
+    if !changes.create.is_empty() {
+        match session.create_accounts(&changes.create).await {
+            Ok(_) => {
+                out.created = changes.create.len();
+                tracing::info!(connector = %connector_id, created = out.created, "accounts created in Gradient");
+            }
+            Err(e) if e.kind == ErrorKind::Unauthorized => return Err(e),
+            Err(e) => {
+                tracing::warn!(connector = %connector_id, error = %e, "could not create accounts; their pairs will be reported unmapped")
+            }
+        }
+    }
+    for (id, name) in &changes.rename {
+        let update = AccountUpdate {
+            name: Some(name.clone()),
+            description: None,
+        };
+        match session.update_account(id, &update).await {
+            Ok(_) => out.renamed += 1,
+            Err(e) if e.kind == ErrorKind::Unauthorized => return Err(e),
+            Err(e) => {
+                tracing::warn!(connector = %connector_id, account = %id, error = %e, "could not rename the account")
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ws(id: &str, channel: &str, name: &str) -> WorkspaceRow {
+        WorkspaceRow {
+            id: id.into(),
+            channel_id: channel.into(),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn account_changes_create_missing_and_rename_different() {
+        let workspaces = vec![ws("a", "c", "A"), ws("b", "c", "B2"), ws("z", "other", "Z")];
+        let existing = vec![Account {
+            id: "b".into(),
+            name: "B".into(),
+            description: None,
+            is_mapped: None,
+            mapping_id: None,
+        }];
+        let ch = account_changes("c", &workspaces, &existing);
+        assert_eq!(ch.create.len(), 1);
+        assert_eq!(ch.create[0].id, "a");
+        assert_eq!(ch.rename, vec![("b".to_string(), "B2".to_string())]);
+    }
+}

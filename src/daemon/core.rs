@@ -1,0 +1,382 @@
+//! The daemon's core: one event loop that owns the run queue and the schedule timer.
+//!
+//! Everything that can ask for work arrives as a [`DaemonEvent`] (SIGUSR1, SIGHUP, SIGTERM, the
+//! watchdog's probe, later the control API); schedule slots come from the core's own timer. The core
+//! never touches the store or the network itself: runs, reloads and bookkeeping go through a
+//! [`Driver`], and time through a [`Clock`] — so tests drive it with paused tokio time and a fake
+//! driver, in milliseconds.
+//!
+//! Rules (each has a test that fails when it is broken):
+//! - at most one run at a time; a request while a run is active queues **exactly one** more;
+//! - a slot is handed to a run, never marked taken by the core: the run records it when it starts,
+//!   so a slot that cannot start now (run lock held by a CLI `sync`) is retried until it runs;
+//! - the core answers a watchdog probe whatever else is going on;
+//! - on shutdown the run in flight gets [`SHUTDOWN_GRACE`] to finish its requests, then is
+//!   abandoned; the whole stop stays within the contract's 10 s.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::domain::{ConnectorId, Trigger};
+use crate::schedule::Schedule;
+use crate::sync::{RunControl, RunRequest};
+use crate::time::{format_ms, now_ms, Millis};
+
+/// How long in-flight requests may finish after a stop signal; then they are abandoned, so that the
+/// whole stop stays within the contract's 10 s.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(7);
+/// After abandoning, how long the run gets to record itself before the core stops waiting.
+pub const ABANDON_WAIT: Duration = Duration::from_secs(2);
+/// First wait before retrying a request that could not start (run lock held); doubles up to
+/// [`RETRY_MAX`].
+pub const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// Longest wait between two tries of a request that could not start.
+pub const RETRY_MAX: Duration = Duration::from_secs(15);
+
+/// Something the core must react to.
+#[derive(Debug)]
+pub enum DaemonEvent {
+    /// Run now (SIGUSR1, or the control API).
+    SyncNow {
+        /// Who asked.
+        trigger: Trigger,
+        /// Only this connector.
+        connector: Option<ConnectorId>,
+    },
+    /// Re-read the configuration (SIGHUP).
+    Reload,
+    /// Stop (SIGTERM, SIGINT).
+    Shutdown,
+    /// The watchdog asks whether the core is alive; the core answers at once.
+    Probe(oneshot::Sender<()>),
+}
+
+/// Wall-clock time, injected so that tests can run the schedule under paused tokio time.
+pub trait Clock: Send + Sync + 'static {
+    /// Now, in milliseconds since the epoch.
+    fn now(&self) -> Millis;
+}
+
+/// The real clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Millis {
+        now_ms()
+    }
+}
+
+/// How a run ended, as far as the queue cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunEnd {
+    /// It ran (whatever its outcome); the text is its one-line summary.
+    Ran(String),
+    /// It could not start because another run holds the run lock: try again soon.
+    LockHeld,
+    /// It could not start for another reason (logged).
+    NotStarted(String),
+}
+
+/// A run in progress, as a future the core can await.
+pub type RunFuture = Pin<Box<dyn Future<Output = RunEnd> + Send>>;
+
+/// What a reload produced.
+pub struct Reloaded {
+    /// The new schedule.
+    pub schedule: Schedule,
+}
+
+/// The core's hands: everything that touches the store, the network or the configuration.
+pub trait Driver: Send + 'static {
+    /// Starts one run; it must honour `control` (stop = no new request, abort = drop in-flight ones).
+    fn start_run(&mut self, req: RunRequest, control: RunControl) -> RunFuture;
+    /// Re-reads the configuration; `Err` keeps the old one (the reason is logged by the caller).
+    fn reload(&mut self) -> Result<Reloaded, String>;
+    /// The next slot changed (for `status`); must not block.
+    fn next_slot_changed(&mut self, next: Option<Millis>);
+    /// The status line changed (sd_notify STATUS); must not block.
+    fn status(&mut self, line: &str);
+    /// Shutdown abandoned a run: record it as interrupted, without blocking for long.
+    fn abandoned(&mut self) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+}
+
+struct Current {
+    control: RunControl,
+    handle: JoinHandle<RunEnd>,
+    req: RunRequest,
+}
+
+/// The core's state.
+pub struct Core<D: Driver> {
+    clock: Arc<dyn Clock>,
+    driver: D,
+    schedule: Schedule,
+    next_slot: Option<Millis>,
+    current: Option<Current>,
+    pending: Option<RunRequest>,
+    retry: Option<(tokio::time::Instant, Duration)>,
+    last_summary: String,
+}
+
+impl<D: Driver> Core<D> {
+    /// A core that waits for `schedule`'s next slot after now.
+    pub fn new(clock: Arc<dyn Clock>, driver: D, schedule: Schedule) -> Core<D> {
+        let mut core = Core {
+            clock,
+            driver,
+            schedule,
+            next_slot: None,
+            current: None,
+            pending: None,
+            retry: None,
+            last_summary: "none yet".into(),
+        };
+        core.plan_next(core.clock.now());
+        core
+    }
+
+    /// The slot the core waits for.
+    pub fn next_slot(&self) -> Option<Millis> {
+        self.next_slot
+    }
+
+    fn status_line(&self) -> String {
+        let next = self
+            .next_slot
+            .map(format_ms)
+            .unwrap_or_else(|| "none".into());
+        let running = if self.current.is_some() {
+            "running; "
+        } else {
+            ""
+        };
+        format!("{running}last run: {}; next run {next}", self.last_summary)
+    }
+
+    fn publish(&mut self) {
+        let line = self.status_line();
+        self.driver.status(&line);
+    }
+
+    fn plan_next(&mut self, after: Millis) {
+        self.next_slot = match self.schedule.next_after(after) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                tracing::error!("{e}");
+                None
+            }
+        };
+        if let Some(n) = self.next_slot {
+            tracing::info!(next_run = %format_ms(n), "next scheduled run");
+        }
+        self.driver.next_slot_changed(self.next_slot);
+    }
+
+    /// Queues a run: starts it now when idle, else keeps exactly one pending request.
+    pub fn request(&mut self, req: RunRequest) {
+        if self.current.is_some() || self.retry.is_some() {
+            if self.pending.is_none() {
+                tracing::info!(
+                    trigger = req.trigger.as_str(),
+                    "a run is in progress: one more is queued"
+                );
+            } else {
+                tracing::info!(
+                    trigger = req.trigger.as_str(),
+                    "a run is in progress and one is queued already: request coalesced"
+                );
+            }
+            self.pending = Some(merge(self.pending.take(), req));
+            return;
+        }
+        self.start(req);
+    }
+
+    fn start(&mut self, req: RunRequest) {
+        let control = RunControl::default();
+        let run = self.driver.start_run(req.clone(), control.clone());
+        let handle = tokio::spawn(run);
+        self.current = Some(Current {
+            control,
+            handle,
+            req,
+        });
+        self.publish();
+    }
+
+    fn finished(&mut self, end: RunEnd) {
+        let Some(done) = self.current.take() else {
+            return;
+        };
+        match end {
+            RunEnd::Ran(summary) => {
+                self.retry = None;
+                self.last_summary = format!("{summary} at {}", format_ms(self.clock.now()));
+            }
+            RunEnd::LockHeld => {
+                // Another run (a CLI `sync`) holds the lock: this request is not lost; it is
+                // tried again, backing off, and runs as soon as the lock is free.
+                let wait = match self.retry {
+                    Some((_, w)) => (w * 2).min(RETRY_MAX),
+                    None => RETRY_FIRST,
+                };
+                tracing::warn!(
+                    trigger = done.req.trigger.as_str(),
+                    retry_in_secs = wait.as_secs(),
+                    "another sync holds the run lock: this run starts as soon as it is free"
+                );
+                let req = match self.pending.take() {
+                    Some(newer) => merge(Some(done.req), newer),
+                    None => done.req,
+                };
+                self.pending = Some(req);
+                self.retry = Some((tokio::time::Instant::now() + wait, wait));
+                self.publish();
+                return;
+            }
+            RunEnd::NotStarted(why) => {
+                self.retry = None;
+                tracing::error!("the run could not start: {why}");
+                self.last_summary = format!("could not start: {why}");
+            }
+        }
+        match self.pending.take() {
+            Some(next) => self.start(next),
+            None => self.publish(),
+        }
+    }
+
+    fn reload(&mut self) {
+        match self.driver.reload() {
+            Ok(r) => {
+                self.schedule = r.schedule;
+                // The next slot is recomputed from now; a run in flight keeps its configuration.
+                self.plan_next(self.clock.now());
+                tracing::info!("SIGHUP: configuration reloaded");
+            }
+            Err(e) => {
+                tracing::error!(
+                    "SIGHUP: the new configuration is invalid; keeping the old one. {e}"
+                );
+            }
+        }
+        self.publish();
+    }
+
+    /// Runs the loop until [`DaemonEvent::Shutdown`] (or every sender is gone), then stops.
+    pub async fn run(mut self, first: Option<RunRequest>, mut events: mpsc::Receiver<DaemonEvent>) {
+        self.publish();
+        if let Some(req) = first {
+            self.request(req);
+        }
+        loop {
+            let slot_wait = self
+                .next_slot
+                .map(|at| Duration::from_millis(u64::try_from(at - self.clock.now()).unwrap_or(0)));
+            tokio::select! {
+                _ = sleep_opt(slot_wait) => {
+                    let Some(slot) = self.next_slot else { continue };
+                    if self.clock.now() < slot {
+                        continue; // woke early (clock change): sleep again
+                    }
+                    self.plan_next(slot.max(self.clock.now()));
+                    self.request(RunRequest { trigger: Trigger::Schedule, connector: None, month: None, slot_at: Some(slot) });
+                }
+                end = join_current(&mut self.current) => self.finished(end),
+                _ = sleep_until_opt(self.retry.map(|(at, _)| at)), if self.current.is_none() => {
+                    match self.pending.take() {
+                        Some(req) => self.start(req),
+                        None => self.retry = None,
+                    }
+                }
+                ev = events.recv() => match ev {
+                    Some(DaemonEvent::SyncNow { trigger, connector }) => {
+                        tracing::info!(trigger = trigger.as_str(), "sync requested");
+                        self.request(RunRequest { trigger, connector, month: None, slot_at: None });
+                    }
+                    Some(DaemonEvent::Reload) => self.reload(),
+                    Some(DaemonEvent::Probe(reply)) => { let _ = reply.send(()); }
+                    Some(DaemonEvent::Shutdown) | None => break,
+                },
+            }
+        }
+        self.shutdown().await;
+    }
+
+    /// Stop taking work; let the run in flight finish its requests for up to [`SHUTDOWN_GRACE`],
+    /// then abandon them; the run is recorded as interrupted.
+    async fn shutdown(&mut self) {
+        self.pending = None;
+        let Some(mut current) = self.current.take() else {
+            tracing::info!("stopped");
+            return;
+        };
+        tracing::warn!(
+            "stopping: the run in flight gets {} s to finish its requests",
+            SHUTDOWN_GRACE.as_secs()
+        );
+        current.control.stop.cancel();
+        let finished = match tokio::time::timeout(SHUTDOWN_GRACE, &mut current.handle).await {
+            Ok(r) => Some(r),
+            Err(_) => {
+                current.control.abort.cancel();
+                tokio::time::timeout(ABANDON_WAIT, &mut current.handle)
+                    .await
+                    .ok()
+            }
+        };
+        match finished {
+            Some(Ok(RunEnd::Ran(summary))) => tracing::info!("stopped; {summary}"),
+            _ => {
+                current.handle.abort();
+                let _ = tokio::time::timeout(ABANDON_WAIT, self.driver.abandoned()).await;
+                tracing::warn!(
+                    "stopped; the run in flight was abandoned and recorded as interrupted"
+                );
+            }
+        }
+    }
+}
+
+/// Keeps one request of two: one that carries a slot wins (a scheduled report must never be lost
+/// to a manual request), else the newer one.
+fn merge(old: Option<RunRequest>, new: RunRequest) -> RunRequest {
+    match old {
+        Some(o) if o.slot_at.is_some() && new.slot_at.is_none() => o,
+        _ => new,
+    }
+}
+
+async fn sleep_opt(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn join_current(current: &mut Option<Current>) -> RunEnd {
+    match current {
+        Some(c) => match (&mut c.handle).await {
+            Ok(end) => end,
+            Err(e) => RunEnd::NotStarted(format!("the run task failed: {e}")),
+        },
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+#[path = "core_tests.rs"]
+mod tests;

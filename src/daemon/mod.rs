@@ -1,0 +1,353 @@
+//! The daemon: logging set-up, the async runtime, signals, systemd notification and the watchdog,
+//! wired around the event-driven [`core`] (which owns the run queue and the schedule timer).
+//!
+//! Signals become [`core::DaemonEvent`]s; the watchdog pings on its own timer, each ping proving
+//! that the core answered a probe; the store and the network are reached only through
+//! [`RealDriver`], whose store work runs on blocking threads. Slots are computed with croner
+//! (tokio-cron-scheduler's engine, same parser settings); the scheduler's own job runner is not
+//! used because it wakes every 500 ms and, after a DST change, fires at the wrong hour (upstream
+//! issues #87, #107). A slot is recorded as taken by the run that starts for it, so a slot never
+//! runs twice and a slot missed while down is caught up once at start.
+
+pub mod core;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, oneshot};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{Config, LogConfig, LogFormat};
+use crate::domain::{RunOutcome, Trigger};
+use crate::schedule::{Schedule, ScheduleError};
+use crate::store::ledger::RunRow;
+use crate::store::StoreError;
+use crate::sync::{RunControl, RunRequest, SyncContext, SyncError};
+use crate::time::{format_ms, now_ms, Millis};
+pub use core::SHUTDOWN_GRACE;
+use core::{Core, DaemonEvent, Driver, Reloaded, RunEnd, RunFuture, SystemClock};
+
+/// Why the daemon could not start (or had to stop).
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Signal handlers could not be registered.
+    #[error("cannot register signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+    /// The configuration's schedule is unusable.
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
+    /// The client, the vendor key or the configuration failed.
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    /// The store could not be opened or read at start.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl DaemonError {
+    /// Whether the configuration is to blame (exit 78 at the entry point).
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            DaemonError::Schedule(_) | DaemonError::Sync(SyncError::Config(_))
+        )
+    }
+}
+
+/// The multi-threaded runtime every async command runs on.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+/// Sets up tracing to stderr: level from `RUST_LOG` when set, else from `[log] level`; text lines
+/// without timestamps under journald (`JOURNAL_STREAM` set), or JSON. Safe to call more than once.
+pub fn init_logging(log: &LogConfig) {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| EnvFilter::new(&log.level));
+    let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    // Colours only on a terminal: journald and log files get plain text.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(colour)
+        .with_target(false);
+    let _ = match (log.format, under_journald) {
+        (LogFormat::Json, _) => builder.json().try_init(),
+        (LogFormat::Text, true) => builder.without_time().try_init(),
+        (LogFormat::Text, false) => builder.try_init(),
+    };
+}
+
+/// For one-shot commands (`sync`): on SIGINT or SIGTERM stop taking work at once, abandon in-flight
+/// requests after [`SHUTDOWN_GRACE`]. Returns the watcher task (abort it when the work is done).
+pub fn stop_on_signals(control: RunControl) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM");
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::warn!(
+            "stopping: no new requests; in-flight ones get {} s",
+            SHUTDOWN_GRACE.as_secs()
+        );
+        control.stop.cancel();
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+        control.abort.cancel();
+    })
+}
+
+/// Sends a notification to systemd when `NOTIFY_SOCKET` is set (a no-op otherwise).
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_some() {
+        if let Err(e) = sd_notify::notify(states) {
+            tracing::debug!(error = %e, "sd_notify failed");
+        }
+    }
+}
+
+/// The catch-up decision at start (pure): the latest slot missed while down, else the slot of a run
+/// that did not finish; None when nothing is owed or `catch_up` is off.
+pub fn catch_up_request(
+    schedule: &Schedule,
+    catch_up: bool,
+    last_slot: Option<Millis>,
+    last_run: Option<&RunRow>,
+    now: Millis,
+) -> Option<RunRequest> {
+    let missed = schedule.missed_slot(last_slot, now);
+    let interrupted =
+        last_run.filter(|r| r.outcome.is_none() || r.outcome == Some(RunOutcome::Interrupted));
+    if !catch_up {
+        if let Some(m) = missed {
+            tracing::warn!(slot = %format_ms(m), "a scheduled run was missed while down; catch_up = false, so it is skipped");
+        }
+        return None;
+    }
+    let slot_at = match (missed, interrupted) {
+        (Some(m), _) => {
+            tracing::warn!(slot = %format_ms(m), "a scheduled run was missed while down: running it now");
+            Some(m)
+        }
+        (None, Some(r)) => {
+            tracing::warn!(
+                run_id = r.id,
+                "the last run did not finish: running again now"
+            );
+            r.slot_at
+        }
+        (None, None) => {
+            tracing::info!("catch-up: nothing missed, nothing interrupted");
+            return None;
+        }
+    };
+    Some(RunRequest {
+        trigger: Trigger::CatchUp,
+        connector: None,
+        month: None,
+        slot_at,
+    })
+}
+
+/// The core's hands in production: runs go to [`crate::sync::run`], store work to blocking threads.
+struct RealDriver {
+    ctx: SyncContext,
+}
+
+impl Driver for RealDriver {
+    fn start_run(&mut self, req: RunRequest, control: RunControl) -> RunFuture {
+        let ctx = self.ctx.clone();
+        Box::pin(async move {
+            match crate::sync::run(&ctx, req, &control).await {
+                Ok(report) => RunEnd::Ran(format!(
+                    "#{} {} ({})",
+                    report.run_id,
+                    report.outcome.as_str(),
+                    report.tally
+                )),
+                Err(SyncError::Store(StoreError::RunInProgress)) => RunEnd::LockHeld,
+                Err(e) => RunEnd::NotStarted(e.to_string()),
+            }
+        })
+    }
+
+    fn reload(&mut self) -> Result<Reloaded, String> {
+        match sd_notify::NotifyState::monotonic_usec_now() {
+            Ok(usec) => notify(&[sd_notify::NotifyState::Reloading, usec]),
+            Err(_) => notify(&[sd_notify::NotifyState::Reloading]),
+        }
+        let path = self.ctx.config.source.clone();
+        let loaded = Config::load(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|cfg| {
+                let schedule = schedule_of(&cfg).map_err(|e| e.to_string())?;
+                let ctx = SyncContext::new(Arc::new(cfg)).map_err(|e| e.to_string())?;
+                Ok((ctx, schedule))
+            });
+        notify(&[sd_notify::NotifyState::Ready]);
+        let (ctx, schedule) = loaded?;
+        for w in &ctx.config.warnings {
+            tracing::warn!("{w}");
+        }
+        tracing::info!(config = %path.display(), services = ctx.config.services.len(), "configuration read");
+        self.ctx = ctx;
+        Ok(Reloaded { schedule })
+    }
+
+    fn next_slot_changed(&mut self, _next: Option<Millis>) {}
+
+    fn status(&mut self, line: &str) {
+        notify(&[sd_notify::NotifyState::Status(line)]);
+    }
+
+    fn abandoned(&mut self) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let store = self.ctx.store.clone();
+        Box::pin(async move {
+            let now = now_ms();
+            let marked = store
+                .with(move |s| s.mark_unfinished_interrupted(now))
+                .await;
+            tracing::debug!(?marked, "abandoned run recorded");
+        })
+    }
+}
+
+fn schedule_of(cfg: &Config) -> Result<Schedule, ScheduleError> {
+    Schedule::new(&cfg.schedule.cron, cfg.schedule.timezone)
+}
+
+/// Everything read from the store before the daemon is ready: the catch-up request.
+async fn start_up(
+    ctx: &SyncContext,
+    schedule: &Schedule,
+) -> Result<Option<RunRequest>, DaemonError> {
+    let now = now_ms();
+    let anchor = schedule.latest_at_or_before(now);
+    let (last_slot, last_run) = ctx
+        .store
+        .with(move |s| {
+            let slot = s.last_slot()?;
+            if slot.is_none() {
+                // A fresh store: nothing was missed; remember where the schedule stands.
+                if let Some(a) = anchor {
+                    s.anchor_schedule(a)?;
+                }
+            }
+            Ok((slot, s.last_run()?))
+        })
+        .await?;
+    Ok(catch_up_request(
+        schedule,
+        ctx.config.schedule.catch_up,
+        last_slot,
+        last_run.as_ref(),
+        now,
+    ))
+}
+
+/// Forwards signals to the core as events.
+fn forward_signals(events: mpsc::Sender<DaemonEvent>) -> Result<(), DaemonError> {
+    let mut usr1 = signal(SignalKind::user_defined1()).map_err(DaemonError::Signals)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+    tokio::spawn(async move {
+        loop {
+            let ev = tokio::select! {
+                _ = usr1.recv() => {
+                    tracing::info!("SIGUSR1: sync requested");
+                    DaemonEvent::SyncNow { trigger: Trigger::Signal, connector: None }
+                }
+                _ = hup.recv() => DaemonEvent::Reload,
+            };
+            if events.send(ev).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Pings systemd's watchdog on its own timer, each ping after the core answered a probe.
+fn watchdog(events: mpsc::Sender<DaemonEvent>) {
+    let Some(interval) = sd_notify::watchdog_enabled().map(|i| i / 2) else {
+        return;
+    };
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let (tx, rx) = oneshot::channel();
+            if events.send(DaemonEvent::Probe(tx)).await.is_err() {
+                return;
+            }
+            match tokio::time::timeout(interval, rx).await {
+                Ok(Ok(())) => notify(&[sd_notify::NotifyState::Watchdog]),
+                _ => tracing::error!("the daemon core did not answer the watchdog probe"),
+            }
+        }
+    });
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn terminated(term: &mut tokio::signal::unix::Signal, int: &mut tokio::signal::unix::Signal) {
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// `gradient-connector run`: the daemon, in the foreground.
+pub async fn run(cfg: Arc<Config>) -> Result<(), DaemonError> {
+    // Signals first: registering replaces the default action (terminate) before READY=1.
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    let (events, inbox) = mpsc::channel(64);
+    forward_signals(events.clone())?;
+    let ctx = SyncContext::new(cfg.clone())?;
+    let schedule = schedule_of(&cfg)?;
+    // The store must open (and migrate) before we say we are ready; SIGTERM is honoured meanwhile.
+    let first = tokio::select! {
+        r = start_up(&ctx, &schedule) => r?,
+        _ = terminated(&mut term, &mut int) => {
+            tracing::warn!("stopped before the daemon was ready");
+            return Ok(());
+        }
+    };
+    notify(&[sd_notify::NotifyState::Ready]);
+    tracing::info!(
+        config = %cfg.source.display(),
+        store = %cfg.store.path.display(),
+        schedule = %format!("{} \"{}\" {}", cfg.schedule.cadence.as_str(), cfg.schedule.cron, cfg.schedule.timezone),
+        "gradient-connector daemon ready"
+    );
+    watchdog(events.clone());
+    let stopper = events.clone();
+    tokio::spawn(async move {
+        terminated(&mut term, &mut int).await;
+        notify(&[sd_notify::NotifyState::Stopping]);
+        let _ = stopper.send(DaemonEvent::Shutdown).await;
+    });
+    drop(events);
+    let core = Core::new(Arc::new(SystemClock), RealDriver { ctx }, schedule);
+    core.run(first, inbox).await;
+    Ok(())
+}
+
+/// How long the runtime waits for blocking store work after a command ends (a store call stuck in
+/// SQLite's busy wait must not hold the process past the contract's 10 s).
+pub const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(1);
