@@ -211,3 +211,136 @@ fn vendor_key_is_loaded_trimmed_and_checked() {
     let (_, w) = c.check_vendor_key();
     assert!(w.is_empty());
 }
+
+const MINIMAL: &str = r#"
+[[service]]
+module = "edr"
+name = "EDR"
+unit = "users"
+category = "backup"
+subcategory = "cloud backup"
+"#;
+
+#[test]
+fn every_default_passes_its_own_check_and_lands_in_its_field() {
+    for k in KEYS {
+        if let Fallback::Value(text) = k.default {
+            let read = k
+                .kind
+                .read(config::ValueKind::String(text.into()), Path::new("/"));
+            assert!(read.is_ok(), "{}.{}: {read:?}", k.section, k.name);
+        }
+    }
+    let (_d, r) = load(MINIMAL, &[]);
+    let c = r.unwrap();
+    let g = &c.gradient.client;
+    assert_eq!(g.base_url.as_str(), "https://app.usegradient.com/");
+    assert_eq!(
+        (g.requests_per_second, g.max_in_flight, g.max_attempts),
+        (90, 8, 6)
+    );
+    assert_eq!(g.request_timeout, Duration::from_secs(30));
+    assert_eq!(g.retry_initial_delay, Duration::from_millis(500));
+    assert_eq!(g.retry_max_delay, Duration::from_secs(30));
+    assert_eq!(
+        c.gradient.vendor_api_key_file,
+        PathBuf::from("/etc/gradient-connector/vendor-api-key")
+    );
+    assert_eq!(
+        c.store.path,
+        PathBuf::from("/var/lib/gradient-connector/store.db")
+    );
+    assert_eq!(c.store.busy_timeout, Duration::from_secs(30));
+    let s = &c.schedule;
+    assert_eq!(
+        (s.cadence, s.cron.as_str()),
+        (Cadence::Daily, "0 0 2 * * *")
+    );
+    assert_eq!((s.timezone, s.catch_up), (chrono_tz::UTC, true));
+    assert_eq!(s.monthly_count, MonthlyCount::Peak);
+    assert_eq!(
+        (c.log.format, c.log.level.as_str()),
+        (LogFormat::Text, "info")
+    );
+    let svc = &c.services[0];
+    assert_eq!(
+        (svc.unit, svc.description.as_str()),
+        (UnitKind::Users, "EDR")
+    );
+    assert_eq!((&svc.support_article, &svc.support_contact), (&None, &None));
+}
+
+#[test]
+fn the_schedule_is_parsed_once_at_load() {
+    let (_d, r) = load(GOOD, &[]);
+    let c = r.unwrap();
+    assert_eq!(c.schedule.parsed.expr(), c.schedule.cron);
+    assert_eq!(c.schedule.parsed.tz(), c.schedule.timezone);
+    let from = crate::time::parse_rfc3339("2026-10-15T00:00:00Z").unwrap();
+    let next = c.schedule.parsed.next_after(from).unwrap();
+    assert_eq!(crate::time::format_ms(next), "2026-11-01T13:00:00Z");
+}
+
+#[test]
+fn the_table_declares_each_key_once_and_documents_its_words() {
+    let mut seen = std::collections::HashSet::new();
+    for k in KEYS {
+        assert!(
+            seen.insert((k.section, k.name)),
+            "{}.{} twice",
+            k.section,
+            k.name
+        );
+        assert!(!k.doc.contains('|') && !k.doc.contains('\n'), "{}", k.name);
+        if let Kind::Word(words) = k.kind {
+            for w in words() {
+                assert!(
+                    k.doc.contains(&format!("`{w}`")),
+                    "{}.{}: the doc does not name `{w}`",
+                    k.section,
+                    k.name
+                );
+            }
+        }
+        if let Fallback::SameAs(other) = k.default {
+            assert!(KEYS
+                .iter()
+                .any(|o| o.section == k.section && o.name == other));
+        }
+    }
+    assert_eq!(LogFormat::words(), &["text", "json"]);
+    assert_eq!("json".parse::<LogFormat>().unwrap(), LogFormat::Json);
+}
+
+#[test]
+fn words_read_through_the_environment_and_problems_list_the_table() {
+    let (_d, r) = load(
+        MINIMAL,
+        &[
+            ("GRADIENT_CONNECTOR__LOG__FORMAT", "json"),
+            ("GRADIENT_CONNECTOR__SCHEDULE__CADENCE", "monthly"),
+            ("GRADIENT_CONNECTOR__SCHEDULE__CATCH_UP", "false"),
+        ],
+    );
+    let c = r.unwrap();
+    assert_eq!(c.log.format, LogFormat::Json);
+    assert_eq!(c.schedule.cadence, Cadence::Monthly);
+    assert!(!c.schedule.catch_up);
+
+    let text = MINIMAL.replace("unit = \"users\"\n", "module_id = 1\n")
+        + "[store]\nbogus = 1\n[schedule]\ncadence = \"weekly\"\n";
+    let text = text.replace("module = \"edr\"", "module = \"  \"");
+    let p = problems(&text, &[]);
+    assert!(has(&p, "store.bogus", "path, busy_timeout_secs"), "{p:?}");
+    assert!(
+        has(&p, "schedule.cadence", "must be \"daily\" or \"monthly\""),
+        "{p:?}"
+    );
+    assert!(
+        has(&p, "service[0].unit", "missing: \"users\" or \"devices\""),
+        "{p:?}"
+    );
+    assert!(has(&p, "service[0].module", "must not be empty"), "{p:?}");
+    assert!(has(&p, "service[0].module_id", "support_contact"), "{p:?}");
+    assert_eq!(p.len(), 5, "{p:#?}");
+}
