@@ -28,7 +28,9 @@ pub enum ScheduleError {
     NoNextSlot(String),
 }
 
-/// Parses a six-field cron expression (seconds first) the way tokio-cron-scheduler does.
+/// Parses a six-field cron expression (seconds first) the way tokio-cron-scheduler does, and checks
+/// that tokio-cron-scheduler itself accepts it. This is the one judge of a cron expression: loading
+/// the configuration (`check-config`, `run`, SIGHUP) and [`Schedule::new`] all come here.
 pub fn parse_cron(expr: &str) -> Result<Cron, ScheduleError> {
     let fields = expr.split_whitespace().count();
     if fields != 6 {
@@ -37,7 +39,7 @@ pub fn parse_cron(expr: &str) -> Result<Cron, ScheduleError> {
             reason: format!("it has {fields} fields"),
         });
     }
-    CronParser::builder()
+    let cron = CronParser::builder()
         .seconds(Seconds::Required)
         .year(Year::Disallowed)
         .dom_and_dow(true)
@@ -46,7 +48,16 @@ pub fn parse_cron(expr: &str) -> Result<Cron, ScheduleError> {
         .map_err(|e| ScheduleError::InvalidCron {
             expr: expr.into(),
             reason: e.to_string(),
-        })
+        })?;
+    // The chosen scheduler crate must accept the expression too (it is the reference parser). Its
+    // parse does not depend on the zone.
+    tokio_cron_scheduler::Job::new_async_tz(expr, Tz::UTC, |_, _| Box::pin(async {})).map_err(
+        |e| ScheduleError::InvalidCron {
+            expr: expr.into(),
+            reason: format!("tokio-cron-scheduler refuses it: {e:?}"),
+        },
+    )?;
+    Ok(cron)
 }
 
 /// A parsed schedule: cron expression plus zone.
@@ -58,18 +69,10 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    /// Parses `expr` in zone `tz`.
+    /// Parses `expr` (judged by [`parse_cron`]) in zone `tz`.
     pub fn new(expr: &str, tz: Tz) -> Result<Schedule, ScheduleError> {
-        let cron = parse_cron(expr)?;
-        // The chosen scheduler crate must accept the expression too (it is the reference parser).
-        tokio_cron_scheduler::Job::new_async_tz(expr, tz, |_, _| Box::pin(async {})).map_err(
-            |e| ScheduleError::InvalidCron {
-                expr: expr.into(),
-                reason: format!("tokio-cron-scheduler refuses it: {e:?}"),
-            },
-        )?;
         Ok(Schedule {
-            cron,
+            cron: parse_cron(expr)?,
             expr: expr.into(),
             tz,
         })

@@ -1,0 +1,339 @@
+//! Every configuration key, declared once: its section, name, kind (what values it accepts), default
+//! and one-line meaning. The table drives reading and type checks, the unknown-key check (a key is
+//! known when it is declared here), defaults, and the reference table in the README
+//! ([`reference_table`]).
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use chrono_tz::Tz;
+use config::ValueKind;
+use url::Url;
+
+use super::{is_loopback, LogFormat, CATEGORIES, SUBCATEGORIES};
+use crate::domain::{Cadence, MonthlyCount, UnitKind};
+
+/// What values a key accepts.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    /// Any string.
+    Str,
+    /// A whole number in `min..=max` (a numeric string, e.g. from the environment, counts).
+    Int {
+        /// Smallest value allowed.
+        min: i64,
+        /// Largest value allowed.
+        max: i64,
+    },
+    /// `true` or `false`.
+    Bool,
+    /// A file path; a relative path resolves against the configuration file's directory.
+    Path,
+    /// One word of an enum's text form (the enum's `words()`; read with its `FromStr`).
+    Word(fn() -> &'static [&'static str]),
+    /// One entry of a fixed list that is not ours, exact and case-sensitive (Gradient's enums).
+    Listed {
+        /// What the list is, e.g. "Gradient category".
+        what: &'static str,
+        /// The entries.
+        list: &'static [&'static str],
+    },
+    /// A URL: https, or plain http when the host is loopback.
+    Url,
+    /// A six-field cron expression (judged by [`crate::schedule::parse_cron`]).
+    Cron,
+    /// An IANA time zone.
+    TimeZone,
+    /// A `tracing` level or filter directive.
+    LogFilter,
+}
+
+/// A key's value when the file (and the environment) do not set it.
+#[derive(Debug, Clone, Copy)]
+pub enum Fallback {
+    /// This value, in the file's own text form (it passes the key's own check).
+    Value(&'static str),
+    /// None: the key must be set.
+    Required,
+    /// None: the key is optional.
+    Absent,
+    /// The value of this other key of the same section.
+    SameAs(&'static str),
+}
+
+/// One declared key.
+#[derive(Debug, Clone, Copy)]
+pub struct Key {
+    /// Section (`gradient`, `store`, `schedule`, `log`, or `service` for each `[[service]]`).
+    pub section: &'static str,
+    /// The key within its section.
+    pub name: &'static str,
+    /// What values it accepts.
+    pub kind: Kind,
+    /// Its value when unset.
+    pub default: Fallback,
+    /// What it means (one line of Markdown, no `|`).
+    pub doc: &'static str,
+}
+
+/// The section whose entries are an array of tables (`[[service]]`).
+pub const SERVICE: &str = "service";
+
+const fn key(
+    section: &'static str,
+    name: &'static str,
+    kind: Kind,
+    default: Fallback,
+    doc: &'static str,
+) -> Key {
+    Key {
+        section,
+        name,
+        kind,
+        default,
+        doc,
+    }
+}
+
+const fn int(min: i64, max: i64) -> Kind {
+    Kind::Int { min, max }
+}
+
+use Fallback::{Absent, Required, SameAs, Value as Def};
+
+/// Every key of the configuration, in the order the README lists them.
+#[rustfmt::skip]
+pub static KEYS: &[Key] = &[
+    key("gradient", "base_url", Kind::Url, Def("https://app.usegradient.com"),
+        "Gradient; https required unless the host is loopback (127.0.0.1, ::1, localhost)"),
+    key("gradient", "vendor_api_key_file", Kind::Path, Def("/etc/gradient-connector/vendor-api-key"),
+        "the vendor key (one line, mode 0600); under systemd the credential `vendor-api-key` in `$CREDENTIALS_DIRECTORY` wins"),
+    key("gradient", "requests_per_second", int(1, 100), Def("90"),
+        "whole daemon; Gradient's documented limit is 100/s"),
+    key("gradient", "max_in_flight", int(1, 256), Def("8"), "concurrent requests"),
+    key("gradient", "request_timeout_secs", int(1, 600), Def("30"), "per request"),
+    key("gradient", "max_attempts", int(1, 20), Def("6"),
+        "per request, for 429, 5xx, network errors and timeouts"),
+    key("gradient", "retry_initial_delay_ms", int(1, 60_000), Def("500"),
+        "first backoff ceiling; doubles per attempt, full jitter"),
+    key("gradient", "retry_max_delay_secs", int(1, 3600), Def("30"),
+        "backoff cap; also caps an honoured `Retry-After`"),
+    key("store", "path", Kind::Path, Def("/var/lib/gradient-connector/store.db"),
+        "the SQLite store (created 0600, WAL)"),
+    key("store", "busy_timeout_secs", int(0, 3600), Def("30"),
+        "how long a writer waits for another, e.g. an import"),
+    key("schedule", "cadence", Kind::Word(Cadence::words), Def("daily"),
+        "`daily`: counts as of the run; `monthly`: the previous calendar month"),
+    key("schedule", "cron", Kind::Cron, Def("0 0 2 * * *"),
+        "six fields, seconds first: sec min hour day-of-month month day-of-week"),
+    key("schedule", "timezone", Kind::TimeZone, Def("UTC"),
+        "IANA zone of the cron expression and of calendar months"),
+    key("schedule", "catch_up", Kind::Bool, Def("true"),
+        "at start, run once for a slot missed while down, or an interrupted run"),
+    key("schedule", "monthly_count", Kind::Word(MonthlyCount::words), Def("peak"),
+        "monthly: `peak` (highest simultaneous count), `end` (last instant), `distinct` (any time in the month)"),
+    key("log", "format", Kind::Word(LogFormat::words), Def("text"),
+        "`text` (no timestamps under journald) or `json`"),
+    key("log", "level", Kind::LogFilter, Def("info"), "a level or tracing filter; `RUST_LOG` wins"),
+    key(SERVICE, "module", Kind::Str, Required, "the module id used in the inventory"),
+    key(SERVICE, "name", Kind::Str, Required,
+        "the service name in Gradient (matched exactly; created once when missing)"),
+    key(SERVICE, "description", Kind::Str, SameAs("name"), "service description"),
+    key(SERVICE, "unit", Kind::Word(UnitKind::words), Required, "`users` or `devices`"),
+    key(SERVICE, "category", Kind::Listed { what: "Gradient category", list: CATEGORIES }, Required,
+        "Gradient's exact, case-sensitive category (see `src/gradient/types.rs`)"),
+    key(SERVICE, "subcategory", Kind::Listed { what: "Gradient subcategory", list: SUBCATEGORIES }, Required,
+        "Gradient's exact, case-sensitive subcategory (see `src/gradient/types.rs`)"),
+    key(SERVICE, "support_article", Kind::Str, Absent,
+        "support article URL; optional, sent when the service is created"),
+    key(SERVICE, "support_contact", Kind::Str, Absent,
+        "support contact; optional, sent when the service is created"),
+];
+
+/// The sections, in table order.
+pub fn sections() -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    for k in KEYS {
+        if !out.contains(&k.section) {
+            out.push(k.section);
+        }
+    }
+    out
+}
+
+/// The declared keys of one section, in table order.
+pub fn keys_of(section: &str) -> impl Iterator<Item = &'static Key> + '_ {
+    KEYS.iter().filter(move |k| k.section == section)
+}
+
+/// The Markdown reference table of every key (columns: key, default, meaning), generated from
+/// [`KEYS`]. The README's "Configuration" section holds it verbatim.
+pub fn reference_table() -> String {
+    let mut out = String::from("| key | default | meaning |\n|---|---|---|\n");
+    for k in KEYS {
+        let name = if k.section == SERVICE {
+            format!("`[[{SERVICE}]] {}`", k.name)
+        } else {
+            format!("`{}.{}`", k.section, k.name)
+        };
+        let default = match k.default {
+            Fallback::Value(v) => format!("`{v}`"),
+            Fallback::Required => "required".into(),
+            Fallback::Absent => "none".into(),
+            Fallback::SameAs(other) => format!("the `{other}`"),
+        };
+        let meaning = match k.kind {
+            Kind::Int { min, max } => format!("{} ({min}..={max})", k.doc),
+            _ => k.doc.to_string(),
+        };
+        out.push_str(&format!("| {name} | {default} | {meaning} |\n"));
+    }
+    out
+}
+
+/// A value read and checked according to its key's [`Kind`].
+#[derive(Debug, Clone)]
+pub(super) enum Val {
+    /// `Str`, `Word`, `Listed`, `Cron`, `LogFilter`.
+    Str(String),
+    /// `Int`.
+    Int(i64),
+    /// `Bool`.
+    Bool(bool),
+    /// `Path`, resolved.
+    Path(PathBuf),
+    /// `Url`.
+    Url(Url),
+    /// `TimeZone`.
+    Tz(Tz),
+}
+
+impl Kind {
+    /// Reads a raw value (from the file, the environment, or a default's text); the error is the
+    /// message of the key's problem.
+    pub(super) fn read(self, raw: ValueKind, base_dir: &Path) -> Result<Val, String> {
+        match self {
+            Kind::Int { min, max } => {
+                let n = match raw {
+                    ValueKind::I64(n) => n,
+                    ValueKind::U64(n) => i64::try_from(n).unwrap_or(i64::MAX),
+                    ValueKind::I128(n) => i64::try_from(n).unwrap_or(i64::MAX),
+                    ValueKind::U128(n) => i64::try_from(n).unwrap_or(i64::MAX),
+                    ValueKind::String(s) => s
+                        .trim()
+                        .parse::<i64>()
+                        .map_err(|_| format!("must be a whole number, found {s:?}"))?,
+                    other => {
+                        return Err(format!(
+                            "must be a whole number, found {}",
+                            kind_name(&other)
+                        ))
+                    }
+                };
+                if !(min..=max).contains(&n) {
+                    return Err(format!("must be between {min} and {max}, found {n}"));
+                }
+                Ok(Val::Int(n))
+            }
+            Kind::Bool => match raw {
+                ValueKind::Boolean(b) => Ok(Val::Bool(b)),
+                ValueKind::String(s) if s == "true" => Ok(Val::Bool(true)),
+                ValueKind::String(s) if s == "false" => Ok(Val::Bool(false)),
+                other => Err(format!(
+                    "must be true or false, found {}",
+                    kind_name(&other)
+                )),
+            },
+            _ => self.read_text(string(raw)?, base_dir),
+        }
+    }
+
+    fn read_text(self, s: String, base_dir: &Path) -> Result<Val, String> {
+        match self {
+            Kind::Str => Ok(Val::Str(s)),
+            Kind::Path => Ok(Val::Path(resolve(base_dir, s))),
+            Kind::Word(words) if words().contains(&s.as_str()) => Ok(Val::Str(s)),
+            Kind::Word(words) => Err(format!("must be {}, found {s:?}", one_of(words()))),
+            Kind::Listed { list, .. } if list.contains(&s.as_str()) => Ok(Val::Str(s)),
+            Kind::Listed { what, list } if list.len() <= 10 => Err(format!(
+                "unknown {what} {s:?} (exact, case-sensitive); one of: {}",
+                list.join(", ")
+            )),
+            Kind::Listed { what, .. } => Err(format!(
+                "unknown {what} {s:?} (exact, case-sensitive; see GRADIENT_API.md or the README for the list)"
+            )),
+            Kind::Url => read_url(s).map(Val::Url),
+            Kind::Cron => match crate::schedule::parse_cron(&s) {
+                Ok(_) => Ok(Val::Str(s)),
+                Err(e) => Err(e.to_string()),
+            },
+            Kind::TimeZone => Tz::from_str(&s).map(Val::Tz).map_err(|_| {
+                format!("unknown IANA time zone {s:?} (e.g. \"UTC\", \"America/New_York\")")
+            }),
+            Kind::LogFilter => match tracing_subscriber::EnvFilter::try_new(&s) {
+                Ok(_) => Ok(Val::Str(s)),
+                Err(e) => Err(format!("not a level or filter ({e}): {s:?}")),
+            },
+            Kind::Int { .. } | Kind::Bool => unreachable!("read() handles numbers and booleans"),
+        }
+    }
+
+    /// What a missing required key's problem says.
+    pub(super) fn missing(self) -> String {
+        match self {
+            Kind::Word(words) => format!("missing: {}", one_of(words())),
+            _ => "missing".into(),
+        }
+    }
+}
+
+fn one_of(words: &[&str]) -> String {
+    let quoted: Vec<String> = words.iter().map(|w| format!("{w:?}")).collect();
+    match quoted.as_slice() {
+        [a, b] => format!("{a} or {b}"),
+        _ => format!("one of {}", quoted.join(", ")),
+    }
+}
+
+fn string(raw: ValueKind) -> Result<String, String> {
+    match raw {
+        ValueKind::String(s) => Ok(s),
+        other => Err(format!("must be a string, found {}", kind_name(&other))),
+    }
+}
+
+fn read_url(raw: String) -> Result<Url, String> {
+    match Url::parse(&raw) {
+        Err(e) => Err(format!("not a URL ({e}): {raw:?}")),
+        Ok(u) if u.scheme() == "https" => Ok(u),
+        Ok(u) if u.scheme() == "http" && is_loopback(&u) => Ok(u),
+        Ok(u) if u.scheme() == "http" => Err(format!(
+            "must use https unless the host is loopback (127.0.0.1, ::1, localhost); found {raw:?}"
+        )),
+        Ok(_) => Err(format!("must be an https:// URL, found {raw:?}")),
+    }
+}
+
+fn resolve(base_dir: &Path, p: String) -> PathBuf {
+    let p = PathBuf::from(p);
+    if p.is_absolute() {
+        p
+    } else {
+        base_dir.join(p)
+    }
+}
+
+/// How a raw value's type reads in a problem.
+pub(super) fn kind_name(k: &ValueKind) -> &'static str {
+    match k {
+        ValueKind::Nil => "nothing",
+        ValueKind::Boolean(_) => "a boolean",
+        ValueKind::I64(_) | ValueKind::I128(_) | ValueKind::U64(_) | ValueKind::U128(_) => {
+            "a number"
+        }
+        ValueKind::Float(_) => "a decimal number",
+        ValueKind::String(_) => "a string",
+        ValueKind::Table(_) => "a table",
+        ValueKind::Array(_) => "an array",
+    }
+}

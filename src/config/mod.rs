@@ -1,0 +1,367 @@
+//! Configuration: the one TOML file (plus `GRADIENT_CONNECTOR__SECTION__KEY` environment overrides),
+//! read into typed structs and validated as a whole.
+//!
+//! Every key is declared once, in [`KEYS`] (section, name, kind, default, meaning): that table drives
+//! reading and type checks, defaults, the unknown-key check, and the README's reference table
+//! ([`reference_table`]). `reader` walks the file by the table and assembles the structs below.
+//!
+//! Validation never stops at the first mistake: every problem is collected and names its key, so an
+//! operator can fix a file in one pass. Secrets never sit in the TOML: the vendor API key is read from
+//! a file (or the systemd credential `vendor-api-key`) into a [`SecretString`] only when a command
+//! needs it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use config::{Environment, File, FileFormat, Value};
+use secrecy::SecretString;
+use url::Url;
+
+/// Default location of the configuration file.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/gradient-connector/gradient-connector.toml";
+/// Environment variable naming the configuration file.
+pub const CONFIG_ENV: &str = "GRADIENT_CONNECTOR_CONFIG";
+/// Prefix of per-key environment overrides (`GRADIENT_CONNECTOR__SECTION__KEY`).
+pub const ENV_PREFIX: &str = "GRADIENT_CONNECTOR";
+/// Name of the systemd credential holding the vendor API key.
+pub const VENDOR_KEY_CREDENTIAL: &str = "vendor-api-key";
+
+mod keys;
+mod reader;
+
+pub use keys::{reference_table, Fallback, Key, Kind, KEYS};
+
+use crate::domain::{Cadence, MonthlyCount, UnitKind};
+pub use crate::gradient::types::{CATEGORIES, SUBCATEGORIES};
+use crate::gradient::ClientSettings;
+use crate::schedule::Schedule;
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or is not TOML.
+    #[error("cannot read configuration {path}: {reason}")]
+    Unreadable {
+        /// The configuration file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The file was read but some values are wrong; each problem names its key.
+    #[error("configuration {path} has {} problem(s):\n{}", problems.len(), render_problems(problems))]
+    Invalid {
+        /// The configuration file.
+        path: PathBuf,
+        /// Every problem found.
+        problems: Vec<Problem>,
+    },
+    /// The vendor API key could not be loaded.
+    #[error("{0}")]
+    VendorKey(Problem),
+}
+
+fn render_problems(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// One problem (or warning) found in the configuration, naming its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The dotted key, e.g. `schedule.cron` or `service[2].category`.
+    pub key: String,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Log output format (`log.format`: `text` or `json`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::Display, strum::EnumString, strum::VariantNames,
+)]
+#[strum(serialize_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl LogFormat {
+    /// Every text form, in declaration order.
+    pub fn words() -> &'static [&'static str] {
+        <Self as strum::VariantNames>::VARIANTS
+    }
+}
+
+/// `[gradient]`: how to reach Gradient.
+#[derive(Debug, Clone)]
+pub struct GradientConfig {
+    /// File holding the vendor API key (the systemd credential wins when present).
+    pub vendor_api_key_file: PathBuf,
+    /// How the client talks to Gradient (owned by `gradient`; read from this section).
+    pub client: ClientSettings,
+}
+
+/// `[store]`: where the SQLite store lives.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// The store file.
+    pub path: PathBuf,
+    /// How long a writer waits for another writer's lock.
+    pub busy_timeout: Duration,
+}
+
+/// `[schedule]`: when runs happen and what they count.
+#[derive(Debug, Clone)]
+pub struct ScheduleConfig {
+    /// Daily or monthly figures.
+    pub cadence: Cadence,
+    /// Six-field cron expression (seconds first), as written (for display).
+    pub cron: String,
+    /// IANA time zone of the cron expression and of calendar months.
+    pub timezone: Tz,
+    /// Run once at start if a scheduled run was missed.
+    pub catch_up: bool,
+    /// Monthly cadence: how a month becomes one figure.
+    pub monthly_count: MonthlyCount,
+    /// `cron` in `timezone`, parsed at load by the same function that judges it.
+    pub parsed: Schedule,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// Output format.
+    pub format: LogFormat,
+    /// Level or `tracing` filter directive (`RUST_LOG` wins when set).
+    pub level: String,
+}
+
+/// One `[[service]]`: a module of ours that is a service (SKU) in Gradient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// Module id used in the inventory.
+    pub module: String,
+    /// Service name in Gradient (matched exactly against the catalogue).
+    pub name: String,
+    /// Service description.
+    pub description: String,
+    /// What the service counts.
+    pub unit: UnitKind,
+    /// Gradient category.
+    pub category: String,
+    /// Gradient subcategory.
+    pub subcategory: String,
+    /// Optional support article URL.
+    pub support_article: Option<String>,
+    /// Optional support contact.
+    pub support_contact: Option<String>,
+}
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub source: PathBuf,
+    /// `[gradient]`
+    pub gradient: GradientConfig,
+    /// `[store]`
+    pub store: StoreConfig,
+    /// `[schedule]`
+    pub schedule: ScheduleConfig,
+    /// `[log]`
+    pub log: LogConfig,
+    /// `[[service]]`
+    pub services: Vec<ServiceConfig>,
+    /// Non-fatal findings (printed by `check-config`, logged by the daemon).
+    pub warnings: Vec<Problem>,
+}
+
+impl Config {
+    /// The configuration path from the command line, `$GRADIENT_CONNECTOR_CONFIG`, or the default.
+    pub fn resolve_path(cli: Option<&Path>) -> PathBuf {
+        if let Some(p) = cli {
+            return p.to_path_buf();
+        }
+        match std::env::var_os(CONFIG_ENV) {
+            Some(p) if !p.is_empty() => PathBuf::from(p),
+            _ => PathBuf::from(DEFAULT_CONFIG_PATH),
+        }
+    }
+
+    /// Reads and validates the file plus environment overrides from the process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let env: BTreeMap<String, String> = std::env::vars()
+            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+            .collect();
+        Self::load_with_env(path, env)
+    }
+
+    /// Reads and validates the file plus the given environment overrides (for tests).
+    pub fn load_with_env(
+        path: &Path,
+        env: BTreeMap<String, String>,
+    ) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable {
+            path: path.to_path_buf(),
+            reason: format!("{e} (pass --config PATH or set {CONFIG_ENV})"),
+        })?;
+        Self::from_toml(&text, path, env)
+    }
+
+    /// Validates TOML text as if read from `path` (relative paths resolve against its directory),
+    /// with the given environment overrides. Reads no file.
+    pub fn from_toml(
+        text: &str,
+        path: &Path,
+        env: BTreeMap<String, String>,
+    ) -> Result<Config, ConfigError> {
+        let base_dir = path.parent().unwrap_or(Path::new("."));
+        let source = Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("__")
+            .separator("__")
+            .ignore_empty(true)
+            .source(Some(env.into_iter().collect()));
+        let built = config::Config::builder()
+            .add_source(File::from_str(text, FileFormat::Toml))
+            .add_source(source)
+            .build()
+            .map_err(|e| ConfigError::Unreadable {
+                path: path.to_path_buf(),
+                reason: format!("not valid TOML: {e}"),
+            })?;
+        let root: config::Map<String, Value> =
+            built
+                .try_deserialize()
+                .map_err(|e: config::ConfigError| ConfigError::Unreadable {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                })?;
+        let mut r = reader::Reader::new(base_dir);
+        let cfg = r.read(path, root);
+        if r.problems.is_empty() {
+            if let Some(mut cfg) = cfg {
+                cfg.warnings = r.warnings;
+                return Ok(cfg);
+            }
+        }
+        Err(ConfigError::Invalid {
+            path: path.to_path_buf(),
+            problems: r.problems,
+        })
+    }
+
+    /// Where the vendor key is read from: the systemd credential when present, else the key file.
+    pub fn vendor_key_path(&self) -> PathBuf {
+        if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+            let cred = Path::new(&dir).join(VENDOR_KEY_CREDENTIAL);
+            if cred.exists() {
+                return cred;
+            }
+        }
+        self.gradient.vendor_api_key_file.clone()
+    }
+
+    /// Loads the vendor API key (trimmed). Errors name the key and the file, never the content.
+    pub fn load_vendor_key(&self) -> Result<SecretString, ConfigError> {
+        let path = self.vendor_key_path();
+        let problem = |message: String| {
+            ConfigError::VendorKey(Problem {
+                key: "gradient.vendor_api_key_file".into(),
+                message,
+            })
+        };
+        let raw = std::fs::read(&path).map_err(|e| {
+            problem(format!(
+                "cannot read the vendor API key file {}: {e}; create it (mode 0600) or point the key at it",
+                path.display()
+            ))
+        })?;
+        let text = String::from_utf8(raw).map_err(|_| {
+            problem(format!(
+                "the vendor API key file {} is not UTF-8 text",
+                path.display()
+            ))
+        })?;
+        let key = text.trim();
+        if key.is_empty() {
+            return Err(problem(format!(
+                "the vendor API key file {} is empty; paste the vendor API key Gradient issued",
+                path.display()
+            )));
+        }
+        if key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(problem(format!(
+                "the vendor API key file {} holds more than one line or word; it must hold the key alone",
+                path.display()
+            )));
+        }
+        Ok(SecretString::from(key.to_owned()))
+    }
+
+    /// Checks that the vendor key loads and warns when its file is readable by group or others.
+    pub fn check_vendor_key(&self) -> (Vec<Problem>, Vec<Problem>) {
+        let mut problems = Vec::new();
+        let mut warnings = Vec::new();
+        match self.load_vendor_key() {
+            Ok(_) => {
+                if let Some(w) =
+                    loose_permissions(&self.vendor_key_path(), "gradient.vendor_api_key_file")
+                {
+                    warnings.push(w);
+                }
+            }
+            Err(ConfigError::VendorKey(p)) => problems.push(p),
+            Err(other) => problems.push(Problem {
+                key: "gradient.vendor_api_key_file".into(),
+                message: other.to_string(),
+            }),
+        }
+        (problems, warnings)
+    }
+
+    /// The configured service for a module.
+    pub fn service(&self, module: &str) -> Option<&ServiceConfig> {
+        self.services.iter().find(|s| s.module == module)
+    }
+}
+
+/// A warning when `path` is readable by group or others (secrets and the store must not be).
+pub fn loose_permissions(path: &Path, key: &str) -> Option<Problem> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).ok()?;
+    let mode = meta.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then(|| Problem {
+        key: key.into(),
+        message: format!(
+            "{} is readable by group or others (mode {mode:04o}); run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        ),
+    })
+}
+
+/// Whether a URL's host is the loopback interface (where plain http is allowed).
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests;

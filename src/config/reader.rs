@@ -1,0 +1,371 @@
+//! Reads the raw key tree section by section as [`KEYS`](super::keys::KEYS) declares it —
+//! checking every key, collecting every problem — and assembles the typed configuration.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use config::{Value, ValueKind};
+
+use super::keys::{self, kind_name, Fallback, Val, SERVICE};
+use super::{
+    Config, GradientConfig, LogConfig, Problem, ScheduleConfig, ServiceConfig, StoreConfig,
+};
+use crate::gradient::ClientSettings;
+use crate::schedule::Schedule;
+
+/// A raw TOML table.
+pub(super) type Table = config::Map<String, Value>;
+
+/// Walks the raw key tree, converting and validating each key, collecting every problem.
+pub(super) struct Reader<'a> {
+    /// Relative paths resolve against this directory (the configuration file's).
+    base_dir: &'a Path,
+    /// Every problem found.
+    pub problems: Vec<Problem>,
+    /// Non-fatal findings.
+    pub warnings: Vec<Problem>,
+}
+
+/// One section's checked values (each `[[service]]` entry is a section of its own).
+struct Section {
+    /// How problems name the section: `gradient`, `service[2]`.
+    name: String,
+    /// Values read (or defaulted) and checked.
+    vals: HashMap<&'static str, Val>,
+    /// Keys whose value was refused (their problem is recorded).
+    refused: HashSet<&'static str>,
+    /// Keys read as another kind than declared: a bug in this module, reported as a problem.
+    misread: Vec<Problem>,
+}
+
+impl Section {
+    fn take<T>(&mut self, key: &'static str, want: fn(Val) -> Result<T, Val>) -> Option<T> {
+        match want(self.vals.remove(key)?) {
+            Ok(v) => Some(v),
+            Err(other) => {
+                self.misread.push(Problem {
+                    key: format!("{}.{key}", self.name),
+                    message: format!("internal error: read as another kind than declared ({other:?}); please report"),
+                });
+                None
+            }
+        }
+    }
+
+    fn str(&mut self, key: &'static str) -> Option<String> {
+        self.take(key, |v| match v {
+            Val::Str(s) => Ok(s),
+            other => Err(other),
+        })
+    }
+
+    /// An optional key: `None` when its value was refused, `Some(None)` when unset.
+    fn opt_str(&mut self, key: &'static str) -> Option<Option<String>> {
+        if self.refused.contains(key) {
+            return None;
+        }
+        Some(self.str(key))
+    }
+
+    /// A word of an enum, parsed with the enum's own `FromStr` (the table checked it is one).
+    fn word<T: FromStr>(&mut self, key: &'static str) -> Option<T> {
+        self.take(key, |v| match v {
+            Val::Str(s) => s.parse().map_err(|_| Val::Str(s)),
+            other => Err(other),
+        })
+    }
+
+    /// A whole number, converted to the field's type (the table's range makes it fit).
+    fn num<T: TryFrom<i64>>(&mut self, key: &'static str) -> Option<T> {
+        self.take(key, |v| match v {
+            Val::Int(n) => T::try_from(n).map_err(|_| Val::Int(n)),
+            other => Err(other),
+        })
+    }
+
+    fn bool(&mut self, key: &'static str) -> Option<bool> {
+        self.take(key, |v| match v {
+            Val::Bool(b) => Ok(b),
+            other => Err(other),
+        })
+    }
+
+    fn path(&mut self, key: &'static str) -> Option<std::path::PathBuf> {
+        self.take(key, |v| match v {
+            Val::Path(p) => Ok(p),
+            other => Err(other),
+        })
+    }
+
+    fn url(&mut self, key: &'static str) -> Option<url::Url> {
+        self.take(key, |v| match v {
+            Val::Url(u) => Ok(u),
+            other => Err(other),
+        })
+    }
+
+    fn tz(&mut self, key: &'static str) -> Option<chrono_tz::Tz> {
+        self.take(key, |v| match v {
+            Val::Tz(z) => Ok(z),
+            other => Err(other),
+        })
+    }
+}
+
+impl<'a> Reader<'a> {
+    pub(super) fn new(base_dir: &'a Path) -> Self {
+        Reader {
+            base_dir,
+            problems: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    fn problem(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    pub(super) fn read(&mut self, path: &Path, mut root: Table) -> Option<Config> {
+        let sections = keys::sections();
+        for key in root.keys() {
+            if !sections.contains(&key.as_str()) {
+                self.problem(
+                    display_key(key),
+                    format!(
+                        "unknown section or key; known sections: {}",
+                        sections.join(", ")
+                    ),
+                );
+            }
+        }
+        let gradient = self.section(&mut root, "gradient");
+        let store = self.section(&mut root, "store");
+        let schedule = self.section(&mut root, "schedule");
+        let log = self.section(&mut root, "log");
+        let gradient = self.finish(gradient, |s| {
+            Some(GradientConfig {
+                vendor_api_key_file: s.path("vendor_api_key_file")?,
+                client: ClientSettings {
+                    base_url: s.url("base_url")?,
+                    requests_per_second: s.num("requests_per_second")?,
+                    max_in_flight: s.num("max_in_flight")?,
+                    request_timeout: Duration::from_secs(s.num("request_timeout_secs")?),
+                    max_attempts: s.num("max_attempts")?,
+                    retry_initial_delay: Duration::from_millis(s.num("retry_initial_delay_ms")?),
+                    retry_max_delay: Duration::from_secs(s.num("retry_max_delay_secs")?),
+                },
+            })
+        });
+        let store = self.finish(store, |s| {
+            Some(StoreConfig {
+                path: s.path("path")?,
+                busy_timeout: Duration::from_secs(s.num("busy_timeout_secs")?),
+            })
+        });
+        let schedule = self.schedule(schedule);
+        let log = self.finish(log, |s| {
+            Some(LogConfig {
+                format: s.word("format")?,
+                level: s.str("level")?,
+            })
+        });
+        let services = self.services(root.remove(SERVICE));
+        Some(Config {
+            source: path.to_path_buf(),
+            gradient: gradient?,
+            store: store?,
+            schedule: schedule?,
+            log: log?,
+            services: services?,
+            warnings: Vec::new(),
+        })
+    }
+
+    /// Removes a section from the root and reads it.
+    fn section(&mut self, root: &mut Table, name: &str) -> Section {
+        let table = match root.remove(name) {
+            None => Table::new(),
+            Some(v) => match v.kind {
+                ValueKind::Table(t) => t,
+                _ => {
+                    self.problem(name, "must be a table ([section])");
+                    Table::new()
+                }
+            },
+        };
+        self.read_section(name, name.to_string(), table)
+    }
+
+    /// Reads every declared key of `decl` from `t` (or its default), then reports the rest as
+    /// unknown. `name` is how problems name the section.
+    fn read_section(&mut self, decl: &str, name: String, mut t: Table) -> Section {
+        let mut s = Section {
+            name,
+            vals: HashMap::new(),
+            refused: HashSet::new(),
+            misread: Vec::new(),
+        };
+        for k in keys::keys_of(decl) {
+            let full = format!("{}.{}", s.name, k.name);
+            let raw = match (t.remove(k.name), k.default) {
+                (Some(v), _) => v.kind,
+                (None, Fallback::Value(text)) => ValueKind::String(text.into()),
+                (None, Fallback::Required) => {
+                    self.problem(full, k.kind.missing());
+                    continue;
+                }
+                (None, Fallback::Absent | Fallback::SameAs(_)) => continue,
+            };
+            let blank = matches!(&raw, ValueKind::String(x) if x.trim().is_empty());
+            let read = if blank && matches!(k.default, Fallback::Required) {
+                Err("must not be empty".to_string())
+            } else {
+                k.kind.read(raw, self.base_dir)
+            };
+            match read {
+                Ok(v) => {
+                    s.vals.insert(k.name, v);
+                }
+                Err(message) => {
+                    self.problem(full, message);
+                    s.refused.insert(k.name);
+                }
+            }
+        }
+        let known: Vec<&str> = keys::keys_of(decl).map(|k| k.name).collect();
+        for key in t.keys() {
+            self.problem(
+                format!("{}.{}", s.name, display_key(key)),
+                format!("unknown key; known keys: {}", known.join(", ")),
+            );
+        }
+        s
+    }
+
+    /// Assembles a section's struct, keeping any misread key as a problem.
+    fn finish<T>(
+        &mut self,
+        mut s: Section,
+        build: impl FnOnce(&mut Section) -> Option<T>,
+    ) -> Option<T> {
+        let out = build(&mut s);
+        self.problems.append(&mut s.misread);
+        out
+    }
+
+    fn schedule(&mut self, s: Section) -> Option<ScheduleConfig> {
+        let mut late = Vec::new();
+        let out = self.finish(s, |s| {
+            let cron = s.str("cron")?;
+            let timezone = s.tz("timezone")?;
+            // The same judge as the table's cron check; it cannot refuse what that accepted, but
+            // if it did, the problem still names the key.
+            let parsed = Schedule::new(&cron, timezone)
+                .map_err(|e| late.push(e.to_string()))
+                .ok()?;
+            Some(ScheduleConfig {
+                cadence: s.word("cadence")?,
+                cron,
+                timezone,
+                catch_up: s.bool("catch_up")?,
+                monthly_count: s.word("monthly_count")?,
+                parsed,
+            })
+        });
+        for message in late {
+            self.problem("schedule.cron", message);
+        }
+        out
+    }
+
+    fn services(&mut self, raw: Option<Value>) -> Option<Vec<ServiceConfig>> {
+        let items = match raw.map(|v| v.kind) {
+            None => Vec::new(),
+            Some(ValueKind::Array(items)) => items,
+            Some(other) => {
+                self.problem(
+                    SERVICE,
+                    format!(
+                        "must be an array of tables ([[service]]), found {}",
+                        kind_name(&other)
+                    ),
+                );
+                return None;
+            }
+        };
+        if items.is_empty() {
+            self.problem(
+                SERVICE,
+                "no [[service]] is configured: add one per module that Gradient should bill",
+            );
+        }
+        let mut out = Vec::new();
+        let mut ok = true;
+        let mut modules = HashSet::new();
+        let mut names = HashSet::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let sec = format!("{SERVICE}[{i}]");
+            let t = match item.kind {
+                ValueKind::Table(t) => t,
+                other => {
+                    self.problem(sec, format!("must be a table, found {}", kind_name(&other)));
+                    ok = false;
+                    continue;
+                }
+            };
+            let s = self.read_section(SERVICE, sec.clone(), t);
+            let mut module = None;
+            let mut name = None;
+            let service = self.finish(s, |s| {
+                module = s.str("module");
+                name = s.str("name");
+                let (module, name) = (module.clone()?, name.clone()?);
+                Some(ServiceConfig {
+                    description: s.opt_str("description")?.unwrap_or_else(|| name.clone()),
+                    unit: s.word("unit")?,
+                    category: s.str("category")?,
+                    subcategory: s.str("subcategory")?,
+                    support_article: s.opt_str("support_article")?,
+                    support_contact: s.opt_str("support_contact")?,
+                    module,
+                    name,
+                })
+            });
+            if let Some(m) = module.filter(|m| !modules.insert(m.clone())) {
+                self.problem(
+                    format!("{sec}.module"),
+                    format!("duplicate module {m:?}: each module is one service"),
+                );
+            }
+            if let Some(n) = name.filter(|n| !names.insert(n.clone())) {
+                self.problem(
+                    format!("{sec}.name"),
+                    format!("duplicate service name {n:?}: Gradient matches services by name"),
+                );
+            }
+            match service {
+                Some(service) => out.push(service),
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+}
+
+/// A key as TOML would write it: bare when it can be, quoted otherwise (an empty key is `""`).
+fn display_key(key: &str) -> String {
+    if !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        key.to_string()
+    } else {
+        format!("{key:?}")
+    }
+}
