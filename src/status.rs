@@ -204,9 +204,11 @@ pub fn status(store: &Store, config: &Config) -> Result<Status, StoreError> {
             }
         })
         .collect();
-    let next = crate::schedule::Schedule::new(&config.schedule.cron, config.schedule.timezone)
+    let next = config
+        .schedule
+        .parsed
+        .next_after(now_ms())
         .ok()
-        .and_then(|s| s.next_after(now_ms()).ok())
         .map(format_ms);
     Ok(Status {
         connectors,

@@ -221,9 +221,11 @@ fn check_config(path: &Path) -> Done {
         }
         .into());
     }
-    let next = crate::schedule::Schedule::new(&cfg.schedule.cron, cfg.schedule.timezone)
+    let next = cfg
+        .schedule
+        .parsed
+        .next_after(crate::time::now_ms())
         .ok()
-        .and_then(|s| s.next_after(crate::time::now_ms()).ok())
         .map(crate::time::format_ms)
         .unwrap_or_else(|| "unknown".into());
     let g = &cfg.gradient.client;

@@ -22,7 +22,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, LogConfig, LogFormat};
 use crate::domain::{RunOutcome, Trigger};
-use crate::schedule::{Schedule, ScheduleError};
+use crate::schedule::Schedule;
 use crate::store::ledger::RunRow;
 use crate::store::StoreError;
 use crate::sync::{RunControl, RunRequest, SyncContext, SyncError};
@@ -36,9 +36,6 @@ pub enum DaemonError {
     /// Signal handlers could not be registered.
     #[error("cannot register signal handlers: {0}")]
     Signals(#[source] std::io::Error),
-    /// The configuration's schedule is unusable.
-    #[error(transparent)]
-    Schedule(#[from] ScheduleError),
     /// The client, the vendor key or the configuration failed.
     #[error(transparent)]
     Sync(#[from] SyncError),
@@ -50,10 +47,7 @@ pub enum DaemonError {
 impl DaemonError {
     /// Whether the configuration is to blame (exit 78 at the entry point).
     pub fn is_config(&self) -> bool {
-        matches!(
-            self,
-            DaemonError::Schedule(_) | DaemonError::Sync(SyncError::Config(_))
-        )
+        matches!(self, DaemonError::Sync(SyncError::Config(_)))
     }
 }
 
@@ -195,7 +189,7 @@ impl Driver for RealDriver {
         let loaded = Config::load(&path)
             .map_err(|e| e.to_string())
             .and_then(|cfg| {
-                let schedule = schedule_of(&cfg).map_err(|e| e.to_string())?;
+                let schedule = cfg.schedule.parsed.clone();
                 let ctx = SyncContext::new(Arc::new(cfg)).map_err(|e| e.to_string())?;
                 Ok((ctx, schedule))
             });
@@ -225,10 +219,6 @@ impl Driver for RealDriver {
             tracing::debug!(?marked, "abandoned run recorded");
         })
     }
-}
-
-fn schedule_of(cfg: &Config) -> Result<Schedule, ScheduleError> {
-    Schedule::new(&cfg.schedule.cron, cfg.schedule.timezone)
 }
 
 /// Everything read from the store before the daemon is ready: the catch-up request.
@@ -319,7 +309,7 @@ pub async fn run(cfg: Arc<Config>) -> Result<(), DaemonError> {
     let (events, inbox) = mpsc::channel(64);
     forward_signals(events.clone())?;
     let ctx = SyncContext::new(cfg.clone())?;
-    let schedule = schedule_of(&cfg)?;
+    let schedule = cfg.schedule.parsed.clone();
     // The store must open (and migrate) before we say we are ready; SIGTERM is honoured meanwhile.
     let first = tokio::select! {
         r = start_up(&ctx, &schedule) => r?,
