@@ -21,6 +21,27 @@ pub fn execute(cli: Cli) -> Done {
         Command::CheckConfig => check_config(&config_path),
         Command::Import { file } => import(load(&config_path)?, file.as_deref()),
         Command::Demo { keep } => Ok(crate::demo::run(keep.as_deref())?),
+        // Plain store reads: no async runtime, so no SQLite call on an async worker.
+        Command::Status { json } => status(&load(&config_path)?, json),
+        Command::History {
+            connector,
+            run,
+            changes,
+            limit,
+            json,
+        } => history(
+            &load(&config_path)?,
+            HistoryFilter {
+                connector,
+                run,
+                changes,
+                limit,
+            },
+            json,
+        ),
+        Command::Connector {
+            command: ConnectorCommand::List { json },
+        } => connector_list(&load(&config_path)?, json),
         other => dispatch(load(&config_path)?, other),
     }
 }
@@ -49,26 +70,9 @@ fn dispatch(cfg: Config, command: Command) -> Done {
                 json,
             } => sync(cfg, dry_run, connector, period, json).await,
             Command::Connector { command } => connector(cfg, command).await,
-            Command::Status { json } => status(&cfg, json),
-            Command::History {
-                connector,
-                run,
-                changes,
-                limit,
-                json,
-            } => history(
-                &cfg,
-                HistoryFilter {
-                    connector,
-                    run,
-                    changes,
-                    limit,
-                },
-                json,
-            ),
-            Command::CheckConfig | Command::Import { .. } | Command::Demo { .. } => Err(
-                CommandError::Usage("this command is not dispatched here".into()),
-            ),
+            _ => Err(CommandError::Usage(
+                "this command is not dispatched here".into(),
+            )),
         }
     });
     // Store work stuck in SQLite's busy wait must not keep the process alive.
@@ -144,14 +148,7 @@ async fn sync(
 
 async fn connector(cfg: Arc<Config>, command: ConnectorCommand) -> Done {
     match command {
-        ConnectorCommand::List { json } => {
-            let rows = open_store(&cfg)?.connectors()?;
-            if json {
-                return print_json(&rows);
-            }
-            print!("{}", crate::status::render_connectors(&rows));
-            Ok(())
-        }
+        ConnectorCommand::List { json } => connector_list(&cfg, json),
         ConnectorCommand::Add { id, token_file } => {
             let token = crate::connector::read_token(&token_file)?;
             let ctx = SyncContext::new(cfg)?;
@@ -180,6 +177,15 @@ async fn connector(cfg: Arc<Config>, command: ConnectorCommand) -> Done {
             Ok(())
         }
     }
+}
+
+fn connector_list(cfg: &Config, json: bool) -> Done {
+    let rows = open_store(cfg)?.connectors()?;
+    if json {
+        return print_json(&rows);
+    }
+    print!("{}", crate::status::render_connectors(&rows));
+    Ok(())
 }
 
 fn status(cfg: &Config, json: bool) -> Done {

@@ -12,6 +12,7 @@
 pub mod counting;
 pub mod import;
 pub mod ledger;
+pub mod run_inputs;
 pub mod schema;
 
 use std::fs::OpenOptions;

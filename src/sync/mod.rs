@@ -7,11 +7,10 @@
 //! [`plan`] holds the pure decisions; [`writer`] the ledger thread.
 
 pub mod plan;
+pub mod push;
 pub mod writer;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,16 +20,16 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError};
-use crate::connector::{ensure_accounts, verify};
-use crate::domain::{
-    Cadence, ConnectorId, ConnectorState, PairOutcome, RunOutcome, Tally, Trigger,
-};
+use crate::domain::{Cadence, ConnectorId, ConnectorState, RunOutcome, Tally, Trigger};
 use crate::gradient::{ErrorKind, GradientClient, GradientError, NewService, PartnerSession};
-use crate::store::counting::{count_as_of, count_month, Counts, ServiceUnit};
-use crate::store::ledger::{ConnectorRow, LedgerEntry, RunLock, WorkspaceRow};
+use crate::store::counting::{Counts, ServiceUnit};
+use crate::store::ledger::{ConnectorRow, RunLock, WorkspaceRow};
+use crate::store::run_inputs::CountQuestion;
 use crate::store::{StoreError, StoreLocation};
 use crate::time::{format_ms, now_ms, Millis, Month, Period};
-use plan::{ConnectorPlan, PlannedPush};
+use plan::ConnectorPlan;
+pub use push::MAX_EXACT_COUNT;
+use push::{ConnectorRun, Halt, HaltFlag, Recorder, Scope};
 use writer::LedgerWriter;
 
 /// Errors that stop a run before it starts.
@@ -204,63 +203,50 @@ fn services_of(config: &Config) -> Vec<ServiceUnit> {
         .collect()
 }
 
-/// Reads connectors, inventory, counts and last-known values.
+/// Reads connectors, inventory, counts and last-known values: one read transaction in the store.
 async fn read_setup(
     store: &StoreLocation,
     config: &Arc<Config>,
     only: Option<ConnectorId>,
     period: Period,
 ) -> Result<Setup, SyncError> {
-    let config = config.clone();
-    let setup = store
-        .with(move |s| {
-            let mut connectors = Vec::new();
-            for c in s.connectors()? {
-                if only.as_ref().is_some_and(|o| o != &c.id) {
-                    continue;
-                }
-                let token = s.token(&c.id)?;
-                connectors.push((c, token));
+    let services = services_of(config);
+    let question = match period {
+        Period::AsOf(at) => CountQuestion::AsOf(at),
+        Period::Month(m) => {
+            let (from, to) = m.bounds(config.schedule.timezone);
+            CountQuestion::Month {
+                from,
+                to,
+                how: config.schedule.monthly_count,
             }
-            let services = services_of(&config);
-            let counts = match period {
-                Period::AsOf(at) => count_as_of(s.conn(), &services, at)?,
-                Period::Month(m) => {
-                    let (a, b) = m.bounds(config.schedule.timezone);
-                    count_month(s.conn(), &services, a, b, config.schedule.monthly_count)?
-                }
-            };
-            let mut last_known: HashMap<String, HashMap<(String, String), u64>> = HashMap::new();
-            for lk in s.last_known(only.as_deref())? {
-                last_known
-                    .entry(lk.connector_id)
-                    .or_default()
-                    .insert((lk.account, lk.service), lk.unit_count);
-            }
-            let stored_service_ids = s
-                .service_ids()?
-                .into_iter()
-                .map(|(m, (_, id))| (m, id))
-                .collect();
-            let workspaces = s.workspaces()?;
-            let mut by_channel: HashMap<String, Vec<WorkspaceRow>> = HashMap::new();
-            for w in &workspaces {
-                by_channel
-                    .entry(w.channel_id.clone())
-                    .or_default()
-                    .push(w.clone());
-            }
-            Ok(Setup {
-                connectors,
-                workspaces,
-                by_channel,
-                counts,
-                last_known,
-                stored_service_ids,
-            })
-        })
+        }
+    };
+    let inputs = store
+        .with(move |s| s.load_run_inputs(only.as_deref(), &services, question))
         .await?;
-    Ok(setup)
+    let mut last_known: HashMap<String, HashMap<(String, String), u64>> = HashMap::new();
+    for lk in inputs.last_known {
+        last_known
+            .entry(lk.connector_id)
+            .or_default()
+            .insert((lk.account, lk.service), lk.unit_count);
+    }
+    let mut by_channel: HashMap<String, Vec<WorkspaceRow>> = HashMap::new();
+    for w in &inputs.workspaces {
+        by_channel
+            .entry(w.channel_id.clone())
+            .or_default()
+            .push(w.clone());
+    }
+    Ok(Setup {
+        connectors: inputs.connectors,
+        workspaces: inputs.workspaces,
+        by_channel,
+        counts: inputs.counts,
+        last_known,
+        stored_service_ids: inputs.service_ids,
+    })
 }
 
 /// The period of a request under the configuration.
@@ -282,7 +268,7 @@ fn cadence_label(p: &Period) -> Cadence {
 }
 
 /// A connector taking part in a run.
-struct Participant {
+pub struct Participant {
     row: ConnectorRow,
     session: PartnerSession,
 }
@@ -332,7 +318,12 @@ pub async fn run(
     };
 
     let writer = LedgerWriter::start(&ctx.store)?;
-    let result = run_connectors(ctx, &setup, run_id, control, &writer.sender(), &mut report).await;
+    let rec = Recorder {
+        ledger: writer.sender(),
+        run_id,
+    };
+    let result = run_connectors(ctx, &setup, control, &rec, &mut report).await;
+    drop(rec);
     let written = writer.finish().await;
     let aborted = match (result, written) {
         (Err(msg), _) => {
@@ -386,9 +377,8 @@ pub async fn run(
 async fn run_connectors(
     ctx: &SyncContext,
     setup: &Setup,
-    run_id: i64,
     control: &RunControl,
-    ledger: &Sender<LedgerEntry>,
+    rec: &Recorder,
     report: &mut RunReport,
 ) -> Result<(), String> {
     let now = now_ms();
@@ -415,8 +405,8 @@ async fn run_connectors(
                     )),
                     ..ConnectorReport::default()
                 };
-                record_rejected(ledger, &mut cr, run_id, &plan, now);
-                record_disabled(ledger, &mut cr, run_id, &plan, now);
+                rec.rejected(&mut cr, &plan, now);
+                rec.disabled(&mut cr, &plan, now);
                 report.connectors.push(cr);
             }
             (_, Some(token)) => participants.push(Participant {
@@ -441,15 +431,21 @@ async fn run_connectors(
         if let Some(err) = rejected_here.get(&p.row.id) {
             let mut cr = reject_connector(ctx, &p.row, err).await;
             let plan = plans.remove(&p.row.id).unwrap_or_default();
-            record_rejected(ledger, &mut cr, run_id, &plan, now);
-            record_disabled(ledger, &mut cr, run_id, &plan, now);
+            rec.rejected(&mut cr, &plan, now);
+            rec.disabled(&mut cr, &plan, now);
             report.connectors.push(cr);
         } else {
             active.push(p);
         }
     }
 
-    let forbidden = Arc::new(AtomicBool::new(false));
+    let halt = HaltFlag::default();
+    let scope = Scope {
+        ctx,
+        control,
+        recorder: rec.clone(),
+        halt: &halt,
+    };
     let parallel = ctx.config.gradient.client.max_in_flight.max(1);
     let work: Vec<(Participant, ConnectorPlan)> = active
         .into_iter()
@@ -458,30 +454,18 @@ async fn run_connectors(
             (p, plan)
         })
         .collect();
+    let scope = &scope;
     let results: Vec<ConnectorReport> = stream::iter(work)
         .map(|(p, plan)| {
             let workspaces = setup.by_channel.get(&p.row.id).cloned().unwrap_or_default();
-            let forbidden = forbidden.clone();
-            async move {
-                sync_connector(
-                    ctx,
-                    p,
-                    plan,
-                    workspaces,
-                    run_id,
-                    control,
-                    ledger.clone(),
-                    forbidden,
-                )
-                .await
-            }
+            ConnectorRun::new(scope, p, plan, workspaces).run()
         })
         .buffer_unordered(parallel)
         .collect()
         .await;
     report.connectors.extend(results);
     report.connectors.sort_by(|a, b| a.id.cmp(&b.id));
-    if forbidden.load(Ordering::Relaxed) {
+    if halt.get() == Halt::Forbidden {
         return Err("Gradient answered 403 (it detected an anomaly in our usage): the run stopped sending; contact Gradient support before the next run".into());
     }
     Ok(())
@@ -619,364 +603,6 @@ async fn reject_connector(
         note: Some(reason),
         ..ConnectorReport::default()
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn record(
-    ledger: &Sender<LedgerEntry>,
-    cr: &mut ConnectorReport,
-    run_id: i64,
-    connector: &str,
-    p: &PlannedPush,
-    outcome: PairOutcome,
-    status: Option<u16>,
-    attempts: u32,
-    reason: Option<&str>,
-    at: Millis,
-) {
-    cr.tally.add(outcome);
-    match outcome {
-        PairOutcome::Unmapped => cr.unmapped.push((p.account_id.clone(), p.module.clone())),
-        PairOutcome::Failed => cr.failed.push((
-            p.account_id.clone(),
-            p.module.clone(),
-            reason.unwrap_or("failed").to_string(),
-        )),
-        _ => {}
-    }
-    // A send error means the writer stopped; finish() reports why.
-    let _ = ledger.send(LedgerEntry {
-        run_id,
-        connector_id: connector.to_string(),
-        account_id: p.account_id.clone(),
-        module: p.module.clone(),
-        service_id: p.service_id.clone(),
-        unit_count: Some(p.unit_count),
-        outcome,
-        http_status: status,
-        attempts,
-        reason: reason.map(str::to_string),
-        at,
-    });
-}
-
-/// Records every pair of a plan with one outcome (a connector that could not push at all).
-#[allow(clippy::too_many_arguments)]
-fn record_all(
-    ledger: &Sender<LedgerEntry>,
-    cr: &mut ConnectorReport,
-    run_id: i64,
-    connector: &str,
-    pushes: &[PlannedPush],
-    outcome: PairOutcome,
-    status: Option<u16>,
-    reason: &str,
-    at: Millis,
-) {
-    for p in pushes {
-        record(
-            ledger,
-            cr,
-            run_id,
-            connector,
-            p,
-            outcome,
-            status,
-            0,
-            Some(reason),
-            at,
-        );
-    }
-}
-
-/// Records every push of a connector whose token Gradient rejected: none is sent.
-fn record_rejected(
-    ledger: &Sender<LedgerEntry>,
-    cr: &mut ConnectorReport,
-    run_id: i64,
-    plan: &ConnectorPlan,
-    at: Millis,
-) {
-    let reason = "not sent: Gradient rejected this connector's token (401)";
-    record_all(
-        ledger,
-        cr,
-        run_id,
-        &plan.connector_id,
-        &plan.pushes,
-        PairOutcome::Rejected,
-        None,
-        reason,
-        at,
-    );
-}
-
-fn record_disabled(
-    ledger: &Sender<LedgerEntry>,
-    cr: &mut ConnectorReport,
-    run_id: i64,
-    plan: &ConnectorPlan,
-    at: Millis,
-) {
-    for d in &plan.disabled {
-        cr.tally.add(PairOutcome::SkippedDisabled);
-        cr.disabled
-            .push((d.account_id.clone(), d.module.clone(), d.last_known));
-        let _ = ledger.send(LedgerEntry {
-            run_id,
-            connector_id: plan.connector_id.clone(),
-            account_id: d.account_id.clone(),
-            module: d.module.clone(),
-            service_id: None,
-            unit_count: d.last_known,
-            outcome: PairOutcome::SkippedDisabled,
-            http_status: None,
-            attempts: 0,
-            reason: Some(
-                "module disabled: nothing sent; Gradient keeps the last known value".into(),
-            ),
-            at,
-        });
-    }
-}
-
-/// One connector's part of a run.
-#[allow(clippy::too_many_arguments)]
-async fn sync_connector(
-    ctx: &SyncContext,
-    p: Participant,
-    plan: ConnectorPlan,
-    workspaces: Vec<WorkspaceRow>,
-    run_id: i64,
-    control: &RunControl,
-    ledger: Sender<LedgerEntry>,
-    forbidden: Arc<AtomicBool>,
-) -> ConnectorReport {
-    let id = p.row.id.clone();
-    let mut cr = ConnectorReport {
-        id: id.clone(),
-        state: Some(p.row.state),
-        ..ConnectorReport::default()
-    };
-    record_disabled(&ledger, &mut cr, run_id, &plan, now_ms());
-    // Setup calls: verification (unverified only) and accounts. A failure here decides every pair.
-    let setup: Result<(), GradientError> = async {
-        if p.row.state == ConnectorState::Unverified {
-            verify(&ctx.store, &id, p.row.token_set_at, &p.session).await?;
-            cr.state = Some(ConnectorState::Connected);
-        }
-        let acc = ensure_accounts(&p.session, &id, &workspaces).await?;
-        cr.accounts_created = acc.created;
-        cr.accounts_renamed = acc.renamed;
-        Ok(())
-    }
-    .await;
-    if let Err(e) = setup {
-        let now = now_ms();
-        if e.kind == ErrorKind::Unauthorized {
-            let rejected = reject_connector(ctx, &p.row, &e).await;
-            cr.state = rejected.state;
-            cr.note = rejected.note;
-            record_rejected(&ledger, &mut cr, run_id, &plan, now);
-        } else {
-            if e.kind == ErrorKind::Forbidden {
-                forbidden.store(true, Ordering::Relaxed);
-            }
-            let reason = format!("not sent: the accounts could not be read or verified: {e}");
-            tracing::warn!(connector = %id, "{reason}");
-            record_all(
-                &ledger,
-                &mut cr,
-                run_id,
-                &id,
-                &plan.pushes,
-                PairOutcome::Failed,
-                e.status,
-                &reason,
-                now,
-            );
-        }
-        return cr;
-    }
-
-    let rejected = AtomicBool::new(false);
-    let n = plan.pushes.len();
-    let max_in_flight = ctx.config.gradient.client.max_in_flight.max(1);
-    let push = |pp: PlannedPush, no_build: bool| {
-        let session = &p.session;
-        let rejected = &rejected;
-        let forbidden = &forbidden;
-        async move {
-            let outcome = push_pair(session, &pp, no_build, rejected, forbidden, control).await;
-            (pp, outcome)
-        }
-    };
-    let mut pushes = plan.pushes.into_iter();
-    let last = if n > 0 { pushes.next_back() } else { None };
-    let mut first_pushed: Option<PlannedPush> = None;
-    {
-        let mut results = stream::iter(pushes)
-            .map(|pp| push(pp, true))
-            .buffer_unordered(max_in_flight);
-        while let Some((pp, outcome)) = results.next().await {
-            if let Some(o) = outcome {
-                if o.outcome == PairOutcome::Pushed && first_pushed.is_none() {
-                    first_pushed = Some(pp.clone());
-                }
-                record_push(&ledger, &mut cr, run_id, &id, &pp, &o);
-            }
-        }
-    }
-    if let Some(pp) = last {
-        let (pp, outcome) = push(pp, false).await;
-        if let Some(o) = outcome {
-            let last_ok = o.outcome == PairOutcome::Pushed;
-            record_push(&ledger, &mut cr, run_id, &id, &pp, &o);
-            // The run's last call must rebuild Gradient's view: re-push a successful pair.
-            if !last_ok && !rejected.load(Ordering::Relaxed) && !control.stop.is_cancelled() {
-                if let Some(ok) = first_pushed {
-                    if let Some(sid) = &ok.service_id {
-                        if let Err(e) = p
-                            .session
-                            .set_unit_count(sid, &ok.account_id, ok.unit_count, false)
-                            .await
-                        {
-                            tracing::warn!(connector = %id, error = %e, "the rebuilding push failed; Gradient rebuilds on its next accepted count");
-                        }
-                    }
-                }
-            }
-        }
-    }
-    if rejected.load(Ordering::Relaxed) {
-        let err = GradientError {
-            kind: ErrorKind::Unauthorized,
-            status: Some(401),
-            attempts: 1,
-            message: String::new(),
-        };
-        let r = reject_connector(ctx, &p.row, &err).await;
-        cr.state = r.state;
-        cr.note = r.note;
-    } else if cr.tally.failed == 0 && !control.stop.is_cancelled() {
-        let (cid, now) = (id.clone(), now_ms());
-        let _ = ctx.store.with(move |s| s.mark_success(&cid, now)).await;
-    }
-    cr
-}
-
-/// Records the outcome of a push that was attempted (or refused before sending).
-fn record_push(
-    ledger: &Sender<LedgerEntry>,
-    cr: &mut ConnectorReport,
-    run_id: i64,
-    connector: &str,
-    pp: &PlannedPush,
-    o: &PushOutcome,
-) {
-    record(
-        ledger,
-        cr,
-        run_id,
-        connector,
-        pp,
-        o.outcome,
-        o.status,
-        o.attempts,
-        o.reason.as_deref(),
-        now_ms(),
-    );
-}
-
-/// The outcome of one push.
-struct PushOutcome {
-    outcome: PairOutcome,
-    status: Option<u16>,
-    attempts: u32,
-    reason: Option<String>,
-}
-
-/// The largest count a JSON number carries exactly (2^53): anything above is refused, never rounded.
-pub const MAX_EXACT_COUNT: u64 = 1 << 53;
-
-/// Pushes one pair unless the run is stopping (None: not attempted, not recorded).
-async fn push_pair(
-    session: &PartnerSession,
-    pp: &PlannedPush,
-    no_build: bool,
-    rejected: &AtomicBool,
-    forbidden: &AtomicBool,
-    control: &RunControl,
-) -> Option<PushOutcome> {
-    if control.stop.is_cancelled() {
-        return None;
-    }
-    let not_sent = |outcome, reason: &str| {
-        Some(PushOutcome {
-            outcome,
-            status: None,
-            attempts: 0,
-            reason: Some(reason.to_string()),
-        })
-    };
-    if rejected.load(Ordering::Relaxed) {
-        return not_sent(
-            PairOutcome::Rejected,
-            "not sent: Gradient rejected this connector's token (401) earlier in this run",
-        );
-    }
-    if forbidden.load(Ordering::Relaxed) {
-        return not_sent(
-            PairOutcome::Failed,
-            "not sent: Gradient answered 403 (anomaly) earlier in this run",
-        );
-    }
-    if pp.unit_count > MAX_EXACT_COUNT {
-        return not_sent(PairOutcome::Failed, "not sent: the count exceeds 2^53, which a JSON number cannot carry exactly; check the inventory");
-    }
-    let Some(service_id) = &pp.service_id else {
-        return not_sent(
-            PairOutcome::Failed,
-            "not sent: the service has no Gradient id (it could not be created); see the run's log",
-        );
-    };
-    let call = session.set_unit_count(service_id, &pp.account_id, pp.unit_count, no_build);
-    let result = tokio::select! {
-        r = call => r,
-        _ = control.abort.cancelled() => return None,
-    };
-    Some(match result {
-        Ok(a) => PushOutcome {
-            outcome: PairOutcome::Pushed,
-            status: Some(a.status),
-            attempts: a.attempts,
-            reason: None,
-        },
-        Err(e) => {
-            let outcome = match e.kind {
-                ErrorKind::NotMapped => PairOutcome::Unmapped,
-                ErrorKind::Unauthorized => {
-                    rejected.store(true, Ordering::Relaxed);
-                    PairOutcome::Rejected
-                }
-                ErrorKind::Forbidden => {
-                    forbidden.store(true, Ordering::Relaxed);
-                    PairOutcome::Failed
-                }
-                _ => PairOutcome::Failed,
-            };
-            let reason = match outcome {
-                PairOutcome::Unmapped => Some(format!("unmapped: {}", e.message)),
-                _ => Some(e.to_string()),
-            };
-            PushOutcome {
-                outcome,
-                status: e.status,
-                attempts: e.attempts,
-                reason,
-            }
-        }
-    })
 }
 
 /// A dry run's plan: what a run would push now, with no request and no write.

@@ -1,0 +1,413 @@
+//! One connector's part of a run: set-up calls (verify an unverified token, reconcile accounts),
+//! then every planned push — all but the last with `no_build=true`, concurrently through the
+//! client's pacer, then the last one rebuilding — and a ledger row for every pair.
+//!
+//! [`Scope`] is what every connector of a run shares (context, run id, stop control, the ledger
+//! writer's [`Recorder`], the run-wide [`Halt`]); [`ConnectorRun`] is one connector's state, whose
+//! own [`Halt`] says whether its token was rejected.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::mpsc::Sender;
+
+use futures::stream::{self, StreamExt};
+
+use super::plan::{ConnectorPlan, PlannedPush};
+use super::{reject_connector, ConnectorReport, Participant, RunControl, SyncContext};
+use crate::connector::{ensure_accounts, verify};
+use crate::domain::{ConnectorState, PairOutcome};
+use crate::gradient::{ErrorKind, GradientError};
+use crate::store::ledger::{LedgerEntry, WorkspaceRow};
+use crate::time::{now_ms, Millis};
+
+/// The largest count a JSON number carries exactly (2^53): anything above is refused, never rounded.
+pub const MAX_EXACT_COUNT: u64 = 1 << 53;
+
+/// Why sending stops (for a connector, or for the whole run). Ordered: a later one wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Halt {
+    /// Keep sending.
+    Sending = 0,
+    /// Gradient answered 401: this connector's token is rejected.
+    TokenRejected = 1,
+    /// Gradient answered 403 (anomaly): the whole run stops sending.
+    Forbidden = 2,
+}
+
+/// A [`Halt`] shared by concurrent pushes.
+#[derive(Debug, Default)]
+pub struct HaltFlag(AtomicU8);
+
+impl HaltFlag {
+    /// The current state.
+    pub fn get(&self) -> Halt {
+        match self.0.load(Ordering::Relaxed) {
+            0 => Halt::Sending,
+            1 => Halt::TokenRejected,
+            _ => Halt::Forbidden,
+        }
+    }
+
+    /// Raises the state to `h` (never lowers it).
+    pub fn raise(&self, h: Halt) {
+        self.0.fetch_max(h as u8, Ordering::Relaxed);
+    }
+}
+
+/// Writes a run's ledger rows (through the writer thread) and keeps the connector's report in step.
+#[derive(Clone)]
+pub struct Recorder {
+    /// The writer thread's inbox.
+    pub ledger: Sender<LedgerEntry>,
+    /// The run.
+    pub run_id: i64,
+}
+
+/// What happened to one pair.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// Outcome.
+    pub outcome: PairOutcome,
+    /// Gradient's HTTP status, when it answered.
+    pub status: Option<u16>,
+    /// Requests made.
+    pub attempts: u32,
+    /// Why, for anything but pushed.
+    pub reason: Option<String>,
+}
+
+impl Attempt {
+    fn not_sent(outcome: PairOutcome, reason: &str) -> Attempt {
+        Attempt {
+            outcome,
+            status: None,
+            attempts: 0,
+            reason: Some(reason.to_string()),
+        }
+    }
+}
+
+impl Recorder {
+    /// Records one pair: its ledger row and its place in the connector's report.
+    pub fn pair(&self, cr: &mut ConnectorReport, p: &PlannedPush, a: &Attempt, at: Millis) {
+        self.row(&cr.id, p, a, at);
+        note(cr, p, a);
+    }
+
+    /// Sends one pair's ledger row to the writer (a send error means the writer stopped; its
+    /// `finish()` reports why).
+    pub fn row(&self, connector: &str, p: &PlannedPush, a: &Attempt, at: Millis) {
+        let _ = self.ledger.send(LedgerEntry {
+            run_id: self.run_id,
+            connector_id: connector.to_string(),
+            account_id: p.account_id.clone(),
+            module: p.module.clone(),
+            service_id: p.service_id.clone(),
+            unit_count: Some(p.unit_count),
+            outcome: a.outcome,
+            http_status: a.status,
+            attempts: a.attempts,
+            reason: a.reason.clone(),
+            at,
+        });
+    }
+
+    /// Records every pair of a plan with one outcome (a connector that could not push at all).
+    pub fn all(&self, cr: &mut ConnectorReport, plan: &ConnectorPlan, a: &Attempt, at: Millis) {
+        for p in &plan.pushes {
+            self.pair(cr, p, a, at);
+        }
+    }
+
+    /// Records every push of a connector whose token Gradient rejected: none is sent.
+    pub fn rejected(&self, cr: &mut ConnectorReport, plan: &ConnectorPlan, at: Millis) {
+        let a = Attempt::not_sent(
+            PairOutcome::Rejected,
+            "not sent: Gradient rejected this connector's token (401)",
+        );
+        self.all(cr, plan, &a, at);
+    }
+
+    /// Records the pairs whose module is disabled: nothing is sent, Gradient keeps its value.
+    pub fn disabled(&self, cr: &mut ConnectorReport, plan: &ConnectorPlan, at: Millis) {
+        for d in &plan.disabled {
+            cr.tally.add(PairOutcome::SkippedDisabled);
+            cr.disabled
+                .push((d.account_id.clone(), d.module.clone(), d.last_known));
+            let _ = self.ledger.send(LedgerEntry {
+                run_id: self.run_id,
+                connector_id: plan.connector_id.clone(),
+                account_id: d.account_id.clone(),
+                module: d.module.clone(),
+                service_id: None,
+                unit_count: d.last_known,
+                outcome: PairOutcome::SkippedDisabled,
+                http_status: None,
+                attempts: 0,
+                reason: Some(
+                    "module disabled: nothing sent; Gradient keeps the last known value".into(),
+                ),
+                at,
+            });
+        }
+    }
+}
+
+/// Counts one pair in the connector's report (and lists it when unmapped or failed).
+fn note(cr: &mut ConnectorReport, p: &PlannedPush, a: &Attempt) {
+    cr.tally.add(a.outcome);
+    match a.outcome {
+        PairOutcome::Unmapped => cr.unmapped.push((p.account_id.clone(), p.module.clone())),
+        PairOutcome::Failed => cr.failed.push((
+            p.account_id.clone(),
+            p.module.clone(),
+            a.reason.clone().unwrap_or_else(|| "failed".into()),
+        )),
+        _ => {}
+    }
+}
+
+/// What every connector of one run shares.
+pub struct Scope<'a> {
+    /// Configuration, store and client.
+    pub ctx: &'a SyncContext,
+    /// Stop control.
+    pub control: &'a RunControl,
+    /// The ledger.
+    pub recorder: Recorder,
+    /// Run-wide halt (403).
+    pub halt: &'a HaltFlag,
+}
+
+/// One connector's part of a run.
+pub struct ConnectorRun<'a> {
+    scope: &'a Scope<'a>,
+    who: Participant,
+    plan: ConnectorPlan,
+    workspaces: Vec<WorkspaceRow>,
+    halt: HaltFlag,
+    report: ConnectorReport,
+}
+
+impl<'a> ConnectorRun<'a> {
+    /// A connector about to take part.
+    pub fn new(
+        scope: &'a Scope<'a>,
+        who: Participant,
+        plan: ConnectorPlan,
+        workspaces: Vec<WorkspaceRow>,
+    ) -> Self {
+        let report = ConnectorReport {
+            id: who.row.id.clone(),
+            state: Some(who.row.state),
+            ..ConnectorReport::default()
+        };
+        ConnectorRun {
+            scope,
+            who,
+            plan,
+            workspaces,
+            halt: HaltFlag::default(),
+            report,
+        }
+    }
+
+    /// Runs the connector's part; returns its report.
+    pub async fn run(mut self) -> ConnectorReport {
+        let rec = self.scope.recorder.clone();
+        rec.disabled(&mut self.report, &self.plan, now_ms());
+        if let Err(e) = self.set_up().await {
+            self.set_up_failed(&e).await;
+            return self.report;
+        }
+        self.push_all().await;
+        if self.halt.get() == Halt::TokenRejected {
+            let err = GradientError {
+                kind: ErrorKind::Unauthorized,
+                status: Some(401),
+                attempts: 1,
+                message: String::new(),
+            };
+            let r = reject_connector(self.scope.ctx, &self.who.row, &err).await;
+            self.report.state = r.state;
+            self.report.note = r.note;
+        } else if self.report.tally.failed == 0 && !self.scope.control.stop.is_cancelled() {
+            let (cid, now) = (self.report.id.clone(), now_ms());
+            let _ = self
+                .scope
+                .ctx
+                .store
+                .with(move |s| s.mark_success(&cid, now))
+                .await;
+        }
+        self.report
+    }
+
+    /// Set-up calls: verification (unverified only) and accounts. A failure decides every pair.
+    async fn set_up(&mut self) -> Result<(), GradientError> {
+        let id = self.report.id.clone();
+        if self.who.row.state == ConnectorState::Unverified {
+            verify(
+                &self.scope.ctx.store,
+                &id,
+                self.who.row.token_set_at,
+                &self.who.session,
+            )
+            .await?;
+            self.report.state = Some(ConnectorState::Connected);
+        }
+        let acc = ensure_accounts(&self.who.session, &id, &self.workspaces).await?;
+        self.report.accounts_created = acc.created;
+        self.report.accounts_renamed = acc.renamed;
+        Ok(())
+    }
+
+    async fn set_up_failed(&mut self, e: &GradientError) {
+        let now = now_ms();
+        let rec = self.scope.recorder.clone();
+        if e.kind == ErrorKind::Unauthorized {
+            let rejected = reject_connector(self.scope.ctx, &self.who.row, e).await;
+            self.report.state = rejected.state;
+            self.report.note = rejected.note;
+            rec.rejected(&mut self.report, &self.plan, now);
+            return;
+        }
+        if e.kind == ErrorKind::Forbidden {
+            self.scope.halt.raise(Halt::Forbidden);
+        }
+        let reason = format!("not sent: the accounts could not be read or verified: {e}");
+        tracing::warn!(connector = %self.report.id, "{reason}");
+        let a = Attempt {
+            outcome: PairOutcome::Failed,
+            status: e.status,
+            attempts: 0,
+            reason: Some(reason),
+        };
+        rec.all(&mut self.report, &self.plan, &a, now);
+    }
+
+    /// Every pair but the last with `no_build`, concurrently; then the last one, rebuilding.
+    async fn push_all(&mut self) {
+        let rec = self.scope.recorder.clone();
+        let max_in_flight = self.scope.ctx.config.gradient.client.max_in_flight.max(1);
+        let mut pushes = std::mem::take(&mut self.plan.pushes);
+        let last = pushes.pop();
+        let mut first_pushed: Option<PlannedPush> = None;
+        let mut done = Vec::new();
+        {
+            let this = &*self;
+            let id = this.report.id.clone();
+            let mut results = stream::iter(pushes)
+                .map(|pp| async move {
+                    let a = this.push(&pp, true).await;
+                    (pp, a)
+                })
+                .buffer_unordered(max_in_flight);
+            while let Some((pp, attempt)) = results.next().await {
+                if let Some(a) = attempt {
+                    if a.outcome == PairOutcome::Pushed && first_pushed.is_none() {
+                        first_pushed = Some(pp.clone());
+                    }
+                    // Rows go to the writer as they complete (a crash loses only the last few).
+                    rec.row(&id, &pp, &a, now_ms());
+                    done.push((pp, a));
+                }
+            }
+        }
+        for (pp, a) in &done {
+            note(&mut self.report, pp, a);
+        }
+        let Some(pp) = last else { return };
+        let Some(a) = self.push(&pp, false).await else {
+            return;
+        };
+        let last_ok = a.outcome == PairOutcome::Pushed;
+        rec.pair(&mut self.report, &pp, &a, now_ms());
+        // The run's last call must rebuild Gradient's view: re-push a successful pair.
+        if last_ok || self.halt.get() != Halt::Sending || self.scope.control.stop.is_cancelled() {
+            return;
+        }
+        let Some(ok) = first_pushed else { return };
+        let Some(sid) = &ok.service_id else { return };
+        if let Err(e) = self
+            .who
+            .session
+            .set_unit_count(sid, &ok.account_id, ok.unit_count, false)
+            .await
+        {
+            tracing::warn!(connector = %self.report.id, error = %e, "the rebuilding push failed; Gradient rebuilds on its next accepted count");
+        }
+    }
+
+    /// Pushes one pair unless the run is stopping (None: not attempted, not recorded).
+    async fn push(&self, pp: &PlannedPush, no_build: bool) -> Option<Attempt> {
+        let control = self.scope.control;
+        if control.stop.is_cancelled() {
+            return None;
+        }
+        match self.halt.get().max(self.scope.halt.get()) {
+            Halt::Sending => {}
+            Halt::TokenRejected => {
+                return Some(Attempt::not_sent(
+                    PairOutcome::Rejected,
+                    "not sent: Gradient rejected this connector's token (401) earlier in this run",
+                ))
+            }
+            Halt::Forbidden => {
+                return Some(Attempt::not_sent(
+                    PairOutcome::Failed,
+                    "not sent: Gradient answered 403 (anomaly) earlier in this run",
+                ))
+            }
+        }
+        if pp.unit_count > MAX_EXACT_COUNT {
+            return Some(Attempt::not_sent(PairOutcome::Failed, "not sent: the count exceeds 2^53, which a JSON number cannot carry exactly; check the inventory"));
+        }
+        let Some(service_id) = &pp.service_id else {
+            return Some(Attempt::not_sent(
+                PairOutcome::Failed,
+                "not sent: the service has no Gradient id (it could not be created); see the run's log",
+            ));
+        };
+        let call =
+            self.who
+                .session
+                .set_unit_count(service_id, &pp.account_id, pp.unit_count, no_build);
+        let result = tokio::select! {
+            r = call => r,
+            _ = control.abort.cancelled() => return None,
+        };
+        Some(match result {
+            Ok(a) => Attempt {
+                outcome: PairOutcome::Pushed,
+                status: Some(a.status),
+                attempts: a.attempts,
+                reason: None,
+            },
+            Err(e) => {
+                let outcome = match e.kind {
+                    ErrorKind::NotMapped => PairOutcome::Unmapped,
+                    ErrorKind::Unauthorized => {
+                        self.halt.raise(Halt::TokenRejected);
+                        PairOutcome::Rejected
+                    }
+                    ErrorKind::Forbidden => {
+                        self.scope.halt.raise(Halt::Forbidden);
+                        PairOutcome::Failed
+                    }
+                    _ => PairOutcome::Failed,
+                };
+                let reason = match outcome {
+                    PairOutcome::Unmapped => format!("unmapped: {}", e.message),
+                    _ => e.to_string(),
+                };
+                Attempt {
+                    outcome,
+                    status: e.status,
+                    attempts: e.attempts,
+                    reason: Some(reason),
+                }
+            }
+        })
+    }
+}
