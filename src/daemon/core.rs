@@ -27,11 +27,14 @@ use crate::schedule::Schedule;
 use crate::sync::{RunControl, RunRequest};
 use crate::time::{format_ms, now_ms, Millis};
 
-/// How long in-flight requests may finish after a stop signal; then they are abandoned, so that the
-/// whole stop stays within the contract's 10 s.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(7);
-/// After abandoning, how long the run gets to record itself before the core stops waiting.
-pub const ABANDON_WAIT: Duration = Duration::from_secs(2);
+/// How long in-flight requests may finish after a stop signal; then they are abandoned. The stop's
+/// whole budget — this grace, twice [`ABANDON_WAIT`] (the run records itself; the core records an
+/// abandoned run) and the runtime's wait for blocking store work (`daemon::RUNTIME_SHUTDOWN`) —
+/// stays within the contract's 10 s even when the store is locked by another writer.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(6);
+/// After abandoning, how long the run gets to record itself (and, after that, how long recording
+/// an abandoned run may take) before the core stops waiting.
+pub const ABANDON_WAIT: Duration = Duration::from_secs(1);
 /// First wait before retrying a request that could not start (run lock held); doubles up to
 /// [`RETRY_MAX`].
 pub const RETRY_FIRST: Duration = Duration::from_secs(1);

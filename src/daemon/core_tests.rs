@@ -89,7 +89,8 @@ impl Driver for FakeDriver {
 
     fn abandoned(&mut self) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         self.seen.lock().unwrap().abandoned += 1;
-        Box::pin(async {})
+        // As with a store locked by another writer: recording never finishes.
+        Box::pin(std::future::pending())
     }
 }
 
@@ -250,7 +251,9 @@ async fn shutdown_abandons_a_stuck_run_within_ten_seconds() {
     pass(Duration::from_secs(1)).await;
     let seen = h.seen.clone();
     let took = h.stop().await;
-    assert!(took <= Duration::from_secs(10), "stop took {took:?}");
+    // The runtime then waits at most RUNTIME_SHUTDOWN for blocking store work.
+    let budget = took + crate::daemon::RUNTIME_SHUTDOWN;
+    assert!(budget < Duration::from_secs(10), "stop took {budget:?}");
     assert!(took >= SHUTDOWN_GRACE, "in-flight requests got their grace");
     assert_eq!(seen.lock().unwrap().abandoned, 1);
 }

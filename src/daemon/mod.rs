@@ -340,4 +340,4 @@ pub async fn run(cfg: Arc<Config>) -> Result<(), DaemonError> {
 
 /// How long the runtime waits for blocking store work after a command ends (a store call stuck in
 /// SQLite's busy wait must not hold the process past the contract's 10 s).
-pub const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(1);
+pub const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(500);

@@ -322,7 +322,12 @@ pub async fn run(
         ledger: writer.sender(),
         run_id,
     };
-    let result = run_connectors(ctx, &setup, control, &rec, &mut report).await;
+    // Abort (the end of the shutdown grace) drops every request in flight, whatever phase the run is
+    // in (catalogue, accounts, pushes): nothing of the run may outlive the contract's 10 s.
+    let result = tokio::select! {
+        r = run_connectors(ctx, &setup, control, &rec, &mut report) => r,
+        _ = control.abort.cancelled() => Err("stopped by shutdown: requests in flight were abandoned".into()),
+    };
     drop(rec);
     let written = writer.finish().await;
     let aborted = match (result, written) {
