@@ -253,11 +253,11 @@ async fn tour(keep: Option<&Path>) -> Result<(), DemoError> {
     let mut rng = fastrand::Rng::with_seed(2026);
     let inventory = sample_inventory(&mut rng);
     let summary = {
-        let loc = crate::sync::store_location(&config);
+        let loc = crate::sync::store_handle(&config);
         let text = inventory.clone();
         step(
             "import",
-            loc.with(move |s| {
+            loc.write(move |s| {
                 crate::store::import::import(s, text.as_bytes(), crate::time::now_ms())
                     .map_err(|e| crate::store::StoreError::Sqlite(e.to_string()))
             })
@@ -306,10 +306,10 @@ async fn tour(keep: Option<&Path>) -> Result<(), DemoError> {
         r#"{"type":"module","workspace":"northwind-contoso-ltd","module":"endpoint_security","enabled":false}"#,
         r#"{"type":"module","workspace":"bluesky-coho-winery","module":"email_security","enabled":false}"#
     );
-    let loc = crate::sync::store_location(&config);
+    let loc = crate::sync::store_handle(&config);
     step(
         "import",
-        loc.with(move |s| {
+        loc.write(move |s| {
             crate::store::import::import(s, off.as_bytes(), crate::time::now_ms())
                 .map_err(|e| crate::store::StoreError::Sqlite(e.to_string()))
         })

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use gradient_connector::config::{Config, ConfigError};
 use gradient_connector::store::import::{import, ImportError};
+use gradient_connector::store::run_inputs::CountQuestion;
 use gradient_connector::store::Store;
 use proptest::prelude::*;
 
@@ -81,8 +82,7 @@ proptest! {
                     prop_assert!(!b.reason.is_empty());
                 }
                 // Nothing applied.
-                let n: i64 = store.conn().query_row("SELECT count(*) FROM channels", [], |r| r.get(0)).unwrap();
-                prop_assert_eq!(n, 0);
+                prop_assert_eq!(store.inventory_size().unwrap().channels, 0);
             }
             Err(other) => prop_assert!(false, "unexpected error {}", other),
         }
@@ -251,7 +251,7 @@ proptest! {
             (gradient_connector::domain::MonthlyCount::Peak, peak),
             (gradient_connector::domain::MonthlyCount::Distinct, peak.map(|_| seen.len() as u64)),
         ] {
-            let got = gradient_connector::store::counting::count_month(store.conn(), &services, a, b, how).unwrap();
+            let got = store.count(&services, CountQuestion::Month { from: a, to: b, how }).unwrap();
             let got = got.figures.first().map(|f| f.unit_count);
             prop_assert_eq!(got, want, "{:?} for {:?}", how, h);
         }
@@ -296,7 +296,7 @@ proptest! {
     /// statement (`month_query`, which the test above checks against a brute-force model).
     #[test]
     fn monthly_peak_sweep_matches_the_sql_statement(inv in inventory()) {
-        use gradient_connector::store::counting::{count_month, month_query, ServiceUnit};
+        use gradient_connector::store::counting::ServiceUnit;
         let mut text = String::from("{\"type\":\"channel\",\"id\":\"c\",\"name\":\"C\",\"at\":\"2026-01-01T00:00:00Z\"}\n");
         for w in 0..WORKSPACES {
             text += &format!("{{\"type\":\"workspace\",\"id\":\"w{w}\",\"channel\":\"c\",\"name\":\"W\",\"at\":\"2026-01-01T00:00:00Z\"}}\n");
@@ -324,21 +324,16 @@ proptest! {
             .map(|(m, u)| ServiceUnit { module: m.to_string(), unit: *u })
             .collect();
         let (a, b) = gradient_connector::time::Month { year: 2026, month: 10 }.bounds(chrono_tz::UTC);
-        let got: Vec<(String, String, u64)> =
-            count_month(store.conn(), &services, a, b, gradient_connector::domain::MonthlyCount::Peak)
-                .unwrap()
-                .figures
-                .into_iter()
-                .map(|f| (f.workspace_id, f.module, f.unit_count))
-                .collect();
-        let (sql, params) = month_query(&services, a, b, gradient_connector::domain::MonthlyCount::Peak);
-        let mut stmt = store.conn().prepare(&sql).unwrap();
-        let mut want: Vec<(String, String, u64)> = stmt
-            .query_map(rusqlite::params_from_iter(params), |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64)))
+        let question = CountQuestion::Month { from: a, to: b, how: gradient_connector::domain::MonthlyCount::Peak };
+        let mut got: Vec<(String, String, u64)> = store
+            .count(&services, question)
             .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        want.sort();
+            .figures
+            .into_iter()
+            .map(|f| (f.workspace_id, f.module, f.unit_count))
+            .collect();
+        got.sort();
+        let want = store.count_by_statement(&services, question).unwrap();
         prop_assert_eq!(got, want, "{:?}", inv);
     }
 }

@@ -20,7 +20,7 @@ use crate::domain::ConnectorState;
 use crate::gradient::{ErrorKind, IntegrationStatus};
 use crate::gradient::{GradientClient, GradientError, PartnerSession};
 use crate::store::StoreError;
-use crate::store::StoreLocation;
+use crate::store::StoreHandle;
 use crate::time::{now_ms, Millis};
 
 /// Longest accepted token.
@@ -121,7 +121,7 @@ pub struct AddReport {
 
 /// Stores (or replaces) a connector's token, verifies it and creates the channel's accounts.
 pub async fn add(
-    store: &StoreLocation,
+    store: &StoreHandle,
     client: &GradientClient,
     id: &ConnectorId,
     token: SecretString,
@@ -129,7 +129,7 @@ pub async fn add(
     let now = now_ms();
     let (cid, tok) = (id.to_string(), token.clone());
     let (channel_known, workspaces) = store
-        .with(move |s| {
+        .write(move |s| {
             s.set_token(&cid, &tok, now)?;
             let known = s.channel_exists(&cid)?;
             let ws: Vec<_> = s
@@ -154,7 +154,7 @@ pub async fn add(
             };
             let (cid, r) = (id.to_string(), reason.clone());
             store
-                .with(move |s| {
+                .write(move |s| {
                     s.set_connector_state(&cid, Some(now), ConnectorState::Unverified, &r, now_ms())
                 })
                 .await?;
@@ -186,13 +186,13 @@ pub async fn add(
 /// Tells Gradient the integration is `inactive` (best effort), forgets the token, keeps history.
 /// Returns whether Gradient was told.
 pub async fn disconnect(
-    store: &StoreLocation,
+    store: &StoreHandle,
     client: &GradientClient,
     id: &ConnectorId,
 ) -> Result<bool, ConnectorError> {
     let cid = id.to_string();
     let (row, token) = store
-        .with(move |s| Ok((s.connector(&cid)?, s.token(&cid)?)))
+        .read(move |s| Ok((s.connector(&cid)?, s.token(&cid)?)))
         .await?;
     if row.is_none() {
         return Err(ConnectorError::Unknown(id.to_string()));
@@ -212,7 +212,7 @@ pub async fn disconnect(
     }
     let cid = id.to_string();
     store
-        .with(move |s| s.disconnect(&cid, "disconnected by the operator", now_ms()))
+        .write(move |s| s.disconnect(&cid, "disconnected by the operator", now_ms()))
         .await?;
     Ok(told)
 }
@@ -220,7 +220,7 @@ pub async fn disconnect(
 /// Verifies a token: reads the integration, sets it `pending` unless Gradient already says `active`,
 /// and records the connector as connected. Returns the status Gradient now shows.
 pub async fn verify(
-    store: &StoreLocation,
+    store: &StoreHandle,
     row_id: &str,
     token_set_at: Option<Millis>,
     session: &PartnerSession,
@@ -236,7 +236,7 @@ pub async fn verify(
     let (id, st, name) = (row_id.to_string(), status.clone(), integration.name.clone());
     let now = now_ms();
     if let Err(e) = store
-        .with(move |s| s.mark_connected(&id, token_set_at, Some(&st), name.as_deref(), now))
+        .write(move |s| s.mark_connected(&id, token_set_at, Some(&st), name.as_deref(), now))
         .await
     {
         tracing::error!(connector = %row_id, error = %e, "could not record the verified token");

@@ -214,7 +214,7 @@ impl Driver for RealDriver {
         Box::pin(async move {
             let now = now_ms();
             let marked = store
-                .with(move |s| s.mark_unfinished_interrupted(now))
+                .write(move |s| s.mark_unfinished_interrupted(now))
                 .await;
             tracing::debug!(?marked, "abandoned run recorded");
         })
@@ -230,7 +230,7 @@ async fn start_up(
     let anchor = schedule.latest_at_or_before(now);
     let (last_slot, last_run) = ctx
         .store
-        .with(move |s| {
+        .write(move |s| {
             let slot = s.last_slot()?;
             if slot.is_none() {
                 // A fresh store: nothing was missed; remember where the schedule stands.

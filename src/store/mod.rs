@@ -10,6 +10,7 @@
 //! and a busy timeout, and is migrated on open.
 
 pub mod counting;
+pub mod handle;
 pub mod import;
 pub mod ledger;
 pub mod run_inputs;
@@ -20,6 +21,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use handle::{LedgerSink, StoreHandle};
+
 use rusqlite::{Connection, OpenFlags};
 
 /// The page cache of a store connection (`PRAGMA cache_size`; negative = KiB): 16 MB.
@@ -28,7 +31,7 @@ pub(crate) const CACHE_SIZE: i64 = -16000;
 const PAGE_SIZE: u32 = 16384;
 
 /// Errors of this module.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The file could not be created or opened.
     #[error("cannot open the store {path}: {reason}; check [store] path, that its directory exists and is writable by this user, and that the disk is not full")]
@@ -72,37 +75,6 @@ impl From<rusqlite::Error> for StoreError {
             }
             _ => StoreError::Sqlite(e.to_string()),
         }
-    }
-}
-
-/// Where the store is and how to open it; cheap to clone and send to blocking tasks.
-#[derive(Debug, Clone)]
-pub struct StoreLocation {
-    /// The file.
-    pub path: PathBuf,
-    /// How long a writer waits for another writer.
-    pub busy_timeout: Duration,
-}
-
-impl StoreLocation {
-    /// Opens (creating and migrating if needed) a connection.
-    pub fn open(&self) -> Result<Store, StoreError> {
-        Store::open(&self.path, self.busy_timeout)
-    }
-
-    /// Runs `f` with a fresh connection on tokio's blocking pool.
-    pub async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
-    {
-        let loc = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut store = loc.open()?;
-            f(&mut store)
-        })
-        .await
-        .map_err(|e| StoreError::Sqlite(format!("store task failed: {e}")))?
     }
 }
 
@@ -185,12 +157,13 @@ impl Store {
         &self.path
     }
 
-    /// The underlying connection (for the store's submodules and tests).
+    /// The underlying connection: SQL stays inside `store` (the benchmark's generator still uses
+    /// it until it generates through the import).
     pub fn conn(&self) -> &Connection {
         &self.conn
     }
 
-    /// Mutable access to the connection (transactions).
+    /// Mutable access to the connection (transactions): SQL stays inside `store`.
     pub fn conn_mut(&mut self) -> &mut Connection {
         &mut self.conn
     }

@@ -107,6 +107,93 @@ impl Store {
     }
 }
 
+/// How large the inventory is (for the benchmark, `status` and tests).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct InventorySize {
+    /// Channels (MSPs).
+    pub channels: u64,
+    /// Workspaces (accounts).
+    pub workspaces: u64,
+    /// Units (users and devices) ever seen.
+    pub units: u64,
+    /// Protection intervals.
+    pub unit_intervals: u64,
+}
+
+impl Store {
+    /// Row counts of the inventory's tables.
+    pub fn inventory_size(&self) -> Result<InventorySize, StoreError> {
+        let n = |table: &str| -> Result<u64, StoreError> {
+            let v: i64 =
+                self.conn()
+                    .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?;
+            Ok(v.max(0) as u64)
+        };
+        Ok(InventorySize {
+            channels: n("channels")?,
+            workspaces: n("workspaces")?,
+            units: n("units")?,
+            unit_intervals: n("unit_intervals")?,
+        })
+    }
+
+    /// Every channel id, sorted.
+    pub fn channel_ids(&self) -> Result<Vec<String>, StoreError> {
+        let mut st = self.conn().prepare("SELECT id FROM channels ORDER BY id")?;
+        let rows = st.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The figures of one question computed by its single SQL statement (`counting::as_of_query` /
+    /// `counting::month_query`) instead of the run's path (the monthly peak's sweep): a cross-check
+    /// for tests and the benchmark. Rows: `(workspace, module, count)`, sorted.
+    pub fn count_by_statement(
+        &self,
+        services: &[ServiceUnit],
+        question: CountQuestion,
+    ) -> Result<Vec<(String, String, u64)>, StoreError> {
+        let (sql, params) = statement(services, question);
+        let mut st = self.conn().prepare(&sql)?;
+        let rows = st.query_map(rusqlite::params_from_iter(params), |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)?.max(0) as u64))
+        })?;
+        let mut out: Vec<(String, String, u64)> = rows.collect::<Result<_, _>>()?;
+        out.sort();
+        Ok(out)
+    }
+
+    /// SQLite's query plan of a question's single statement, one line per step (for the benchmark).
+    pub fn query_plan(
+        &self,
+        services: &[ServiceUnit],
+        question: CountQuestion,
+    ) -> Result<Vec<String>, StoreError> {
+        let (sql, params) = statement(services, question);
+        let mut st = self.conn().prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+        let rows = st.query_map(rusqlite::params_from_iter(params), |r| {
+            Ok(format!(
+                "{:>4} {:>4} {}",
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(3)?
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+fn statement(
+    services: &[ServiceUnit],
+    question: CountQuestion,
+) -> (String, Vec<rusqlite::types::Value>) {
+    match question {
+        CountQuestion::AsOf(at) => super::counting::as_of_query(services, at),
+        CountQuestion::Month { from, to, how } => {
+            super::counting::month_query(services, from, to, how)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,11 +4,11 @@
 //! and create missing services once → per connector, concurrently: verify an unverified token, create
 //! missing accounts in one bulk call and rename changed ones, push every planned pair (all but the last
 //! with `no_build=true`, then the last one rebuilding) → ledger rows as pushes complete → close the run.
-//! [`plan`] holds the pure decisions; [`writer`] the ledger thread.
+//! [`plan`] holds the pure decisions; [`push`] one connector's part; ledger rows go to the store's
+//! writer thread ([`crate::store::StoreHandle`]).
 
 pub mod plan;
 pub mod push;
-pub mod writer;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,12 +25,11 @@ use crate::gradient::{ErrorKind, GradientClient, GradientError, NewService, Part
 use crate::store::counting::{Counts, ServiceUnit};
 use crate::store::ledger::{ConnectorRow, RunLock, WorkspaceRow};
 use crate::store::run_inputs::CountQuestion;
-use crate::store::{StoreError, StoreLocation};
+use crate::store::{StoreError, StoreHandle};
 use crate::time::{format_ms, now_ms, Millis, Month, Period};
 use plan::ConnectorPlan;
 pub use push::MAX_EXACT_COUNT;
 use push::{ConnectorRun, Halt, HaltFlag, Recorder, Scope};
-use writer::LedgerWriter;
 
 /// Errors that stop a run before it starts.
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +54,7 @@ pub struct SyncContext {
     /// The configuration in force.
     pub config: Arc<Config>,
     /// The store.
-    pub store: StoreLocation,
+    pub store: StoreHandle,
     /// The Gradient client (one pool, one pacer per daemon).
     pub client: GradientClient,
 }
@@ -67,19 +66,16 @@ impl SyncContext {
         let client =
             GradientClient::new(config.gradient.client.clone(), key).map_err(SyncError::Client)?;
         Ok(SyncContext {
-            store: store_location(&config),
+            store: store_handle(&config),
             config,
             client,
         })
     }
 }
 
-/// The store location of a configuration.
-pub fn store_location(config: &Config) -> StoreLocation {
-    StoreLocation {
-        path: config.store.path.clone(),
-        busy_timeout: config.store.busy_timeout,
-    }
+/// The store handle of a configuration.
+pub fn store_handle(config: &Config) -> StoreHandle {
+    StoreHandle::new(&config.store.path, config.store.busy_timeout)
 }
 
 /// A request for one run.
@@ -205,7 +201,7 @@ fn services_of(config: &Config) -> Vec<ServiceUnit> {
 
 /// Reads connectors, inventory, counts and last-known values: one read transaction in the store.
 async fn read_setup(
-    store: &StoreLocation,
+    store: &StoreHandle,
     config: &Arc<Config>,
     only: Option<ConnectorId>,
     period: Period,
@@ -223,7 +219,7 @@ async fn read_setup(
         }
     };
     let inputs = store
-        .with(move |s| s.load_run_inputs(only.as_deref(), &services, question))
+        .read(move |s| s.load_run_inputs(only.as_deref(), &services, question))
         .await?;
     let mut last_known: HashMap<String, HashMap<(String, String), u64>> = HashMap::new();
     for lk in inputs.last_known {
@@ -282,7 +278,7 @@ pub async fn run(
     let started = Instant::now();
     let now = now_ms();
     let config = ctx.config.clone();
-    let _lock = RunLock::try_acquire(&ctx.store.path)?;
+    let _lock = RunLock::try_acquire(ctx.store.path())?;
     let period = request_period(&config, &req, now);
     let cadence = cadence_label(&period);
     let label = period.label(config.schedule.timezone);
@@ -295,7 +291,7 @@ pub async fn run(
     let (trigger, slot, lbl) = (req.trigger, req.slot_at, label.clone());
     let run_id = ctx
         .store
-        .with(move |s| {
+        .write(move |s| {
             let (id, n) = s.open_run(trigger, cadence, &lbl, slot, now)?;
             if n > 0 {
                 tracing::warn!("{n} earlier run(s) stopped before finishing (crash or kill); recorded as interrupted");
@@ -317,9 +313,8 @@ pub async fn run(
         connectors: Vec::new(),
     };
 
-    let writer = LedgerWriter::start(&ctx.store)?;
     let rec = Recorder {
-        ledger: writer.sender(),
+        ledger: ctx.store.ledger()?,
         run_id,
     };
     // Abort (the end of the shutdown grace) drops every request in flight, whatever phase the run is
@@ -329,23 +324,23 @@ pub async fn run(
         _ = control.abort.cancelled() => Err("stopped by shutdown: requests in flight were abandoned".into()),
     };
     drop(rec);
-    let written = writer.finish().await;
-    let aborted = match (result, written) {
+    // The run's tally is what the ledger holds, not what the tasks counted. This write job runs
+    // on the store's writer thread after every row the run sent.
+    let held = ctx
+        .store
+        .write(move |s| s.run_tally_by_connector(run_id))
+        .await;
+    let aborted = match (result, ctx.store.take_ledger_error()) {
         (Err(msg), _) => {
             report.message = Some(msg);
             true
         }
-        (Ok(()), Err(e)) => {
+        (Ok(()), Some(e)) => {
             report.message = Some(format!("the ledger could not be written: {e}"));
             true
         }
-        (Ok(()), Ok(_)) => false,
+        (Ok(()), None) => false,
     };
-    // The run's tally is what the ledger holds, not what the tasks counted.
-    let held = ctx
-        .store
-        .with(move |s| s.run_tally_by_connector(run_id))
-        .await;
     match held {
         Ok(by_connector) => {
             for c in &mut report.connectors {
@@ -368,7 +363,7 @@ pub async fn run(
     let (outcome, tally, message) = (report.outcome, report.tally, report.message.clone());
     let finished = now_ms();
     ctx.store
-        .with(move |s| s.finish_run(run_id, outcome, &tally, message.as_deref(), finished))
+        .write(move |s| s.finish_run(run_id, outcome, &tally, message.as_deref(), finished))
         .await?;
     if report.outcome == RunOutcome::Ok {
         tracing::info!("{}", report.summary());
@@ -568,7 +563,7 @@ async fn resolve_catalogue(
         .collect();
     if let Err(e) = ctx
         .store
-        .with(move |s| {
+        .write(move |s| {
             for (m, n, id) in &to_save {
                 s.save_service_id(m, n, id, now)?;
             }
@@ -596,7 +591,7 @@ async fn reject_connector(
     let now = now_ms();
     if let Err(e) = ctx
         .store
-        .with(move |s| s.set_connector_state(&id, gen, ConnectorState::TokenRejected, &r, now))
+        .write(move |s| s.set_connector_state(&id, gen, ConnectorState::TokenRejected, &r, now))
         .await
     {
         tracing::error!(connector = %row.id, error = %e, "could not record the rejected token");
@@ -637,7 +632,7 @@ pub struct DryRunConnector {
 pub async fn dry_run(config: &Arc<Config>, req: &RunRequest) -> Result<DryRun, SyncError> {
     let now = now_ms();
     let period = request_period(config, req, now);
-    let store = store_location(config);
+    let store = store_handle(config);
     let setup = read_setup(&store, config, req.connector.clone(), period).await?;
     if let Some(only) = &req.connector {
         if setup.connectors.is_empty() {

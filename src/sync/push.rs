@@ -7,7 +7,6 @@
 //! own [`Halt`] says whether its token was rejected.
 
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::mpsc::Sender;
 
 use futures::stream::{self, StreamExt};
 
@@ -17,6 +16,7 @@ use crate::connector::{ensure_accounts, verify};
 use crate::domain::{ConnectorState, PairOutcome};
 use crate::gradient::{ErrorKind, GradientError};
 use crate::store::ledger::{LedgerEntry, WorkspaceRow};
+use crate::store::LedgerSink;
 use crate::time::{now_ms, Millis};
 
 /// The largest count a JSON number carries exactly (2^53): anything above is refused, never rounded.
@@ -57,8 +57,8 @@ impl HaltFlag {
 /// Writes a run's ledger rows (through the writer thread) and keeps the connector's report in step.
 #[derive(Clone)]
 pub struct Recorder {
-    /// The writer thread's inbox.
-    pub ledger: Sender<LedgerEntry>,
+    /// The store's writer thread.
+    pub ledger: LedgerSink,
     /// The run.
     pub run_id: i64,
 }
@@ -97,7 +97,7 @@ impl Recorder {
     /// Sends one pair's ledger row to the writer (a send error means the writer stopped; its
     /// `finish()` reports why).
     pub fn row(&self, connector: &str, p: &PlannedPush, a: &Attempt, at: Millis) {
-        let _ = self.ledger.send(LedgerEntry {
+        self.ledger.send(LedgerEntry {
             run_id: self.run_id,
             connector_id: connector.to_string(),
             account_id: p.account_id.clone(),
@@ -134,7 +134,7 @@ impl Recorder {
             cr.tally.add(PairOutcome::SkippedDisabled);
             cr.disabled
                 .push((d.account_id.clone(), d.module.clone(), d.last_known));
-            let _ = self.ledger.send(LedgerEntry {
+            self.ledger.send(LedgerEntry {
                 run_id: self.run_id,
                 connector_id: plan.connector_id.clone(),
                 account_id: d.account_id.clone(),
@@ -237,7 +237,7 @@ impl<'a> ConnectorRun<'a> {
                 .scope
                 .ctx
                 .store
-                .with(move |s| s.mark_success(&cid, now))
+                .write(move |s| s.mark_success(&cid, now))
                 .await;
         }
         self.report
