@@ -402,7 +402,7 @@ fn connect_all(store: &Path, sim: &SimProc) {
         let t = now_ms();
         s.set_token(c, &secrecy::SecretString::from(format!("key-{c}")), t)
             .unwrap();
-        s.mark_connected(c, Some(t), Some("pending"), None, t)
+        s.mark_connected(c, Some(t), Some("pending"), None, None, t)
             .unwrap();
     }
 }

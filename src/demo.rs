@@ -273,7 +273,9 @@ async fn tour(keep: Option<&Path>) -> Result<(), DemoError> {
         let token = secrecy::SecretString::from(key);
         let r = step(
             "connector add",
-            crate::connector::add(&ctx.store, &ctx.client, &m.id.into(), token).await,
+            ctx.lifecycle()
+                .add(&m.id.into(), token, Default::default())
+                .await,
         )?;
         println!(
             "2. {} pasted its Gradient partner token: verified, integration {}, {} accounts created",
@@ -340,7 +342,9 @@ async fn tour(keep: Option<&Path>) -> Result<(), DemoError> {
     let heal = secrecy::SecretString::from("partner-key-bluesky-NEW".to_string());
     step(
         "connector add",
-        crate::connector::add(&ctx.store, &ctx.client, &"msp-bluesky".into(), heal).await,
+        ctx.lifecycle()
+            .add(&"msp-bluesky".into(), heal, Default::default())
+            .await,
     )?;
     let fourth = sync_once(&ctx).await?;
     println!(

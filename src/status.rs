@@ -489,3 +489,20 @@ pub fn render_dry_run(d: &DryRun) -> String {
 pub fn ms(v: Option<Millis>) -> Option<String> {
     v.map(format_ms)
 }
+
+/// Text from Gradient or the inventory, made safe for a terminal: control characters (escape
+/// sequences, newlines) are shown as `\u{…}` so nothing can forge or hide a line. JSON output is
+/// never escaped this way.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

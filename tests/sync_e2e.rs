@@ -64,10 +64,10 @@ fn first_sync_pushes_exact_counts_and_the_second_creates_nothing() {
     expect_counts(&e, "msp-b");
     let snap = e.sim.snapshot();
     assert_eq!(snap.services.len(), 2, "each service created once");
-    // Requests of the first run: 1 catalogue read + 2 service creations, then per connector one
-    // accounts read and 6 pushes.
+    // Requests of the first run: 1 catalogue read (the services were created when the first MSP
+    // connected), then per connector one accounts read and 6 pushes.
     let run1 = &snap.requests[before..];
-    assert_eq!(run1.len(), 1 + 2 + 2 * (1 + 6), "{run1:#?}");
+    assert_eq!(run1.len(), 1 + 2 * (1 + 6), "{run1:#?}");
     for msp in ["msp-a", "msp-b"] {
         let org = snap.org(msp).unwrap();
         assert_eq!(org.status, "active");
@@ -264,21 +264,31 @@ fn key_rotation_rejects_one_msp_and_a_new_token_heals_it() {
 }
 
 #[test]
-fn a_rejected_token_at_connector_add_stays_unverified() {
+fn a_rejected_paste_changes_nothing_and_the_old_token_keeps_working() {
     let e = SimEnv::new("", "");
     e.import(&inventory());
     e.sim.add_msp("msp-a", "A", "real-key");
+    // A first paste that Gradient rejects stores nothing at all.
     let out = e.add_token("msp-a", "stale-key", 1);
     assert!(
-        stderr(&out).contains("was a newer one generated"),
+        stderr(&out).contains("Gradient rejected this token (HTTP 401); nothing was changed"),
         "{}",
         stderr(&out)
     );
+    assert!(stderr(&out).contains("vendor key"), "names both causes");
     assert!(!stderr(&out).contains("stale-key"));
     let list = e.run(&["connector", "list", "--json"]);
     let v: Value = serde_json::from_slice(&list.stdout).unwrap();
-    assert_eq!(v[0]["state"], "unverified");
-    assert!(!stdout(&list).contains("stale-key"));
+    assert_eq!(v.as_array().map(Vec::len), Some(0), "{v}");
+    assert!(e.sim.snapshot().org("msp-a").unwrap().status_history.is_empty());
+    // With a working token in place, a failed paste (a typo) keeps it: the next run pushes with it.
+    e.add_token("msp-a", "real-key", 0);
+    e.add_token("msp-a", "real-kye", 1);
+    let st = e.status_json();
+    assert_eq!(connector_in(&st, "msp-a")["state"], "connected");
+    let out = e.run(&["sync"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    expect_counts(&e, "msp-a");
 }
 
 #[test]
@@ -364,7 +374,8 @@ fn catalogue_failure_creates_nothing_and_fails_the_run() {
         stdout(&out)
     );
     let snap = e.sim.snapshot();
-    assert!(snap.services.is_empty());
+    // The services were created when the MSPs connected; the failed run created none.
+    assert_eq!(snap.services.len(), 2);
     assert!(snap.pushes.is_empty());
     assert_eq!(e.status_json()["last_run"]["outcome"], "failed");
 }

@@ -149,23 +149,55 @@ async fn sync(
 async fn connector(cfg: Arc<Config>, command: ConnectorCommand) -> Done {
     match command {
         ConnectorCommand::List { json } => connector_list(&cfg, json),
-        ConnectorCommand::Add { id, token_file } => {
+        ConnectorCommand::Add {
+            id,
+            token_file,
+            new_organization,
+        } => {
             let token = crate::connector::read_token(&token_file)?;
             let ctx = SyncContext::new(cfg)?;
-            let r = crate::connector::add(&ctx.store, &ctx.client, &id.into(), token).await?;
+            let options = crate::connector::PasteOptions { new_organization };
+            let r = ctx.lifecycle().add(&id.into(), token, options).await?;
             println!(
-                "connector {} connected: Gradient shows the integration {}; accounts created {}, renamed {}",
-                r.id, r.gradient_status, r.accounts_created, r.accounts_renamed
+                "connector {} connected to Gradient organization {}: the integration is {}; services ready {}, accounts created {}, renamed {}",
+                r.id,
+                r.organization_name.as_deref().map(crate::status::escape).unwrap_or_else(|| "(unnamed)".into()),
+                r.gradient_status,
+                r.services_ready,
+                r.accounts_created,
+                r.accounts_renamed
             );
             if !r.channel_known {
                 println!("note: the inventory has no channel {:?} yet; import it so that its workspaces are synced", r.id.as_str());
             }
             Ok(())
         }
+        ConnectorCommand::Verify { id, all } => {
+            if id.is_none() && !all {
+                return Err(CommandError::Usage(
+                    "connector verify: name a connector ID or pass --all".into(),
+                ));
+            }
+            let ctx = SyncContext::new(cfg)?;
+            let only = id.map(ConnectorId::from);
+            let results = ctx.lifecycle().verify_stored(only.as_ref()).await?;
+            for v in &results {
+                println!("connector {}: {} — {}", v.id, v.state, v.note);
+            }
+            if results
+                .iter()
+                .any(|v| v.state != crate::domain::ConnectorState::Connected)
+            {
+                return Err(CommandError::RunIncomplete {
+                    message: "some connectors are not connected (see above)".into(),
+                    transient: true,
+                });
+            }
+            Ok(())
+        }
         ConnectorCommand::Disconnect { id } => {
             let ctx = SyncContext::new(cfg)?;
-            let told =
-                crate::connector::disconnect(&ctx.store, &ctx.client, &id.clone().into()).await?;
+            let told = ctx.lifecycle().disconnect(&id.clone().into()).await?;
             println!(
                 "connector {id} disconnected: token forgotten, history kept{}",
                 if told {

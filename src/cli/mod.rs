@@ -95,14 +95,27 @@ pub enum Command {
 /// `connector` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum ConnectorCommand {
-    /// Store (or replace) channel ID's pasted Gradient partner token, verify it, set the integration
-    /// `pending`. Replacing a token heals a rejected one.
+    /// Verify channel ID's pasted Gradient partner token, and only then store it (or replace the
+    /// old one); set the integration `pending`; ensure the services and create missing accounts.
+    /// Replacing a token heals a rejected one; on any failure nothing changes.
     Add {
         /// The channel (MSP) id.
         id: String,
-        /// File holding the token; `-` reads standard input.
+        /// File holding the token; `-` reads standard input (a UTF-8 BOM and CRLF are stripped).
         #[arg(long, value_name = "PATH")]
         token_file: PathBuf,
+        /// Accept a token of another Gradient organization than this connector had before.
+        #[arg(long)]
+        new_organization: bool,
+    },
+    /// Re-check stored tokens with Gradient now (after a vendor-key fix, rejected connectors come
+    /// back without a new paste). Exit 75 when any is not connected.
+    Verify {
+        /// The channel (MSP) id.
+        id: Option<String>,
+        /// Every connector with a token.
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
     },
     /// Tell Gradient the integration is `inactive` and forget the token; history stays.
     Disconnect {

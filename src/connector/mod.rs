@@ -1,32 +1,35 @@
-//! Connector lifecycle: one connector per MSP (channel) — pasting a partner token (store, verify,
-//! set the integration `pending`, create the channel's accounts), disconnecting, listing.
+//! Connector lifecycle: one connector per MSP (channel). Pasting a partner token verifies it with
+//! Gradient **before** anything is stored or written to Gradient, makes sure its Gradient
+//! organization is held by no other connector, sets the integration `pending`, ensures the
+//! configured services and creates the channel's missing accounts, so the MSP can map at once.
+//! Disconnecting, verifying again on demand, and the vendor key's fingerprint live here too.
 //!
-//! States: `unverified` (token stored, not accepted yet) → `connected` → `token_rejected` (a 401:
-//! the MSP generated a new key; nothing is sent until a new token is added) → `connected` again via
-//! `connector add`; `disconnected` (token forgotten, history kept).
+//! States: `connected` → `token_rejected` (a 401: the MSP generated a new key, or our vendor key is
+//! wrong; nothing is sent until a new token is pasted, or until the vendor key changes and the token
+//! verifies again) → `connected` via a paste; `disconnected` (token forgotten, history kept);
+//! `unverified` only for tokens stored by an older version, verified at the next run.
 
 mod accounts;
+mod services;
+mod token;
 
 pub use accounts::{account_changes, ensure_accounts, AccountChanges, AccountSync};
-
-use std::io::Read;
-use std::path::Path;
+pub use services::{ensure_services, resolve_services, ServiceResolution};
+pub use token::{key_fingerprint, read_token, validate_token};
 
 use secrecy::SecretString;
 use serde::Serialize;
 
-use crate::domain::ConnectorId;
-use crate::domain::ConnectorState;
-use crate::gradient::{ErrorKind, IntegrationStatus};
-use crate::gradient::{GradientClient, GradientError, PartnerSession};
-use crate::store::StoreError;
-use crate::store::StoreHandle;
+use crate::config::ServiceConfig;
+use crate::domain::{ConnectorId, ConnectorState};
+use crate::gradient::{
+    ErrorKind, GradientClient, GradientError, Integration, IntegrationStatus, PartnerSession,
+};
+use crate::store::ownership::VerifiedToken;
+use crate::store::{StoreError, StoreHandle};
 use crate::time::{now_ms, Millis};
 
-/// Longest accepted token.
-const MAX_TOKEN_BYTES: usize = 4096;
-
-/// Errors of this module.
+/// Errors of this module. None of them carries a token.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectorError {
     /// The token file is unusable.
@@ -35,15 +38,39 @@ pub enum ConnectorError {
     /// No such connector.
     #[error("there is no connector {0:?}; `gradient-connector connector list` shows them")]
     Unknown(String),
-    /// Gradient refused or could not be reached; the token is kept, the connector stays unverified.
-    #[error("connector {id}: the token is stored but could not be verified: {reason}")]
-    NotVerified {
+    /// Gradient answered 401 to the pasted token: nothing changed.
+    #[error("connector {id}: Gradient rejected this token (HTTP 401); nothing was changed (the previous token, if any, is kept). Either it is not the MSP's current partner API key — ask the MSP to generate one in Gradient and paste it again — or our vendor key is wrong: check gradient.vendor_api_key_file (or the vendor-api-key credential), then `gradient-connector connector verify --all`")]
+    TokenRejected {
+        /// Connector.
+        id: String,
+    },
+    /// Gradient could not be asked (network, 5xx, 429, or an answer we cannot use): nothing changed.
+    #[error("connector {id}: the token could not be verified, so nothing was changed: {reason}")]
+    GradientUnavailable {
         /// Connector.
         id: String,
         /// Why.
         reason: String,
-        /// Whether retrying later may work.
+        /// Whether trying again later may work.
         transient: bool,
+    },
+    /// Another connector holds the token's Gradient organization: nothing was sent or changed.
+    #[error("connector {id}: this token belongs to Gradient organization {organization:?}, which connector {holder} already holds; nothing was sent or changed. Check that the token was pasted for the right MSP (or disconnect {holder} first)")]
+    OrganizationTaken {
+        /// Connector.
+        id: String,
+        /// The connector holding the organization.
+        holder: String,
+        /// The organization's name (or id).
+        organization: String,
+    },
+    /// The token belongs to another organization than the connector's: needs `--new-organization`.
+    #[error("connector {id}: this token belongs to Gradient organization {organization:?}, not to the one this connector was connected to; nothing was changed. If the MSP really moved to another Gradient organization, paste again with --new-organization")]
+    OtherOrganization {
+        /// Connector.
+        id: String,
+        /// The new organization's name (or id).
+        organization: String,
     },
     /// The store failed.
     #[error(transparent)]
@@ -55,7 +82,7 @@ impl ConnectorError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            ConnectorError::NotVerified {
+            ConnectorError::GradientUnavailable {
                 transient: true,
                 ..
             } | ConnectorError::Store(StoreError::Busy)
@@ -63,45 +90,25 @@ impl ConnectorError {
     }
 }
 
-/// Reads a pasted token from a file or standard input (`-`).
-pub fn read_token(path: &Path) -> Result<SecretString, ConnectorError> {
-    let mut raw = Vec::new();
-    let result = if path.as_os_str() == "-" {
-        std::io::stdin()
-            .take(MAX_TOKEN_BYTES as u64 + 1)
-            .read_to_end(&mut raw)
-    } else {
-        std::fs::File::open(path)
-            .and_then(|f| f.take(MAX_TOKEN_BYTES as u64 + 1).read_to_end(&mut raw))
-    };
-    result.map_err(|e| {
-        ConnectorError::BadToken(format!("file {} cannot be read: {e}", path.display()))
-    })?;
-    let text =
-        String::from_utf8(raw).map_err(|_| ConnectorError::BadToken("is not UTF-8 text".into()))?;
-    validate_token(&text)
+/// What the lifecycle needs: the store, the client, the configured services, and the vendor key's
+/// fingerprint (recorded with rejections).
+#[derive(Clone, Copy)]
+pub struct Lifecycle<'a> {
+    /// The store.
+    pub store: &'a StoreHandle,
+    /// The Gradient client.
+    pub client: &'a GradientClient,
+    /// `[[service]]`.
+    pub services: &'a [ServiceConfig],
+    /// [`key_fingerprint`] of the vendor key in use.
+    pub vendor_key_fp: &'a str,
 }
 
-/// Trims a pasted token and rejects empty ones and ones containing white space or control
-/// characters. Error messages never contain the token.
-pub fn validate_token(raw: &str) -> Result<SecretString, ConnectorError> {
-    if raw.len() > MAX_TOKEN_BYTES {
-        return Err(ConnectorError::BadToken(format!(
-            "is longer than {MAX_TOKEN_BYTES} bytes; paste only the partner API key"
-        )));
-    }
-    let t = raw.trim();
-    if t.is_empty() {
-        return Err(ConnectorError::BadToken(
-            "is empty; paste the partner API key the MSP generated in Gradient".into(),
-        ));
-    }
-    if t.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(ConnectorError::BadToken(
-            "contains white space or control characters; paste the partner API key alone, on one line".into(),
-        ));
-    }
-    Ok(SecretString::from(t.to_string()))
+/// How a paste may change a connector.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PasteOptions {
+    /// Accept a token of another Gradient organization than the connector had.
+    pub new_organization: bool,
 }
 
 /// What `connector add` did.
@@ -109,8 +116,12 @@ pub fn validate_token(raw: &str) -> Result<SecretString, ConnectorError> {
 pub struct AddReport {
     /// Connector id.
     pub id: ConnectorId,
+    /// The Gradient organization the token belongs to.
+    pub organization_name: Option<String>,
     /// Integration status in Gradient now.
     pub gradient_status: String,
+    /// Configured services that exist in Gradient now.
+    pub services_ready: usize,
     /// Accounts created.
     pub accounts_created: usize,
     /// Accounts renamed.
@@ -119,106 +130,297 @@ pub struct AddReport {
     pub channel_known: bool,
 }
 
-/// Stores (or replaces) a connector's token, verifies it and creates the channel's accounts.
-pub async fn add(
-    store: &StoreHandle,
-    client: &GradientClient,
-    id: &ConnectorId,
-    token: SecretString,
-) -> Result<AddReport, ConnectorError> {
-    let now = now_ms();
-    let (cid, tok) = (id.to_string(), token.clone());
-    let (channel_known, workspaces) = store
-        .write(move |s| {
-            s.set_token(&cid, &tok, now)?;
-            let known = s.channel_exists(&cid)?;
-            let ws: Vec<_> = s
-                .workspaces()?
-                .into_iter()
-                .filter(|w| w.channel_id == cid)
-                .collect();
-            Ok((known, ws))
-        })
-        .await?;
-    if !channel_known {
-        tracing::warn!(connector = %id, "the inventory has no channel with this id yet; import it so that its workspaces are synced");
+fn unavailable(id: &str, e: &GradientError) -> ConnectorError {
+    if e.kind == ErrorKind::Unauthorized {
+        return ConnectorError::TokenRejected { id: id.to_string() };
     }
-    let session = client.partner(&token);
-    let status = match verify(store, id, Some(now), &session).await {
-        Ok(s) => s,
-        Err(e) => {
-            let reason = if e.kind == ErrorKind::Unauthorized {
-                "this token was rejected by Gradient (401) — was a newer one generated? Ask the MSP for the current partner API key and add it again".to_string()
-            } else {
-                e.to_string()
-            };
-            let (cid, r) = (id.to_string(), reason.clone());
-            store
-                .write(move |s| {
-                    s.set_connector_state(&cid, Some(now), ConnectorState::Unverified, &r, now_ms())
-                })
-                .await?;
-            return Err(ConnectorError::NotVerified {
+    ConnectorError::GradientUnavailable {
+        id: id.to_string(),
+        reason: e.to_string(),
+        transient: e.kind.is_transient(),
+    }
+}
+
+impl Lifecycle<'_> {
+    /// Pastes channel `id`'s token: verify (a read), check the organization, set `pending` (the
+    /// first write to Gradient), store; then ensure services and accounts. On any failure before
+    /// the token is stored, nothing changed anywhere.
+    pub async fn add(
+        &self,
+        id: &ConnectorId,
+        token: SecretString,
+        options: PasteOptions,
+    ) -> Result<AddReport, ConnectorError> {
+        let session = self.client.partner(&token);
+        let integration = session
+            .get_integration()
+            .await
+            .map_err(|e| unavailable(id, &e))?
+            .value;
+        let Some(org) = integration
+            .organization_id
+            .clone()
+            .filter(|o| !o.is_empty())
+        else {
+            return Err(ConnectorError::GradientUnavailable {
                 id: id.to_string(),
-                reason,
-                transient: e.kind.is_transient(),
+                reason: "Gradient's answer names no organization for this token, so it cannot be checked against the other connectors".into(),
+                transient: false,
+            });
+        };
+        let org_label = integration.name.clone().unwrap_or_else(|| org.clone());
+        let (cid, org_q) = (id.to_string(), org.clone());
+        let (holder, current, channel_known, workspaces) = self
+            .store
+            .read(move |s| {
+                let ws: Vec<_> = s
+                    .workspaces()?
+                    .into_iter()
+                    .filter(|w| w.channel_id == cid)
+                    .collect();
+                Ok((
+                    s.connector_holding(&org_q, &cid)?,
+                    s.connector(&cid)?,
+                    s.channel_exists(&cid)?,
+                    ws,
+                ))
+            })
+            .await?;
+        if let Some(holder) = holder {
+            return Err(ConnectorError::OrganizationTaken {
+                id: id.to_string(),
+                holder,
+                organization: org_label,
             });
         }
-    };
-    // Gradient recommends reconciling accounts whenever a partner authenticates: this also
-    // recreates accounts deleted by a disconnect on Gradient's side.
-    let accounts = match ensure_accounts(&session, id, &workspaces).await {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::warn!(connector = %id, error = %e, "accounts could not be reconciled now; the next run does it");
-            Default::default()
+        let previous_org = current
+            .as_ref()
+            .filter(|c| c.state != ConnectorState::Disconnected)
+            .and_then(|c| c.organization_id.clone());
+        if previous_org.is_some_and(|p| p != org) && !options.new_organization {
+            return Err(ConnectorError::OtherOrganization {
+                id: id.to_string(),
+                organization: org_label,
+            });
         }
-    };
-    Ok(AddReport {
-        id: id.clone(),
-        gradient_status: status,
-        accounts_created: accounts.created,
-        accounts_renamed: accounts.renamed,
-        channel_known,
-    })
-}
-
-/// Tells Gradient the integration is `inactive` (best effort), forgets the token, keeps history.
-/// Returns whether Gradient was told.
-pub async fn disconnect(
-    store: &StoreHandle,
-    client: &GradientClient,
-    id: &ConnectorId,
-) -> Result<bool, ConnectorError> {
-    let cid = id.to_string();
-    let (row, token) = store
-        .read(move |s| Ok((s.connector(&cid)?, s.token(&cid)?)))
-        .await?;
-    if row.is_none() {
-        return Err(ConnectorError::Unknown(id.to_string()));
-    }
-    let mut told = false;
-    if let Some(token) = token {
-        match client
-            .partner(&token)
-            .set_integration_status(IntegrationStatus::Inactive)
+        let status = set_pending(&session, &integration)
             .await
-        {
-            Ok(_) => told = true,
+            .map_err(|e| unavailable(id, &e))?;
+        let now = now_ms();
+        let (cid, tok, org_q, name, st) = (
+            id.to_string(),
+            token.clone(),
+            org.clone(),
+            integration.name.clone(),
+            status.clone(),
+        );
+        self.store
+            .write(move |s| {
+                s.store_verified_token(&VerifiedToken {
+                    id: &cid,
+                    token: &tok,
+                    organization_id: &org_q,
+                    organization_name: name.as_deref(),
+                    gradient_status: &st,
+                    now,
+                })
+            })
+            .await?;
+        if !channel_known {
+            tracing::warn!(connector = %id, "the inventory has no channel with this id yet; import it so that its workspaces are synced");
+        }
+        let services_ready = match session.get_vendor().await {
+            Ok(v) => ensure_services(&session, &v.value, self.services, self.store)
+                .await
+                .len(),
             Err(e) => {
-                tracing::warn!(connector = %id, error = %e, "could not tell Gradient the integration is inactive; the token is forgotten anyway")
+                tracing::warn!(connector = %id, error = %e, "services could not be checked now; the next run does it");
+                0
+            }
+        };
+        // Gradient recommends reconciling accounts whenever a partner authenticates: this also
+        // recreates accounts deleted by a disconnect on Gradient's side.
+        let accounts = match ensure_accounts(&session, id, &workspaces).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(connector = %id, error = %e, "accounts could not be reconciled now; the next run does it");
+                Default::default()
+            }
+        };
+        Ok(AddReport {
+            id: id.clone(),
+            organization_name: integration.name,
+            gradient_status: status,
+            services_ready,
+            accounts_created: accounts.created,
+            accounts_renamed: accounts.renamed,
+            channel_known,
+        })
+    }
+
+    /// Tells Gradient the integration is `inactive` (best effort), forgets the token, keeps
+    /// history. Returns whether Gradient was told.
+    pub async fn disconnect(&self, id: &ConnectorId) -> Result<bool, ConnectorError> {
+        let cid = id.to_string();
+        let (row, token) = self
+            .store
+            .read(move |s| Ok((s.connector(&cid)?, s.token(&cid)?)))
+            .await?;
+        if row.is_none() {
+            return Err(ConnectorError::Unknown(id.to_string()));
+        }
+        let mut told = false;
+        if let Some(token) = token {
+            match self
+                .client
+                .partner(&token)
+                .set_integration_status(IntegrationStatus::Inactive)
+                .await
+            {
+                Ok(_) => told = true,
+                Err(e) => {
+                    tracing::warn!(connector = %id, error = %e, "could not tell Gradient the integration is inactive; the token is forgotten anyway")
+                }
             }
         }
+        let cid = id.to_string();
+        self.store
+            .write(move |s| s.disconnect(&cid, "disconnected by the operator", now_ms()))
+            .await?;
+        Ok(told)
     }
-    let cid = id.to_string();
-    store
-        .write(move |s| s.disconnect(&cid, "disconnected by the operator", now_ms()))
-        .await?;
-    Ok(told)
+
+    /// Re-checks stored tokens (one connector, or all with a token) with a read of the
+    /// integration: accepted → `connected`; 401 → `token_rejected` with the vendor key's
+    /// fingerprint. Nothing is written to Gradient.
+    pub async fn verify_stored(
+        &self,
+        only: Option<&ConnectorId>,
+    ) -> Result<Vec<Verified>, ConnectorError> {
+        let only_id = only.map(|c| c.to_string());
+        let rows = self
+            .store
+            .read(move |s| {
+                let mut out = Vec::new();
+                for c in s.connectors()? {
+                    if only_id.as_ref().is_some_and(|o| *o != c.id) {
+                        continue;
+                    }
+                    let token = s.token(&c.id)?;
+                    out.push((c, token));
+                }
+                Ok(out)
+            })
+            .await?;
+        if let Some(id) = only {
+            if rows.is_empty() {
+                return Err(ConnectorError::Unknown(id.to_string()));
+            }
+        }
+        let mut out = Vec::new();
+        for (row, token) in rows {
+            let Some(token) = token else {
+                out.push(Verified {
+                    id: row.id.clone(),
+                    state: row.state,
+                    note: "no token stored".into(),
+                });
+                continue;
+            };
+            let session = self.client.partner(&token);
+            let (state, note) = match session.get_integration().await {
+                Ok(a) => {
+                    let i = a.value;
+                    let (id, gen, st, name, org) = (
+                        row.id.clone(),
+                        row.token_set_at,
+                        i.status.clone(),
+                        i.name.clone(),
+                        i.organization_id.clone(),
+                    );
+                    self.store
+                        .write(move |s| {
+                            s.mark_connected(
+                                &id,
+                                gen,
+                                st.as_deref(),
+                                name.as_deref(),
+                                org.as_deref(),
+                                now_ms(),
+                            )
+                        })
+                        .await?;
+                    (
+                        ConnectorState::Connected,
+                        format!("accepted ({})", i.name.as_deref().unwrap_or("organization")),
+                    )
+                }
+                Err(e) if e.kind == ErrorKind::Unauthorized => {
+                    self.record_rejection(&row.id, row.token_set_at).await;
+                    (ConnectorState::TokenRejected, "rejected (HTTP 401)".into())
+                }
+                Err(e) => (row.state, format!("could not be checked: {e}")),
+            };
+            out.push(Verified {
+                id: row.id,
+                state,
+                note,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Records a 401 for token generation `gen` of connector `id`, with the vendor key's
+    /// fingerprint. Returns the reason recorded.
+    pub async fn record_rejection(&self, id: &str, gen: Option<Millis>) -> String {
+        let reason = format!(
+            "Gradient rejected the token (HTTP 401): the MSP may have generated a newer partner API key (paste it with `gradient-connector connector add {id} --token-file PATH`), or the vendor key is wrong (then every connector is rejected; fix the key and run `gradient-connector connector verify --all`)"
+        );
+        let (cid, r, fp) = (
+            id.to_string(),
+            reason.clone(),
+            self.vendor_key_fp.to_string(),
+        );
+        if let Err(e) = self
+            .store
+            .write(move |s| s.mark_rejected(&cid, gen, &r, &fp, now_ms()))
+            .await
+        {
+            tracing::error!(connector = %id, error = %e, "could not record the rejected token");
+        }
+        reason
+    }
 }
 
-/// Verifies a token: reads the integration, sets it `pending` unless Gradient already says `active`,
-/// and records the connector as connected. Returns the status Gradient now shows.
+/// One connector's result of `connector verify`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verified {
+    /// Connector id.
+    pub id: String,
+    /// Its state now.
+    pub state: ConnectorState,
+    /// What happened.
+    pub note: String,
+}
+
+/// Sets the integration `pending` unless Gradient already says `active`; returns the status now.
+async fn set_pending(
+    session: &PartnerSession,
+    integration: &Integration,
+) -> Result<String, GradientError> {
+    let status = integration.status.clone().unwrap_or_default();
+    if status == "active" {
+        return Ok(status);
+    }
+    session
+        .set_integration_status(IntegrationStatus::Pending)
+        .await?;
+    Ok("pending".into())
+}
+
+/// Verifies a token stored earlier (an `unverified` connector, or one rejected with another vendor
+/// key) before a run uses it: reads the integration, sets it `pending` unless `active`, records the
+/// connector connected. Returns the status Gradient now shows.
 pub async fn verify(
     store: &StoreHandle,
     row_id: &str,
@@ -226,41 +428,28 @@ pub async fn verify(
     session: &PartnerSession,
 ) -> Result<String, GradientError> {
     let integration = session.get_integration().await?.value;
-    let mut status = integration.status.clone().unwrap_or_default();
-    if status != "active" {
-        session
-            .set_integration_status(IntegrationStatus::Pending)
-            .await?;
-        status = "pending".into();
-    }
-    let (id, st, name) = (row_id.to_string(), status.clone(), integration.name.clone());
+    let status = set_pending(session, &integration).await?;
+    let (id, st, name, org) = (
+        row_id.to_string(),
+        status.clone(),
+        integration.name.clone(),
+        integration.organization_id.clone(),
+    );
     let now = now_ms();
     if let Err(e) = store
-        .write(move |s| s.mark_connected(&id, token_set_at, Some(&st), name.as_deref(), now))
+        .write(move |s| {
+            s.mark_connected(
+                &id,
+                token_set_at,
+                Some(&st),
+                name.as_deref(),
+                org.as_deref(),
+                now,
+            )
+        })
         .await
     {
         tracing::error!(connector = %row_id, error = %e, "could not record the verified token");
     }
     Ok(status)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use secrecy::ExposeSecret;
-
-    #[test]
-    fn tokens_are_trimmed_and_checked_without_echo() {
-        assert_eq!(
-            validate_token("  abc123\n").unwrap().expose_secret(),
-            "abc123"
-        );
-        for bad in ["", "   \n", "ab c", "ab\tc", "a\u{7}b"] {
-            let e = validate_token(bad).unwrap_err().to_string();
-            if bad.trim().len() > 1 {
-                assert!(!e.contains(bad.trim()), "{e}");
-            }
-        }
-        assert!(validate_token(&"x".repeat(5000)).is_err());
-    }
 }

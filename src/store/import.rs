@@ -118,8 +118,12 @@ struct ChannelRecord {
 #[serde(deny_unknown_fields)]
 struct WorkspaceRecord {
     id: String,
-    channel: String,
-    name: String,
+    /// Required unless `removed`.
+    channel: Option<String>,
+    /// Required unless `removed`.
+    name: Option<String>,
+    /// The workspace left the vendor: its MSP's account gets one final zero per service.
+    removed: Option<bool>,
     at: Option<String>,
 }
 
@@ -392,8 +396,12 @@ pub fn parse_line(text: &str, now: Millis) -> Result<ParsedLine, String> {
         }
         Record::Workspace(r) => {
             check_id("id", &r.id)?;
-            check_id("channel", &r.channel)?;
-            check_name(&r.name)?;
+            if r.removed != Some(true) {
+                let channel = r.channel.as_deref().ok_or("missing field `channel`")?;
+                let name = r.name.as_deref().ok_or("missing field `name`")?;
+                check_id("channel", channel)?;
+                check_name(name)?;
+            }
             at_or(&r.at, now)?
         }
         Record::Module(r) => {
@@ -588,18 +596,33 @@ fn exists(tx: &Transaction, sql_text: &str, id: &str) -> Result<bool, LineError>
 
 fn apply_workspace(tx: &Transaction, r: &WorkspaceRecord, at: Millis) -> Result<Effect, LineError> {
     let what = format!("workspace {:?}", r.id);
-    if !exists(tx, "SELECT 1 FROM channels WHERE id = ?1", &r.channel)? {
+    let (channel_in, name_in) = match (&r.channel, &r.name, r.removed) {
+        (_, _, Some(true)) => return remove_workspace(tx, r, at, &what),
+        (Some(c), Some(n), _) => (c, n),
+        _ => {
+            return Err(
+                "a workspace needs \"channel\" and \"name\" unless \"removed\": true"
+                    .to_string()
+                    .into(),
+            )
+        }
+    };
+    if !exists(tx, "SELECT 1 FROM channels WHERE id = ?1", channel_in)? {
         return Err(format!(
             "workspace {:?} refers to channel {:?}, which is neither in the store nor defined earlier in this file",
-            r.id, r.channel
+            r.id, channel_in
         )
         .into());
     }
-    let cur: Option<(String, String, Millis)> = tx
-        .prepare_cached("SELECT channel_id, name, changed_at FROM workspaces WHERE id = ?1")
+    let cur: Option<(String, String, Millis, Option<Millis>)> = tx
+        .prepare_cached(
+            "SELECT channel_id, name, changed_at, removed_at FROM workspaces WHERE id = ?1",
+        )
         .and_then(|mut s| {
-            s.query_row([&r.id], |x| Ok((x.get(0)?, x.get(1)?, x.get(2)?)))
-                .optional()
+            s.query_row([&r.id], |x| {
+                Ok((x.get(0)?, x.get(1)?, x.get(2)?, x.get(3)?))
+            })
+            .optional()
         })
         .map_err(sql)?;
     match cur {
@@ -607,34 +630,89 @@ fn apply_workspace(tx: &Transaction, r: &WorkspaceRecord, at: Millis) -> Result<
             tx.prepare_cached(
                 "INSERT INTO workspaces (id, channel_id, name, changed_at) VALUES (?1, ?2, ?3, ?4)",
             )
-            .and_then(|mut s| s.execute(params![r.id, r.channel, r.name, at]))
+            .and_then(|mut s| s.execute(params![r.id, channel_in, name_in, at]))
             .map_err(sql)?;
         }
-        Some((channel, name, last)) => {
-            let same = channel == r.channel && name == r.name;
+        Some((channel, name, last, removed)) => {
+            let same = channel == *channel_in && name == *name_in && removed.is_none();
             let change = history_rule(&what, at, last, same, || {
                 let then: Option<(String, String)> = tx
                     .prepare_cached("SELECT channel_id, name FROM workspace_names WHERE workspace_id = ?1 AND at <= ?2 ORDER BY at DESC LIMIT 1")
                     .and_then(|mut s| s.query_row(params![r.id, at], |x| Ok((x.get(0)?, x.get(1)?))).optional())
                     .map_err(sql)?;
-                Ok(then == Some((r.channel.clone(), r.name.clone())))
+                Ok(then == Some((channel_in.clone(), name_in.clone())))
             })?;
             if !change {
                 return Ok(Effect::Unchanged);
             }
             tx.prepare_cached(
-                "UPDATE workspaces SET channel_id = ?2, name = ?3, changed_at = ?4 WHERE id = ?1",
+                "UPDATE workspaces SET channel_id = ?2, name = ?3, changed_at = ?4, removed_at = NULL WHERE id = ?1",
             )
-            .and_then(|mut s| s.execute(params![r.id, r.channel, r.name, at]))
+            .and_then(|mut s| s.execute(params![r.id, channel_in, name_in, at]))
+            .map_err(sql)?;
+            if channel != *channel_in && removed.is_none() {
+                // Moved: the old MSP's account gets one final zero per service.
+                owe_final_zero(tx, &channel, &r.id, at)?;
+            }
+            // Back with this channel (moved back, or re-added): nothing is owed to it any more.
+            tx.prepare_cached(
+                "DELETE FROM offboarding WHERE connector_id = ?1 AND account_id = ?2 AND done_at IS NULL",
+            )
+            .and_then(|mut s| s.execute(params![channel_in, r.id]))
             .map_err(sql)?;
         }
     }
     tx.prepare_cached(
         "INSERT INTO workspace_names (workspace_id, at, channel_id, name) VALUES (?1, ?2, ?3, ?4)",
     )
-    .and_then(|mut s| s.execute(params![r.id, at, r.channel, r.name]))
+    .and_then(|mut s| s.execute(params![r.id, at, channel_in, name_in]))
     .map_err(sql)?;
     Ok(Effect::Applied)
+}
+
+/// `{"type":"workspace","id":…,"removed":true}`: the workspace leaves; its MSP is owed a final zero.
+fn remove_workspace(
+    tx: &Transaction,
+    r: &WorkspaceRecord,
+    at: Millis,
+    what: &str,
+) -> Result<Effect, LineError> {
+    let cur: Option<(String, Millis, Option<Millis>)> = tx
+        .prepare_cached("SELECT channel_id, changed_at, removed_at FROM workspaces WHERE id = ?1")
+        .and_then(|mut s| {
+            s.query_row([&r.id], |x| Ok((x.get(0)?, x.get(1)?, x.get(2)?)))
+                .optional()
+        })
+        .map_err(sql)?;
+    let Some((channel, last, removed)) = cur else {
+        return Err(unknown_workspace("removal", &r.id).into());
+    };
+    if removed.is_some() {
+        return Ok(Effect::Unchanged);
+    }
+    if !history_rule(what, at, last, false, || Ok(false))? {
+        return Ok(Effect::Unchanged);
+    }
+    tx.prepare_cached("UPDATE workspaces SET removed_at = ?2, changed_at = ?2 WHERE id = ?1")
+        .and_then(|mut s| s.execute(params![r.id, at]))
+        .map_err(sql)?;
+    owe_final_zero(tx, &channel, &r.id, at)?;
+    Ok(Effect::Applied)
+}
+
+fn owe_final_zero(
+    tx: &Transaction,
+    channel: &str,
+    account: &str,
+    at: Millis,
+) -> Result<(), LineError> {
+    tx.prepare_cached(
+        "INSERT INTO offboarding (connector_id, account_id, since, done_at) VALUES (?1, ?2, ?3, NULL)
+         ON CONFLICT (connector_id, account_id) DO UPDATE SET since = excluded.since, done_at = NULL",
+    )
+    .and_then(|mut s| s.execute(params![channel, account, at]))
+    .map_err(sql)?;
+    Ok(())
 }
 
 fn unknown_workspace(kind: &str, ws: &str) -> String {

@@ -37,6 +37,11 @@ pub struct ConnectorRow {
     pub last_success_at: Option<Millis>,
     /// Whether a token is stored.
     pub has_token: bool,
+    /// The Gradient organization the token belongs to (one connector per organization).
+    pub organization_id: Option<String>,
+    /// A keyed fingerprint of the vendor key Gradient rejected this token with (never the key).
+    #[serde(skip)]
+    pub rejected_key_fp: Option<String>,
 }
 
 /// A run record.
@@ -206,7 +211,7 @@ const INTERRUPT_UNFINISHED: &str = "UPDATE runs SET finished_at = ?1, outcome = 
 /// `daemon_state` key: the latest scheduled slot a run was started for (milliseconds).
 const LAST_SLOT: &str = "last_slot";
 
-const CONNECTOR_COLUMNS: &str = "id, state, state_reason, gradient_status, organization_name, token_set_at, verified_at, last_success_at, token IS NOT NULL";
+const CONNECTOR_COLUMNS: &str = "id, state, state_reason, gradient_status, organization_name, token_set_at, verified_at, last_success_at, token IS NOT NULL, organization_id, rejected_key_fp";
 
 fn connector_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ConnectorRow> {
     Ok(ConnectorRow {
@@ -219,6 +224,8 @@ fn connector_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ConnectorRow> {
         verified_at: r.get(6)?,
         last_success_at: r.get(7)?,
         has_token: r.get(8)?,
+        organization_id: r.get(9)?,
+        rejected_key_fp: r.get(10)?,
     })
 }
 
@@ -277,7 +284,7 @@ impl Store {
     pub fn workspaces(&self) -> Result<Vec<WorkspaceRow>, StoreError> {
         let mut stmt = self
             .conn()
-            .prepare("SELECT id, channel_id, name FROM workspaces ORDER BY channel_id, id")?;
+            .prepare("SELECT id, channel_id, name FROM workspaces WHERE removed_at IS NULL ORDER BY channel_id, id")?;
         let rows = stmt.query_map([], |r| {
             Ok(WorkspaceRow {
                 id: r.get(0)?,
@@ -350,15 +357,17 @@ impl Store {
         token_set_at: Option<Millis>,
         gradient_status: Option<&str>,
         organization_name: Option<&str>,
+        organization_id: Option<&str>,
         now: Millis,
     ) -> Result<bool, StoreError> {
         let n = self.conn().execute(
-            "UPDATE connectors SET state = 'connected', state_reason = NULL,
+            "UPDATE connectors SET state = 'connected', state_reason = NULL, rejected_key_fp = NULL,
                 gradient_status = COALESCE(?3, gradient_status),
                 organization_name = COALESCE(?4, organization_name),
+                organization_id = COALESCE(organization_id, ?6),
                 verified_at = ?5, updated_at = ?5
              WHERE id = ?1 AND token IS NOT NULL AND token_set_at IS ?2",
-            params![id, token_set_at, gradient_status, organization_name, now],
+            params![id, token_set_at, gradient_status, organization_name, now, organization_id],
         )?;
         Ok(n > 0)
     }
@@ -761,7 +770,7 @@ mod tests {
             ConnectorState::Unverified
         );
         assert!(s
-            .mark_connected("c", Some(2), Some("pending"), None, 4)
+            .mark_connected("c", Some(2), Some("pending"), None, None, 4)
             .unwrap());
         let row = s.connector("c").unwrap().unwrap();
         assert_eq!(row.state, ConnectorState::Connected);

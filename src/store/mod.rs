@@ -13,6 +13,7 @@ pub mod counting;
 pub mod handle;
 pub mod import;
 pub mod ledger;
+pub mod ownership;
 pub mod run_inputs;
 pub mod schema;
 

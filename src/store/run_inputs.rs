@@ -41,6 +41,8 @@ pub struct RunInputs {
     pub last_known: Vec<LastKnown>,
     /// Module → Gradient service id, as stored.
     pub service_ids: HashMap<String, String>,
+    /// (connector, account) pairs owed a final zero (offboarded workspaces).
+    pub offboarding: Vec<(String, String)>,
 }
 
 impl Store {
@@ -88,6 +90,12 @@ impl Store {
                 .service_ids()?
                 .into_iter()
                 .map(|(m, (_, id))| (m, id))
+                .collect(),
+            offboarding: self
+                .offboarding_due()?
+                .into_iter()
+                .filter(|o| only.is_none_or(|c| c == o.connector_id))
+                .map(|o| (o.connector_id, o.account_id))
                 .collect(),
         })
     }

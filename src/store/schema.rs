@@ -183,6 +183,19 @@ pub const MIGRATIONS: &[&str] = &[
      DROP TABLE units_v2;
      CREATE INDEX unit_intervals_by_workspace
         ON unit_intervals(workspace_id, kind, from_at, to_at, unit);",
+    // 4: whose token is it (the Gradient organization a connector's token belongs to), vendor-key
+    // faults (a keyed fingerprint of the vendor key a rejection happened with, never the key), and
+    // offboarding (a workspace removed or moved owes its old MSP one final zero per service).
+    "ALTER TABLE connectors ADD COLUMN organization_id TEXT;
+     ALTER TABLE connectors ADD COLUMN rejected_key_fp TEXT;
+     ALTER TABLE workspaces ADD COLUMN removed_at INTEGER;
+     CREATE TABLE offboarding (
+        connector_id TEXT NOT NULL,
+        account_id TEXT NOT NULL,
+        since INTEGER NOT NULL,
+        done_at INTEGER,
+        PRIMARY KEY (connector_id, account_id)
+     ) WITHOUT ROWID;",
 ];
 
 /// Applies every migration newer than the store's `user_version`, each in its own transaction.

@@ -20,8 +20,9 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError};
+use crate::connector::{ensure_services, Lifecycle};
 use crate::domain::{Cadence, ConnectorId, ConnectorState, RunOutcome, Tally, Trigger};
-use crate::gradient::{ErrorKind, GradientClient, GradientError, NewService, PartnerSession};
+use crate::gradient::{ErrorKind, GradientClient, GradientError, PartnerSession};
 use crate::store::counting::{Counts, ServiceUnit};
 use crate::store::ledger::{ConnectorRow, RunLock, WorkspaceRow};
 use crate::store::run_inputs::CountQuestion;
@@ -57,19 +58,33 @@ pub struct SyncContext {
     pub store: StoreHandle,
     /// The Gradient client (one pool, one pacer per daemon).
     pub client: GradientClient,
+    /// The vendor key's keyed fingerprint (recorded with rejections; never the key).
+    pub vendor_key_fp: String,
 }
 
 impl SyncContext {
     /// Loads the vendor key and builds the client.
     pub fn new(config: Arc<Config>) -> Result<SyncContext, SyncError> {
         let key = config.load_vendor_key()?;
+        let vendor_key_fp = crate::connector::key_fingerprint(&key);
         let client =
             GradientClient::new(config.gradient.client.clone(), key).map_err(SyncError::Client)?;
         Ok(SyncContext {
             store: store_handle(&config),
             config,
             client,
+            vendor_key_fp,
         })
+    }
+
+    /// The connector lifecycle (paste, verify, disconnect) with this context's store and client.
+    pub fn lifecycle(&self) -> Lifecycle<'_> {
+        Lifecycle {
+            store: &self.store,
+            client: &self.client,
+            services: &self.config.services,
+            vendor_key_fp: &self.vendor_key_fp,
+        }
     }
 }
 
@@ -186,6 +201,7 @@ struct Setup {
     counts: Counts,
     last_known: HashMap<String, HashMap<(String, String), u64>>,
     stored_service_ids: HashMap<String, String>,
+    offboarding: Vec<(String, String)>,
 }
 
 fn services_of(config: &Config) -> Vec<ServiceUnit> {
@@ -242,6 +258,7 @@ async fn read_setup(
         counts: inputs.counts,
         last_known,
         stored_service_ids: inputs.service_ids,
+        offboarding: inputs.offboarding,
     })
 }
 
@@ -363,7 +380,16 @@ pub async fn run(
     let (outcome, tally, message) = (report.outcome, report.tally, report.message.clone());
     let finished = now_ms();
     ctx.store
-        .write(move |s| s.finish_run(run_id, outcome, &tally, message.as_deref(), finished))
+        .write(move |s| {
+            let settled = s.settle_offboarding(run_id, finished)?;
+            if settled > 0 {
+                tracing::info!(
+                    accounts = settled,
+                    "offboarded accounts got their final zero"
+                );
+            }
+            s.finish_run(run_id, outcome, &tally, message.as_deref(), finished)
+        })
         .await?;
     if report.outcome == RunOutcome::Ok {
         tracing::info!("{}", report.summary());
@@ -383,17 +409,23 @@ async fn run_connectors(
 ) -> Result<(), String> {
     let now = now_ms();
     let mut participants = Vec::new();
+    // A connector rejected with another vendor key than today's is verified again: the vendor key
+    // was the likely cause, and it has changed.
+    let fp = ctx.vendor_key_fp.as_str();
+    let still_rejected = |row: &ConnectorRow| {
+        row.state == ConnectorState::TokenRejected && row.rejected_key_fp.as_deref() == Some(fp)
+    };
     let rejected_before: Vec<&str> = setup
         .connectors
         .iter()
-        .filter(|(row, token)| row.state == ConnectorState::TokenRejected && token.is_some())
+        .filter(|(row, token)| still_rejected(row) && token.is_some())
         .map(|(row, _)| row.id.as_str())
         .collect();
     let mut stale_plans = plans_for(setup, &rejected_before, &setup.stored_service_ids);
     for (row, token) in &setup.connectors {
         match (row.state, token) {
             (ConnectorState::Disconnected, _) | (_, None) => continue,
-            (ConnectorState::TokenRejected, Some(_)) => {
+            (ConnectorState::TokenRejected, Some(_)) if still_rejected(row) => {
                 // Never send with a rejected token; its pairs are recorded as rejected.
                 let plan = stale_plans.remove(&row.id).unwrap_or_default();
                 let mut cr = ConnectorReport {
@@ -409,10 +441,17 @@ async fn run_connectors(
                 rec.disabled(&mut cr, &plan, now);
                 report.connectors.push(cr);
             }
-            (_, Some(token)) => participants.push(Participant {
-                row: row.clone(),
-                session: ctx.client.partner(token),
-            }),
+            (state, Some(token)) => {
+                let mut row = row.clone();
+                if state == ConnectorState::TokenRejected {
+                    tracing::info!(connector = %row.id, "the vendor key changed since this token was rejected: verifying it again");
+                    row.state = ConnectorState::Unverified;
+                }
+                participants.push(Participant {
+                    session: ctx.client.partner(token),
+                    row,
+                })
+            }
         }
     }
     if participants.is_empty() {
@@ -465,10 +504,29 @@ async fn run_connectors(
         .await;
     report.connectors.extend(results);
     report.connectors.sort_by(|a, b| a.id.cmp(&b.id));
+    if every_one_rejected(report, &rejected_before) {
+        return Err(format!(
+            "Gradient rejected the token of every connector ({}) in this run: the vendor key is the likely cause, not the MSPs. Check gradient.vendor_api_key_file (or the vendor-api-key credential; under systemd a new key needs a restart), then run `gradient-connector connector verify --all` — no MSP has to paste again",
+            report.connectors.len()
+        ));
+    }
     if halt.get() == Halt::Forbidden {
         return Err("Gradient answered 403 (it detected an anomaly in our usage): the run stopped sending; contact Gradient support before the next run".into());
     }
     Ok(())
+}
+
+/// Whether at least two connectors took part and Gradient rejected every one of them in this run.
+fn every_one_rejected(report: &RunReport, rejected_before: &[&str]) -> bool {
+    let fresh: Vec<&ConnectorReport> = report
+        .connectors
+        .iter()
+        .filter(|c| !rejected_before.contains(&c.id.as_str()))
+        .collect();
+    fresh.len() >= 2
+        && fresh
+            .iter()
+            .all(|c| c.state == Some(ConnectorState::TokenRejected))
 }
 
 fn plans_for(
@@ -476,13 +534,20 @@ fn plans_for(
     connector_ids: &[&str],
     service_ids: &HashMap<String, String>,
 ) -> HashMap<String, ConnectorPlan> {
-    plan::plan_connectors(
+    let mut plans = plan::plan_connectors(
         connector_ids,
         &setup.workspaces,
         &setup.counts,
         service_ids,
         &setup.last_known,
-    )
+    );
+    plan::add_final_zeros(
+        &mut plans,
+        &setup.offboarding,
+        service_ids,
+        &setup.last_known,
+    );
+    plans
 }
 
 /// Reads the catalogue with the first accepted token and creates missing services once.
@@ -519,60 +584,7 @@ async fn resolve_catalogue(
         // Every token was rejected: nothing to read with.
         return Ok((HashMap::new(), rejected));
     };
-    let resolution = plan::resolve_services(&ctx.config.services, &vendor.skus);
-    for name in &resolution.duplicates {
-        tracing::warn!(service = %name, "Gradient's catalogue holds this service name more than once; using the first");
-    }
-    let mut ids: HashMap<String, String> = resolution.found.into_iter().collect();
-    for module in &resolution.missing {
-        let Some(svc) = ctx.config.service(module) else {
-            continue;
-        };
-        tracing::warn!(service = %svc.name, module = %module, "service not in Gradient's catalogue: creating it once");
-        let new = NewService {
-            name: svc.name.clone(),
-            description: svc.description.clone(),
-            category: svc.category.clone(),
-            subcategory: svc.subcategory.clone(),
-            support_article: svc.support_article.clone(),
-            support_contact: svc.support_contact.clone(),
-        };
-        match reader.session.create_service(&new).await {
-            Ok(v) => match v.value.skus.iter().rev().find(|k| k.name == svc.name) {
-                Some(k) => {
-                    ids.insert(module.clone(), k.id.clone());
-                }
-                None => {
-                    tracing::error!(service = %svc.name, "Gradient created the service but its answer does not list it; its pairs fail this run")
-                }
-            },
-            Err(e) => {
-                tracing::error!(service = %svc.name, error = %e, "could not create the service; its pairs fail this run");
-            }
-        }
-    }
-    let now = now_ms();
-    let to_save: Vec<(String, String, String)> = ctx
-        .config
-        .services
-        .iter()
-        .filter_map(|s| {
-            ids.get(&s.module)
-                .map(|id| (s.module.clone(), s.name.clone(), id.clone()))
-        })
-        .collect();
-    if let Err(e) = ctx
-        .store
-        .write(move |s| {
-            for (m, n, id) in &to_save {
-                s.save_service_id(m, n, id, now)?;
-            }
-            Ok(())
-        })
-        .await
-    {
-        tracing::warn!(error = %e, "could not remember Gradient's service ids");
-    }
+    let ids = ensure_services(&reader.session, &vendor, &ctx.config.services, &ctx.store).await;
     Ok((ids, rejected))
 }
 
@@ -582,20 +594,10 @@ async fn reject_connector(
     row: &ConnectorRow,
     err: &GradientError,
 ) -> ConnectorReport {
-    let (id, gen) = (row.id.clone(), row.token_set_at);
-    let reason = format!(
-        "Gradient rejected the token (HTTP 401): was a newer partner API key generated? Paste it with `gradient-connector connector add {} --token-file PATH`",
-        row.id
-    );
-    let r = reason.clone();
-    let now = now_ms();
-    if let Err(e) = ctx
-        .store
-        .write(move |s| s.set_connector_state(&id, gen, ConnectorState::TokenRejected, &r, now))
-        .await
-    {
-        tracing::error!(connector = %row.id, error = %e, "could not record the rejected token");
-    }
+    let reason = ctx
+        .lifecycle()
+        .record_rejection(&row.id, row.token_set_at)
+        .await;
     tracing::error!(connector = %row.id, "{reason} ({})", err.message);
     ConnectorReport {
         id: row.id.clone(),

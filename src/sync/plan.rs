@@ -2,13 +2,11 @@
 //! accounts to create or rename, which (account, service, unit count) pairs to push, and how a run's
 //! outcomes add up. No I/O here.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::config::ServiceConfig;
 use crate::domain::{Cadence, RunOutcome, Tally};
-use crate::gradient::Sku;
 use crate::store::counting::Counts;
 use crate::store::ledger::WorkspaceRow;
 use crate::time::{Millis, Month, Period};
@@ -26,6 +24,9 @@ pub struct PlannedPush {
     pub unit_count: u64,
     /// The count last accepted by Gradient for this pair, if any.
     pub previous: Option<u64>,
+    /// A final zero for an account whose workspace left this MSP (removed or moved).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub final_zero: bool,
 }
 
 /// A pair whose module is disabled: nothing is sent; Gradient keeps the last value.
@@ -106,6 +107,7 @@ pub fn plan_connectors(
                 service_id: service_ids.get(&f.module).cloned(),
                 unit_count: f.unit_count,
                 previous: previous(channel, &f.workspace_id, &f.module),
+                final_zero: false,
             });
         }
     }
@@ -130,33 +132,36 @@ pub fn plan_connectors(
     plans
 }
 
-/// How configured services map onto Gradient's catalogue.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ServiceResolution {
-    /// module → Gradient service id, for services found by exact name.
-    pub found: BTreeMap<String, String>,
-    /// Modules whose service name is not in the catalogue (to be created once).
-    pub missing: Vec<String>,
-    /// Names that appear more than once in the catalogue (the first is used).
-    pub duplicates: Vec<String>,
-}
-
-/// Matches configured services to the catalogue by exact name.
-pub fn resolve_services(configured: &[ServiceConfig], catalogue: &[Sku]) -> ServiceResolution {
-    let mut out = ServiceResolution::default();
-    for s in configured {
-        let matches: Vec<&Sku> = catalogue.iter().filter(|k| k.name == s.name).collect();
-        match matches.first() {
-            Some(k) => {
-                out.found.insert(s.module.clone(), k.id.clone());
-                if matches.len() > 1 {
-                    out.duplicates.push(s.name.clone());
-                }
-            }
-            None => out.missing.push(s.module.clone()),
+/// Adds the final zeros owed to MSPs whose workspaces left them (removed, or moved to another
+/// channel): one push of 0 per service Gradient holds a non-zero value for (its last-known count),
+/// to the old MSP's account. Pure.
+pub fn add_final_zeros(
+    plans: &mut HashMap<String, ConnectorPlan>,
+    due: &[(String, String)],
+    service_ids: &HashMap<String, String>,
+    last_known: &HashMap<String, HashMap<(String, String), u64>>,
+) {
+    for (connector, account) in due {
+        let (Some(plan), Some(lk)) = (plans.get_mut(connector), last_known.get(connector)) else {
+            continue;
+        };
+        let mut owed: Vec<(&String, u64)> = lk
+            .iter()
+            .filter(|((a, _), n)| a == account && **n > 0)
+            .map(|((_, m), n)| (m, *n))
+            .collect();
+        owed.sort();
+        for (module, n) in owed {
+            plan.pushes.push(PlannedPush {
+                account_id: account.clone(),
+                module: module.clone(),
+                service_id: service_ids.get(module).cloned(),
+                unit_count: 0,
+                previous: Some(n),
+                final_zero: true,
+            });
         }
     }
-    out
 }
 
 /// The outcome of a run from its tally: `failed` when it was aborted or nothing got through while
@@ -195,7 +200,6 @@ pub fn period_for(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::UnitKind;
     use crate::store::counting::Figure;
 
     fn ws(id: &str, ch: &str, name: &str) -> WorkspaceRow {
@@ -250,34 +254,6 @@ mod tests {
                 last_known: Some(7)
             }]
         );
-    }
-
-    #[test]
-    fn services_resolve_by_exact_name() {
-        let svc = |m: &str, n: &str| ServiceConfig {
-            module: m.into(),
-            name: n.into(),
-            description: n.into(),
-            unit: UnitKind::Users,
-            category: "security".into(),
-            subcategory: "email security".into(),
-            support_article: None,
-            support_contact: None,
-        };
-        let sku = |id: &str, n: &str| Sku {
-            id: id.into(),
-            name: n.into(),
-            description: None,
-            category: None,
-            subcategory: None,
-        };
-        let r = resolve_services(
-            &[svc("a", "Alpha"), svc("b", "Beta")],
-            &[sku("1", "alpha"), sku("2", "Beta"), sku("3", "Beta")],
-        );
-        assert_eq!(r.found.get("b").map(String::as_str), Some("2"));
-        assert_eq!(r.missing, vec!["a".to_string()]);
-        assert_eq!(r.duplicates, vec!["Beta".to_string()]);
     }
 
     #[test]

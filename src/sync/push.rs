@@ -107,7 +107,10 @@ impl Recorder {
             outcome: a.outcome,
             http_status: a.status,
             attempts: a.attempts,
-            reason: a.reason.clone(),
+            reason: a.reason.clone().or_else(|| {
+                p.final_zero
+                    .then(|| "final zero: the workspace left this MSP (removed or moved)".into())
+            }),
             at,
         });
     }
