@@ -578,7 +578,8 @@ Admin API (JSON, no auth): POST /_sim/msp {id,name,key}; POST /_sim/msp/{id}/rot
 POST /_sim/msp/{id}/disconnect; POST /_sim/msp/{id}/reconnect {key}; PUT /_sim/msp/{id}/mapping\n\
 (\"All\" or {\"Explicit\":{\"accounts\":[..],\"service_ids\":[..]}}); POST /_sim/fault\n\
 {method,path_prefix,status,count,retry_after_secs}; POST /_sim/throttle {ratio,retry_after_secs};\n\
-POST /_sim/latency {ms}; POST /_sim/rate-limit {per_second}; GET /_sim/state."
+POST /_sim/latency {ms}; POST /_sim/rate-limit {per_second}; GET /_sim/state (every request\n\
+with its body). An admin call naming an unknown MSP answers 404."
 )]
 struct SimCli {
     /// Port on 127.0.0.1 (0 = ephemeral).
