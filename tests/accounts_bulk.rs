@@ -62,7 +62,8 @@ fn created_per_id(snap: &SimSnapshot) -> HashMap<String, usize> {
         .filter(|r| r.method == "POST" && r.path == ACCOUNTS && r.status == 201)
     {
         for a in r.body.as_ref().and_then(|b| b.as_array()).unwrap() {
-            *out.entry(a["id"].as_str().unwrap().to_string()).or_default() += 1;
+            *out.entry(a["id"].as_str().unwrap().to_string())
+                .or_default() += 1;
         }
     }
     out
@@ -73,7 +74,11 @@ fn creations(snap: &SimSnapshot) -> Vec<(u16, usize)> {
         .iter()
         .filter(|r| r.method == "POST" && r.path == ACCOUNTS)
         .map(|r| {
-            let n = r.body.as_ref().and_then(|b| b.as_array()).map_or(0, Vec::len);
+            let n = r
+                .body
+                .as_ref()
+                .and_then(|b| b.as_array())
+                .map_or(0, Vec::len);
             (r.status, n)
         })
         .collect()

@@ -562,7 +562,10 @@ async fn more_than_100_accounts_are_never_sent_in_one_request() {
     s.create_accounts(&many[..100]).await.unwrap();
     // One id that exists refuses the whole request with 409.
     let e = s.create_accounts(&many[99..]).await.unwrap_err();
-    assert_eq!((e.kind, e.status, e.attempts), (ErrorKind::Conflict, Some(409), 1));
+    assert_eq!(
+        (e.kind, e.status, e.attempts),
+        (ErrorKind::Conflict, Some(409), 1)
+    );
     assert_eq!(sim.snapshot().org("org-1").unwrap().accounts.len(), 100);
 }
 

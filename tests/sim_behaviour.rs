@@ -230,7 +230,11 @@ async fn newer_spec_accounts_a_duplicate_id_refuses_the_whole_request() {
     let r = Raw::new(&sim, "k").await;
     let accounts = format!("{V}/organization/accounts");
     let (st, _) = r
-        .call(Method::POST, &accounts, Some(json!([{"id": "a", "name": "A"}])))
+        .call(
+            Method::POST,
+            &accounts,
+            Some(json!([{"id": "a", "name": "A"}])),
+        )
         .await;
     assert_eq!(st, 201);
     // "a" exists: nothing of this request is created.
@@ -252,12 +256,22 @@ async fn newer_spec_accounts_a_duplicate_id_refuses_the_whole_request() {
         )
         .await;
     assert_eq!(st, 409);
-    let ids: Vec<String> = sim.snapshot().org("o").unwrap().accounts.iter().map(|a| a.id.clone()).collect();
+    let ids: Vec<String> = sim
+        .snapshot()
+        .org("o")
+        .unwrap()
+        .accounts
+        .iter()
+        .map(|a| a.id.clone())
+        .collect();
     assert_eq!(ids, ["a"]);
     // /_sim/state shows every request's body, refused ones included.
     let snap = sim.snapshot();
     let bodies: Vec<_> = snap.requests.iter().map(|q| q.body.clone()).collect();
-    assert_eq!(bodies[1], Some(json!([{"id": "b", "name": "B"}, {"id": "a", "name": "A"}])));
+    assert_eq!(
+        bodies[1],
+        Some(json!([{"id": "b", "name": "B"}, {"id": "a", "name": "A"}]))
+    );
     let (st, state) = r.call(Method::GET, "/_sim/state", None).await;
     assert_eq!(st, 200);
     assert_eq!(state["requests"][2]["body"][0]["id"], "c");
@@ -288,9 +302,11 @@ async fn newer_spec_services_vendor_profile_and_clients() {
         .call(
             Method::POST,
             &service,
-            Some(json!({"name": "S", "description": "d", "category": "backup",
+            Some(
+                json!({"name": "S", "description": "d", "category": "backup",
                         "subcategory": "cloud backup", "supportArticle": "https://kb.example/s",
-                        "supportContact": "support@example.com"})),
+                        "supportContact": "support@example.com"}),
+            ),
         )
         .await;
     assert_eq!(st, 201);
@@ -298,7 +314,11 @@ async fn newer_spec_services_vendor_profile_and_clients() {
     assert_eq!(sku["supportArticle"], "https://kb.example/s");
     assert_eq!(sku["supportContact"], "support@example.com");
     let (_, one) = r
-        .call(Method::GET, &format!("{service}/{}", sku["id"].as_str().unwrap()), None)
+        .call(
+            Method::GET,
+            &format!("{service}/{}", sku["id"].as_str().unwrap()),
+            None,
+        )
         .await;
     assert_eq!(one["data"]["supportContact"], "support@example.com");
     // The vendor PATCH stores and returns the profile.
@@ -306,12 +326,17 @@ async fn newer_spec_services_vendor_profile_and_clients() {
         .call(
             Method::PATCH,
             V,
-            Some(json!({"name": "Us", "description": "We protect", "integrationPortalUrl":
-                        "https://portal.example", "vendorSupportPageUrl": "https://help.example"})),
+            Some(
+                json!({"name": "Us", "description": "We protect", "integrationPortalUrl":
+                        "https://portal.example", "vendorSupportPageUrl": "https://help.example"}),
+            ),
         )
         .await;
     assert_eq!(st, 200);
-    assert_eq!(patched["data"]["integrationPortalUrl"], "https://portal.example");
+    assert_eq!(
+        patched["data"]["integrationPortalUrl"],
+        "https://portal.example"
+    );
     let (_, got) = r.call(Method::GET, V, None).await;
     for (k, v) in [
         ("name", "Us"),
@@ -321,16 +346,21 @@ async fn newer_spec_services_vendor_profile_and_clients() {
     ] {
         assert_eq!(got["data"][k], v, "{k}");
     }
-    let (st, _) = r
-        .call(Method::PATCH, V, Some(json!({"name": 5})))
-        .await;
+    let (st, _) = r.call(Method::PATCH, V, Some(json!({"name": 5}))).await;
     assert_eq!(st, 400);
     // The clients route answers {meta, clients}.
     let (st, clients) = r
-        .call(Method::GET, &format!("{V}/organization/clients?search=&previousId="), None)
+        .call(
+            Method::GET,
+            &format!("{V}/organization/clients?search=&previousId="),
+            None,
+        )
         .await;
     assert_eq!(st, 200);
-    assert!(clients["meta"].is_object() && clients["clients"].is_array(), "{clients}");
+    assert!(
+        clients["meta"].is_object() && clients["clients"].is_array(),
+        "{clients}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -342,7 +372,9 @@ async fn newer_spec_integration_life_cycle() {
         .unwrap();
     sim.add_msp("o", "O", "k");
     let r = Raw::new(&sim, "k").await;
-    let (_, integ) = r.call(Method::GET, &format!("{V}/organization"), None).await;
+    let (_, integ) = r
+        .call(Method::GET, &format!("{V}/organization"), None)
+        .await;
     assert_eq!(integ["lastSyncedAt"], "1900-01-01T00:00:00.000Z");
     assert_eq!(integ["status"], "inactive");
     let (_, vendor) = r
@@ -368,12 +400,18 @@ async fn newer_spec_integration_life_cycle() {
         )
         .await;
     assert_eq!(st, 201);
-    let (_, integ) = r.call(Method::GET, &format!("{V}/organization"), None).await;
+    let (_, integ) = r
+        .call(Method::GET, &format!("{V}/organization"), None)
+        .await;
     assert_eq!(integ["status"], "inactive");
     assert_ne!(integ["lastSyncedAt"], "1900-01-01T00:00:00.000Z");
     // The status update answers `data` as a string (newer spec); a pending one turns active.
     let (st, upd) = r
-        .call(Method::PATCH, &format!("{V}/organization/status/pending"), None)
+        .call(
+            Method::PATCH,
+            &format!("{V}/organization/status/pending"),
+            None,
+        )
         .await;
     assert_eq!(st, 200);
     assert!(upd["data"].is_string(), "{upd}");
@@ -399,8 +437,16 @@ async fn admin_calls_for_an_unknown_msp_answer_404() {
     sim.add_msp("o", "O", "k");
     let r = Raw::new(&sim, "k").await;
     for (method, path, body) in [
-        (Method::POST, "/_sim/msp/nobody/rotate", Some(json!({"key": "x"}))),
-        (Method::POST, "/_sim/msp/nobody/reconnect", Some(json!({"key": "x"}))),
+        (
+            Method::POST,
+            "/_sim/msp/nobody/rotate",
+            Some(json!({"key": "x"})),
+        ),
+        (
+            Method::POST,
+            "/_sim/msp/nobody/reconnect",
+            Some(json!({"key": "x"})),
+        ),
         (Method::POST, "/_sim/msp/nobody/disconnect", None),
         (Method::PUT, "/_sim/msp/nobody/mapping", Some(json!("All"))),
     ] {
@@ -408,11 +454,17 @@ async fn admin_calls_for_an_unknown_msp_answer_404() {
         assert_eq!(st, 404, "{path}");
     }
     let (st, _) = r
-        .call(Method::POST, "/_sim/msp/o/rotate", Some(json!({"key": "k2"})))
+        .call(
+            Method::POST,
+            "/_sim/msp/o/rotate",
+            Some(json!({"key": "k2"})),
+        )
         .await;
     assert_eq!(st, 204);
     // The rotation to an unknown MSP stole no key: "x" names nobody.
     let x = Raw::new(&sim, "x").await;
-    let (st, _) = x.call(Method::GET, &format!("{V}/organization"), None).await;
+    let (st, _) = x
+        .call(Method::GET, &format!("{V}/organization"), None)
+        .await;
     assert_eq!(st, 401);
 }

@@ -443,6 +443,10 @@ mod tests {
         // Little's law: requests_per_second × 0.5 s must fit in flight at the defaults, even at the
         // highest rate allowed.
         let c = with_gradient("").unwrap();
-        assert!(c.gradient.client.max_in_flight * 2 >= 100, "{:?}", c.gradient.client);
+        assert!(
+            c.gradient.client.max_in_flight * 2 >= 100,
+            "{:?}",
+            c.gradient.client
+        );
     }
 }

@@ -90,10 +90,18 @@ pub struct Vendor {
     #[serde(default, deserialize_with = "opt_text")]
     pub description: Option<String>,
     /// What Gradient's "Open Vendor Portal" button opens.
-    #[serde(default, rename = "integrationPortalUrl", deserialize_with = "opt_text")]
+    #[serde(
+        default,
+        rename = "integrationPortalUrl",
+        deserialize_with = "opt_text"
+    )]
     pub integration_portal_url: Option<String>,
     /// The vendor's support page.
-    #[serde(default, rename = "vendorSupportPageUrl", deserialize_with = "opt_text")]
+    #[serde(
+        default,
+        rename = "vendorSupportPageUrl",
+        deserialize_with = "opt_text"
+    )]
     pub vendor_support_page_url: Option<String>,
     /// Our services.
     #[serde(default)]
@@ -476,8 +484,15 @@ mod tests {
 
     #[test]
     fn last_synced_at_reads_the_1900_sentinel_as_never() {
-        let read = |v: Value| serde_json::from_value::<Integration>(v).unwrap().last_synced_at;
-        assert_eq!(read(json!({"lastSyncedAt": "1900-01-01T00:00:00.000Z"})), None);
+        let read = |v: Value| {
+            serde_json::from_value::<Integration>(v)
+                .unwrap()
+                .last_synced_at
+        };
+        assert_eq!(
+            read(json!({"lastSyncedAt": "1900-01-01T00:00:00.000Z"})),
+            None
+        );
         assert_eq!(read(json!({"lastSyncedAt": "1969-12-31T23:59:59Z"})), None);
         assert_eq!(read(json!({"lastSyncedAt": null})), None);
         assert_eq!(read(json!({"lastSyncedAt": "not a date"})), None);
