@@ -628,3 +628,30 @@ async fn default_settings_keep_the_rate_at_150_ms_latency() {
         "{rate:.1} req/s over {elapsed:?} with max_in_flight {parallel}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_401_the_session_sends_nothing_more() {
+    // Many calls wait in the pacer (64 may be in flight by default); once the token is rejected,
+    // only what is already on the wire may see 401.
+    let sim = sim().await;
+    let mut st = settings(&sim.base_url());
+    st.requests_per_second = 20;
+    st.max_in_flight = 64;
+    let s = session(&sim, st);
+    sim.rotate_key("org-1", "newer");
+    use futures::StreamExt;
+    let results: Vec<_> = futures::stream::iter(0..30)
+        .map(|_| {
+            let s = s.clone();
+            async move { s.get_integration().await }
+        })
+        .buffer_unordered(30)
+        .collect()
+        .await;
+    assert!(results
+        .iter()
+        .all(|r| r.as_ref().unwrap_err().kind == ErrorKind::Unauthorized));
+    let sent = sim.snapshot().requests.len();
+    assert!(sent <= 2, "{sent} requests were sent with a rejected token");
+    assert_no_secret(&format!("{:?}", results[29]));
+}

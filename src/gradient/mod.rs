@@ -15,6 +15,7 @@ pub mod error;
 pub mod limiter;
 pub mod types;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -125,6 +126,7 @@ impl GradientClient {
         PartnerSession {
             client: self.clone(),
             token: value,
+            rejected: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -134,11 +136,15 @@ impl GradientClient {
     }
 }
 
-/// The client bound to one connector's token.
+/// The client bound to one connector's token. Once Gradient answered 401 for the token, the
+/// session (and its clones) sends nothing more: later calls fail at once with
+/// [`ErrorKind::Unauthorized`], so only the requests already on the wire see the 401, however many
+/// wait in the pacer.
 #[derive(Clone)]
 pub struct PartnerSession {
     client: GradientClient,
     token: HeaderValue,
+    rejected: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for PartnerSession {
@@ -376,6 +382,16 @@ impl PartnerSession {
         loop {
             attempt += 1;
             let permit = inner.pacer.admit().await;
+            if self.rejected.load(Ordering::Relaxed) {
+                drop(permit);
+                let mut e = GradientError::new(
+                    ErrorKind::Unauthorized,
+                    None,
+                    "not sent: Gradient already rejected this token",
+                );
+                e.attempts = attempt - 1;
+                return Err(e);
+            }
             let mut req = inner
                 .http
                 .request(method.clone(), &url)
@@ -426,6 +442,9 @@ impl PartnerSession {
                     tracing::debug!(%method, route = %path, status = status.as_u16(), attempt, "gradient refused");
                     if status == StatusCode::TOO_MANY_REQUESTS {
                         inner.pacer.throttled();
+                    }
+                    if status == StatusCode::UNAUTHORIZED {
+                        self.rejected.store(true, Ordering::Relaxed);
                     }
                     // A 429 is refused before any work: safe to repeat.
                     let throttled = status == StatusCode::TOO_MANY_REQUESTS;
