@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use gradient_connector::gradient::{
-    AccountUpdate, ClientSettings, ErrorKind, GradientClient, IntegrationStatus, NewAccount,
-    NewService, PartnerSession,
+    profile_changes, AccountUpdate, ClientSettings, ErrorKind, GradientClient, IntegrationStatus,
+    NewAccount, NewService, PartnerSession, VendorProfile,
 };
 use gradient_connector::sim::{Fault, Mapping, Sim, SimOptions};
 use secrecy::SecretString;
@@ -418,4 +418,240 @@ async fn creating_a_service_is_not_repeated_when_it_may_have_happened() {
     let a = s.create_service(&edr()).await.unwrap();
     assert_eq!(a.attempts, 2);
     assert_eq!(sim.snapshot().services.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_404_off_the_count_route_is_not_found_and_names_the_route() {
+    let sim = sim().await;
+    // A wrong base URL: every route is missing.
+    let wrong = session(&sim, settings(&format!("{}/wrong", sim.base_url())));
+    let e = wrong.get_vendor().await.unwrap_err();
+    assert_eq!(
+        (e.kind, e.status, e.attempts),
+        (ErrorKind::NotFound, Some(404), 1)
+    );
+    let text = e.to_string();
+    assert!(text.contains("GET /api/vendor-api "), "{text}");
+    assert!(
+        text.contains("base_url") && text.contains("vendor API key"),
+        "{text}"
+    );
+    assert_no_secret(&format!("{e} {e:?}"));
+
+    // Gradient's "Vendor Profile Not Found" on the accounts route.
+    let s = session(&sim, settings(&sim.base_url()));
+    sim.add_fault(Fault {
+        method: Some("GET".into()),
+        path_prefix: Some("/api/vendor-api/organization/accounts".into()),
+        status: 404,
+        count: 1,
+        retry_after_secs: None,
+    });
+    let e = s.get_accounts().await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
+    assert!(
+        e.to_string()
+            .contains("GET /api/vendor-api/organization/accounts"),
+        "{e}"
+    );
+
+    // On the count route the same status is "not mapped".
+    let sid = s.create_service(&edr()).await.unwrap().value.skus[0]
+        .id
+        .clone();
+    sim.add_fault(Fault {
+        method: Some("POST".into()),
+        path_prefix: Some(format!("/api/vendor-api/service/{sid}/count")),
+        status: 404,
+        count: 1,
+        retry_after_secs: None,
+    });
+    let e = s.set_unit_count(&sid, "nobody", 1, true).await.unwrap_err();
+    assert_eq!((e.kind, e.status), (ErrorKind::NotMapped, Some(404)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn integration_status_last_synced_and_the_status_answer() {
+    let sim = sim().await;
+    let s = session(&sim, settings(&sim.base_url()));
+    // Never synced: Gradient's 1900 sentinel reads as None.
+    let i = s.get_integration().await.unwrap().value;
+    assert_eq!(i.last_synced_at, None);
+    // The newer spec answers the status update with a string `data`: still a success.
+    let a = s
+        .set_integration_status(IntegrationStatus::Pending)
+        .await
+        .unwrap();
+    assert_eq!(a.status, 200);
+    let sid = s.create_service(&edr()).await.unwrap().value.skus[0]
+        .id
+        .clone();
+    s.create_accounts(&[NewAccount {
+        id: "a".into(),
+        name: "A".into(),
+        description: None,
+    }])
+    .await
+    .unwrap();
+    let before = gradient_connector::time::now_ms();
+    s.set_unit_count(&sid, "a", 2, false).await.unwrap();
+    let i = s.get_integration().await.unwrap().value;
+    let synced = i.last_synced_at.expect("synced after a count");
+    assert!(synced >= before - 1000, "{synced} < {before}");
+    assert_eq!(i.status.as_deref(), Some("active"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vendor_profile_is_patched_with_only_what_differs() {
+    let sim = sim().await;
+    let s = session(&sim, settings(&sim.base_url()));
+    let wanted = VendorProfile {
+        integration_portal_url: Some("https://portal.example/connect".into()),
+        vendor_support_page_url: Some("https://help.example/".into()),
+        ..VendorProfile::default()
+    };
+    let current = s.get_vendor().await.unwrap().value;
+    let changes = profile_changes(&current, &wanted);
+    assert_eq!(changes, wanted);
+    s.update_vendor_profile(&changes).await.unwrap();
+    let snap = sim.snapshot();
+    let patch = snap.requests.last().unwrap();
+    assert_eq!(patch.method, "PATCH");
+    assert_eq!(
+        patch.body,
+        Some(serde_json::json!({
+            "integrationPortalUrl": "https://portal.example/connect",
+            "vendorSupportPageUrl": "https://help.example/"
+        }))
+    );
+    assert_eq!(snap.vendor.name, "Sim Vendor", "unset fields are not sent");
+    let now = s.get_vendor().await.unwrap().value;
+    assert_eq!(
+        now.integration_portal_url.as_deref(),
+        Some("https://portal.example/connect")
+    );
+    assert!(profile_changes(&now, &wanted).is_empty());
+    s.update_vendor_profile(&VendorProfile {
+        name: Some("Renamed Vendor".into()),
+        description: Some("What we do".into()),
+        ..VendorProfile::default()
+    })
+    .await
+    .unwrap();
+    let v = sim.snapshot().vendor;
+    assert_eq!(
+        (v.name.as_str(), v.description.as_str()),
+        ("Renamed Vendor", "What we do")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_than_100_accounts_are_never_sent_in_one_request() {
+    let sim = sim().await;
+    let s = session(&sim, settings(&sim.base_url()));
+    let many: Vec<NewAccount> = (0..101)
+        .map(|i| NewAccount {
+            id: format!("w{i}"),
+            name: format!("W{i}"),
+            description: None,
+        })
+        .collect();
+    let e = s.create_accounts(&many).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Invalid);
+    assert!(sim.snapshot().requests.is_empty());
+    s.create_accounts(&many[..100]).await.unwrap();
+    // One id that exists refuses the whole request with 409.
+    let e = s.create_accounts(&many[99..]).await.unwrap_err();
+    assert_eq!(
+        (e.kind, e.status, e.attempts),
+        (ErrorKind::Conflict, Some(409), 1)
+    );
+    assert_eq!(sim.snapshot().org("org-1").unwrap().accounts.len(), 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_settings_keep_the_rate_at_150_ms_latency() {
+    // Little's law: at 150 ms a 100/s rate needs ~15 requests in flight. With the configured
+    // defaults (only requests_per_second raised to Gradient's documented 100/s), the client must
+    // reach ≥ 95 req/s against a stand-in that allows 100/s, without a single 429.
+    let sim = sim().await;
+    sim.set_rate_limit(100);
+    let toml = format!(
+        "[gradient]\nbase_url = \"{}\"\nrequests_per_second = 100\n[[service]]\nmodule = \"m\"\nname = \"M\"\nunit = \"users\"\ncategory = \"other\"\nsubcategory = \"other\"\n",
+        sim.base_url()
+    );
+    let cfg = gradient_connector::config::Config::from_toml(
+        &toml,
+        std::path::Path::new("/nonexistent/c.toml"),
+        Default::default(),
+    )
+    .unwrap();
+    let st = cfg.gradient.client.clone();
+    let parallel = st.max_in_flight;
+    let s = session(&sim, st);
+    let sid = s.create_service(&edr()).await.unwrap().value.skus[0]
+        .id
+        .clone();
+    s.create_accounts(&[NewAccount {
+        id: "a".into(),
+        name: "A".into(),
+        description: None,
+    }])
+    .await
+    .unwrap();
+    let latency = Duration::from_millis(150);
+    sim.set_latency(latency);
+    // Leave the stand-in's one-second window behind the set-up calls.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    const N: u64 = 300;
+    use futures::StreamExt;
+    let start = tokio::time::Instant::now();
+    // As a run pushes: at most max_in_flight calls at once, all through the pacer.
+    let results: Vec<_> = futures::stream::iter(0..N)
+        .map(|i| {
+            let s = s.clone();
+            let sid = sid.clone();
+            async move { s.set_unit_count(&sid, "a", i, true).await }
+        })
+        .buffer_unordered(parallel)
+        .collect()
+        .await;
+    let elapsed = start.elapsed();
+    let snap = sim.snapshot();
+    let throttled = snap.requests.iter().filter(|r| r.status == 429).count();
+    assert_eq!(throttled, 0, "the stand-in answered 429");
+    assert!(results.iter().all(|r| r.is_ok()));
+    // The last answer comes one latency after the last request left.
+    let rate = N as f64 / (elapsed - latency).as_secs_f64();
+    assert!(
+        rate >= 95.0,
+        "{rate:.1} req/s over {elapsed:?} with max_in_flight {parallel}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_401_the_session_sends_nothing_more() {
+    // Many calls wait in the pacer (64 may be in flight by default); once the token is rejected,
+    // only what is already on the wire may see 401.
+    let sim = sim().await;
+    let mut st = settings(&sim.base_url());
+    st.requests_per_second = 20;
+    st.max_in_flight = 64;
+    let s = session(&sim, st);
+    sim.rotate_key("org-1", "newer");
+    use futures::StreamExt;
+    let results: Vec<_> = futures::stream::iter(0..30)
+        .map(|_| {
+            let s = s.clone();
+            async move { s.get_integration().await }
+        })
+        .buffer_unordered(30)
+        .collect()
+        .await;
+    assert!(results
+        .iter()
+        .all(|r| r.as_ref().unwrap_err().kind == ErrorKind::Unauthorized));
+    let sent = sim.snapshot().requests.len();
+    assert!(sent <= 2, "{sent} requests were sent with a rejected token");
+    assert_no_secret(&format!("{:?}", results[29]));
 }

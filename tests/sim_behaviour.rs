@@ -175,3 +175,296 @@ async fn counts_must_be_numbers_and_account_ids_strings() {
     assert_eq!(pushes.len(), 3, "every call is recorded");
     assert_eq!(pushes[0].unit_count, serde_json::json!("5"));
 }
+
+/// A raw HTTP client for the stand-in, as a client generated from Gradient's newer spec would call it.
+struct Raw {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Raw {
+    async fn new(sim: &gradient_connector::sim::Sim, partner: &str) -> Raw {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Raw {
+            http: reqwest::Client::new(),
+            base: sim.base_url(),
+            token: base64::engine::general_purpose::STANDARD
+                .encode(format!("sim-vendor-key:{partner}")),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("GRADIENT-TOKEN", &self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        )
+    }
+}
+
+const V: &str = "/api/vendor-api";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newer_spec_accounts_a_duplicate_id_refuses_the_whole_request() {
+    use reqwest::Method;
+    use serde_json::json;
+    let sim = gradient_connector::sim::Sim::start(Default::default())
+        .await
+        .unwrap();
+    sim.add_msp("o", "O", "k");
+    let r = Raw::new(&sim, "k").await;
+    let accounts = format!("{V}/organization/accounts");
+    let (st, _) = r
+        .call(
+            Method::POST,
+            &accounts,
+            Some(json!([{"id": "a", "name": "A"}])),
+        )
+        .await;
+    assert_eq!(st, 201);
+    // "a" exists: nothing of this request is created.
+    let (st, body) = r
+        .call(
+            Method::POST,
+            &accounts,
+            Some(json!([{"id": "b", "name": "B"}, {"id": "a", "name": "A"}])),
+        )
+        .await;
+    assert_eq!(st, 409);
+    assert_eq!(body["message"], "A resource with this Id already exists");
+    // The same id twice in one request is refused too.
+    let (st, _) = r
+        .call(
+            Method::POST,
+            &accounts,
+            Some(json!([{"id": "c", "name": "C"}, {"id": "c", "name": "C"}])),
+        )
+        .await;
+    assert_eq!(st, 409);
+    let ids: Vec<String> = sim
+        .snapshot()
+        .org("o")
+        .unwrap()
+        .accounts
+        .iter()
+        .map(|a| a.id.clone())
+        .collect();
+    assert_eq!(ids, ["a"]);
+    // /_sim/state shows every request's body, refused ones included.
+    let snap = sim.snapshot();
+    let bodies: Vec<_> = snap.requests.iter().map(|q| q.body.clone()).collect();
+    assert_eq!(
+        bodies[1],
+        Some(json!([{"id": "b", "name": "B"}, {"id": "a", "name": "A"}]))
+    );
+    let (st, state) = r.call(Method::GET, "/_sim/state", None).await;
+    assert_eq!(st, 200);
+    assert_eq!(state["requests"][2]["body"][0]["id"], "c");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newer_spec_services_vendor_profile_and_clients() {
+    use reqwest::Method;
+    use serde_json::json;
+    let sim = gradient_connector::sim::Sim::start(Default::default())
+        .await
+        .unwrap();
+    sim.add_msp("o", "O", "k");
+    let r = Raw::new(&sim, "k").await;
+    let service = format!("{V}/service");
+    // `description` is required.
+    let (st, body) = r
+        .call(
+            Method::POST,
+            &service,
+            Some(json!({"name": "S", "category": "backup", "subcategory": "cloud backup"})),
+        )
+        .await;
+    assert_eq!(st, 400, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("description"));
+    // supportArticle / supportContact are kept and returned.
+    let (st, vendor) = r
+        .call(
+            Method::POST,
+            &service,
+            Some(
+                json!({"name": "S", "description": "d", "category": "backup",
+                        "subcategory": "cloud backup", "supportArticle": "https://kb.example/s",
+                        "supportContact": "support@example.com"}),
+            ),
+        )
+        .await;
+    assert_eq!(st, 201);
+    let sku = &vendor["skus"][0];
+    assert_eq!(sku["supportArticle"], "https://kb.example/s");
+    assert_eq!(sku["supportContact"], "support@example.com");
+    let (_, one) = r
+        .call(
+            Method::GET,
+            &format!("{service}/{}", sku["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(one["data"]["supportContact"], "support@example.com");
+    // The vendor PATCH stores and returns the profile.
+    let (st, patched) = r
+        .call(
+            Method::PATCH,
+            V,
+            Some(
+                json!({"name": "Us", "description": "We protect", "integrationPortalUrl":
+                        "https://portal.example", "vendorSupportPageUrl": "https://help.example"}),
+            ),
+        )
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        patched["data"]["integrationPortalUrl"],
+        "https://portal.example"
+    );
+    let (_, got) = r.call(Method::GET, V, None).await;
+    for (k, v) in [
+        ("name", "Us"),
+        ("description", "We protect"),
+        ("integrationPortalUrl", "https://portal.example"),
+        ("vendorSupportPageUrl", "https://help.example"),
+    ] {
+        assert_eq!(got["data"][k], v, "{k}");
+    }
+    let (st, _) = r.call(Method::PATCH, V, Some(json!({"name": 5}))).await;
+    assert_eq!(st, 400);
+    // The clients route answers {meta, clients}.
+    let (st, clients) = r
+        .call(
+            Method::GET,
+            &format!("{V}/organization/clients?search=&previousId="),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200);
+    assert!(
+        clients["meta"].is_object() && clients["clients"].is_array(),
+        "{clients}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newer_spec_integration_life_cycle() {
+    use reqwest::Method;
+    use serde_json::json;
+    let sim = gradient_connector::sim::Sim::start(Default::default())
+        .await
+        .unwrap();
+    sim.add_msp("o", "O", "k");
+    let r = Raw::new(&sim, "k").await;
+    let (_, integ) = r
+        .call(Method::GET, &format!("{V}/organization"), None)
+        .await;
+    assert_eq!(integ["lastSyncedAt"], "1900-01-01T00:00:00.000Z");
+    assert_eq!(integ["status"], "inactive");
+    let (_, vendor) = r
+        .call(
+            Method::POST,
+            &format!("{V}/service"),
+            Some(json!({"name": "S", "description": "d", "category": "backup", "subcategory": "cloud backup"})),
+        )
+        .await;
+    let sid = vendor["skus"][0]["id"].as_str().unwrap().to_string();
+    r.call(
+        Method::POST,
+        &format!("{V}/organization/accounts"),
+        Some(json!([{"id": "a", "name": "A"}])),
+    )
+    .await;
+    // A count does not turn an inactive integration active.
+    let (st, _) = r
+        .call(
+            Method::POST,
+            &format!("{V}/service/{sid}/count"),
+            Some(json!({"accountId": "a", "unitCount": 3})),
+        )
+        .await;
+    assert_eq!(st, 201);
+    let (_, integ) = r
+        .call(Method::GET, &format!("{V}/organization"), None)
+        .await;
+    assert_eq!(integ["status"], "inactive");
+    assert_ne!(integ["lastSyncedAt"], "1900-01-01T00:00:00.000Z");
+    // The status update answers `data` as a string (newer spec); a pending one turns active.
+    let (st, upd) = r
+        .call(
+            Method::PATCH,
+            &format!("{V}/organization/status/pending"),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200);
+    assert!(upd["data"].is_string(), "{upd}");
+    r.call(
+        Method::POST,
+        &format!("{V}/service/{sid}/count"),
+        Some(json!({"accountId": "a", "unitCount": 4})),
+    )
+    .await;
+    assert_eq!(
+        sim.snapshot().org("o").unwrap().status_history,
+        ["pending", "active"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_calls_for_an_unknown_msp_answer_404() {
+    use reqwest::Method;
+    use serde_json::json;
+    let sim = gradient_connector::sim::Sim::start(Default::default())
+        .await
+        .unwrap();
+    sim.add_msp("o", "O", "k");
+    let r = Raw::new(&sim, "k").await;
+    for (method, path, body) in [
+        (
+            Method::POST,
+            "/_sim/msp/nobody/rotate",
+            Some(json!({"key": "x"})),
+        ),
+        (
+            Method::POST,
+            "/_sim/msp/nobody/reconnect",
+            Some(json!({"key": "x"})),
+        ),
+        (Method::POST, "/_sim/msp/nobody/disconnect", None),
+        (Method::PUT, "/_sim/msp/nobody/mapping", Some(json!("All"))),
+    ] {
+        let (st, _) = r.call(method, path, body).await;
+        assert_eq!(st, 404, "{path}");
+    }
+    let (st, _) = r
+        .call(
+            Method::POST,
+            "/_sim/msp/o/rotate",
+            Some(json!({"key": "k2"})),
+        )
+        .await;
+    assert_eq!(st, 204);
+    // The rotation to an unknown MSP stole no key: "x" names nobody.
+    let x = Raw::new(&sim, "x").await;
+    let (st, _) = x
+        .call(Method::GET, &format!("{V}/organization"), None)
+        .await;
+    assert_eq!(st, 401);
+}

@@ -112,6 +112,10 @@ pub struct GradientConfig {
     pub vendor_api_key_file: PathBuf,
     /// How the client talks to Gradient (owned by `gradient`; read from this section).
     pub client: ClientSettings,
+    /// The vendor profile's `integrationPortalUrl`; None: not managed.
+    pub integration_portal_url: Option<Url>,
+    /// The vendor profile's `vendorSupportPageUrl`; None: not managed.
+    pub support_page_url: Option<Url>,
 }
 
 /// `[store]`: where the SQLite store lives.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use config::{Value, ValueKind};
 
-use super::keys::{self, kind_name, Fallback, Val, SERVICE};
+use super::keys::{self, kind_name, Fallback, Kind, Val, SERVICE};
 use super::{
     Config, GradientConfig, LogConfig, Problem, ScheduleConfig, ServiceConfig, StoreConfig,
 };
@@ -106,6 +106,14 @@ impl Section {
         })
     }
 
+    /// An optional URL: `None` when its value was refused, `Some(None)` when unset (or empty).
+    fn opt_url(&mut self, key: &'static str) -> Option<Option<url::Url>> {
+        if self.refused.contains(key) {
+            return None;
+        }
+        Some(self.url(key))
+    }
+
     fn tz(&mut self, key: &'static str) -> Option<chrono_tz::Tz> {
         self.take(key, |v| match v {
             Val::Tz(z) => Ok(z),
@@ -159,6 +167,8 @@ impl<'a> Reader<'a> {
                     retry_initial_delay: Duration::from_millis(s.num("retry_initial_delay_ms")?),
                     retry_max_delay: Duration::from_secs(s.num("retry_max_delay_secs")?),
                 },
+                integration_portal_url: s.opt_url("integration_portal_url")?,
+                support_page_url: s.opt_url("support_page_url")?,
             })
         });
         let store = self.finish(store, |s| {
@@ -222,6 +232,10 @@ impl<'a> Reader<'a> {
                 (None, Fallback::Absent | Fallback::SameAs(_)) => continue,
             };
             let blank = matches!(&raw, ValueKind::String(x) if x.trim().is_empty());
+            // An optional URL left empty is unset ("not managed").
+            if blank && matches!((k.kind, k.default), (Kind::Url, Fallback::Absent)) {
+                continue;
+            }
             let read = if blank && matches!(k.default, Fallback::Required) {
                 Err("must not be empty".to_string())
             } else {
@@ -367,5 +381,72 @@ fn display_key(key: &str) -> String {
         key.to_string()
     } else {
         format!("{key:?}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use crate::config::{Config, ConfigError};
+
+    fn with_gradient(extra: &str) -> Result<Config, ConfigError> {
+        let text = format!(
+            "[gradient]\nbase_url = \"http://127.0.0.1:9\"\n{extra}\n[[service]]\nmodule = \"edr\"\nname = \"EDR\"\nunit = \"devices\"\ncategory = \"security\"\nsubcategory = \"endpoint detection and response (EDR)\"\n"
+        );
+        Config::from_toml(&text, Path::new("/etc/x/c.toml"), BTreeMap::new())
+    }
+
+    #[test]
+    fn vendor_profile_urls_are_optional_https_urls() {
+        let c = with_gradient("").unwrap();
+        assert_eq!(c.gradient.integration_portal_url, None);
+        assert_eq!(c.gradient.support_page_url, None);
+        // Empty is "not managed", like unset.
+        let c = with_gradient("integration_portal_url = \"\"\nsupport_page_url = \" \"").unwrap();
+        assert_eq!(c.gradient.integration_portal_url, None);
+        assert_eq!(c.gradient.support_page_url, None);
+        let c = with_gradient(
+            "integration_portal_url = \"https://portal.example/connect\"\nsupport_page_url = \"http://localhost:8080/help\"",
+        )
+        .unwrap();
+        assert_eq!(
+            c.gradient.integration_portal_url.unwrap().as_str(),
+            "https://portal.example/connect"
+        );
+        assert_eq!(
+            c.gradient.support_page_url.unwrap().as_str(),
+            "http://localhost:8080/help"
+        );
+        let Err(ConfigError::Invalid { problems, .. }) = with_gradient(
+            "integration_portal_url = \"http://portal.example\"\nsupport_page_url = \"nope\"",
+        ) else {
+            panic!("plain http to a remote host and a non-URL are refused");
+        };
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.key == "gradient.integration_portal_url" && p.message.contains("https")),
+            "{problems:?}"
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.key == "gradient.support_page_url" && p.message.contains("not a URL")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn the_default_in_flight_bound_never_caps_the_rate_below_500_ms() {
+        // Little's law: requests_per_second × 0.5 s must fit in flight at the defaults, even at the
+        // highest rate allowed.
+        let c = with_gradient("").unwrap();
+        assert!(
+            c.gradient.client.max_in_flight * 2 >= 100,
+            "{:?}",
+            c.gradient.client
+        );
     }
 }

@@ -1,12 +1,23 @@
 //! Account reconciliation: Gradient must hold one account per workspace of the MSP's channel, named
 //! as in the inventory. [`account_changes`] plans it (pure); [`ensure_accounts`] reads Gradient's
-//! accounts and applies the plan. It runs when a token is pasted and at the start of each run.
+//! accounts and applies the plan: re-read, then create what is missing. It runs when a token is
+//! pasted and at the start of each run.
+//!
+//! Creation goes in bulk requests of at most [`MAX_ACCOUNTS_PER_REQUEST`]. Gradient refuses a whole
+//! request with 409 when one of its ids already exists (another writer got there first); that is
+//! not a failure: the accounts are read again and only what is still missing is created, for at
+//! most [`MAX_CREATE_ROUNDS`] rounds.
 
 use std::collections::HashMap;
 
 use crate::gradient::{
     Account, AccountUpdate, ErrorKind, GradientError, NewAccount, PartnerSession,
+    MAX_ACCOUNTS_PER_REQUEST,
 };
+
+/// How many times [`ensure_accounts`] reads the accounts and creates what is missing when a
+/// creation was refused with 409 (the bound that keeps a conflict from looping).
+pub const MAX_CREATE_ROUNDS: usize = 3;
 use crate::store::ledger::WorkspaceRow;
 
 /// Accounts to create (bulk) and rename so that Gradient holds every workspace of the channel.
@@ -49,9 +60,12 @@ pub struct AccountSync {
     pub renamed: usize,
 }
 
-/// Reads the partner's accounts, creates the missing ones in one bulk call (this also heals a
-/// disconnect in Gradient, which deletes our accounts) and renames changed ones. Errors only when
-/// the accounts cannot be read or the token is rejected; other failures are logged.
+/// Reads the partner's accounts, creates the missing ones in bulk requests of at most
+/// [`MAX_ACCOUNTS_PER_REQUEST`] (this also heals a disconnect in Gradient, which deletes our
+/// accounts) and renames changed ones. A request refused with 409 (an id already exists) makes it
+/// read the accounts again and create only what is still missing, for at most
+/// [`MAX_CREATE_ROUNDS`] rounds. Errors only when the accounts cannot be read or the token is
+/// rejected; other failures are logged.
 pub async fn ensure_accounts(
     session: &PartnerSession,
     connector_id: &str,
@@ -60,17 +74,36 @@ pub async fn ensure_accounts(
     let existing = session.get_accounts().await?.value;
     let changes = account_changes(connector_id, workspaces, &existing);
     let mut out = AccountSync::default();
-    if !changes.create.is_empty() {
-        match session.create_accounts(&changes.create).await {
-            Ok(_) => {
-                out.created = changes.create.len();
-                tracing::info!(connector = %connector_id, created = out.created, "accounts created in Gradient");
-            }
-            Err(e) if e.kind == ErrorKind::Unauthorized => return Err(e),
-            Err(e) => {
-                tracing::warn!(connector = %connector_id, error = %e, "could not create accounts; their pairs will be reported unmapped")
+    let mut missing = changes.create;
+    for round in 1..=MAX_CREATE_ROUNDS {
+        let mut conflicted = false;
+        for chunk in missing.chunks(MAX_ACCOUNTS_PER_REQUEST) {
+            match session.create_accounts(chunk).await {
+                Ok(_) => out.created += chunk.len(),
+                Err(e) if e.kind == ErrorKind::Unauthorized => return Err(e),
+                Err(e) if e.kind == ErrorKind::Conflict => {
+                    conflicted = true;
+                    tracing::info!(connector = %connector_id, accounts = chunk.len(), round, "some accounts already exist in Gradient; reading them again");
+                }
+                Err(e) => {
+                    tracing::warn!(connector = %connector_id, accounts = chunk.len(), error = %e, "could not create accounts; their pairs will be reported unmapped")
+                }
             }
         }
+        if !conflicted {
+            break;
+        }
+        let existing = session.get_accounts().await?.value;
+        missing = account_changes(connector_id, workspaces, &existing).create;
+        if missing.is_empty() {
+            break;
+        }
+        if round == MAX_CREATE_ROUNDS {
+            tracing::warn!(connector = %connector_id, accounts = missing.len(), rounds = round, "Gradient keeps refusing to create these accounts as existing although it does not list them; their pairs will be reported unmapped");
+        }
+    }
+    if out.created > 0 {
+        tracing::info!(connector = %connector_id, created = out.created, "accounts created in Gradient");
     }
     for (id, name) in &changes.rename {
         let update = AccountUpdate {

@@ -10,8 +10,14 @@ pub enum ErrorKind {
     Unauthorized,
     /// 403: Gradient detected an anomaly in our usage. Never retried.
     Forbidden,
-    /// 404: unknown account, or the account or service is not mapped by the MSP (normal for counts).
+    /// 404 on the count route: unknown account, or the account or service is not mapped by the MSP
+    /// (normal for counts).
     NotMapped,
+    /// 404 on any other route (e.g. "Vendor Profile Not Found"): a wrong base URL or vendor key,
+    /// never "unmapped". The message names the route.
+    NotFound,
+    /// 409: Gradient already holds a resource with this id (the whole request was refused).
+    Conflict,
     /// 400 or another 4xx: Gradient refused the request as invalid.
     Invalid,
     /// 429: over Gradient's rate limit (after retries).
@@ -43,6 +49,8 @@ impl ErrorKind {
             ErrorKind::Unauthorized => "unauthorized",
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::NotMapped => "not_mapped",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Conflict => "conflict",
             ErrorKind::Invalid => "invalid",
             ErrorKind::RateLimited => "rate_limited",
             ErrorKind::Server => "server",
@@ -83,6 +91,8 @@ impl GradientError {
             ErrorKind::Unauthorized => "Gradient rejected this connector's token: was a newer partner API key generated? Paste the new one with `gradient-connector connector add ID --token-file PATH`",
             ErrorKind::Forbidden => "Gradient detected an anomaly in our usage (403): stop and contact Gradient support before retrying",
             ErrorKind::NotMapped => "unknown account, or the account or service is not mapped yet by the MSP in Gradient",
+            ErrorKind::NotFound => "Gradient answered 404 Not Found on a route that always exists: check [gradient] base_url (Gradient's API lives under https://app.usegradient.com/api/vendor-api) and the vendor API key (gradient.vendor_api_key_file)",
+            ErrorKind::Conflict => "Gradient already holds a resource with this id; the request was refused as a whole",
             ErrorKind::Invalid => "Gradient refused the request as invalid",
             ErrorKind::RateLimited => "Gradient's rate limit was exceeded; lower [gradient] requests_per_second",
             ErrorKind::Server => "Gradient had a server error; it is retried next run",

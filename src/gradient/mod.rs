@@ -6,11 +6,16 @@
 //! 429, 5xx, network errors and timeouts only (exponential backoff with full jitter, `Retry-After`
 //! honoured, capped, at most `max_attempts`); 401, 403, 404 and other 4xx are answered at once.
 //! Redirects are never followed, so the token never travels to another host.
+//!
+//! A 404 means "not mapped" ([`ErrorKind::NotMapped`]) only on the count route; on every other route
+//! it is [`ErrorKind::NotFound`] (Gradient's "Vendor Profile Not Found": a wrong base URL or vendor
+//! key), whose message names the route.
 
 pub mod error;
 pub mod limiter;
 pub mod types;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,8 +28,8 @@ use serde::Serialize;
 
 pub use error::{ErrorKind, GradientError};
 pub use types::{
-    Account, AccountUpdate, Answer, Integration, IntegrationStatus, NewAccount, NewService, Sku,
-    Vendor,
+    profile_changes, Account, AccountUpdate, Answer, Integration, IntegrationStatus, NewAccount,
+    NewService, Sku, Vendor, VendorProfile,
 };
 
 use limiter::Pacer;
@@ -34,6 +39,8 @@ use types::{account_list, unwrap_data, UnitCountBody};
 pub const TOKEN_HEADER: &str = "GRADIENT-TOKEN";
 /// Every route starts here.
 pub const API_PREFIX: &str = "/api/vendor-api";
+/// The most accounts one bulk creation sends (Gradient advises splitting large sends into pages).
+pub const MAX_ACCOUNTS_PER_REQUEST: usize = 100;
 
 /// How the client talks to Gradient.
 #[derive(Debug, Clone)]
@@ -42,7 +49,9 @@ pub struct ClientSettings {
     pub base_url: url::Url,
     /// Daemon-wide requests per second.
     pub requests_per_second: u32,
-    /// Requests in flight at once.
+    /// Requests in flight at once. By Little's law a run needs `requests_per_second × latency`
+    /// requests in flight to reach its rate, so this must be at least `requests_per_second / 2` for
+    /// the rate to hold up to 500 ms of latency (the configured default, 64, does for any rate).
     pub max_in_flight: usize,
     /// Per-request timeout.
     pub request_timeout: Duration,
@@ -117,6 +126,7 @@ impl GradientClient {
         PartnerSession {
             client: self.clone(),
             token: value,
+            rejected: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -126,11 +136,15 @@ impl GradientClient {
     }
 }
 
-/// The client bound to one connector's token.
+/// The client bound to one connector's token. Once Gradient answered 401 for the token, the
+/// session (and its clones) sends nothing more: later calls fail at once with
+/// [`ErrorKind::Unauthorized`], so only the requests already on the wire see the 401, however many
+/// wait in the pacer.
 #[derive(Clone)]
 pub struct PartnerSession {
     client: GradientClient,
     token: HeaderValue,
+    rejected: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for PartnerSession {
@@ -168,6 +182,15 @@ enum Retry {
     OnlyUnsent,
 }
 
+/// What a 404 means on a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum On404 {
+    /// The count route: the account or service is not mapped (normal).
+    NotMapped,
+    /// Every other route: the route itself was not found (base URL or vendor key).
+    NotFound,
+}
+
 /// How a route's 2xx body is read.
 enum Body<'a, B: Serialize + ?Sized> {
     None,
@@ -191,6 +214,7 @@ impl PartnerSession {
                 "/service".into(),
                 Body::Json(s),
                 Retry::OnlyUnsent,
+                On404::NotFound,
             )
             .await?;
         decode_with(a, |v| serde_json::from_value(unwrap_data(v)))
@@ -202,7 +226,19 @@ impl PartnerSession {
             .await
     }
 
-    /// Sets the integration status.
+    /// Updates the vendor profile (PATCH `/api/vendor-api`): only the fields set in `profile` are
+    /// sent. The answer's body is not read (its shape differs between Gradient's specs).
+    pub async fn update_vendor_profile(
+        &self,
+        profile: &VendorProfile,
+    ) -> Result<Answer<()>, GradientError> {
+        self.call(Method::PATCH, String::new(), Body::Json(profile))
+            .await
+            .map(|a| a.map(|_| ()))
+    }
+
+    /// Sets the integration status. The answer's `data` (an object in one spec, a string in the
+    /// newer one) is never read.
     pub async fn set_integration_status(
         &self,
         status: IntegrationStatus,
@@ -213,7 +249,8 @@ impl PartnerSession {
             .map(|a| a.map(|_| ()))
     }
 
-    /// The partner's accounts.
+    /// The partner's accounts. Rows without an id (or that cannot be read) are skipped with a
+    /// warning: one odd row never fails the whole list.
     pub async fn get_accounts(&self) -> Result<Answer<Vec<Account>>, GradientError> {
         let a = self
             .call(
@@ -225,11 +262,23 @@ impl PartnerSession {
         decode_with(a, account_list)
     }
 
-    /// Creates accounts in one bulk call.
+    /// Creates accounts in one bulk call of at most [`MAX_ACCOUNTS_PER_REQUEST`] (more is refused
+    /// before sending: split them, as `connector::accounts` does). A 409 ([`ErrorKind::Conflict`])
+    /// means one of them already exists and nothing of this call was created.
     pub async fn create_accounts(
         &self,
         accounts: &[NewAccount],
     ) -> Result<Answer<Vec<Account>>, GradientError> {
+        if accounts.len() > MAX_ACCOUNTS_PER_REQUEST {
+            return Err(GradientError::new(
+                ErrorKind::Invalid,
+                None,
+                format!(
+                    "{} accounts in one request; at most {MAX_ACCOUNTS_PER_REQUEST} are sent at once",
+                    accounts.len()
+                ),
+            ));
+        }
         let a = self
             .call(
                 Method::POST,
@@ -275,9 +324,16 @@ impl PartnerSession {
             account_id,
             unit_count,
         };
-        self.call(Method::POST, path, Body::Json(&body))
-            .await
-            .map(|a| a.map(|_| ()))
+        // The one route where a 404 means "not mapped".
+        self.send(
+            Method::POST,
+            path,
+            Body::Json(&body),
+            Retry::Transient,
+            On404::NotMapped,
+        )
+        .await
+        .map(|a| a.map(|_| ()))
     }
 
     async fn call_decode<T: DeserializeOwned, B: Serialize + ?Sized>(
@@ -300,7 +356,8 @@ impl PartnerSession {
         path: String,
         body: Body<'_, B>,
     ) -> Result<Answer<serde_json::Value>, GradientError> {
-        self.send(method, path, body, Retry::Transient).await
+        self.send(method, path, body, Retry::Transient, On404::NotFound)
+            .await
     }
 
     async fn send<B: Serialize + ?Sized>(
@@ -309,6 +366,7 @@ impl PartnerSession {
         path: String,
         body: Body<'_, B>,
         retry: Retry,
+        on_404: On404,
     ) -> Result<Answer<serde_json::Value>, GradientError> {
         let inner = &self.client.inner;
         let url = format!("{}{API_PREFIX}{path}", inner.base);
@@ -324,6 +382,16 @@ impl PartnerSession {
         loop {
             attempt += 1;
             let permit = inner.pacer.admit().await;
+            if self.rejected.load(Ordering::Relaxed) {
+                drop(permit);
+                let mut e = GradientError::new(
+                    ErrorKind::Unauthorized,
+                    None,
+                    "not sent: Gradient already rejected this token",
+                );
+                e.attempts = attempt - 1;
+                return Err(e);
+            }
             let mut req = inner
                 .http
                 .request(method.clone(), &url)
@@ -375,9 +443,16 @@ impl PartnerSession {
                     if status == StatusCode::TOO_MANY_REQUESTS {
                         inner.pacer.throttled();
                     }
+                    if status == StatusCode::UNAUTHORIZED {
+                        self.rejected.store(true, Ordering::Relaxed);
+                    }
                     // A 429 is refused before any work: safe to repeat.
                     let throttled = status == StatusCode::TOO_MANY_REQUESTS;
-                    (classify(status, &bytes), retry_after, throttled)
+                    (
+                        classify(status, &bytes, &method, &path, on_404),
+                        retry_after,
+                        throttled,
+                    )
                 }
                 Err((e, connect_failed)) => {
                     tracing::debug!(%method, route = %path, attempt, error = %e.message, "gradient unreachable");
@@ -468,8 +543,15 @@ fn transport_error(e: &reqwest::Error) -> GradientError {
     }
 }
 
-/// Classifies a non-2xx answer, keeping Gradient's message.
-fn classify(status: StatusCode, body: &[u8]) -> GradientError {
+/// Classifies a non-2xx answer, keeping Gradient's message; a 404 off the count route also names
+/// the route (`path` as sent after the prefix; its query is left out).
+fn classify(
+    status: StatusCode,
+    body: &[u8],
+    method: &Method,
+    path: &str,
+    on_404: On404,
+) -> GradientError {
     let message = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| {
@@ -482,7 +564,13 @@ fn classify(status: StatusCode, body: &[u8]) -> GradientError {
     let kind = match status.as_u16() {
         401 => ErrorKind::Unauthorized,
         403 => ErrorKind::Forbidden,
-        404 => ErrorKind::NotMapped,
+        404 if on_404 == On404::NotMapped => ErrorKind::NotMapped,
+        404 => {
+            let route = path.split('?').next().unwrap_or_default();
+            let message = format!("{method} {API_PREFIX}{route} was not found: {message}");
+            return GradientError::new(ErrorKind::NotFound, Some(404), message);
+        }
+        409 => ErrorKind::Conflict,
         429 => ErrorKind::RateLimited,
         500..=599 => ErrorKind::Server,
         _ => ErrorKind::Invalid,
@@ -501,6 +589,47 @@ mod tests {
         assert_eq!(segment("é").unwrap(), "%C3%A9");
         assert!(segment("..").is_err());
         assert!(segment("").is_err());
+    }
+
+    #[test]
+    fn a_404_is_unmapped_only_on_the_count_route() {
+        let body = br#"{"statusCode":404,"message":"Vendor Profile Not Found"}"#;
+        let e = classify(
+            StatusCode::NOT_FOUND,
+            body,
+            &Method::GET,
+            "/organization/accounts",
+            On404::NotFound,
+        );
+        assert_eq!((e.kind, e.status), (ErrorKind::NotFound, Some(404)));
+        let text = e.to_string();
+        assert!(
+            text.contains("GET /api/vendor-api/organization/accounts")
+                && text.contains("Vendor Profile Not Found"),
+            "{text}"
+        );
+        assert!(
+            text.contains("base_url") && text.contains("vendor API key"),
+            "{text}"
+        );
+        assert!(!e.kind.is_transient());
+        let e = classify(
+            StatusCode::NOT_FOUND,
+            br#"{"statusCode":404,"message":"No account map found with id: 1"}"#,
+            &Method::POST,
+            "/service/s1/count?no_build=true",
+            On404::NotMapped,
+        );
+        assert_eq!(e.kind, ErrorKind::NotMapped);
+        assert_eq!(e.message, "No account map found with id: 1");
+        let e = classify(
+            StatusCode::CONFLICT,
+            br#"{"message":"A resource with this Id already exists"}"#,
+            &Method::POST,
+            "/organization/accounts",
+            On404::NotFound,
+        );
+        assert_eq!(e.kind, ErrorKind::Conflict);
     }
 
     #[test]

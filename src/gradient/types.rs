@@ -86,9 +86,81 @@ pub struct Vendor {
     /// Vendor name.
     #[serde(default)]
     pub name: Option<String>,
+    /// Vendor description.
+    #[serde(default, deserialize_with = "opt_text")]
+    pub description: Option<String>,
+    /// What Gradient's "Open Vendor Portal" button opens.
+    #[serde(
+        default,
+        rename = "integrationPortalUrl",
+        deserialize_with = "opt_text"
+    )]
+    pub integration_portal_url: Option<String>,
+    /// The vendor's support page.
+    #[serde(
+        default,
+        rename = "vendorSupportPageUrl",
+        deserialize_with = "opt_text"
+    )]
+    pub vendor_support_page_url: Option<String>,
     /// Our services.
     #[serde(default)]
     pub skus: Vec<Sku>,
+}
+
+/// Changes to the vendor profile (PATCH `/api/vendor-api`): only the fields that are set are sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VendorProfile {
+    /// Vendor name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Vendor description.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// What Gradient's "Open Vendor Portal" button opens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub integration_portal_url: Option<String>,
+    /// The vendor's support page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vendor_support_page_url: Option<String>,
+}
+
+impl VendorProfile {
+    /// Whether nothing would be sent.
+    pub fn is_empty(&self) -> bool {
+        *self == VendorProfile::default()
+    }
+}
+
+/// The fields of `wanted` that differ from the vendor object read by GET (fields `wanted` leaves
+/// unset are not managed and never appear). URLs compare as parsed URLs, so `https://x.example` and
+/// `https://x.example/` are the same. An empty answer means no PATCH is needed.
+pub fn profile_changes(current: &Vendor, wanted: &VendorProfile) -> VendorProfile {
+    fn text(now: &Option<String>, want: &Option<String>) -> Option<String> {
+        let want = want.as_ref()?;
+        (now.as_deref() != Some(want.as_str())).then(|| want.clone())
+    }
+    fn link(now: &Option<String>, want: &Option<String>) -> Option<String> {
+        let want = want.as_ref()?;
+        let same = match (now.as_deref().map(url::Url::parse), url::Url::parse(want)) {
+            (Some(Ok(a)), Ok(b)) => a == b,
+            _ => now.as_deref() == Some(want.as_str()),
+        };
+        (!same).then(|| want.clone())
+    }
+    VendorProfile {
+        name: text(&current.name, &wanted.name),
+        description: text(&current.description, &wanted.description),
+        integration_portal_url: link(
+            &current.integration_portal_url,
+            &wanted.integration_portal_url,
+        ),
+        vendor_support_page_url: link(
+            &current.vendor_support_page_url,
+            &wanted.vendor_support_page_url,
+        ),
+    }
 }
 
 /// One service (SKU) in the catalogue.
@@ -174,9 +246,11 @@ pub struct Integration {
     /// `inactive`, `pending`, `active`, ...
     #[serde(default)]
     pub status: Option<String>,
-    /// When Gradient last saw a sync.
-    #[serde(default)]
-    pub last_synced_at: Option<String>,
+    /// When Gradient last saw a sync (ms since the epoch, UTC); None when it never did: Gradient
+    /// answers a sentinel date in 1900 then (any year before 1970 reads as never), and an
+    /// unreadable date reads as unknown.
+    #[serde(default, deserialize_with = "synced_at")]
+    pub last_synced_at: Option<crate::time::Millis>,
 }
 
 /// Integration statuses the vendor may set.
@@ -220,8 +294,8 @@ pub struct Account {
     /// Description.
     #[serde(default)]
     pub description: Option<String>,
-    /// Whether the MSP mapped it (newer deployments).
-    #[serde(default)]
+    /// Whether the MSP mapped it (newer deployments; anything but a boolean reads as unknown).
+    #[serde(default, deserialize_with = "opt_bool")]
     pub is_mapped: Option<bool>,
     /// Mapping id (newer deployments).
     #[serde(default, deserialize_with = "opt_id")]
@@ -272,15 +346,31 @@ pub(crate) fn unwrap_data(v: Value) -> Value {
     }
 }
 
-/// Accounts arrive as a bare array, wrapped, or (defensively) as `{accounts: [...]}`.
+/// Accounts arrive as a bare array, wrapped, or (defensively) as `{accounts: [...]}`. A row with a
+/// missing or null id (Gradient's SDK treats the id as optional), or one that cannot be read, is
+/// skipped with a warning; only a list that is not a list fails.
 pub(crate) fn account_list(v: Value) -> Result<Vec<Account>, serde_json::Error> {
-    match unwrap_data(v) {
+    let rows: Vec<Value> = match unwrap_data(v) {
         Value::Object(mut m) if m.contains_key("accounts") => {
-            serde_json::from_value(m.remove("accounts").unwrap_or(Value::Null))
+            serde_json::from_value(m.remove("accounts").unwrap_or(Value::Null))?
         }
-        Value::Null => Ok(Vec::new()),
-        other => serde_json::from_value(other),
+        Value::Null => Vec::new(),
+        other => serde_json::from_value(other)?,
+    };
+    let mut out = Vec::with_capacity(rows.len());
+    for (row, v) in rows.into_iter().enumerate() {
+        if v.get("id").is_none_or(Value::is_null) {
+            tracing::warn!(row, "Gradient listed an account without an id; skipped");
+            continue;
+        }
+        match serde_json::from_value::<Account>(v) {
+            Ok(a) => out.push(a),
+            Err(e) => {
+                tracing::warn!(row, error = %e, "Gradient listed an account that cannot be read; skipped")
+            }
+        }
     }
+    Ok(out)
 }
 
 fn id_string(v: Value) -> Option<String> {
@@ -293,6 +383,26 @@ fn id_string(v: Value) -> Option<String> {
 
 fn opt_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     Ok(Option::<Value>::deserialize(d)?.and_then(id_string))
+}
+
+fn opt_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Option::<Value>::deserialize(d)? {
+        Some(Value::String(s)) => Some(s),
+        _ => None,
+    })
+}
+
+fn opt_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    Ok(Option::<Value>::deserialize(d)?.and_then(|v| v.as_bool()))
+}
+
+/// `lastSyncedAt`: an RFC 3339 date; before 1970 (Gradient's 1900 "never" sentinel) or unreadable
+/// → None.
+fn synced_at<'de, D: Deserializer<'de>>(d: D) -> Result<Option<crate::time::Millis>, D::Error> {
+    Ok(match Option::<Value>::deserialize(d)? {
+        Some(Value::String(s)) => crate::time::parse_rfc3339(&s).ok().filter(|ms| *ms >= 0),
+        _ => None,
+    })
 }
 
 fn id<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -325,6 +435,107 @@ mod tests {
         assert_eq!(a[1].mapping_id.as_deref(), Some("3"));
         let wrapped = json!({"status": "ok", "message": "", "data": [{"id": "x", "name": "X"}]});
         assert_eq!(account_list(wrapped).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn account_rows_without_an_id_are_skipped_not_fatal() {
+        let v = json!([{"id": "a", "name": "A"}, {"name": "no id"}, {"id": null, "name": "null id"},
+                       {"id": "b", "name": "B", "isMapped": "yes", "mappingId": null},
+                       {"id": {"odd": 1}, "name": "object id"}]);
+        let a = account_list(v).unwrap();
+        let ids: Vec<&str> = a.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        // isMapped / mappingId: decoded when present and readable, never required.
+        assert_eq!((a[0].is_mapped, a[0].mapping_id.as_deref()), (None, None));
+        assert_eq!((a[1].is_mapped, a[1].mapping_id.as_deref()), (None, None));
+        // A list that is not a list still fails.
+        assert!(account_list(json!("nope")).is_err());
+    }
+
+    #[test]
+    fn skipped_account_rows_are_warned_about() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(sub, || {
+            account_list(json!([{"id": null, "name": "X"}, {"id": "ok", "name": "Y"}])).unwrap();
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            text.contains("WARN") && text.contains("without an id"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn last_synced_at_reads_the_1900_sentinel_as_never() {
+        let read = |v: Value| {
+            serde_json::from_value::<Integration>(v)
+                .unwrap()
+                .last_synced_at
+        };
+        assert_eq!(
+            read(json!({"lastSyncedAt": "1900-01-01T00:00:00.000Z"})),
+            None
+        );
+        assert_eq!(read(json!({"lastSyncedAt": "1969-12-31T23:59:59Z"})), None);
+        assert_eq!(read(json!({"lastSyncedAt": null})), None);
+        assert_eq!(read(json!({"lastSyncedAt": "not a date"})), None);
+        assert_eq!(read(json!({})), None);
+        assert_eq!(
+            read(json!({"lastSyncedAt": "2024-05-01T12:00:00.000Z"})),
+            Some(crate::time::parse_rfc3339("2024-05-01T12:00:00Z").unwrap())
+        );
+    }
+
+    #[test]
+    fn vendor_profile_changes_name_only_what_differs() {
+        let current: Vendor = serde_json::from_value(json!({"name": "Us", "description": "d",
+            "integrationPortalUrl": "https://portal.example", "vendorSupportPageUrl": null, "skus": []}))
+        .unwrap();
+        assert_eq!(
+            current.integration_portal_url.as_deref(),
+            Some("https://portal.example")
+        );
+        let wanted = VendorProfile {
+            name: None,
+            description: Some("d".into()),
+            integration_portal_url: Some("https://portal.example/".into()),
+            vendor_support_page_url: Some("https://help.example/".into()),
+        };
+        let ch = profile_changes(&current, &wanted);
+        assert_eq!(
+            ch,
+            VendorProfile {
+                vendor_support_page_url: Some("https://help.example/".into()),
+                ..VendorProfile::default()
+            }
+        );
+        assert_eq!(
+            serde_json::to_value(&ch).unwrap(),
+            json!({"vendorSupportPageUrl": "https://help.example/"})
+        );
+        let moved = VendorProfile {
+            integration_portal_url: Some("https://portal.example/new".into()),
+            ..VendorProfile::default()
+        };
+        assert_eq!(profile_changes(&current, &moved), moved);
+        assert!(profile_changes(&current, &VendorProfile::default()).is_empty());
     }
 
     #[test]

@@ -6,6 +6,12 @@
 //! ratio of 429s, latency, a per-token rate limit). Where GRADIENT_API.md says *unknown*, it picks the
 //! strict reading. Drive it from Rust through [`Sim`], or as a process through the `/_sim/` admin API.
 //! It is independent of the daemon's modules.
+//!
+//! It answers as a client generated from Gradient's newer spec expects: a bulk account creation
+//! holding an id that already exists is refused as a whole with 409; a service needs a
+//! `description`; `supportArticle`/`supportContact` are kept; the vendor PATCH stores the profile;
+//! `lastSyncedAt` is a 1900 sentinel until the first accepted count; the status update's `data` is a
+//! string; a count never turns an `inactive` integration `active` (only a `pending` one).
 
 mod server;
 
@@ -80,7 +86,41 @@ pub struct SimService {
     pub category: String,
     /// Subcategory.
     pub subcategory: String,
+    /// Support article URL.
+    #[serde(default)]
+    pub support_article: Option<String>,
+    /// Support contact.
+    #[serde(default)]
+    pub support_contact: Option<String>,
 }
+
+/// The vendor profile as the vendor PATCH left it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SimVendorProfile {
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// What Gradient's "Open Vendor Portal" button opens.
+    pub integration_portal_url: Option<String>,
+    /// The vendor's support page.
+    pub vendor_support_page_url: Option<String>,
+}
+
+impl Default for SimVendorProfile {
+    fn default() -> Self {
+        SimVendorProfile {
+            name: "Sim Vendor".into(),
+            description: "gradient-sim".into(),
+            integration_portal_url: None,
+            vendor_support_page_url: None,
+        }
+    }
+}
+
+/// The `lastSyncedAt` Gradient answers for an integration that never synced.
+pub const NEVER_SYNCED: &str = "1900-01-01T00:00:00.000Z";
 
 /// An account as the stand-in holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,6 +214,9 @@ pub struct RequestLogEntry {
     pub status: u16,
     /// The org whose token was used, when it was valid.
     pub org_id: Option<String>,
+    /// The request's body: its JSON, or its text when it is not JSON; None when empty.
+    #[serde(default)]
+    pub body: Option<serde_json::Value>,
 }
 
 /// Everything the stand-in received and holds.
@@ -187,6 +230,9 @@ pub struct SimSnapshot {
     pub pushes: Vec<ReceivedPush>,
     /// Every vendor-API request.
     pub requests: Vec<RequestLogEntry>,
+    /// The vendor profile.
+    #[serde(default)]
+    pub vendor: SimVendorProfile,
 }
 
 impl SimSnapshot {
@@ -237,6 +283,8 @@ struct Org {
     rebuilds: u64,
     mapping: Mapping,
     last_synced_at: Option<String>,
+    /// Accounts another writer creates just before the next bulk creation arrives (a race).
+    racing: Vec<SimAccount>,
 }
 
 pub(crate) struct State {
@@ -254,6 +302,7 @@ pub(crate) struct State {
     windows: HashMap<String, VecDeque<Instant>>,
     pushes: Vec<ReceivedPush>,
     requests: Vec<RequestLogEntry>,
+    vendor: SimVendorProfile,
     next_id: u64,
     origin: Instant,
 }
@@ -282,6 +331,7 @@ impl State {
             windows: HashMap::new(),
             pushes: Vec::new(),
             requests: Vec::new(),
+            vendor: SimVendorProfile::default(),
             next_id: 1,
             origin: Instant::now(),
         }
@@ -308,24 +358,31 @@ impl State {
             rebuilds: 0,
             mapping: Mapping::All,
             last_synced_at: None,
+            racing: Vec::new(),
         });
     }
 
-    fn rotate(&mut self, id: &str, key: &str) {
-        self.keys.retain(|_, org| org != id);
-        if self.orgs.contains_key(id) {
-            self.keys.insert(key.to_string(), id.to_string());
+    /// False when the org is unknown (nothing changes).
+    fn rotate(&mut self, id: &str, key: &str) -> bool {
+        if !self.orgs.contains_key(id) {
+            return false;
         }
+        self.keys.retain(|_, org| org != id);
+        self.keys.insert(key.to_string(), id.to_string());
+        true
     }
 
-    fn disconnect(&mut self, id: &str) {
+    /// False when the org is unknown.
+    fn disconnect(&mut self, id: &str) -> bool {
+        let Some(o) = self.orgs.get_mut(id) else {
+            return false;
+        };
         self.keys.retain(|_, org| org != id);
-        if let Some(o) = self.orgs.get_mut(id) {
-            o.accounts.clear();
-            o.counts.clear();
-            o.status = "inactive".into();
-            o.status_history.push("inactive".into());
-        }
+        o.accounts.clear();
+        o.counts.clear();
+        o.status = "inactive".into();
+        o.status_history.push("inactive".into());
+        true
     }
 
     fn snapshot(&self) -> SimSnapshot {
@@ -355,6 +412,7 @@ impl State {
                 .collect(),
             pushes: self.pushes.clone(),
             requests: self.requests.clone(),
+            vendor: self.vendor.clone(),
         }
     }
 }
@@ -419,6 +477,31 @@ impl Sim {
     /// The MSP connects again with a new key (no accounts).
     pub fn reconnect(&self, org_id: &str, new_key: &str) {
         lock(&self.state).rotate(org_id, new_key);
+    }
+
+    /// An account that already exists in the MSP's organisation (created earlier by the vendor).
+    pub fn add_account(&self, org_id: &str, id: &str, name: &str) {
+        if let Some(o) = lock(&self.state).orgs.get_mut(org_id) {
+            if o.accounts.iter().all(|a| a.id != id) {
+                o.accounts.push(SimAccount {
+                    id: id.into(),
+                    name: name.into(),
+                    description: None,
+                });
+            }
+        }
+    }
+
+    /// A race: another writer creates this account just before the next bulk account creation for
+    /// the org arrives (so that creation, if it holds the id, is refused with 409).
+    pub fn add_account_before_next_create(&self, org_id: &str, id: &str, name: &str) {
+        if let Some(o) = lock(&self.state).orgs.get_mut(org_id) {
+            o.racing.push(SimAccount {
+                id: id.into(),
+                name: name.into(),
+                description: None,
+            });
+        }
     }
 
     /// Sets which pairs the MSP has mapped.
@@ -495,7 +578,8 @@ Admin API (JSON, no auth): POST /_sim/msp {id,name,key}; POST /_sim/msp/{id}/rot
 POST /_sim/msp/{id}/disconnect; POST /_sim/msp/{id}/reconnect {key}; PUT /_sim/msp/{id}/mapping\n\
 (\"All\" or {\"Explicit\":{\"accounts\":[..],\"service_ids\":[..]}}); POST /_sim/fault\n\
 {method,path_prefix,status,count,retry_after_secs}; POST /_sim/throttle {ratio,retry_after_secs};\n\
-POST /_sim/latency {ms}; POST /_sim/rate-limit {per_second}; GET /_sim/state."
+POST /_sim/latency {ms}; POST /_sim/rate-limit {per_second}; GET /_sim/state (every request\n\
+with its body). An admin call naming an unknown MSP answers 404."
 )]
 struct SimCli {
     /// Port on 127.0.0.1 (0 = ephemeral).

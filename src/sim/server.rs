@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use super::{
     lock, Fault, Mapping, ReceivedPush, RequestLogEntry, Shared, SimAccount, SimService, State,
+    NEVER_SYNCED,
 };
 use crate::gradient::types::{CATEGORIES, SUBCATEGORIES};
 
@@ -168,9 +169,21 @@ async fn vendor_api(
         query,
         status: ans.status,
         org_id: org,
+        body: logged_body(&body),
     };
     s.requests.push(entry);
     ans
+}
+
+/// A request body as `/_sim/state` shows it: its JSON, else its text; None when empty.
+fn logged_body(body: &[u8]) -> Option<Value> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
+    Some(
+        serde_json::from_slice(body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned())),
+    )
 }
 
 fn service_of(path: &str) -> String {
@@ -240,17 +253,55 @@ fn over_rate(s: &mut State, org: &str) -> bool {
     false
 }
 
+fn sku_json(k: &SimService) -> Value {
+    json!({
+        "id": k.id, "_id": k.id, "name": k.name, "description": k.description,
+        "category": k.category, "subcategory": k.subcategory,
+        "supportArticle": k.support_article, "supportContact": k.support_contact
+    })
+}
+
 fn vendor_object(s: &State) -> Value {
     json!({
         "id": "5e1d00000000000000000001",
-        "name": "Sim Vendor",
-        "description": "gradient-sim",
-        "skus": s.services.iter().map(|k| json!({
-            "id": k.id, "_id": k.id, "name": k.name, "description": k.description,
-            "category": k.category, "subcategory": k.subcategory,
-            "supportArticle": null, "supportContact": null
-        })).collect::<Vec<_>>()
+        "name": s.vendor.name,
+        "description": s.vendor.description,
+        "integrationPortalUrl": s.vendor.integration_portal_url,
+        "vendorSupportPageUrl": s.vendor.vendor_support_page_url,
+        "skus": s.services.iter().map(sku_json).collect::<Vec<_>>()
     })
+}
+
+/// PATCH `/api/vendor-api`: any of `name, description, integrationPortalUrl, vendorSupportPageUrl`.
+fn patch_vendor(s: &mut State, body: &[u8]) -> Answer {
+    let Ok(Value::Object(v)) = serde_json::from_slice::<Value>(body) else {
+        return error(400, "body must be a JSON object");
+    };
+    const FIELDS: [&str; 4] = [
+        "name",
+        "description",
+        "integrationPortalUrl",
+        "vendorSupportPageUrl",
+    ];
+    for f in FIELDS {
+        if v.get(f).is_some_and(|x| !x.is_string()) {
+            return error(400, format!("{f} must be a string"));
+        }
+    }
+    let text = |f: &str| v.get(f).and_then(Value::as_str).map(str::to_string);
+    if let Some(n) = text("name") {
+        s.vendor.name = n;
+    }
+    if let Some(d) = text("description") {
+        s.vendor.description = d;
+    }
+    if let Some(u) = text("integrationPortalUrl") {
+        s.vendor.integration_portal_url = Some(u);
+    }
+    if let Some(u) = text("vendorSupportPageUrl") {
+        s.vendor.vendor_support_page_url = Some(u);
+    }
+    wrapped(200, vendor_object(s))
 }
 
 fn wrapped(status: u16, data: Value) -> Answer {
@@ -269,7 +320,7 @@ fn integration(s: &State, org_id: &str) -> Value {
         "vendorName": "Sim Vendor",
         "integrationId": format!("int-{org_id}"),
         "status": o.map(|o| o.status.clone()),
-        "lastSyncedAt": o.and_then(|o| o.last_synced_at.clone()),
+        "lastSyncedAt": o.and_then(|o| o.last_synced_at.clone()).unwrap_or_else(|| NEVER_SYNCED.into()),
     })
 }
 
@@ -310,17 +361,28 @@ fn route(
     let json_body = || serde_json::from_slice::<Value>(body);
     match (method.as_str(), segs.as_slice()) {
         ("GET", []) => wrapped(200, vendor_object(s)),
-        ("PATCH", []) => wrapped(200, vendor_object(s)),
+        ("PATCH", []) => patch_vendor(s, body),
         ("POST", ["service"]) => {
             let Ok(v) = json_body() else {
                 return error(400, "body must be JSON");
             };
             let field = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
-            let (Some(name), Some(category), Some(subcategory)) =
-                (field("name"), field("category"), field("subcategory"))
-            else {
-                return error(400, "name, category and subcategory are required strings");
+            let (Some(name), Some(description), Some(category), Some(subcategory)) = (
+                field("name"),
+                field("description"),
+                field("category"),
+                field("subcategory"),
+            ) else {
+                return error(
+                    400,
+                    "name, description, category and subcategory are required strings",
+                );
             };
+            for f in ["supportArticle", "supportContact"] {
+                if v.get(f).is_some_and(|x| !x.is_string() && !x.is_null()) {
+                    return error(400, format!("{f} must be a string"));
+                }
+            }
             if name.trim().is_empty() {
                 return error(400, "name must not be empty");
             }
@@ -340,17 +402,16 @@ fn route(
             s.services.push(SimService {
                 id,
                 name,
-                description: field("description").unwrap_or_default(),
+                description,
                 category,
                 subcategory,
+                support_article: field("supportArticle"),
+                support_contact: field("supportContact"),
             });
             answer(201, vendor_object(s))
         }
         ("GET", ["service", id]) => match s.services.iter().find(|k| k.id == *id) {
-            Some(k) => wrapped(
-                200,
-                json!({"id": k.id, "_id": k.id, "name": k.name, "description": k.description, "category": k.category, "subcategory": k.subcategory}),
-            ),
+            Some(k) => wrapped(200, sku_json(k)),
             None => error(404, format!("No service found with id: {id}")),
         },
         ("POST", ["service", id, "count"]) => set_count(s, org_id, id, query, body),
@@ -363,7 +424,8 @@ fn route(
                 o.status = st.to_string();
                 o.status_history.push(st.to_string());
             }
-            wrapped(200, integration(s, org_id))
+            // The newer spec's answer: `data` is a string, not the integration.
+            wrapped(200, json!(format!("Integration status updated to {st}")))
         }
         ("GET", ["organization", "accounts"]) => {
             let Some(o) = s.orgs.get(org_id) else {
@@ -397,15 +459,26 @@ fn route(
             let Some(o) = s.orgs.get_mut(org_id) else {
                 return error(404, "unknown organization");
             };
+            // Another writer's creation lands first (see `Sim::add_account_before_next_create`).
+            for a in std::mem::take(&mut o.racing) {
+                if o.accounts.iter().all(|x| x.id != a.id) {
+                    o.accounts.push(a);
+                }
+            }
+            // One existing (or repeated) id refuses the whole request, as Gradient does.
+            let mut seen = std::collections::HashSet::new();
+            for item in &items {
+                let id = item.get("id").and_then(Value::as_str).unwrap_or_default();
+                if !seen.insert(id) || o.accounts.iter().any(|a| a.id == id) {
+                    return error(409, "A resource with this Id already exists");
+                }
+            }
             for item in items {
                 let id = item
                     .get("id")
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_string();
-                if o.accounts.iter().any(|a| a.id == id) {
-                    continue;
-                }
                 let a = SimAccount {
                     id,
                     name: item
@@ -442,7 +515,10 @@ fn route(
             }
             answer(200, account_json(a, &mapping))
         }
-        ("GET", ["organization", "clients"]) => answer(200, json!([])),
+        ("GET", ["organization", "clients"]) => answer(
+            200,
+            json!({"meta": {"total": 0, "previousId": null}, "clients": []}),
+        ),
         ("POST", ["alerting", _]) => answer(
             201,
             json!({"messageId": "m-1", "alertId": "a-1", "correlationID": "c-1"}),
@@ -487,7 +563,8 @@ fn set_count(
             o.rebuilds += 1;
         }
         o.last_synced_at = Some(crate::time::format_ms(crate::time::now_ms()));
-        if o.status == "pending" || o.status == "inactive" {
+        // Gradient turns a pending integration active on usage; an inactive one stays inactive.
+        if o.status == "pending" {
             o.status = "active".into();
             o.status_history.push("active".into());
         }
@@ -529,18 +606,24 @@ struct KeyBody {
     key: String,
 }
 
+fn done(known: bool) -> StatusCode {
+    if known {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::NOT_FOUND
+    }
+}
+
 async fn admin_rotate(
     AxState(state): AxState<Shared>,
     Path(id): Path<String>,
     Json(k): Json<KeyBody>,
 ) -> StatusCode {
-    lock(&state).rotate(&id, &k.key);
-    StatusCode::NO_CONTENT
+    done(lock(&state).rotate(&id, &k.key))
 }
 
 async fn admin_disconnect(AxState(state): AxState<Shared>, Path(id): Path<String>) -> StatusCode {
-    lock(&state).disconnect(&id);
-    StatusCode::NO_CONTENT
+    done(lock(&state).disconnect(&id))
 }
 
 async fn admin_mapping(
