@@ -56,6 +56,10 @@ pub struct ConnectorView {
     pub gradient_status: Option<String>,
     /// Organisation name Gradient reported.
     pub organization_name: Option<String>,
+    /// When Gradient last saw a sync (None: never).
+    pub gradient_synced_at: Option<String>,
+    /// Accounts Gradient says the MSP has not mapped yet (when Gradient says so).
+    pub unmapped_accounts: Vec<String>,
     /// Token last verified.
     pub verified_at: Option<String>,
     /// Last run without failures.
@@ -190,6 +194,8 @@ pub fn status(store: &Store, config: &Config) -> Result<Status, StoreError> {
                 state_reason: c.state_reason.clone(),
                 gradient_status: c.gradient_status.clone(),
                 organization_name: c.organization_name.clone(),
+                gradient_synced_at: c.gradient_synced_at.map(format_ms),
+                unmapped_accounts: c.unmapped_accounts.clone(),
                 verified_at: c.verified_at.map(format_ms),
                 last_success_at: c.last_success_at.map(format_ms),
                 last_run_counts: last_counts.get(&c.id).copied(),

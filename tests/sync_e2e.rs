@@ -65,9 +65,10 @@ fn first_sync_pushes_exact_counts_and_the_second_creates_nothing() {
     let snap = e.sim.snapshot();
     assert_eq!(snap.services.len(), 2, "each service created once");
     // Requests of the first run: 1 catalogue read (the services were created when the first MSP
-    // connected), then per connector one accounts read and 6 pushes.
+    // connected), then per connector one integration read (its status now), one accounts read and
+    // 6 pushes.
     let run1 = &snap.requests[before..];
-    assert_eq!(run1.len(), 1 + 2 * (1 + 6), "{run1:#?}");
+    assert_eq!(run1.len(), 1 + 2 * (2 + 6), "{run1:#?}");
     for msp in ["msp-a", "msp-b"] {
         let org = snap.org(msp).unwrap();
         assert_eq!(org.status, "active");
@@ -99,7 +100,7 @@ fn first_sync_pushes_exact_counts_and_the_second_creates_nothing() {
     let snap = e.sim.snapshot();
     assert_eq!(snap.services.len(), 2);
     let run2 = &snap.requests[before..];
-    assert_eq!(run2.len(), 1 + 2 * (1 + 6), "{run2:#?}");
+    assert_eq!(run2.len(), 1 + 2 * (2 + 6), "{run2:#?}");
     assert!(
         run2.iter()
             .all(|r| r.method == "GET" || r.path.ends_with("/count")),
@@ -280,7 +281,13 @@ fn a_rejected_paste_changes_nothing_and_the_old_token_keeps_working() {
     let list = e.run(&["connector", "list", "--json"]);
     let v: Value = serde_json::from_slice(&list.stdout).unwrap();
     assert_eq!(v.as_array().map(Vec::len), Some(0), "{v}");
-    assert!(e.sim.snapshot().org("msp-a").unwrap().status_history.is_empty());
+    assert!(e
+        .sim
+        .snapshot()
+        .org("msp-a")
+        .unwrap()
+        .status_history
+        .is_empty());
     // With a working token in place, a failed paste (a typo) keeps it: the next run pushes with it.
     e.add_token("msp-a", "real-key", 0);
     e.add_token("msp-a", "real-kye", 1);

@@ -237,7 +237,7 @@ fn every_default_passes_its_own_check_and_lands_in_its_field() {
     assert_eq!(g.base_url.as_str(), "https://app.usegradient.com/");
     assert_eq!(
         (g.requests_per_second, g.max_in_flight, g.max_attempts),
-        (90, 8, 6)
+        (90, 64, 6)
     );
     assert_eq!(g.request_timeout, Duration::from_secs(30));
     assert_eq!(g.retry_initial_delay, Duration::from_millis(500));

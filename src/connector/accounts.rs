@@ -58,6 +58,33 @@ pub struct AccountSync {
     pub created: usize,
     /// Renamed.
     pub renamed: usize,
+    /// Accounts of the channel that Gradient says are not mapped yet (`isMapped: false`); None when
+    /// Gradient does not say.
+    pub unmapped: Option<Vec<String>>,
+}
+
+/// The channel's accounts Gradient reports as not mapped (`isMapped: false`), sorted; None when no
+/// account carries `isMapped` (older deployments).
+pub fn unmapped_accounts(
+    connector_id: &str,
+    workspaces: &[WorkspaceRow],
+    existing: &[Account],
+) -> Option<Vec<String>> {
+    if existing.iter().all(|a| a.is_mapped.is_none()) {
+        return None;
+    }
+    let ours: std::collections::HashSet<&str> = workspaces
+        .iter()
+        .filter(|w| w.channel_id == connector_id)
+        .map(|w| w.id.as_str())
+        .collect();
+    let mut out: Vec<String> = existing
+        .iter()
+        .filter(|a| a.is_mapped == Some(false) && ours.contains(a.id.as_str()))
+        .map(|a| a.id.clone())
+        .collect();
+    out.sort();
+    Some(out)
 }
 
 /// Reads the partner's accounts, creates the missing ones in bulk requests of at most
@@ -73,7 +100,10 @@ pub async fn ensure_accounts(
 ) -> Result<AccountSync, GradientError> {
     let existing = session.get_accounts().await?.value;
     let changes = account_changes(connector_id, workspaces, &existing);
-    let mut out = AccountSync::default();
+    let mut out = AccountSync {
+        unmapped: unmapped_accounts(connector_id, workspaces, &existing),
+        ..AccountSync::default()
+    };
     let mut missing = changes.create;
     for round in 1..=MAX_CREATE_ROUNDS {
         let mut conflicted = false;

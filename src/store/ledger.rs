@@ -42,6 +42,10 @@ pub struct ConnectorRow {
     /// A keyed fingerprint of the vendor key Gradient rejected this token with (never the key).
     #[serde(skip)]
     pub rejected_key_fp: Option<String>,
+    /// When Gradient last saw a sync (`lastSyncedAt`; its 1900 sentinel is stored as never).
+    pub gradient_synced_at: Option<Millis>,
+    /// Accounts Gradient says the MSP has not mapped yet (`isMapped: false`), as last read.
+    pub unmapped_accounts: Vec<String>,
 }
 
 /// A run record.
@@ -211,7 +215,7 @@ const INTERRUPT_UNFINISHED: &str = "UPDATE runs SET finished_at = ?1, outcome = 
 /// `daemon_state` key: the latest scheduled slot a run was started for (milliseconds).
 const LAST_SLOT: &str = "last_slot";
 
-const CONNECTOR_COLUMNS: &str = "id, state, state_reason, gradient_status, organization_name, token_set_at, verified_at, last_success_at, token IS NOT NULL, organization_id, rejected_key_fp";
+const CONNECTOR_COLUMNS: &str = "id, state, state_reason, gradient_status, organization_name, token_set_at, verified_at, last_success_at, token IS NOT NULL, organization_id, rejected_key_fp, gradient_synced_at, unmapped_accounts";
 
 fn connector_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ConnectorRow> {
     Ok(ConnectorRow {
@@ -226,6 +230,11 @@ fn connector_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ConnectorRow> {
         has_token: r.get(8)?,
         organization_id: r.get(9)?,
         rejected_key_fp: r.get(10)?,
+        gradient_synced_at: r.get(11)?,
+        unmapped_accounts: r
+            .get::<_, Option<String>>(12)?
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default(),
     })
 }
 

@@ -94,6 +94,27 @@ impl Store {
         Ok(n > 0)
     }
 
+    /// Records what Gradient showed of a connector during a run: the integration status, when it
+    /// last saw a sync, and the accounts the MSP has not mapped (when Gradient says so).
+    pub fn record_gradient_view(
+        &self,
+        id: &str,
+        status: Option<&str>,
+        synced_at: Option<Millis>,
+        unmapped_accounts: Option<&[String]>,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let unmapped = unmapped_accounts.map(|u| serde_json::to_string(u).unwrap_or_default());
+        self.conn().execute(
+            "UPDATE connectors SET gradient_status = COALESCE(?2, gradient_status),
+                gradient_synced_at = COALESCE(?3, gradient_synced_at),
+                unmapped_accounts = COALESCE(?4, unmapped_accounts), updated_at = ?5
+             WHERE id = ?1",
+            params![id, status, synced_at, unmapped, now],
+        )?;
+        Ok(())
+    }
+
     /// Connectors rejected with another vendor key than `vendor_key_fp`: worth verifying again.
     pub fn rejected_with_another_key(
         &self,

@@ -188,6 +188,8 @@ pub const MIGRATIONS: &[&str] = &[
     // offboarding (a workspace removed or moved owes its old MSP one final zero per service).
     "ALTER TABLE connectors ADD COLUMN organization_id TEXT;
      ALTER TABLE connectors ADD COLUMN rejected_key_fp TEXT;
+     ALTER TABLE connectors ADD COLUMN gradient_synced_at INTEGER;
+     ALTER TABLE connectors ADD COLUMN unmapped_accounts TEXT;
      ALTER TABLE workspaces ADD COLUMN removed_at INTEGER;
      CREATE TABLE offboarding (
         connector_id TEXT NOT NULL,

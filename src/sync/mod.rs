@@ -22,7 +22,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, ConfigError};
 use crate::connector::{ensure_services, Lifecycle};
 use crate::domain::{Cadence, ConnectorId, ConnectorState, RunOutcome, Tally, Trigger};
-use crate::gradient::{ErrorKind, GradientClient, GradientError, PartnerSession};
+use crate::gradient::{
+    profile_changes, ErrorKind, GradientClient, GradientError, PartnerSession, Vendor,
+    VendorProfile,
+};
 use crate::store::counting::{Counts, ServiceUnit};
 use crate::store::ledger::{ConnectorRow, RunLock, WorkspaceRow};
 use crate::store::run_inputs::CountQuestion;
@@ -585,7 +588,29 @@ async fn resolve_catalogue(
         return Ok((HashMap::new(), rejected));
     };
     let ids = ensure_services(&reader.session, &vendor, &ctx.config.services, &ctx.store).await;
+    ensure_vendor_profile(ctx, &reader.session, &vendor).await;
     Ok((ids, rejected))
+}
+
+/// Sets the vendor profile's portal and support URLs when the configuration manages them and
+/// Gradient shows something else (best effort: a failure is logged, the run goes on).
+async fn ensure_vendor_profile(ctx: &SyncContext, session: &PartnerSession, vendor: &Vendor) {
+    let g = &ctx.config.gradient;
+    let wanted = VendorProfile {
+        integration_portal_url: g.integration_portal_url.as_ref().map(|u| u.to_string()),
+        vendor_support_page_url: g.support_page_url.as_ref().map(|u| u.to_string()),
+        ..VendorProfile::default()
+    };
+    let changes = profile_changes(vendor, &wanted);
+    if changes.is_empty() {
+        return;
+    }
+    match session.update_vendor_profile(&changes).await {
+        Ok(_) => tracing::info!("vendor profile updated in Gradient (portal / support URLs)"),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not update the vendor profile; the next run tries again")
+        }
+    }
 }
 
 /// Marks a connector `token_rejected` (guarded by its token generation) and builds its report.

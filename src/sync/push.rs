@@ -246,11 +246,12 @@ impl<'a> ConnectorRun<'a> {
         self.report
     }
 
-    /// Set-up calls: verification (unverified only) and accounts. A failure decides every pair.
+    /// Set-up calls: verification (unverified only) or a read of the integration (its status as
+    /// Gradient shows it now), then accounts. A failure decides every pair.
     async fn set_up(&mut self) -> Result<(), GradientError> {
         let id = self.report.id.clone();
-        if self.who.row.state == ConnectorState::Unverified {
-            verify(
+        let (status, synced_at) = if self.who.row.state == ConnectorState::Unverified {
+            let st = verify(
                 &self.scope.ctx.store,
                 &id,
                 self.who.row.token_set_at,
@@ -258,10 +259,32 @@ impl<'a> ConnectorRun<'a> {
             )
             .await?;
             self.report.state = Some(ConnectorState::Connected);
-        }
+            (Some(st), None)
+        } else {
+            let i = self.who.session.get_integration().await?.value;
+            (i.status, i.last_synced_at)
+        };
         let acc = ensure_accounts(&self.who.session, &id, &self.workspaces).await?;
         self.report.accounts_created = acc.created;
         self.report.accounts_renamed = acc.renamed;
+        let now = now_ms();
+        let recorded = self
+            .scope
+            .ctx
+            .store
+            .write(move |s| {
+                s.record_gradient_view(
+                    &id,
+                    status.as_deref(),
+                    synced_at,
+                    acc.unmapped.as_deref(),
+                    now,
+                )
+            })
+            .await;
+        if let Err(e) = recorded {
+            tracing::warn!(connector = %self.report.id, error = %e, "could not record Gradient's view of the integration");
+        }
         Ok(())
     }
 
