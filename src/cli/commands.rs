@@ -120,9 +120,14 @@ async fn sync(
         return Ok(());
     }
     let ctx = SyncContext::new(cfg)?;
+    run_and_report(&ctx, req, json).await
+}
+
+/// Runs one sync (SIGTERM/SIGINT honoured) and prints its report.
+async fn run_and_report(ctx: &SyncContext, req: RunRequest, json: bool) -> Done {
     let control = RunControl::default();
     let watcher = crate::daemon::stop_on_signals(control.clone());
-    let result = crate::sync::run(&ctx, req, &control).await;
+    let result = crate::sync::run(ctx, req, &control).await;
     watcher.abort();
     let report = result?;
     if json {
@@ -169,6 +174,16 @@ async fn connector(cfg: Arc<Config>, command: ConnectorCommand) -> Done {
             );
             if !r.channel_known {
                 println!("note: the inventory has no channel {:?} yet; import it so that its workspaces are synced", r.id.as_str());
+            }
+            if ctx.config.schedule.sync_on_connect {
+                // schedule.sync_on_connect: the connector's first sync now, not at the next slot.
+                let req = RunRequest {
+                    trigger: Trigger::Cli,
+                    connector: Some(r.id.clone()),
+                    month: None,
+                    slot_at: None,
+                };
+                return run_and_report(&ctx, req, false).await;
             }
             Ok(())
         }

@@ -137,6 +137,8 @@ pub static KEYS: &[Key] = &[
         "at start, run once for a slot missed while down, or an interrupted run"),
     key("schedule", "monthly_count", Kind::Word(MonthlyCount::words), Def("peak"),
         "monthly: `peak` (highest simultaneous count), `end` (last instant), `distinct` (any time in the month)"),
+    key("schedule", "sync_on_connect", Kind::Bool, Def("false"),
+        "run a connector's first sync as soon as its token is pasted (else at the next scheduled run)"),
     key("log", "format", Kind::Word(LogFormat::words), Def("text"),
         "`text` (no timestamps under journald) or `json`"),
     key("log", "level", Kind::LogFilter, Def("info"), "a level or tracing filter; `RUST_LOG` wins"),

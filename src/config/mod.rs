@@ -140,6 +140,8 @@ pub struct ScheduleConfig {
     pub catch_up: bool,
     /// Monthly cadence: how a month becomes one figure.
     pub monthly_count: MonthlyCount,
+    /// Run a connector's first sync as soon as its token is pasted.
+    pub sync_on_connect: bool,
     /// `cron` in `timezone`, parsed at load by the same function that judges it.
     pub parsed: Schedule,
 }

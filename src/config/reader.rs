@@ -288,6 +288,7 @@ impl<'a> Reader<'a> {
                 timezone,
                 catch_up: s.bool("catch_up")?,
                 monthly_count: s.word("monthly_count")?,
+                sync_on_connect: s.bool("sync_on_connect")?,
                 parsed,
             })
         });
