@@ -263,14 +263,24 @@ pub fn render_status(s: &Status) -> String {
     for c in &s.connectors {
         let _ = writeln!(
             o,
-            "\nconnector {} — {} (Gradient: {}; last success {})",
-            c.id,
+            "\nconnector {} — {} (Gradient organization {}: {}; Gradient last saw a sync {}; last success {})",
+            escape(&c.id),
             c.state.as_str(),
-            c.gradient_status.as_deref().unwrap_or("unknown"),
+            escape(c.organization_name.as_deref().unwrap_or("unknown")),
+            escape(c.gradient_status.as_deref().unwrap_or("unknown")),
+            c.gradient_synced_at.as_deref().unwrap_or("never"),
             c.last_success_at.as_deref().unwrap_or("never")
         );
         if let Some(r) = &c.state_reason {
-            let _ = writeln!(o, "  {r}");
+            let _ = writeln!(o, "  {}", escape(r));
+        }
+        if !c.unmapped_accounts.is_empty() {
+            let names: Vec<String> = c.unmapped_accounts.iter().map(|a| escape(a)).collect();
+            let _ = writeln!(
+                o,
+                "  accounts the MSP has not mapped in Gradient yet: {}",
+                names.join(", ")
+            );
         }
         if let Some(t) = &c.last_run_counts {
             let _ = writeln!(o, "  last run: {t}");

@@ -105,6 +105,14 @@ pub async fn ensure_accounts(
         ..AccountSync::default()
     };
     let mut missing = changes.create;
+    // An account created now cannot be mapped yet: it is unmapped as far as we know (when Gradient
+    // reports `isMapped` at all, or when there was nothing to judge by).
+    if out.unmapped.is_some() || existing.is_empty() {
+        let list = out.unmapped.get_or_insert_with(Vec::new);
+        list.extend(missing.iter().map(|a| a.id.clone()));
+        list.sort();
+        list.dedup();
+    }
     for round in 1..=MAX_CREATE_ROUNDS {
         let mut conflicted = false;
         for chunk in missing.chunks(MAX_ACCOUNTS_PER_REQUEST) {

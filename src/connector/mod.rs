@@ -247,6 +247,13 @@ impl Lifecycle<'_> {
                 Default::default()
             }
         };
+        if let Some(unmapped) = accounts.unmapped.clone() {
+            let (cid, now) = (id.to_string(), now_ms());
+            let _ = self
+                .store
+                .write(move |s| s.record_gradient_view(&cid, None, None, Some(&unmapped), now))
+                .await;
+        }
         Ok(AddReport {
             id: id.clone(),
             organization_name: integration.name,
