@@ -269,6 +269,54 @@ word_enum!(
     }
 );
 
+/// What the daemon tells the vendor's console (webhook events). One text form each.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantNames,
+    strum::EnumIter,
+)]
+pub enum EventKind {
+    /// A pasted token was verified and stored.
+    #[serde(rename = "connector.connected")]
+    #[strum(serialize = "connector.connected")]
+    ConnectorConnected,
+    /// Gradient rejected a connector's token (401): the MSP must paste a new one.
+    #[serde(rename = "connector.token_rejected")]
+    #[strum(serialize = "connector.token_rejected")]
+    ConnectorTokenRejected,
+    /// A connector was disconnected.
+    #[serde(rename = "connector.disconnected")]
+    #[strum(serialize = "connector.disconnected")]
+    ConnectorDisconnected,
+    /// One connector's part of a run ended (with what was pushed).
+    #[serde(rename = "connector.synced")]
+    #[strum(serialize = "connector.synced")]
+    ConnectorSynced,
+}
+
+impl EventKind {
+    /// The one text form.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+    /// Every text form.
+    pub fn words() -> &'static [&'static str] {
+        <Self as strum::VariantNames>::VARIANTS
+    }
+}
+
 /// Per-outcome counts of a run (or of one connector in a run).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tally {
@@ -360,6 +408,15 @@ mod tests {
         assert_eq!(PairOutcome::SkippedDisabled.as_str(), "skipped_disabled");
         assert_eq!(Trigger::CatchUp.as_str(), "catch_up");
         assert_eq!(UnitKind::words(), &["users", "devices"]);
+        assert_eq!(EventKind::ConnectorSynced.as_str(), "connector.synced");
+        assert_eq!(
+            serde_json::to_string(&EventKind::ConnectorTokenRejected).unwrap(),
+            "\"connector.token_rejected\""
+        );
+        assert_eq!(
+            EventKind::from_str("connector.connected").unwrap(),
+            EventKind::ConnectorConnected
+        );
         // An unknown word is an error, never a default.
         assert!(ConnectorState::from_str("bogus").is_err());
         assert!(RunOutcome::from_str("").is_err());
