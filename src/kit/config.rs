@@ -93,7 +93,7 @@ impl Service {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ConfigBuilder {
     /// (section, key, value), in the order first set.
-    values: Vec<(&'static str, &'static str, toml::Value)>,
+    values: Vec<(String, String, toml::Value)>,
     services: Vec<Service>,
 }
 
@@ -106,16 +106,27 @@ impl ConfigBuilder {
     /// Sets `[section] key = value`, replacing an earlier value. Panics when the table has no
     /// such key (services are added with [`ConfigBuilder::service`]). The value is not checked:
     /// tests of invalid configurations write invalid values on purpose.
-    pub fn set(mut self, section: &str, key: &str, value: impl Into<toml::Value>) -> Self {
+    pub fn set(self, section: &str, key: &str, value: impl Into<toml::Value>) -> Self {
         let (section, key) = known(section, key);
+        self.set_unchecked(section, key, value)
+    }
+
+    /// Sets `[section] key = value` without checking the key against the table: only for tests
+    /// of the unknown-key check itself.
+    pub fn set_unchecked(
+        mut self,
+        section: &str,
+        key: &str,
+        value: impl Into<toml::Value>,
+    ) -> Self {
         let value = value.into();
         match self
             .values
             .iter_mut()
-            .find(|(s, k, _)| *s == section && *k == key)
+            .find(|(s, k, _)| s == section && k == key)
         {
             Some(slot) => slot.2 = value,
-            None => self.values.push((section, key, value)),
+            None => self.values.push((section.into(), key.into(), value)),
         }
         self
     }
@@ -123,8 +134,7 @@ impl ConfigBuilder {
     /// Removes `[section] key` (so that its default applies). Panics on an unknown key.
     pub fn unset(mut self, section: &str, key: &str) -> Self {
         let (section, key) = known(section, key);
-        self.values
-            .retain(|(s, k, _)| !(*s == section && *k == key));
+        self.values.retain(|(s, k, _)| !(s == section && k == key));
         self
     }
 
@@ -132,7 +142,7 @@ impl ConfigBuilder {
     pub fn get(&self, section: &str, key: &str) -> Option<&toml::Value> {
         self.values
             .iter()
-            .find(|(s, k, _)| *s == section && *k == key)
+            .find(|(s, k, _)| s == section && k == key)
             .map(|(_, _, v)| v)
     }
 
@@ -171,17 +181,26 @@ impl ConfigBuilder {
         &self.services
     }
 
-    /// The file's text: sections in the key table's order, keys in the table's order.
+    /// The file's text: sections and keys in the key table's order (keys it does not know
+    /// after those, in the order set), then the services.
     pub fn render(&self) -> String {
+        let rank = |section: &str, key: &str| {
+            let i = KEYS
+                .iter()
+                .position(|k| k.section == section && k.name == key);
+            let s = KEYS.iter().position(|k| k.section == section);
+            (s.unwrap_or(KEYS.len()), i.unwrap_or(KEYS.len()))
+        };
+        let mut values: Vec<&(String, String, toml::Value)> = self.values.iter().collect();
+        // A stable sort: unknown keys keep the order they were set in.
+        values.sort_by_key(|(s, k, _)| rank(s, k));
         let mut doc = toml::Table::new();
-        for key in KEYS.iter().filter(|k| k.section != SERVICE) {
-            if let Some(v) = self.get(key.section, key.name) {
-                let section = doc
-                    .entry(key.section)
-                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-                if let toml::Value::Table(t) = section {
-                    t.insert(key.name.to_string(), v.clone());
-                }
+        for (section, key, value) in values {
+            let table = doc
+                .entry(section.as_str())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let toml::Value::Table(t) = table {
+                t.insert(key.clone(), value.clone());
             }
         }
         let mut text = toml::to_string(&doc).expect("a table of TOML values renders");
@@ -304,6 +323,21 @@ mod tests {
             .render();
         let e = Config::from_toml(&text, Path::new("/x/c.toml"), BTreeMap::new()).unwrap_err();
         assert!(e.to_string().contains("schedule.cron"), "{e}");
+    }
+
+    #[test]
+    fn an_unchecked_key_is_written_for_the_unknown_key_check() {
+        let text = ConfigBuilder::new("http://127.0.0.1:1")
+            .set_unchecked("schedule", "nonsense", 1)
+            .set("schedule", "cron", "0 0 2 * * *")
+            .standard_services()
+            .render();
+        assert!(
+            text.contains("cron = \"0 0 2 * * *\"\nnonsense = 1\n"),
+            "{text}"
+        );
+        let e = Config::from_toml(&text, Path::new("/x/c.toml"), BTreeMap::new()).unwrap_err();
+        assert!(e.to_string().contains("schedule.nonsense"), "{e}");
     }
 
     #[test]
