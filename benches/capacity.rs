@@ -1,14 +1,20 @@
 //! Capacity benchmark: `cargo bench --bench capacity`.
 //!
 //! Builds a synthetic store of a large vendor (500 MSPs, 10,000 workspaces, 2,000,000 users and
-//! devices with 90 days of interval history, 4 services) and measures: plan time and peak RSS
-//! (daily and monthly peak, plus the same query in the sqlite3 shell), push throughput and CPU per
-//! 1,000 pushes against gradient-sim, rate-limit fidelity at 100/s, import speed and RSS (best of
-//! three fresh imports), and the idle daemon's RSS and CPU. Prints a table and writes
-//! `target/capacity.json`.
+//! devices with 90 days of interval history, 4 services) through the test kit and the product's
+//! own import, and measures: plan time and peak RSS (daily and monthly peak, plus the same query
+//! in the sqlite3 shell), push throughput and CPU per 1,000 pushes against gradient-sim,
+//! rate-limit fidelity at 100/s, import speed and RSS (best of three fresh imports), and the idle
+//! daemon's RSS and CPU. What grows with the store (generation, plan, push) is measured at scale
+//! 0.1 and 1 in one invocation: the table shows both columns and the growth from one to the other
+//! against the goal (a store 10× larger costs at most 10× the time and 1.5× the memory). Prints
+//! the tables and writes `capacity.json` (every scale) into cargo's target directory.
 //!
-//! Environment: `BENCH_SCALE` (default 1.0) scales MSPs/workspaces/units; `BENCH_IDLE_SECS`
-//! (default 60) sets the idle window; `BENCH_SKIP` (comma list of plan,push,rate,import,idle).
+//! Environment: `BENCH_SCALE` runs one scale only; `BENCH_SCALES` (comma list, default `0.1,1`)
+//! the scales to compare; `BENCH_IDLE_SECS` (default 60) sets the idle window; `BENCH_SKIP`
+//! (comma list of plan,push,rate,import,idle); `BENCH_DIR` keeps the generated stores (and reuses
+//! `big-SCALE.db`). `capacity child daily|monthly STORE NOW_MS` with `BENCH_EXPLAIN=1` prints a
+//! plan's query plan and single-statement timing.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -780,9 +786,7 @@ fn main() {
         results.insert("idle".into(), json!({"rss_start_kb": rss_start, "rss_after_sync_kb": rss_after, "idle_secs": idle_secs, "idle_cpu_secs": cpu}));
     }
 
-    let out = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target")
-        .join("capacity.json");
+    let out = target_dir().join("capacity.json");
     // Keep the figures of sections (and scales) skipped this time.
     if let Ok(old) = std::fs::read_to_string(&out) {
         if let Ok(Value::Object(old)) = serde_json::from_str::<Value>(&old) {
@@ -791,9 +795,21 @@ fn main() {
     }
     results.insert("scaling".into(), scaling(&results));
     let text = serde_json::to_string_pretty(&Value::Object(results.clone())).unwrap();
-    let _ = std::fs::write(&out, &text);
+    if let Err(e) = std::fs::write(&out, &text) {
+        eprintln!("cannot write {}: {e}", out.display());
+    }
     print_table(&Value::Object(results));
     println!("\nwritten to {}", out.display());
+}
+
+/// Cargo's target directory (this executable is `<target>/release/deps/capacity-…`; also under
+/// `CARGO_TARGET_DIR`), else `target` beside the manifest.
+fn target_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.to_path_buf()))
+        .filter(|t| t.is_dir())
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
 }
 
 /// Figures of an earlier run for what this one did not measure: top-level sections, and per scale
@@ -1018,7 +1034,12 @@ fn scaling(results: &Figures) -> Value {
 /// largest against the scaling goal, and the absolute target at the largest), then the figures
 /// that do not depend on the store's size.
 fn print_table(r: &Value) {
-    let cell = |v: Option<f64>| v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into());
+    // Small figures (a smoke run's seconds) keep three significant digits.
+    let cell = |v: Option<f64>| match v {
+        Some(v) if v != 0.0 && v.abs() < 0.1 => format!("{v:.3e}"),
+        Some(v) => format!("{v:.2}"),
+        None => "-".into(),
+    };
     let met = |m: Option<bool>| match m {
         Some(true) => "yes",
         Some(false) => "NO",
