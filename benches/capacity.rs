@@ -1,14 +1,20 @@
 //! Capacity benchmark: `cargo bench --bench capacity`.
 //!
 //! Builds a synthetic store of a large vendor (500 MSPs, 10,000 workspaces, 2,000,000 users and
-//! devices with 90 days of interval history, 4 services) and measures: plan time and peak RSS
-//! (daily and monthly peak, plus the same query in the sqlite3 shell), push throughput and CPU per
-//! 1,000 pushes against gradient-sim, rate-limit fidelity at 100/s, import speed and RSS (best of
-//! three fresh imports), and the idle daemon's RSS and CPU. Prints a table and writes
-//! `target/capacity.json`.
+//! devices with 90 days of interval history, 4 services) through the test kit and the product's
+//! own import, and measures: plan time and peak RSS (daily and monthly peak, plus the same query
+//! in the sqlite3 shell), push throughput and CPU per 1,000 pushes against gradient-sim,
+//! rate-limit fidelity at 100/s, import speed and RSS (best of three fresh imports), and the idle
+//! daemon's RSS and CPU. What grows with the store (generation, plan, push) is measured at scale
+//! 0.1 and 1 in one invocation: the table shows both columns and the growth from one to the other
+//! against the goal (a store 10× larger costs at most 10× the time and 1.5× the memory). Prints
+//! the tables and writes `capacity.json` (every scale) into cargo's target directory.
 //!
-//! Environment: `BENCH_SCALE` (default 1.0) scales MSPs/workspaces/units; `BENCH_IDLE_SECS`
-//! (default 60) sets the idle window; `BENCH_SKIP` (comma list of plan,push,rate,import,idle).
+//! Environment: `BENCH_SCALE` runs one scale only; `BENCH_SCALES` (comma list, default `0.1,1`)
+//! the scales to compare; `BENCH_IDLE_SECS` (default 60) sets the idle window; `BENCH_SKIP`
+//! (comma list of plan,push,rate,import,idle); `BENCH_DIR` keeps the generated stores (and reuses
+//! `big-SCALE.db`). `capacity child daily|monthly STORE NOW_MS` with `BENCH_EXPLAIN=1` prints a
+//! plan's query plan and single-statement timing.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -19,11 +25,13 @@ use std::time::{Duration, Instant};
 
 use gradient_connector::config::Config;
 use gradient_connector::domain::{MonthlyCount, Trigger, UnitKind};
+use gradient_connector::kit::{ConfigBuilder, Inventory, Service, OCTOBER_2026};
 use gradient_connector::store::counting::{self, ServiceUnit};
+use gradient_connector::store::import::import;
+use gradient_connector::store::run_inputs::{CountQuestion, InventorySize};
 use gradient_connector::store::Store;
 use gradient_connector::sync::{self, RunControl, RunRequest, SyncContext};
 use gradient_connector::time::{now_ms, Millis, Month};
-use rusqlite::params;
 use serde_json::{json, Value};
 
 const SIM: &str = env!("CARGO_BIN_EXE_gradient-sim");
@@ -71,19 +79,20 @@ fn services() -> Vec<ServiceUnit> {
         .collect()
 }
 
-fn config_text(base_url: &str, store: &Path, rps: u32, in_flight: u32) -> String {
-    let mut t = format!(
-        "[gradient]\nbase_url = \"{base_url}\"\nvendor_api_key_file = \"vendor-api-key\"\nrequests_per_second = {rps}\nmax_in_flight = {in_flight}\nretry_initial_delay_ms = 50\nretry_max_delay_secs = 2\n\
-         [store]\npath = \"{}\"\n[schedule]\ncron = \"0 0 2 * * *\"\n[log]\nlevel = \"warn\"\n",
-        store.display()
-    );
-    for (m, n, u, c, s) in SERVICES {
-        t += &format!(
-            "[[service]]\nmodule = \"{m}\"\nname = \"{n}\"\nunit = \"{}\"\ncategory = \"{c}\"\nsubcategory = \"{s}\"\n",
-            u.as_str()
-        );
+fn config(base_url: &str, store: &Path, rps: u32, in_flight: u32) -> ConfigBuilder {
+    let mut c = ConfigBuilder::new(base_url)
+        .vendor_key_file("vendor-api-key")
+        .set("gradient", "requests_per_second", i64::from(rps))
+        .set("gradient", "max_in_flight", i64::from(in_flight))
+        .set("gradient", "retry_initial_delay_ms", 50)
+        .set("gradient", "retry_max_delay_secs", 2)
+        .store_path(store)
+        .set("schedule", "cron", "0 0 2 * * *")
+        .set("log", "level", "warn");
+    for (m, n, u, cat, sub) in SERVICES {
+        c = c.service(Service::new(m, n, *u, cat, sub));
     }
-    t
+    c
 }
 
 fn write_config(dir: &Path, base_url: &str, store: &Path, rps: u32, in_flight: u32) -> PathBuf {
@@ -92,7 +101,9 @@ fn write_config(dir: &Path, base_url: &str, store: &Path, rps: u32, in_flight: u
         "bench-{}.toml",
         store.file_stem().unwrap().to_string_lossy()
     ));
-    std::fs::write(&p, config_text(base_url, store, rps.min(100), in_flight)).unwrap();
+    config(base_url, store, rps.min(100), in_flight)
+        .write(&p)
+        .unwrap();
     p
 }
 
@@ -125,134 +136,128 @@ struct Shape {
     units_per_workspace: usize,
 }
 
-/// Writes a synthetic inventory straight into a store: every workspace has the 4 modules from day 0
-/// (5% switch backup off on day 60); each unit is protected from a day in [0, 30); 30% stop on a day
-/// in [40, 90), half of those come back 5 days later.
-fn generate(path: &Path, shape: &Shape, now: Millis) -> (usize, usize) {
-    let mut store = Store::open(path, Duration::from_secs(30)).unwrap();
+/// One MSP's records of the synthetic inventory: every workspace has the 4 modules from day 0 (5%
+/// switch backup off on day 60); each unit is protected from a day in [0, 30); 30% stop on a day
+/// in [40, 90), half of those come back 5 days later (unless that is still ahead of `now`).
+fn msp_records(c: usize, shape: &Shape, now: Millis, rng: &mut fastrand::Rng) -> Inventory {
     let base = now - 90 * DAY;
-    let mut rng = fastrand::Rng::with_seed(7);
-    let conn = store.conn_mut();
-    conn.execute_batch("PRAGMA synchronous = OFF").unwrap();
-    let tx = conn.transaction().unwrap();
-    let (mut units, mut intervals) = (0, 0);
-    {
-        let mut ch = tx
-            .prepare("INSERT INTO channels (id, name, changed_at) VALUES (?1, ?2, ?3)")
-            .unwrap();
-        let mut ws = tx
-            .prepare(
-                "INSERT INTO workspaces (id, channel_id, name, changed_at) VALUES (?1, ?2, ?3, ?4)",
-            )
-            .unwrap();
-        let mut md = tx.prepare("INSERT INTO modules (workspace_id, module, enabled, changed_at) VALUES (?1, ?2, ?3, ?4)").unwrap();
-        let mut mi = tx.prepare("INSERT INTO module_intervals (workspace_id, module, from_at, to_at) VALUES (?1, ?2, ?3, ?4)").unwrap();
-        let mut un = tx.prepare("INSERT INTO units (kind, id, ref, workspace_id, protected, changed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)").unwrap();
-        let mut ui = tx.prepare("INSERT INTO unit_intervals (unit, kind, workspace_id, from_at, to_at) VALUES (?1, ?2, ?3, ?4, ?5)").unwrap();
-        for c in 0..shape.msps {
-            let cid = format!("msp-{c:04}");
-            ch.execute(params![cid, format!("MSP {c}"), base]).unwrap();
-            for w in 0..shape.workspaces_per_msp {
-                let wid = format!("{cid}-ws{w:03}");
-                ws.execute(params![wid, cid, format!("Customer {c}/{w}"), base])
-                    .unwrap();
-                for (m, ..) in SERVICES {
-                    let off = *m == "backup" && rng.u8(0..20) == 0;
-                    let to = off.then_some(base + 60 * DAY);
-                    md.execute(params![wid, m, !off, to.unwrap_or(base)])
-                        .unwrap();
-                    mi.execute(params![wid, m, base, to]).unwrap();
-                }
-                for u in 0..shape.units_per_workspace {
-                    let kind = if u % 2 == 0 { "users" } else { "devices" };
-                    let uid = format!("{wid}-{u}");
-                    let from = base + rng.i64(0..30) * DAY;
-                    let stops = rng.u8(0..10) < 3;
-                    let stop = base + rng.i64(40..90) * DAY;
-                    let comes_back = stops && rng.bool();
-                    let protected_now = !stops || comes_back;
-                    let unit = units as i64 + 1;
-                    un.execute(params![
-                        kind,
-                        uid,
-                        unit,
-                        wid,
-                        protected_now,
-                        if stops { stop } else { from }
-                    ])
-                    .unwrap();
-                    ui.execute(params![unit, kind, wid, from, stops.then_some(stop)])
-                        .unwrap();
-                    intervals += 1;
-                    if comes_back {
-                        ui.execute(params![
-                            unit,
-                            kind,
-                            wid,
-                            stop + 5 * DAY,
-                            Option::<i64>::None
-                        ])
-                        .unwrap();
-                        intervals += 1;
-                    }
-                    units += 1;
-                }
+    let mut inv = Inventory::new();
+    let cid = format!("msp-{c:04}");
+    inv.at_ms(base).channel(&cid, &format!("MSP {c}"));
+    for w in 0..shape.workspaces_per_msp {
+        let wid = format!("{cid}-ws{w:03}");
+        inv.at_ms(base)
+            .workspace(&wid, &cid, &format!("Customer {c}/{w}"));
+        for (m, ..) in SERVICES {
+            inv.at_ms(base).module(&wid, m, true);
+            if *m == "backup" && rng.u8(0..20) == 0 {
+                inv.at_ms(base + 60 * DAY).module(&wid, m, false);
+            }
+        }
+        for u in 0..shape.units_per_workspace {
+            let kind = if u % 2 == 0 {
+                UnitKind::Users
+            } else {
+                UnitKind::Devices
+            };
+            let uid = format!("{wid}-{u}");
+            let from = base + rng.i64(0..30) * DAY;
+            let stops = rng.u8(0..10) < 3;
+            let stop = base + rng.i64(40..90) * DAY;
+            let comes_back = stops && rng.bool();
+            inv.at_ms(from).unit(kind, &wid, &uid, true);
+            if stops {
+                inv.at_ms(stop).unit(kind, &wid, &uid, false);
+            }
+            if comes_back && stop + 5 * DAY <= now {
+                inv.at_ms(stop + 5 * DAY).unit(kind, &wid, &uid, true);
             }
         }
     }
-    tx.commit().unwrap();
-    conn.execute_batch("PRAGMA synchronous = NORMAL; ANALYZE;")
-        .unwrap();
-    (units, intervals)
+    inv
+}
+
+/// A reader over JSON Lines made one chunk at a time (one MSP's records), so that the whole
+/// inventory never sits in memory.
+struct Chunks<F: FnMut() -> Option<Vec<u8>>> {
+    next: F,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl<F: FnMut() -> Option<Vec<u8>>> std::io::Read for Chunks<F> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.buf.len() {
+            match (self.next)() {
+                Some(chunk) => {
+                    self.buf = chunk;
+                    self.pos = 0;
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Builds the synthetic inventory ([`msp_records`]) through the kit and imports it into a new store
+/// with the product's own import, in one transaction.
+fn generate(path: &Path, shape: &Shape, now: Millis) -> InventorySize {
+    let mut store = Store::open(path, Duration::from_secs(30)).unwrap();
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut c = 0;
+    let chunks = Chunks {
+        next: move || {
+            (c < shape.msps).then(|| {
+                let inv = msp_records(c, shape, now, &mut rng);
+                c += 1;
+                inv.to_jsonl().into_bytes()
+            })
+        },
+        buf: Vec::new(),
+        pos: 0,
+    };
+    import(&mut store, BufReader::with_capacity(1 << 16, chunks), now).unwrap();
+    store.inventory_size().unwrap()
+}
+
+/// The question a plan kind asks: daily as of `now`, or the previous month's peak.
+fn question(kind: &str, now: Millis) -> CountQuestion {
+    match kind {
+        "daily" => CountQuestion::AsOf(now),
+        _ => {
+            let m = Month::containing(now, chrono_tz::UTC).previous();
+            let (from, to) = m.bounds(chrono_tz::UTC);
+            CountQuestion::Month {
+                from,
+                to,
+                how: MonthlyCount::Peak,
+            }
+        }
+    }
 }
 
 /// Child mode: one plan computation, reported as one JSON line.
 fn child_plan(kind: &str, store: &Path, now: Millis) {
     let store = Store::open(store, Duration::from_secs(30)).unwrap();
     let svcs = services();
+    let q = question(kind, now);
     if std::env::var_os("BENCH_EXPLAIN").is_some() {
-        let (sql, p) = match kind {
-            "daily" => counting::as_of_query(&svcs, now),
-            _ => {
-                let m = Month::containing(now, chrono_tz::UTC).previous();
-                let (a, b) = m.bounds(chrono_tz::UTC);
-                counting::month_query(&svcs, a, b, MonthlyCount::Peak)
-            }
-        };
-        let mut st = store
-            .conn()
-            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-            .unwrap();
-        let rows = st
-            .query_map(rusqlite::params_from_iter(p.clone()), |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(3)?,
-                ))
-            })
-            .unwrap();
-        for r in rows {
-            let (id, parent, detail) = r.unwrap();
-            eprintln!("{id:>4} {parent:>4} {detail}");
+        for line in store.query_plan(&svcs, q).unwrap() {
+            eprintln!("{line}");
         }
         let t = Instant::now();
-        let mut st = store.conn().prepare(&sql).unwrap();
-        let n = st
-            .query_map(rusqlite::params_from_iter(p), |_| Ok(()))
-            .unwrap()
-            .count();
-        eprintln!("raw query: {n} rows in {:.3} s", t.elapsed().as_secs_f64());
+        let n = store.count_by_statement(&svcs, q).unwrap().len();
+        eprintln!(
+            "single statement: {n} rows in {:.3} s",
+            t.elapsed().as_secs_f64()
+        );
     }
     let t = Instant::now();
-    let counts = match kind {
-        "daily" => counting::count_as_of(store.conn(), &svcs, now).unwrap(),
-        _ => {
-            let m = Month::containing(now, chrono_tz::UTC).previous();
-            let (a, b) = m.bounds(chrono_tz::UTC);
-            counting::count_month(store.conn(), &svcs, a, b, MonthlyCount::Peak).unwrap()
-        }
-    };
+    let counts = store.count(&svcs, q).unwrap();
     let workspaces = store.workspaces().unwrap();
     let ids: HashMap<String, String> = svcs
         .iter()
@@ -390,14 +395,7 @@ fn http(base: &str, method: &str, path: &str, body: Option<&str>) -> String {
 /// Stores tokens for every channel and marks the connectors connected (as `connector add` would).
 fn connect_all(store: &Path, sim: &SimProc) {
     let s = Store::open(store, Duration::from_secs(30)).unwrap();
-    let channels: Vec<String> = {
-        let mut st = s.conn().prepare("SELECT id FROM channels").unwrap();
-        st.query_map([], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
-    };
-    for c in &channels {
+    for c in &s.channel_ids().unwrap() {
         sim.add_msp(c);
         let t = now_ms();
         s.set_token(c, &secrecy::SecretString::from(format!("key-{c}")), t)
@@ -446,65 +444,70 @@ fn skip(what: &str) -> bool {
         .any(|s| s == what)
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("child") {
-        let now: Millis = args[4].parse().unwrap();
-        child_plan(&args[2], Path::new(&args[3]), now);
-        return;
+/// The scales measured: `BENCH_SCALE` alone when set (one scale only), else the comma list in
+/// `BENCH_SCALES`, else 0.1 and 1.
+fn scales() -> Vec<f64> {
+    let parse = |v: &str| v.trim().parse::<f64>().ok().filter(|s| *s > 0.0);
+    if let Some(one) = std::env::var("BENCH_SCALE").ok().as_deref().and_then(parse) {
+        return vec![one];
     }
-    let scale: f64 = std::env::var("BENCH_SCALE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1.0);
-    let idle_secs: u64 = std::env::var("BENCH_IDLE_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(60);
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    // BENCH_DIR keeps the generated stores (and reuses big.db) for profiling by hand.
-    let temp = tempfile::tempdir().unwrap();
-    let dir_path = std::env::var_os("BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| temp.path().to_path_buf());
-    std::fs::create_dir_all(&dir_path).unwrap();
-    struct Dir(PathBuf);
-    impl Dir {
-        fn path(&self) -> &Path {
-            &self.0
-        }
+    let mut list: Vec<f64> = std::env::var("BENCH_SCALES")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(parse)
+        .collect();
+    if list.is_empty() {
+        list = vec![0.1, 1.0];
     }
-    let dir = Dir(dir_path);
-    let mut results = serde_json::Map::new();
-    results.insert("cores".into(), json!(cores));
-    results.insert("scale".into(), json!(scale));
-    let now = now_ms();
+    list.sort_by(f64::total_cmp);
+    list.dedup();
+    list
+}
+
+/// A scale's key in the JSON and its column in the table: `0.1`, `1`.
+fn label(scale: f64) -> String {
+    format!("{scale}")
+}
+
+type Figures = serde_json::Map<String, Value>;
+
+/// The sections whose cost grows with the store — generation (through the import), plan and
+/// push — at one scale.
+fn measure_scale(dir: &Path, scale: f64, now: Millis, rt: &tokio::runtime::Runtime) -> Figures {
+    let mut results = Figures::new();
     let shape = Shape {
         msps: ((500.0 * scale) as usize).max(1),
         workspaces_per_msp: 20,
         units_per_workspace: 200,
     };
-    let big = dir.path().join("big.db");
+    let big = dir.join(format!("big-{}.db", label(scale)));
     println!(
-        "generating {} MSPs × {} workspaces × {} units ...",
+        "\n== scale {scale}: {} MSPs × {} workspaces × {} units ...",
         shape.msps, shape.workspaces_per_msp, shape.units_per_workspace
     );
     let t = Instant::now();
-    let (units, intervals) = if big.exists() {
-        let s = Store::open(&big, Duration::from_secs(30)).unwrap();
-        let n = |q: &str| s.conn().query_row(q, [], |r| r.get::<_, i64>(0)).unwrap() as usize;
-        (
-            n("SELECT count(*) FROM units"),
-            n("SELECT count(*) FROM unit_intervals"),
-        )
+    // BENCH_DIR keeps a generated store: it is reused, not timed again.
+    let reused = big.exists();
+    let size = if reused {
+        Store::open(&big, Duration::from_secs(30))
+            .unwrap()
+            .inventory_size()
+            .unwrap()
     } else {
         generate(&big, &shape, now)
     };
-    let gen_secs = t.elapsed().as_secs_f64();
-    println!("  {units} units, {intervals} intervals in {gen_secs:.1} s");
-    results.insert("store".into(), json!({"msps": shape.msps, "workspaces": shape.msps * shape.workspaces_per_msp, "units": units, "intervals": intervals, "generate_secs": gen_secs}));
+    let gen_secs = (!reused).then(|| t.elapsed().as_secs_f64());
+    println!(
+        "  {} workspaces, {} units, {} intervals{}",
+        size.workspaces,
+        size.units,
+        size.unit_intervals,
+        gen_secs.map_or(" (reused)".into(), |s| format!(" imported in {s:.1} s"))
+    );
+    results.insert(
+        "store".into(),
+        json!({"msps": size.channels, "workspaces": size.workspaces, "units": size.units, "intervals": size.unit_intervals, "generate_secs": gen_secs}),
+    );
 
     if !skip("plan") {
         // Best of two runs each, so that neither side pays for a cold page cache.
@@ -530,30 +533,26 @@ fn main() {
         };
         results.insert("plan_daily".into(), json!({"ours": daily, "sqlite3_secs": shell_daily, "ratio": ratio(&daily, shell_daily)}));
         results.insert("plan_monthly_peak".into(), json!({"ours": monthly, "sqlite3_secs": shell_monthly, "ratio": ratio(&monthly, shell_monthly)}));
-        println!("plan daily: {daily} sqlite3 {shell_daily:?}; monthly: {monthly} sqlite3 {shell_monthly:?}");
+        println!("  plan daily: {daily} sqlite3 {shell_daily:?}; monthly: {monthly} sqlite3 {shell_monthly:?}");
     }
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     if !skip("push") {
         let sim = SimProc::start(0);
         connect_all(&big, &sim);
-        let cfg = write_config(dir.path(), &sim.url, &big, 100, 64);
+        let cfg = write_config(dir, &sim.url, &big, 100, 64);
         let ctx = context(&cfg, 1_000_000, 64);
-        let first = sync_once(&rt, &ctx);
+        let first = sync_once(rt, &ctx);
         println!(
-            "push warm-up (creates services and accounts): {}",
+            "  push warm-up (creates services and accounts): {}",
             first.summary()
         );
         let cpu0 = cpu_secs("self");
         let t = Instant::now();
-        let report = sync_once(&rt, &ctx);
+        let report = sync_once(rt, &ctx);
         let secs = t.elapsed().as_secs_f64();
         let cpu = cpu_secs("self") - cpu0;
         let pushed = report.tally.pushed as f64;
-        println!("push: {}", report.summary());
+        println!("  push: {}", report.summary());
         results.insert(
             "push".into(),
             json!({
@@ -563,6 +562,54 @@ fn main() {
             }),
         );
     }
+    results
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("child") {
+        let now: Millis = args[4].parse().unwrap();
+        child_plan(&args[2], Path::new(&args[3]), now);
+        return;
+    }
+    let scales = scales();
+    let idle_secs: u64 = std::env::var("BENCH_IDLE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    // BENCH_DIR keeps the generated stores (and reuses big-SCALE.db) for profiling by hand.
+    let temp = tempfile::tempdir().unwrap();
+    let dir_path = std::env::var_os("BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| temp.path().to_path_buf());
+    std::fs::create_dir_all(&dir_path).unwrap();
+    struct Dir(PathBuf);
+    impl Dir {
+        fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+    let dir = Dir(dir_path);
+    let mut results = Figures::new();
+    results.insert("cores".into(), json!(cores));
+    let now = now_ms();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+
+    let mut by_scale = Figures::new();
+    for &scale in &scales {
+        by_scale.insert(
+            label(scale),
+            Value::Object(measure_scale(dir.path(), scale, now, &rt)),
+        );
+    }
+    results.insert("by_scale".into(), Value::Object(by_scale));
+    println!();
 
     if !skip("rate") {
         let small = fresh(&dir.path().join("rate.db"));
@@ -601,25 +648,36 @@ fn main() {
 
     if !skip("import") {
         let file = dir.path().join("import.jsonl");
+        const LINES: usize = 1_000_000;
         let total_lines = {
             let mut w = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
             let mut lines = 0usize;
-            'outer: for c in 0..1000 {
-                writeln!(w, r#"{{"type":"channel","id":"ic-{c}","name":"MSP {c}"}}"#).unwrap();
-                lines += 1;
-                for k in 0..50 {
+            for c in 0..1000 {
+                let channel = format!("ic-{c}");
+                let mut inv = Inventory::new();
+                inv.channel(&channel, &format!("MSP {c}"));
+                'channel: for k in 0..50 {
                     let ws = format!("ic-{c}-{k}");
-                    writeln!(w, r#"{{"type":"workspace","id":"{ws}","channel":"ic-{c}","name":"Customer {k}","at":"2026-10-01T00:00:00Z"}}"#).unwrap();
-                    writeln!(w, r#"{{"type":"module","workspace":"{ws}","module":"edr","enabled":true,"at":"2026-10-01T00:00:00Z"}}"#).unwrap();
-                    lines += 2;
+                    inv.at(OCTOBER_2026)
+                        .workspace(&ws, &channel, &format!("Customer {k}"))
+                        .module(&ws, "edr", true)
+                        .at("2026-10-02T09:00:00Z");
                     for u in 0..196 {
-                        let kind = if u % 2 == 0 { "user" } else { "device" };
-                        writeln!(w, r#"{{"type":"{kind}","workspace":"{ws}","id":"{ws}-{u}","protected":true,"at":"2026-10-02T09:00:00Z"}}"#).unwrap();
-                        lines += 1;
-                        if lines >= 1_000_000 {
-                            break 'outer;
+                        let kind = if u % 2 == 0 {
+                            UnitKind::Users
+                        } else {
+                            UnitKind::Devices
+                        };
+                        inv.unit(kind, &ws, &format!("{ws}-{u}"), true);
+                        if lines + inv.len() >= LINES {
+                            break 'channel;
                         }
                     }
+                }
+                inv.write_jsonl(&mut w).unwrap();
+                lines += inv.len();
+                if lines >= LINES {
+                    break;
                 }
             }
             lines
@@ -728,90 +786,316 @@ fn main() {
         results.insert("idle".into(), json!({"rss_start_kb": rss_start, "rss_after_sync_kb": rss_after, "idle_secs": idle_secs, "idle_cpu_secs": cpu}));
     }
 
-    let out = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target")
-        .join("capacity.json");
-    // Keep the figures of sections skipped this time.
+    let out = target_dir().join("capacity.json");
+    // Keep the figures of sections (and scales) skipped this time.
     if let Ok(old) = std::fs::read_to_string(&out) {
         if let Ok(Value::Object(old)) = serde_json::from_str::<Value>(&old) {
-            for (k, v) in old {
-                results.entry(k).or_insert(v);
-            }
+            merge_old(&mut results, old);
         }
     }
+    results.insert("scaling".into(), scaling(&results));
     let text = serde_json::to_string_pretty(&Value::Object(results.clone())).unwrap();
-    let _ = std::fs::write(&out, &text);
+    if let Err(e) = std::fs::write(&out, &text) {
+        eprintln!("cannot write {}: {e}", out.display());
+    }
     print_table(&Value::Object(results));
     println!("\nwritten to {}", out.display());
 }
 
-/// The figures as a table: measure, value, target, met.
-fn print_table(r: &Value) {
-    let f = |path: &[&str]| -> Option<f64> {
-        let mut v = r;
-        for p in path {
-            v = v.get(*p)?;
+/// Cargo's target directory (this executable is `<target>/release/deps/capacity-…`; also under
+/// `CARGO_TARGET_DIR`), else `target` beside the manifest.
+fn target_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.to_path_buf()))
+        .filter(|t| t.is_dir())
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+/// Figures of an earlier run for what this one did not measure: top-level sections, and per scale
+/// its sections. The layout before scales (`plan_daily` … at the top) is dropped.
+fn merge_old(results: &mut Figures, old: Figures) {
+    const BEFORE_SCALES: [&str; 6] = [
+        "scale",
+        "store",
+        "plan_daily",
+        "plan_monthly_peak",
+        "push",
+        "scaling",
+    ];
+    for (k, v) in old {
+        if BEFORE_SCALES.contains(&k.as_str()) {
+            continue;
         }
-        v.as_f64()
+        match (results.get_mut(&k), v) {
+            (Some(Value::Object(new)), Value::Object(old)) if k == "by_scale" => {
+                for (scale, old_sections) in old {
+                    match (new.get_mut(&scale), old_sections) {
+                        (Some(Value::Object(n)), Value::Object(o)) => {
+                            for (section, figures) in o {
+                                n.entry(section).or_insert(figures);
+                            }
+                        }
+                        (None, o) => {
+                            new.insert(scale, o);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            (None, v) => {
+                results.insert(k, v);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What one row of the per-scale table is.
+#[derive(Clone, Copy, PartialEq)]
+enum Measure {
+    /// A duration: a store `n`× larger may take at most `n`× as long.
+    Time,
+    /// A peak memory: a store 10× larger may take at most 1.5× as much.
+    Memory,
+    /// A rate or a ratio: shown, no scaling goal.
+    Rate,
+}
+
+/// Growth of memory allowed for a store `n`× larger (the goal is stated for 10×).
+const MEMORY_GROWTH: f64 = 1.5;
+
+struct Row {
+    name: &'static str,
+    path: &'static [&'static str],
+    /// Multiplies the stored figure (kB → MB).
+    factor: f64,
+    measure: Measure,
+    /// The absolute target at full scale: text, and the check.
+    target: &'static str,
+    check: Option<fn(f64) -> bool>,
+}
+
+fn scale_rows() -> Vec<Row> {
+    let row = |name, path, factor, measure, target, check| Row {
+        name,
+        path,
+        factor,
+        measure,
+        target,
+        check,
     };
+    const KB: f64 = 1.0 / 1024.0;
+    vec![
+        row(
+            "store generation (import), s",
+            &["store", "generate_secs"],
+            1.0,
+            Measure::Time,
+            "-",
+            None,
+        ),
+        row(
+            "daily plan, s",
+            &["plan_daily", "ours", "secs"],
+            1.0,
+            Measure::Time,
+            "<= 2",
+            Some(|v| v <= 2.0),
+        ),
+        row(
+            "daily plan, peak RSS MB",
+            &["plan_daily", "ours", "peak_rss_kb"],
+            KB,
+            Measure::Memory,
+            "<= 150",
+            Some(|v| v <= 150.0),
+        ),
+        row(
+            "daily plan, ours / sqlite3",
+            &["plan_daily", "ratio"],
+            1.0,
+            Measure::Rate,
+            "<= 1.5",
+            Some(|v| v <= 1.5),
+        ),
+        row(
+            "monthly peak plan, s",
+            &["plan_monthly_peak", "ours", "secs"],
+            1.0,
+            Measure::Time,
+            "<= 5",
+            Some(|v| v <= 5.0),
+        ),
+        row(
+            "monthly peak plan, peak RSS MB",
+            &["plan_monthly_peak", "ours", "peak_rss_kb"],
+            KB,
+            Measure::Memory,
+            "<= 150",
+            Some(|v| v <= 150.0),
+        ),
+        row(
+            "monthly peak plan, ours / sqlite3",
+            &["plan_monthly_peak", "ratio"],
+            1.0,
+            Measure::Rate,
+            "<= 1.5",
+            Some(|v| v <= 1.5),
+        ),
+        row(
+            "push, s for every pair",
+            &["push", "secs"],
+            1.0,
+            Measure::Time,
+            "-",
+            None,
+        ),
+        row(
+            "push throughput, pushes/s",
+            &["push", "pushes_per_sec"],
+            1.0,
+            Measure::Rate,
+            ">= 3000",
+            Some(|v| v >= 3000.0),
+        ),
+        row(
+            "push CPU, s per 1,000 pushes",
+            &["push", "cpu_secs_per_1000"],
+            1.0,
+            Measure::Rate,
+            "<= 0.3",
+            Some(|v| v <= 0.3),
+        ),
+    ]
+}
+
+fn figure(v: &Value, path: &[&str]) -> Option<f64> {
+    let mut v = v;
+    for p in path {
+        v = v.get(*p)?;
+    }
+    v.as_f64()
+}
+
+/// The measured scales, smallest first.
+fn measured_scales(r: &Value) -> Vec<(String, f64)> {
+    let mut out: Vec<(String, f64)> = r["by_scale"]
+        .as_object()
+        .map(|m| {
+            m.keys()
+                .filter_map(|k| k.parse().ok().map(|s| (k.clone(), s)))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort_by(|a, b| a.1.total_cmp(&b.1));
+    out
+}
+
+/// From the smallest scale measured to the largest: how much larger the store is (workspaces),
+/// and per time or memory figure its growth against the goal.
+fn scaling(results: &Figures) -> Value {
+    let r = Value::Object(results.clone());
+    let scales = measured_scales(&r);
+    let (Some((small, _)), Some((large, _))) = (scales.first(), scales.last()) else {
+        return Value::Null;
+    };
+    if small == large {
+        return Value::Null;
+    }
+    let (a, b) = (&r["by_scale"][small], &r["by_scale"][large]);
+    let Some(size) = figure(b, &["store", "workspaces"])
+        .zip(figure(a, &["store", "workspaces"]))
+        .map(|(b, a)| b / a)
+    else {
+        return Value::Null;
+    };
+    let mut rows = Figures::new();
+    for row in scale_rows() {
+        let goal = match row.measure {
+            Measure::Time => size,
+            Measure::Memory => MEMORY_GROWTH,
+            Measure::Rate => continue,
+        };
+        if let Some(growth) = figure(b, row.path)
+            .zip(figure(a, row.path))
+            .map(|(b, a)| b / a)
+        {
+            rows.insert(
+                row.name.into(),
+                json!({"growth": growth, "goal": goal, "met": growth <= goal}),
+            );
+        }
+    }
+    json!({"from": small, "to": large, "store_growth": size, "figures": rows})
+}
+
+/// The figures as tables: per scale (each scale's column, the growth from the smallest to the
+/// largest against the scaling goal, and the absolute target at the largest), then the figures
+/// that do not depend on the store's size.
+fn print_table(r: &Value) {
+    // Small figures (a smoke run's seconds) keep three significant digits.
+    let cell = |v: Option<f64>| match v {
+        Some(v) if v != 0.0 && v.abs() < 0.1 => format!("{v:.3e}"),
+        Some(v) => format!("{v:.2}"),
+        None => "-".into(),
+    };
+    let met = |m: Option<bool>| match m {
+        Some(true) => "yes",
+        Some(false) => "NO",
+        None => "-",
+    };
+    let scales = measured_scales(r);
+    if !scales.is_empty() {
+        let largest = &scales.last().unwrap().0;
+        let growth_of = |name: &str| &r["scaling"]["figures"][name];
+        let size = r["scaling"]["store_growth"].as_f64();
+        print!("\n{:<36}", "by store size");
+        for (l, _) in &scales {
+            print!(" {:>10}", format!("@{l}"));
+        }
+        println!(
+            " {:>8} {:>8} {:>4} {:>9} {:>4}",
+            "growth",
+            "goal",
+            "met",
+            format!("target@{largest}"),
+            "met"
+        );
+        print!("{:<36}", "workspaces");
+        for (l, _) in &scales {
+            print!(
+                " {:>10}",
+                cell(figure(&r["by_scale"][l], &["store", "workspaces"]))
+            );
+        }
+        println!(" {:>8}", size.map_or("-".into(), |s| format!("{s:.1}×")));
+        for row in scale_rows() {
+            print!("{:<36}", row.name);
+            let mut last = None;
+            for (l, _) in &scales {
+                last = figure(&r["by_scale"][l], row.path).map(|v| v * row.factor);
+                print!(" {:>10}", cell(last));
+            }
+            let g = growth_of(row.name);
+            let growth = g["growth"].as_f64().map(|v| format!("{v:.2}×"));
+            let goal = g["goal"].as_f64().map(|v| format!("<= {v:.1}×"));
+            println!(
+                " {:>8} {:>8} {:>4} {:>9} {:>4}",
+                growth.unwrap_or_else(|| "-".into()),
+                goal.unwrap_or_else(|| "-".into()),
+                met(g["met"].as_bool()),
+                row.target,
+                met(row.check.zip(last).map(|(c, v)| c(v)))
+            );
+        }
+    }
+
+    let f = |path: &[&str]| figure(r, path);
     let rows: Vec<(&str, Option<f64>, &str, Option<bool>)> = {
         let le = |v: Option<f64>, t: f64| v.map(|v| v <= t);
         let ge = |v: Option<f64>, t: f64| v.map(|v| v >= t);
         vec![
-            (
-                "daily plan, s",
-                f(&["plan_daily", "ours", "secs"]),
-                "<= 2",
-                le(f(&["plan_daily", "ours", "secs"]), 2.0),
-            ),
-            (
-                "daily plan, peak RSS MB",
-                f(&["plan_daily", "ours", "peak_rss_kb"]).map(|k| k / 1024.0),
-                "<= 150",
-                le(
-                    f(&["plan_daily", "ours", "peak_rss_kb"]).map(|k| k / 1024.0),
-                    150.0,
-                ),
-            ),
-            (
-                "daily plan, ours / sqlite3",
-                f(&["plan_daily", "ratio"]),
-                "<= 1.5",
-                le(f(&["plan_daily", "ratio"]), 1.5),
-            ),
-            (
-                "monthly peak plan, s",
-                f(&["plan_monthly_peak", "ours", "secs"]),
-                "<= 5",
-                le(f(&["plan_monthly_peak", "ours", "secs"]), 5.0),
-            ),
-            (
-                "monthly peak plan, peak RSS MB",
-                f(&["plan_monthly_peak", "ours", "peak_rss_kb"]).map(|k| k / 1024.0),
-                "<= 150",
-                le(
-                    f(&["plan_monthly_peak", "ours", "peak_rss_kb"]).map(|k| k / 1024.0),
-                    150.0,
-                ),
-            ),
-            (
-                "monthly peak plan, ours / sqlite3",
-                f(&["plan_monthly_peak", "ratio"]),
-                "<= 1.5",
-                le(f(&["plan_monthly_peak", "ratio"]), 1.5),
-            ),
-            (
-                "push throughput, pushes/s",
-                f(&["push", "pushes_per_sec"]),
-                ">= 3000",
-                ge(f(&["push", "pushes_per_sec"]), 3000.0),
-            ),
-            (
-                "push CPU, s per 1,000 pushes",
-                f(&["push", "cpu_secs_per_1000"]),
-                "<= 0.3",
-                le(f(&["push", "cpu_secs_per_1000"]), 0.3),
-            ),
             (
                 "rate limit 100/s, achieved /s",
                 f(&["rate_limit", "achieved_per_sec"]),
@@ -850,15 +1134,12 @@ fn print_table(r: &Value) {
             ),
         ]
     };
-    println!("\n{:<42} {:>12} {:>11}  met", "measure", "value", "target");
-    for (name, v, target, met) in rows {
-        let v = v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into());
-        let met = match met {
-            Some(true) => "yes",
-            Some(false) => "NO",
-            None => "-",
-        };
-        println!("{name:<42} {v:>12} {target:>11}  {met}");
+    println!(
+        "\n{:<42} {:>12} {:>11}  met",
+        "independent of store size", "value", "target"
+    );
+    for (name, v, target, m) in rows {
+        println!("{name:<42} {:>12} {target:>11}  {}", cell(v), met(m));
     }
     println!("cores: {}", r["cores"]);
 }

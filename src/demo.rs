@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::domain::{ConnectorState, Trigger};
+use crate::domain::{ConnectorState, Trigger, UnitKind};
+use crate::kit::{ConfigBuilder, Inventory, Service, OCTOBER_2026};
 use crate::sim::{Mapping, Sim, SimOptions, SimSnapshot};
 use crate::sync::{RunControl, RunReport, RunRequest, SyncContext};
 
@@ -82,31 +83,21 @@ const MSPS: &[Msp] = &[
     },
 ];
 
-const SERVICES: &str = r#"
-[[service]]
-module = "endpoint_security"
-name = "Endpoint Security"
-description = "Protected devices"
-unit = "devices"
-category = "security"
-subcategory = "endpoint detection and response (EDR)"
-
-[[service]]
-module = "email_security"
-name = "Email Security"
-description = "Protected mailboxes"
-unit = "users"
-category = "security"
-subcategory = "email security"
-
-[[service]]
-module = "cloud_backup"
-name = "Cloud Backup"
-description = "Backed-up devices"
-unit = "devices"
-category = "backup"
-subcategory = "cloud backup"
-"#;
+/// The demo's services: the two standard ones and a backup service.
+fn services() -> [Service; 3] {
+    [
+        Service::endpoint_security(),
+        Service::email_security(),
+        Service::new(
+            "cloud_backup",
+            "Cloud Backup",
+            UnitKind::Devices,
+            "backup",
+            "cloud backup",
+        )
+        .description("Backed-up devices"),
+    ]
+}
 
 const MODULES: [&str; 3] = ["endpoint_security", "email_security", "cloud_backup"];
 
@@ -124,52 +115,34 @@ fn slug(name: &str) -> String {
         .collect()
 }
 
-/// The sample inventory as JSON Lines: history from the 1st of last month.
-fn sample_inventory(rng: &mut fastrand::Rng) -> String {
-    let mut s = String::new();
-    let at = "2026-10-01T00:00:00Z";
+/// The sample inventory: history from the 1st of last month.
+fn sample_inventory(rng: &mut fastrand::Rng) -> Inventory {
+    let mut inv = Inventory::new();
     for m in MSPS {
-        let _ = writeln!(
-            s,
-            r#"{{"type":"channel","id":"{}","name":"{}"}}"#,
-            m.id, m.name
-        );
+        inv.undated().channel(m.id, m.name);
+        inv.at(OCTOBER_2026);
         for (i, c) in m.customers.iter().enumerate() {
             let ws = format!("{}-{}", &m.id[4..], slug(c));
-            let name = serde_json::to_string(c).unwrap_or_default();
-            let _ = writeln!(
-                s,
-                r#"{{"type":"workspace","id":"{ws}","channel":"{}","name":{name},"at":"{at}"}}"#,
-                m.id
-            );
+            inv.workspace(&ws, m.id, c);
             for (k, module) in MODULES.iter().enumerate() {
                 // Not every customer bought every module.
                 if (i + k) % 4 == 3 {
                     continue;
                 }
-                let _ = writeln!(
-                    s,
-                    r#"{{"type":"module","workspace":"{ws}","module":"{module}","enabled":true,"at":"{at}"}}"#
-                );
+                inv.module(&ws, module, true);
             }
             let users = rng.usize(5..60);
             for u in 0..users {
                 let protected = rng.u8(0..10) != 0;
-                let _ = writeln!(
-                    s,
-                    r#"{{"type":"user","workspace":"{ws}","id":"{ws}-u{u}","protected":{protected},"at":"{at}"}}"#
-                );
+                inv.user(&ws, &format!("{ws}-u{u}"), protected);
             }
             for d in 0..rng.usize(users / 2..users + 20) {
                 let protected = rng.u8(0..8) != 0;
-                let _ = writeln!(
-                    s,
-                    r#"{{"type":"device","workspace":"{ws}","id":"{ws}-d{d}","protected":{protected},"at":"{at}"}}"#
-                );
+                inv.device(&ws, &format!("{ws}-d{d}"), protected);
             }
         }
     }
-    s
+    inv
 }
 
 fn step<T, E: std::fmt::Display>(step: &'static str, r: Result<T, E>) -> Result<T, DemoError> {
@@ -187,12 +160,18 @@ fn write_files(dir: &Path, base_url: &str) -> Result<PathBuf, DemoError> {
     std::fs::write(&key, VENDOR_KEY).map_err(setup)?;
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).map_err(setup)?;
     let config = dir.join("gradient-connector.toml");
-    let text = format!(
-        "[gradient]\nbase_url = \"{base_url}\"\nvendor_api_key_file = \"vendor-api-key\"\nretry_initial_delay_ms = 20\n\n\
-         [store]\npath = \"store.db\"\n\n[schedule]\ncadence = \"daily\"\ncron = \"0 0 2 * * *\"\ntimezone = \"UTC\"\n\n\
-         [log]\nlevel = \"off\"\n{SERVICES}"
-    );
-    std::fs::write(&config, text).map_err(setup)?;
+    let mut builder = ConfigBuilder::new(base_url)
+        .vendor_key_file("vendor-api-key")
+        .set("gradient", "retry_initial_delay_ms", 20)
+        .store_path("store.db")
+        .set("schedule", "cadence", "daily")
+        .set("schedule", "cron", "0 0 2 * * *")
+        .set("schedule", "timezone", "UTC")
+        .set("log", "level", "off");
+    for service in services() {
+        builder = builder.service(service);
+    }
+    builder.write(&config).map_err(setup)?;
     Ok(config)
 }
 
@@ -254,7 +233,7 @@ async fn tour(keep: Option<&Path>) -> Result<(), DemoError> {
     let inventory = sample_inventory(&mut rng);
     let summary = {
         let loc = crate::sync::store_handle(&config);
-        let text = inventory.clone();
+        let text = inventory.to_jsonl();
         step(
             "import",
             loc.write(move |s| {
@@ -303,11 +282,10 @@ async fn tour(keep: Option<&Path>) -> Result<(), DemoError> {
     println!("\n3. First sync: {}", first.summary());
 
     // Two customers switch a module off; Harbor's mapping is partial.
-    let off = format!(
-        "{}\n{}\n",
-        r#"{"type":"module","workspace":"northwind-contoso-ltd","module":"endpoint_security","enabled":false}"#,
-        r#"{"type":"module","workspace":"bluesky-coho-winery","module":"email_security","enabled":false}"#
-    );
+    let off = Inventory::new()
+        .module("northwind-contoso-ltd", "endpoint_security", false)
+        .module("bluesky-coho-winery", "email_security", false)
+        .to_jsonl();
     let loc = crate::sync::store_handle(&config);
     step(
         "import",

@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod demo;
 pub mod domain;
 pub mod gradient;
+pub mod kit;
 pub mod schedule;
 pub mod sim;
 pub mod status;

@@ -19,17 +19,28 @@ fn example_config_passes_check_config() {
 #[test]
 fn broken_configs_exit_78_naming_each_key() {
     let env = Env::new("http://127.0.0.1:9", "", "");
+    let good = env.config_builder();
     let cases = [
-        ("cron = \"0 2 * * *\"", "schedule.cron"),
-        ("timezone = \"Europe/Atlantis\"", "schedule.timezone"),
-        ("cadence = \"weekly\"", "schedule.cadence"),
-        ("nonsense = 1", "schedule.nonsense"),
+        (
+            good.clone().set("schedule", "cron", "0 2 * * *"),
+            "schedule.cron",
+        ),
+        (
+            good.clone().set("schedule", "timezone", "Europe/Atlantis"),
+            "schedule.timezone",
+        ),
+        (
+            good.clone().set("schedule", "cadence", "weekly"),
+            "schedule.cadence",
+        ),
+        (
+            good.clone().set_unchecked("schedule", "nonsense", 1),
+            "schedule.nonsense",
+        ),
     ];
-    for (line, key) in cases {
-        let text = std::fs::read_to_string(&env.config)
-            .unwrap()
-            .replace("[schedule]\n", &format!("[schedule]\n{line}\n"));
-        let cfg = env.write("broken.toml", &text);
+    for (broken, key) in cases {
+        let cfg = env.write_config_as("broken.toml", &broken);
+        let line = broken.render();
         let out = run_bin(&cfg, &["check-config"], None);
         assert_eq!(code(&out), 78, "{line}: {}", stderr(&out));
         assert!(stderr(&out).contains(key), "{line}: {}", stderr(&out));
@@ -223,10 +234,7 @@ fn logs_drop_timestamps_under_journald_and_can_be_json() {
         !line.starts_with("20"),
         "journald adds its own timestamps: {line}"
     );
-    let text = std::fs::read_to_string(&env.config)
-        .unwrap()
-        .replace("[log]\n", "[log]\nformat = \"json\"\n");
-    std::fs::write(&env.config, text).unwrap();
+    env.write_config(&env.config_builder().set("log", "format", "json"));
     let json = run(&[]);
     let line = json
         .lines()

@@ -4,26 +4,21 @@
 mod common;
 use common::*;
 
+use gradient_connector::domain::UnitKind;
+use gradient_connector::kit::{ConfigBuilder, Inventory, Service, OCTOBER_2026};
+
 use std::time::Duration;
 
-const INVENTORY: &str = r#"{"type":"channel","id":"msp-a","name":"A"}
-{"type":"workspace","id":"ws-1","channel":"msp-a","name":"One"}
-{"type":"module","workspace":"ws-1","module":"endpoint_security","enabled":true,"at":"2026-10-01T00:00:00Z"}
-{"type":"module","workspace":"ws-1","module":"email_security","enabled":true,"at":"2026-10-01T00:00:00Z"}
-{"type":"device","workspace":"ws-1","id":"d1","protected":true,"at":"2026-10-01T00:00:00Z"}
-{"type":"user","workspace":"ws-1","id":"u1","protected":true,"at":"2026-10-01T00:00:00Z"}
-"#;
-
-fn setup(schedule: &str) -> SimEnv {
-    let e = SimEnv::new("", schedule);
-    e.import(INVENTORY);
+fn setup(schedule: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> SimEnv {
+    let e = SimEnv::with_config(schedule);
+    e.import_inventory(&Inventory::small());
     e.connect("msp-a", "key-a");
     e
 }
 
 #[test]
 fn sigusr1_syncs_and_two_quick_signals_never_overlap() {
-    let e = setup("");
+    let e = setup(|c| c);
     let d = Daemon::start(&e, &[]);
     d.signal("USR1");
     wait_for("first run", || finished_runs(&e) == 1, || d.log());
@@ -61,7 +56,7 @@ fn sigusr1_syncs_and_two_quick_signals_never_overlap() {
 
 #[test]
 fn per_second_schedule_fires() {
-    let e = setup("cron = \"*/2 * * * * *\"");
+    let e = setup(|c| c.set("schedule", "cron", "*/2 * * * * *"));
     let d = Daemon::start(&e, &[]);
     wait_for(
         "two scheduled runs",
@@ -81,14 +76,10 @@ fn per_second_schedule_fires() {
 
 #[test]
 fn sighup_with_a_broken_config_keeps_the_old_one_and_a_good_one_adds_a_service() {
-    let e = setup("");
+    let e = setup(|c| c);
     let d = Daemon::start(&e, &[]);
-    let good = std::fs::read_to_string(&e.env.config).unwrap();
-    std::fs::write(
-        &e.env.config,
-        good.replace("[schedule]\n", "[schedule]\ncron = \"not a cron\"\n"),
-    )
-    .unwrap();
+    e.env
+        .write_config(&e.env.config_builder().set("schedule", "cron", "not a cron"));
     d.signal("HUP");
     d.wait_log("keeping the old one");
     assert!(d.log().contains("schedule.cron"), "{}", d.log());
@@ -100,9 +91,19 @@ fn sighup_with_a_broken_config_keeps_the_old_one_and_a_good_one_adds_a_service()
     );
     assert_eq!(e.sim.snapshot().services.len(), 2);
 
-    let extra = "\n[[service]]\nmodule = \"backup\"\nname = \"Cloud Backup\"\nunit = \"devices\"\ncategory = \"backup\"\nsubcategory = \"cloud backup\"\n";
-    std::fs::write(&e.env.config, format!("{good}{extra}")).unwrap();
-    e.import(r#"{"type":"module","workspace":"ws-1","module":"backup","enabled":true,"at":"2026-10-01T00:00:00Z"}"#);
+    e.env
+        .write_config(&e.env.config_builder().service(Service::new(
+            "backup",
+            "Cloud Backup",
+            UnitKind::Devices,
+            "backup",
+            "cloud backup",
+        )));
+    e.import_inventory(
+        Inventory::new()
+            .at(OCTOBER_2026)
+            .module("ws-1", "backup", true),
+    );
     d.signal("HUP");
     d.wait_log("configuration reloaded");
     d.signal("USR1");
@@ -122,16 +123,17 @@ fn sighup_with_a_broken_config_keeps_the_old_one_and_a_good_one_adds_a_service()
 
 #[test]
 fn sigterm_during_a_slow_run_exits_0_within_10_s_and_records_interrupted() {
-    let e = setup("");
+    let e = setup(|c| c);
     // Many pairs and a slow stand-in: the run cannot finish quickly.
-    let mut inv = String::new();
+    let mut inv = Inventory::new();
     for k in 0..40 {
-        inv += &format!(
-            "{{\"type\":\"workspace\",\"id\":\"w{k}\",\"channel\":\"msp-a\",\"name\":\"W{k}\"}}\n"
-        );
-        inv += &format!("{{\"type\":\"module\",\"workspace\":\"w{k}\",\"module\":\"email_security\",\"enabled\":true,\"at\":\"2026-10-01T00:00:00Z\"}}\n");
+        let ws = format!("w{k}");
+        inv.undated()
+            .workspace(&ws, "msp-a", &format!("W{k}"))
+            .at(OCTOBER_2026)
+            .module(&ws, "email_security", true);
     }
-    e.import(&inv);
+    e.import_inventory(&inv);
     let d = Daemon::start(&e, &[]);
     e.sim.set_latency(Duration::from_millis(1500));
     d.signal("USR1");
@@ -150,7 +152,7 @@ fn sigterm_during_a_slow_run_exits_0_within_10_s_and_records_interrupted() {
 
 #[test]
 fn kill_9_then_restart_catches_up_the_interrupted_run_once() {
-    let e = setup("catch_up = true");
+    let e = setup(|c| c.set("schedule", "catch_up", true));
     let d = Daemon::start(&e, &[]);
     e.sim.set_latency(Duration::from_millis(300));
     d.signal("USR1");
@@ -185,19 +187,25 @@ fn kill_9_then_restart_catches_up_the_interrupted_run_once() {
 
 #[test]
 fn a_slot_missed_while_down_runs_once_at_start() {
-    let e = setup("cron = \"0 0 2 * * *\"\ncatch_up = true");
+    let e = setup(|c| {
+        c.set("schedule", "cron", "0 0 2 * * *")
+            .set("schedule", "catch_up", true)
+    });
     let d = Daemon::start(&e, &[]);
     assert_eq!(runs(&e).len(), 0, "a fresh store owes nothing");
     d.kill9();
     // Pretend the daemon was down for two days: its last slot is long past.
-    let c = rusqlite::Connection::open(e.env.store_path()).unwrap();
     let three_days_ago = gradient_connector::time::now_ms() - 3 * 86_400_000;
-    c.execute(
-        "UPDATE daemon_state SET value = ?1 WHERE key = 'last_slot'",
-        [three_days_ago.to_string()],
-    )
-    .unwrap();
-    drop(c);
+    let store = e.store();
+    assert!(
+        store.last_slot().unwrap().is_some(),
+        "the fresh store was anchored"
+    );
+    store
+        .state_set("last_slot", &three_days_ago.to_string())
+        .unwrap();
+    assert_eq!(store.last_slot().unwrap(), Some(three_days_ago));
+    drop(store);
     let d = Daemon::start(&e, &[]);
     wait_for(
         "catch-up",
@@ -217,7 +225,7 @@ fn a_slot_missed_while_down_runs_once_at_start() {
 
 #[test]
 fn ready_is_sent_to_notify_socket() {
-    let e = setup("");
+    let e = setup(|c| c);
     let sock_path = e.env.path("notify.sock");
     let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(30)))

@@ -18,6 +18,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use gradient_connector::domain::PairOutcome;
+use gradient_connector::kit::{Inventory, Units};
 use gradient_connector::store::ledger::{HistoryFilter, RunLock, RunRow};
 use gradient_connector::store::Store;
 
@@ -25,81 +26,16 @@ use gradient_connector::store::Store;
 // helpers
 
 /// A small inventory: one MSP, one workspace, both modules, one device and one user.
-const SMALL_INVENTORY: &str = r#"{"type":"channel","id":"msp-a","name":"A"}
-{"type":"workspace","id":"ws-1","channel":"msp-a","name":"One"}
-{"type":"module","workspace":"ws-1","module":"endpoint_security","enabled":true,"at":"2026-10-01T00:00:00Z"}
-{"type":"module","workspace":"ws-1","module":"email_security","enabled":true,"at":"2026-10-01T00:00:00Z"}
-{"type":"device","workspace":"ws-1","id":"d1","protected":true,"at":"2026-10-01T00:00:00Z"}
-{"type":"user","workspace":"ws-1","id":"u1","protected":true,"at":"2026-10-01T00:00:00Z"}
-"#;
+fn small_inventory() -> Inventory {
+    Inventory::small()
+}
 
 /// `msps` MSPs × `per` workspaces, both modules enabled (2 pairs per workspace).
-fn inventory(msps: usize, per: usize) -> String {
-    let mut s = String::new();
-    for m in 0..msps {
-        let msp = format!("msp-{m}");
-        s += &format!("{{\"type\":\"channel\",\"id\":\"{msp}\",\"name\":\"{msp}\"}}\n");
-        for k in 0..per {
-            let ws = format!("{msp}-w{k}");
-            s += &format!("{{\"type\":\"workspace\",\"id\":\"{ws}\",\"channel\":\"{msp}\",\"name\":\"W {ws}\"}}\n");
-            for module in ["endpoint_security", "email_security"] {
-                s += &format!("{{\"type\":\"module\",\"workspace\":\"{ws}\",\"module\":\"{module}\",\"enabled\":true,\"at\":\"2026-10-01T00:00:00Z\"}}\n");
-            }
-            for d in 0..k % 3 + 1 {
-                s += &format!("{{\"type\":\"device\",\"workspace\":\"{ws}\",\"id\":\"{ws}-d{d}\",\"protected\":true,\"at\":\"2026-10-01T00:00:00Z\"}}\n");
-            }
-            for u in 0..k % 2 + 1 {
-                s += &format!("{{\"type\":\"user\",\"workspace\":\"{ws}\",\"id\":\"{ws}-u{u}\",\"protected\":true,\"at\":\"2026-10-01T00:00:00Z\"}}\n");
-            }
-        }
-    }
-    s
-}
-
-/// Rewrites a key of the test config in place (`from` must occur).
-fn edit_config(e: &SimEnv, from: &str, to: &str) {
-    let text = std::fs::read_to_string(&e.env.config).unwrap();
-    assert!(text.contains(from), "config has no {from:?}:\n{text}");
-    std::fs::write(&e.env.config, text.replacen(from, to, 1)).unwrap();
-}
-
-/// Another writer (as a long import would be): holds the store's write lock until dropped.
-/// The only place the tests use rusqlite directly: it plays a second process.
-struct WriteLock {
-    conn: Option<rusqlite::Connection>,
-    since: Instant,
-}
-
-impl WriteLock {
-    fn take(store: &Path) -> WriteLock {
-        let conn = rusqlite::Connection::open(store).unwrap();
-        conn.busy_timeout(Duration::from_secs(10)).unwrap();
-        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
-        WriteLock {
-            conn: Some(conn),
-            since: Instant::now(),
-        }
-    }
-
-    /// Releases the lock; returns how long it was held.
-    fn release(mut self) -> Duration {
-        self.end();
-        self.since.elapsed()
-    }
-
-    fn end(&mut self) {
-        if let Some(c) = self.conn.take() {
-            c.execute_batch("ROLLBACK").unwrap();
-        }
-    }
-}
-
-impl Drop for WriteLock {
-    fn drop(&mut self) {
-        if let Some(c) = self.conn.take() {
-            let _ = c.execute_batch("ROLLBACK");
-        }
-    }
+fn inventory(msps: usize, per: usize) -> Inventory {
+    Inventory::msps(msps, per, |k| Units {
+        devices: k % 3 + 1,
+        users: k % 2 + 1,
+    })
 }
 
 /// Sends `sig` (e.g. "TERM") to `pid` with kill(1).
@@ -167,13 +103,12 @@ fn store_runs(e: &SimEnv) -> Vec<RunRow> {
 fn an_import_held_open_during_a_sync_loses_no_ledger_row() {
     // 2 MSPs × 200 workspaces × 2 services = 800 pairs; paced so that the sync lasts several
     // seconds, while another writer holds the store for 5 s (longer than the 2 s busy timeout).
-    let e = SimEnv::new("requests_per_second = 100\nmax_in_flight = 8", "");
-    edit_config(
-        &e,
-        "path = \"store.db\"",
-        "path = \"store.db\"\nbusy_timeout_secs = 2",
-    );
-    e.import(&inventory(2, 200));
+    let e = SimEnv::with_config(|c| {
+        c.set("gradient", "requests_per_second", 100)
+            .set("gradient", "max_in_flight", 8)
+            .set("store", "busy_timeout_secs", 2)
+    });
+    e.import_inventory(&inventory(2, 200));
     for m in 0..2 {
         e.connect(&format!("msp-{m}"), &format!("key-{m}"));
     }
@@ -254,7 +189,7 @@ fn an_import_held_open_during_a_sync_loses_no_ledger_row() {
 fn sigterm_with_the_store_locked_by_another_writer_exits_within_ten_seconds() {
     // Default busy timeout (30 s): a store call waits far longer than the contract's 10 s.
     let e = SimEnv::new("", "");
-    e.import(SMALL_INVENTORY);
+    e.import_inventory(&small_inventory());
     e.connect("msp-a", "key-a");
 
     // (b) Start while the lock is held (a fresh store: the start-up writes the schedule anchor),
@@ -330,7 +265,7 @@ fn sigterm_with_the_store_locked_by_another_writer_exits_within_ten_seconds() {
 #[test]
 fn the_watchdog_keeps_its_interval_under_a_signal_every_second() {
     let e = SimEnv::new("", "");
-    e.import(SMALL_INVENTORY);
+    e.import_inventory(&small_inventory());
     e.connect("msp-a", "key-a");
     let sock_path = e.env.path("notify.sock");
     let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
@@ -404,8 +339,11 @@ fn the_watchdog_keeps_its_interval_under_a_signal_every_second() {
 
 #[test]
 fn a_scheduled_slot_during_a_cli_sync_still_runs() {
-    let e = SimEnv::new("", "cron = \"*/5 * * * * *\"\ncatch_up = false");
-    e.import(SMALL_INVENTORY);
+    let e = SimEnv::with_config(|c| {
+        c.set("schedule", "cron", "*/5 * * * * *")
+            .set("schedule", "catch_up", false)
+    });
+    e.import_inventory(&small_inventory());
     e.connect("msp-a", "key-a");
     let d = Daemon::start(&e, &[]);
     // Align with the schedule: the first scheduled run (slot S0) has finished and let go of the
@@ -512,8 +450,11 @@ fn a_scheduled_slot_during_a_cli_sync_still_runs() {
 #[test]
 fn sync_stops_within_ten_seconds_of_sigterm_against_a_silent_gradient() {
     // The token is stored against the real stand-in with the test config...
-    let e = SimEnv::new("request_timeout_secs = 30\nmax_attempts = 6", "");
-    e.import(SMALL_INVENTORY);
+    let e = SimEnv::with_config(|c| {
+        c.set("gradient", "request_timeout_secs", 30)
+            .set("gradient", "max_attempts", 6)
+    });
+    e.import_inventory(&small_inventory());
     e.connect("msp-a", "key-a");
 
     // ...then a second config (same directory, same store) points at a Gradient that accepts
@@ -532,12 +473,9 @@ fn sync_stops_within_ten_seconds_of_sigterm_against_a_silent_gradient() {
             }
         });
     }
-    let text = std::fs::read_to_string(&e.env.config).unwrap();
-    let real_url = e.sim.base_url();
-    assert!(text.contains(&real_url));
     let silent_cfg = e
         .env
-        .write("silent.toml", &text.replace(&real_url, &silent_url));
+        .write_config_as("silent.toml", &e.env.config_builder().base_url(&silent_url));
 
     let log = e.env.path("silent-sync.log");
     let mut child = spawn_logged(&silent_cfg, &["sync"], &[], &log);

@@ -7,41 +7,29 @@ use common::*;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use gradient_connector::domain::PairOutcome;
+use gradient_connector::kit::{msp_id, workspace_id, Inventory, Units};
+use gradient_connector::store::ledger::{HistoryFilter, LedgerEntry};
 use serde_json::Value;
 
 /// `msps` MSPs × `per` workspaces, both modules enabled, workspace k with k%7+1 devices and k%5 users.
-fn inventory(msps: usize, per: usize) -> String {
-    let mut s = String::new();
-    for m in 0..msps {
-        let msp = format!("msp-{m}");
-        s += &format!("{{\"type\":\"channel\",\"id\":\"{msp}\",\"name\":\"{msp}\"}}\n");
-        for k in 0..per {
-            let ws = format!("{msp}-w{k}");
-            s += &format!("{{\"type\":\"workspace\",\"id\":\"{ws}\",\"channel\":\"{msp}\",\"name\":\"W {ws}\"}}\n");
-            for module in ["endpoint_security", "email_security"] {
-                s += &format!("{{\"type\":\"module\",\"workspace\":\"{ws}\",\"module\":\"{module}\",\"enabled\":true,\"at\":\"2026-10-01T00:00:00Z\"}}\n");
-            }
-            for d in 0..k % 7 + 1 {
-                s += &format!("{{\"type\":\"device\",\"workspace\":\"{ws}\",\"id\":\"{ws}-d{d}\",\"protected\":true,\"at\":\"2026-10-01T00:00:00Z\"}}\n");
-            }
-            for u in 0..k % 5 {
-                s += &format!("{{\"type\":\"user\",\"workspace\":\"{ws}\",\"id\":\"{ws}-u{u}\",\"protected\":true,\"at\":\"2026-10-01T00:00:00Z\"}}\n");
-            }
-        }
-    }
-    s
+fn inventory(msps: usize, per: usize) -> Inventory {
+    Inventory::msps(msps, per, |k| Units {
+        devices: k % 7 + 1,
+        users: k % 5,
+    })
 }
 
 fn expected(msps: usize, per: usize) -> HashMap<(String, String, &'static str), f64> {
     let mut out = HashMap::new();
     for m in 0..msps {
         for k in 0..per {
-            let ws = format!("msp-{m}-w{k}");
+            let ws = workspace_id(m, k);
             out.insert(
-                (format!("msp-{m}"), ws.clone(), "Endpoint Security"),
+                (msp_id(m), ws.clone(), "Endpoint Security"),
                 (k % 7 + 1) as f64,
             );
-            out.insert((format!("msp-{m}"), ws, "Email Security"), (k % 5) as f64);
+            out.insert((msp_id(m), ws, "Email Security"), (k % 5) as f64);
         }
     }
     out
@@ -62,9 +50,9 @@ fn assert_all_arrived(e: &SimEnv, msps: usize, per: usize) {
 
 fn setup(msps: usize, per: usize, gradient: &str, schedule: &str) -> SimEnv {
     let e = SimEnv::new(gradient, schedule);
-    e.import(&inventory(msps, per));
+    e.import_inventory(&inventory(msps, per));
     for m in 0..msps {
-        e.connect(&format!("msp-{m}"), &format!("key-{m}"));
+        e.connect(&msp_id(m), &format!("key-{m}"));
     }
     e
 }
@@ -72,27 +60,32 @@ fn setup(msps: usize, per: usize, gradient: &str, schedule: &str) -> SimEnv {
 /// Ledger rows recorded as pushed must each match an accepted push the stand-in received.
 fn assert_ledger_matches_stand_in(e: &SimEnv) {
     let snap = e.sim.snapshot();
-    let c = rusqlite::Connection::open(e.env.store_path()).unwrap();
-    let mut st = c
-        .prepare("SELECT connector_id, account_id, service_id, unit_count FROM ledger WHERE outcome = 'pushed'")
-        .unwrap();
-    let rows: Vec<(String, String, String, i64)> = st
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+    let rows: Vec<LedgerEntry> = e
+        .store()
+        .history(&HistoryFilter {
+            limit: u32::MAX,
+            ..HistoryFilter::default()
+        })
         .unwrap()
-        .map(Result::unwrap)
+        .into_iter()
+        .map(|r| r.entry)
+        .filter(|r| r.outcome == PairOutcome::Pushed)
         .collect();
     assert!(!rows.is_empty());
-    for (conn, acct, sid, n) in rows {
+    for r in rows {
+        let (conn, acct) = (&r.connector_id, &r.account_id);
+        let sid = r.service_id.as_deref().unwrap_or_default();
+        let n = r.unit_count.map(|n| n as i64);
         let received = snap.pushes.iter().any(|p| {
             p.status == 201
                 && p.org_id.as_deref() == Some(conn.as_str())
                 && p.account_id == Value::String(acct.clone())
                 && p.service_id == sid
-                && p.unit_count.as_i64() == Some(n)
+                && p.unit_count.as_i64() == n
         });
         assert!(
             received,
-            "ledger says {conn}/{acct}/{sid}={n} was pushed, the stand-in never accepted it"
+            "ledger says {conn}/{acct}/{sid}={n:?} was pushed, the stand-in never accepted it"
         );
     }
 }
@@ -236,12 +229,10 @@ fn a_store_locked_by_another_writer_makes_the_run_wait_or_fail_clearly() {
         let path = e.env.store_path();
         let (tx, rx) = std::sync::mpsc::channel();
         let h = std::thread::spawn(move || {
-            let c = rusqlite::Connection::open(path).unwrap();
-            c.execute_batch("BEGIN IMMEDIATE; INSERT INTO daemon_state VALUES ('lock-test', 'x');")
-                .unwrap();
+            let lock = WriteLock::take(&path);
             tx.send(()).unwrap();
             std::thread::sleep(Duration::from_secs(secs));
-            c.execute_batch("ROLLBACK").unwrap();
+            lock.release();
         });
         rx.recv().unwrap();
         h
@@ -253,11 +244,8 @@ fn a_store_locked_by_another_writer_makes_the_run_wait_or_fail_clearly() {
     assert_all_arrived(&e, 1, 3);
 
     // Held longer than the busy timeout: a clear message, exit 75, nothing corrupted.
-    let text = std::fs::read_to_string(&e.env.config).unwrap().replace(
-        "path = \"store.db\"",
-        "path = \"store.db\"\nbusy_timeout_secs = 1",
-    );
-    std::fs::write(&e.env.config, text).unwrap();
+    e.env
+        .write_config(&e.env.config_builder().set("store", "busy_timeout_secs", 1));
     let h = hold(4);
     let out = e.run(&["sync"]);
     h.join().unwrap();
@@ -267,11 +255,7 @@ fn a_store_locked_by_another_writer_makes_the_run_wait_or_fail_clearly() {
         "{}",
         stderr(&out)
     );
-    let c = rusqlite::Connection::open(e.env.store_path()).unwrap();
-    let ok: String = c
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(ok, "ok");
+    assert_eq!(e.store().integrity_check().unwrap(), ["ok"]);
     assert_eq!(code(&e.run(&["sync"])), 0, "the next run works");
 }
 
@@ -279,10 +263,9 @@ fn a_store_locked_by_another_writer_makes_the_run_wait_or_fail_clearly() {
 fn an_unusable_store_at_start_is_a_clear_error() {
     let e = SimEnv::new("", "");
     for bad in ["/proc/no-such-dir/store.db", "/"] {
-        let text = std::fs::read_to_string(&e.env.config)
-            .unwrap()
-            .replace("path = \"store.db\"", &format!("path = \"{bad}\""));
-        let cfg = e.env.write("bad-store.toml", &text);
+        let cfg = e
+            .env
+            .write_config_as("bad-store.toml", &e.env.config_builder().store_path(bad));
         for args in [vec!["sync"], vec!["status"], vec!["run"]] {
             let out = run_bin(&cfg, &args, None);
             assert_ne!(code(&out), 0, "{args:?} with store {bad}");
@@ -378,26 +361,27 @@ fn a_read_only_or_full_store_is_a_clear_error_and_nothing_is_corrupted() {
         ],
         "disk-full case",
     ) {
-        let text = std::fs::read_to_string(&e.env.config).unwrap().replace(
-            "path = \"store.db\"",
-            &format!("path = \"{}/store.db\"", mnt.display()),
+        let cfg = e.env.write_config_as(
+            "tiny.toml",
+            &e.env.config_builder().store_path(mnt.join("store.db")),
         );
-        let cfg = e.env.write("tiny.toml", &text);
-        let out = run_bin(&cfg, &["import", "-"], Some(&inventory(3, 400)));
-        let integrity = rusqlite::Connection::open(mnt.join("store.db"))
-            .and_then(|c| c.query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0)));
-        // Nothing applied: the store (read through its API) holds no workspace.
-        let held = gradient_connector::store::Store::open(
+        let out = run_bin(&cfg, &["import", "-"], Some(&inventory(3, 400).to_jsonl()));
+        // Sound, and nothing applied: the store (read through its API) holds no workspace.
+        let store = gradient_connector::store::Store::open(
             &mnt.join("store.db"),
             std::time::Duration::from_secs(1),
-        )
-        .and_then(|s| s.workspaces());
+        );
+        let integrity = store
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|s| s.integrity_check());
+        let held = store.and_then(|s| s.workspaces());
         let _ = try_cmd("umount", &[mnt.to_str().unwrap()]);
         // A full disk is the store's failure (exit 1), never bad data (65), and lists no bad line.
         assert_eq!(code(&out), 1, "{}", stderr(&out));
         assert!(stderr(&out).contains("free disk space"), "{}", stderr(&out));
         assert!(!stderr(&out).contains("bad line"), "{}", stderr(&out));
-        assert_eq!(integrity.unwrap(), "ok");
+        assert_eq!(integrity.unwrap(), ["ok"]);
         assert_eq!(held.map(|w| w.len()).ok(), Some(0), "nothing was applied");
     }
 }

@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use gradient_connector::config::{Config, ConfigError};
+use gradient_connector::domain::UnitKind;
+use gradient_connector::kit::Inventory as Records;
 use gradient_connector::store::import::{import, ImportError};
 use gradient_connector::store::run_inputs::CountQuestion;
 use gradient_connector::store::Store;
@@ -203,6 +205,8 @@ fn state_at(events: &[(u32, bool)], t: f64) -> bool {
 }
 
 const BASE: &str = "2026-09-20";
+/// Channels and workspaces exist from here on.
+const YEAR_START: &str = "2026-01-01T00:00:00Z";
 const OCT_START: f64 = 11.0; // 2026-10-01 is day 11 after 2026-09-20
 const OCT_END: f64 = 42.0;
 
@@ -216,15 +220,17 @@ proptest! {
 
     #[test]
     fn monthly_peak_and_distinct_match_a_brute_force_model(h in history()) {
-        let mut text = String::from("{\"type\":\"channel\",\"id\":\"c\",\"name\":\"C\",\"at\":\"2026-01-01T00:00:00Z\"}\n{\"type\":\"workspace\",\"id\":\"w\",\"channel\":\"c\",\"name\":\"W\",\"at\":\"2026-01-01T00:00:00Z\"}\n");
+        let mut inv = Records::new();
+        inv.at(YEAR_START).channel("c", "C").workspace("w", "c", "W");
         for (d, on) in &h.module {
-            text += &format!("{{\"type\":\"module\",\"workspace\":\"w\",\"module\":\"m\",\"enabled\":{on},\"at\":\"{}\"}}\n", day(*d));
+            inv.at(&day(*d)).module("w", "m", *on);
         }
         for (i, events) in h.devices.iter().enumerate() {
             for (d, on) in events {
-                text += &format!("{{\"type\":\"device\",\"workspace\":\"w\",\"id\":\"d{i}\",\"protected\":{on},\"at\":\"{}\"}}\n", day(*d));
+                inv.at(&day(*d)).device("w", &format!("d{i}"), *on);
             }
         }
+        let text = inv.to_jsonl();
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("s.db"), Duration::from_secs(1)).unwrap();
         import(&mut store, text.as_bytes(), 0).unwrap();
@@ -297,25 +303,27 @@ proptest! {
     #[test]
     fn monthly_peak_sweep_matches_the_sql_statement(inv in inventory()) {
         use gradient_connector::store::counting::ServiceUnit;
-        let mut text = String::from("{\"type\":\"channel\",\"id\":\"c\",\"name\":\"C\",\"at\":\"2026-01-01T00:00:00Z\"}\n");
+        let mut records = Records::new();
+        records.at(YEAR_START).channel("c", "C");
         for w in 0..WORKSPACES {
-            text += &format!("{{\"type\":\"workspace\",\"id\":\"w{w}\",\"channel\":\"c\",\"name\":\"W\",\"at\":\"2026-01-01T00:00:00Z\"}}\n");
+            records.workspace(&format!("w{w}"), "c", "W");
         }
         for (i, switches) in inv.modules.iter().enumerate() {
             let (w, (module, _)) = (i / MODULES.len(), MODULES[i % MODULES.len()]);
             for (d, on) in switches {
-                text += &format!("{{\"type\":\"module\",\"workspace\":\"w{w}\",\"module\":\"{module}\",\"enabled\":{on},\"at\":\"{}\"}}\n", day(*d));
+                records.at(&day(*d)).module(&format!("w{w}"), module, *on);
             }
         }
         for (i, (device, moves)) in inv.units.iter().enumerate() {
-            let kind = if *device { "device" } else { "user" };
+            let kind = if *device { UnitKind::Devices } else { UnitKind::Users };
             // An unprotected record still names a workspace: the last one the unit was in.
             let mut last = 0;
             for (d, w) in moves {
                 last = w.unwrap_or(last);
-                text += &format!("{{\"type\":\"{kind}\",\"workspace\":\"w{last}\",\"id\":\"u{i}\",\"protected\":{},\"at\":\"{}\"}}\n", w.is_some(), day(*d));
+                records.at(&day(*d)).unit(kind, &format!("w{last}"), &format!("u{i}"), w.is_some());
             }
         }
+        let text = records.to_jsonl();
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("s.db"), Duration::from_secs(1)).unwrap();
         import(&mut store, text.as_bytes(), 0).unwrap();

@@ -2,34 +2,34 @@
 
 mod common;
 use common::*;
+use gradient_connector::domain::UnitKind;
+use gradient_connector::kit::{Inventory, OCTOBER_2026, STANDARD_MODULES};
 use serde_json::Value;
 
 /// 2 MSPs × 3 workspaces, both modules enabled everywhere; workspace k of each MSP has k devices
 /// and 10+k users protected.
-fn inventory() -> String {
-    let mut s = String::new();
+fn inventory() -> Inventory {
+    let mut inv = Inventory::new();
     for msp in ["msp-a", "msp-b"] {
-        s += &format!("{{\"type\":\"channel\",\"id\":\"{msp}\",\"name\":\"{msp} IT\"}}\n");
+        inv.undated().channel(msp, &format!("{msp} IT"));
         for k in 1..=3 {
             let ws = format!("{msp}-ws{k}");
-            s += &format!("{{\"type\":\"workspace\",\"id\":\"{ws}\",\"channel\":\"{msp}\",\"name\":\"Customer {ws}\"}}\n");
-            for m in ["endpoint_security", "email_security"] {
-                s += &format!("{{\"type\":\"module\",\"workspace\":\"{ws}\",\"module\":\"{m}\",\"enabled\":true,\"at\":\"2026-10-01T00:00:00Z\"}}\n");
+            inv.undated().workspace(&ws, msp, &format!("Customer {ws}"));
+            inv.at(OCTOBER_2026);
+            for m in STANDARD_MODULES {
+                inv.module(&ws, m, true);
             }
-            for d in 0..k {
-                s += &format!("{{\"type\":\"device\",\"workspace\":\"{ws}\",\"id\":\"{ws}-d{d}\",\"protected\":true,\"at\":\"2026-10-02T00:00:00Z\"}}\n");
-            }
-            for u in 0..10 + k {
-                s += &format!("{{\"type\":\"user\",\"workspace\":\"{ws}\",\"id\":\"{ws}-u{u}\",\"protected\":true,\"at\":\"2026-10-02T00:00:00Z\"}}\n");
-            }
+            inv.at("2026-10-02T00:00:00Z")
+                .protected(&ws, UnitKind::Devices, k)
+                .protected(&ws, UnitKind::Users, 10 + k);
         }
     }
-    s
+    inv
 }
 
 fn setup() -> SimEnv {
     let e = SimEnv::new("", "");
-    e.import(&inventory());
+    e.import_inventory(&inventory());
     e.connect("msp-a", "key-a");
     e.connect("msp-b", "key-b");
     e
@@ -175,9 +175,7 @@ fn partial_mapping_exits_0_and_lists_unmapped_pairs() {
 fn a_disabled_module_is_never_pushed_as_zero_and_keeps_its_last_known_value() {
     let e = setup();
     assert_eq!(code(&e.run(&["sync"])), 0);
-    e.import(
-        r#"{"type":"module","workspace":"msp-a-ws2","module":"endpoint_security","enabled":false}"#,
-    );
+    e.import_inventory(Inventory::new().module("msp-a-ws2", "endpoint_security", false));
     let snap = e.sim.snapshot();
     let pushes_before = snap.pushes.len();
     let out = e.run(&["sync"]);
@@ -267,7 +265,7 @@ fn key_rotation_rejects_one_msp_and_a_new_token_heals_it() {
 #[test]
 fn a_rejected_paste_changes_nothing_and_the_old_token_keeps_working() {
     let e = SimEnv::new("", "");
-    e.import(&inventory());
+    e.import_inventory(&inventory());
     e.sim.add_msp("msp-a", "A", "real-key");
     // A first paste that Gradient rejects stores nothing at all.
     let out = e.add_token("msp-a", "stale-key", 1);
@@ -318,7 +316,11 @@ fn disconnect_in_gradient_then_reconnect_recreates_accounts() {
 #[test]
 fn a_rename_is_pushed() {
     let e = setup();
-    e.import(r#"{"type":"workspace","id":"msp-a-ws1","channel":"msp-a","name":"Contoso \"Renamed\" Ltd — ünïcode"}"#);
+    e.import_inventory(Inventory::new().workspace(
+        "msp-a-ws1",
+        "msp-a",
+        "Contoso \"Renamed\" Ltd — ünïcode",
+    ));
     assert_eq!(code(&e.run(&["sync"])), 0);
     let snap = e.sim.snapshot();
     let acct = snap
@@ -354,13 +356,7 @@ fn disconnect_sets_inactive_forgets_the_token_and_keeps_history() {
     let hist = e.run(&["history", "--connector", "msp-a", "--json"]);
     let rows: Value = serde_json::from_slice(&hist.stdout).unwrap();
     assert_eq!(rows.as_array().unwrap().len(), 6, "history stays");
-    let c = rusqlite::Connection::open(e.env.store_path()).unwrap();
-    let token: Option<String> = c
-        .query_row("SELECT token FROM connectors WHERE id = 'msp-a'", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
-    assert!(token.is_none());
+    assert!(e.store().token("msp-a").unwrap().is_none());
 }
 
 #[test]
@@ -391,7 +387,7 @@ fn catalogue_failure_creates_nothing_and_fails_the_run() {
 fn dry_run_sends_nothing_and_shows_the_plan() {
     let e = setup();
     assert_eq!(code(&e.run(&["sync"])), 0);
-    e.import(r#"{"type":"device","workspace":"msp-a-ws1","id":"extra","protected":true}"#);
+    e.import_inventory(Inventory::new().device("msp-a-ws1", "extra", true));
     let before = e.sim.snapshot().requests.len();
     let out = e.run(&["sync", "--dry-run"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));

@@ -650,6 +650,24 @@ pub fn main() -> ExitCode {
         }
     };
     rt.block_on(async move {
+        // Handlers first: a SIGTERM that arrives right after the port is printed must stop us
+        // cleanly, not kill us with the default action.
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+        let mut int =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(1);
+                }
+            };
         let sim = match Sim::start(opts).await {
             Ok(s) => s,
             Err(e) => {
@@ -666,16 +684,8 @@ pub fn main() -> ExitCode {
             let _ = writeln!(out, "{}", sim.addr().port());
             let _ = out.flush();
         }
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(t) => t,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(1);
-                }
-            };
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
+            _ = int.recv() => {}
             _ = term.recv() => {}
         }
         sim.shutdown().await;

@@ -158,14 +158,20 @@ impl Store {
         &self.path
     }
 
-    /// The underlying connection: SQL stays inside `store` (the benchmark's generator still uses
-    /// it until it generates through the import).
-    pub fn conn(&self) -> &Connection {
+    /// SQLite's `PRAGMA integrity_check`: `["ok"]` for a sound file, else each problem found.
+    pub fn integrity_check(&self) -> Result<Vec<String>, StoreError> {
+        let mut st = self.conn.prepare("PRAGMA integrity_check")?;
+        let rows = st.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The underlying connection: SQL stays inside `store`.
+    pub(crate) fn conn(&self) -> &Connection {
         &self.conn
     }
 
     /// Mutable access to the connection (transactions): SQL stays inside `store`.
-    pub fn conn_mut(&mut self) -> &mut Connection {
+    pub(crate) fn conn_mut(&mut self) -> &mut Connection {
         &mut self.conn
     }
 }

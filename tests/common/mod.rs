@@ -5,60 +5,84 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use gradient_connector::kit::{ConfigBuilder, Inventory};
+use gradient_connector::store::Store;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_gradient-connector");
 
 /// A temporary directory with a config, a vendor key file and a store path.
 pub struct Env {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
+    builder: ConfigBuilder,
 }
 
 pub const VENDOR_KEY: &str = "sim-vendor-key";
 
-pub const SERVICES: &str = r#"
-[[service]]
-module = "endpoint_security"
-name = "Endpoint Security"
-description = "Protected devices"
-unit = "devices"
-category = "security"
-subcategory = "endpoint detection and response (EDR)"
+/// The standard test configuration: Gradient at `base_url`, the vendor key file and the store
+/// beside the config, fast retries, log level info, the two standard test services.
+pub fn standard_config(base_url: &str) -> ConfigBuilder {
+    ConfigBuilder::new(base_url)
+        .vendor_key_file("vendor-api-key")
+        .set("gradient", "retry_initial_delay_ms", 5)
+        .set("gradient", "retry_max_delay_secs", 1)
+        .store_path("store.db")
+        .set("log", "level", "info")
+        .standard_services()
+}
 
-[[service]]
-module = "email_security"
-name = "Email Security"
-description = "Protected mailboxes"
-unit = "users"
-category = "security"
-subcategory = "email security"
-"#;
+/// Sets every `key = value` of a TOML snippet (e.g. `"max_attempts = 20\ncatch_up = true"`) in
+/// `section`; each key must be one of the key table's.
+pub fn with_snippet(mut config: ConfigBuilder, section: &str, snippet: &str) -> ConfigBuilder {
+    let table: toml::Table = snippet
+        .parse()
+        .unwrap_or_else(|e| panic!("not TOML: {snippet:?}: {e}"));
+    for (key, value) in table {
+        config = config.set(section, &key, value);
+    }
+    config
+}
 
 impl Env {
-    /// A config pointing at `base_url`, with `extra` TOML appended to [gradient] and [schedule].
+    /// The standard configuration pointing at `base_url`, with the `key = value` lines of
+    /// `gradient_extra` set in [gradient] and those of `schedule_extra` in [schedule].
     pub fn new(base_url: &str, gradient_extra: &str, schedule_extra: &str) -> Env {
+        let config = with_snippet(standard_config(base_url), "gradient", gradient_extra);
+        Env::with_config(with_snippet(config, "schedule", schedule_extra))
+    }
+
+    /// A temporary directory with the vendor key file and `config` written as its configuration.
+    pub fn with_config(config: ConfigBuilder) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("vendor-api-key");
         std::fs::write(&key, format!("{VENDOR_KEY}\n")).unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let config = dir.path().join("gradient-connector.toml");
-        // Fast retries by default, unless the test sets its own.
-        let defaults: String = [
-            ("retry_initial_delay_ms", "5"),
-            ("retry_max_delay_secs", "1"),
-        ]
-        .iter()
-        .filter(|(k, _)| !gradient_extra.contains(k))
-        .map(|(k, v)| format!("{k} = {v}\n"))
-        .collect();
-        let text = format!(
-            "[gradient]\nbase_url = \"{base_url}\"\nvendor_api_key_file = \"vendor-api-key\"\n{defaults}{gradient_extra}\n\
-             [store]\npath = \"store.db\"\n\
-             [schedule]\n{schedule_extra}\n\
-             [log]\nlevel = \"info\"\n{SERVICES}"
-        );
-        std::fs::write(&config, text).unwrap();
-        Env { dir, config }
+        let path = dir.path().join("gradient-connector.toml");
+        config.write(&path).unwrap();
+        Env {
+            dir,
+            config: path,
+            builder: config,
+        }
+    }
+
+    /// The configuration this environment was made with (to derive variants from).
+    pub fn config_builder(&self) -> ConfigBuilder {
+        self.builder.clone()
+    }
+
+    /// Overwrites the configuration file with `config` (the environment keeps its original
+    /// builder).
+    pub fn write_config(&self, config: &ConfigBuilder) {
+        config.write(&self.config).unwrap();
+    }
+
+    /// Writes `config` to another file `name` in the directory; returns its path.
+    pub fn write_config_as(&self, name: &str, config: &ConfigBuilder) -> PathBuf {
+        let p = self.path(name);
+        config.write(&p).unwrap();
+        p
     }
 
     pub fn store_path(&self) -> PathBuf {
@@ -137,6 +161,14 @@ pub struct SimEnv {
 
 impl SimEnv {
     pub fn new(gradient_extra: &str, schedule_extra: &str) -> SimEnv {
+        SimEnv::with_config(|c| {
+            let c = with_snippet(c, "gradient", gradient_extra);
+            with_snippet(c, "schedule", schedule_extra)
+        })
+    }
+
+    /// A stand-in and the standard configuration pointing at it, changed by `edit`.
+    pub fn with_config(edit: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> SimEnv {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -150,7 +182,7 @@ impl SimEnv {
                 },
             ))
             .unwrap();
-        let env = Env::new(&sim.base_url(), gradient_extra, schedule_extra);
+        let env = Env::with_config(edit(standard_config(&sim.base_url())));
         SimEnv { rt, sim, env }
     }
 
@@ -180,6 +212,16 @@ impl SimEnv {
     pub fn import(&self, text: &str) {
         let out = self.env.run(&["import", "-"], Some(text));
         assert_eq!(code(&out), 0, "import: {}", stderr(&out));
+    }
+
+    /// Imports `inventory` through the binary; asserts success.
+    pub fn import_inventory(&self, inventory: &Inventory) {
+        self.import(&inventory.to_jsonl());
+    }
+
+    /// The store, opened through its API (for assertions).
+    pub fn store(&self) -> Store {
+        Store::open(&self.env.store_path(), Duration::from_secs(5)).unwrap()
     }
 
     pub fn status_json(&self) -> serde_json::Value {
@@ -300,20 +342,67 @@ pub fn wait_for_secs(
 /// (id, trigger, started_at, finished_at, outcome) of a run.
 pub type RunRow = (i64, String, i64, Option<i64>, Option<String>);
 
-/// Every run, oldest first.
+/// Every run, oldest first (read through the store's API).
 pub fn runs(e: &SimEnv) -> Vec<RunRow> {
-    let c = rusqlite::Connection::open(e.env.store_path()).unwrap();
-    let mut st = c
-        .prepare("SELECT id, trigger, started_at, finished_at, outcome FROM runs ORDER BY id")
-        .unwrap();
-    st.query_map([], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-    })
-    .unwrap()
-    .map(Result::unwrap)
-    .collect()
+    let mut r: Vec<RunRow> = e
+        .store()
+        .runs(u32::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            (
+                r.id,
+                r.trigger,
+                r.started_at,
+                r.finished_at,
+                r.outcome.map(|o| o.as_str().to_string()),
+            )
+        })
+        .collect();
+    r.reverse();
+    r
 }
 
 pub fn finished_runs(e: &SimEnv) -> usize {
     runs(e).iter().filter(|r| r.3.is_some()).count()
+}
+
+/// Another writer (as a long import would be): holds the store's write lock until dropped.
+/// The only place the tests use rusqlite directly: it plays a second process
+/// (`tests/daemon_defects.rs`, `tests/faults.rs`).
+pub struct WriteLock {
+    conn: Option<rusqlite::Connection>,
+    since: Instant,
+}
+
+impl WriteLock {
+    pub fn take(store: &Path) -> WriteLock {
+        let conn = rusqlite::Connection::open(store).unwrap();
+        conn.busy_timeout(Duration::from_secs(10)).unwrap();
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        WriteLock {
+            conn: Some(conn),
+            since: Instant::now(),
+        }
+    }
+
+    /// Releases the lock; returns how long it was held.
+    pub fn release(mut self) -> Duration {
+        self.end();
+        self.since.elapsed()
+    }
+
+    fn end(&mut self) {
+        if let Some(c) = self.conn.take() {
+            c.execute_batch("ROLLBACK").unwrap();
+        }
+    }
+}
+
+impl Drop for WriteLock {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            let _ = c.execute_batch("ROLLBACK");
+        }
+    }
 }
