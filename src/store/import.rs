@@ -288,6 +288,11 @@ fn apply_all<R: BufRead + Send>(
         });
     }
     tx.commit().map_err(StoreError::from)?;
+    // Keep the query planner's statistics in step with the inventory (SQLite limits the work of
+    // `optimize`; a failure here costs only plan quality, never data).
+    if let Err(e) = store.conn().execute_batch("PRAGMA optimize") {
+        tracing::debug!(error = %e, "PRAGMA optimize after the import failed");
+    }
     Ok(summary)
 }
 
