@@ -167,7 +167,8 @@ fn write_files(dir: &Path, base_url: &str) -> Result<PathBuf, DemoError> {
         .set("schedule", "cadence", "daily")
         .set("schedule", "cron", "0 0 2 * * *")
         .set("schedule", "timezone", "UTC")
-        .set("log", "level", "off");
+        .set("log", "level", "off")
+        .set("api", "listen", "");
     for service in services() {
         builder = builder.service(service);
     }

@@ -4,6 +4,7 @@
 //! and `gradient-sim` (a stand-in for Gradient's vendor API used by the demo, tests and benchmarks).
 //! See ARCHITECTURE.md for the flow of one sync run through these modules.
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod connector;

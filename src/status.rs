@@ -99,6 +99,97 @@ pub struct RunView {
     pub message: Option<String>,
 }
 
+/// A run as the control API's `/v1/runs` lists it: `outcome` is null while the run is going.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct RunItem {
+    /// Id.
+    pub id: i64,
+    /// What started it.
+    pub trigger: String,
+    /// `daily` or `monthly`.
+    pub cadence: String,
+    /// Period label.
+    pub period: String,
+    /// Start (RFC 3339).
+    pub started_at: String,
+    /// End (RFC 3339), null while running.
+    pub finished_at: Option<String>,
+    /// `ok`, `partial`, `failed`, `interrupted`; null while running.
+    pub outcome: Option<String>,
+    /// Counts per outcome.
+    pub counts: Tally,
+}
+
+/// The newest `limit` runs.
+pub fn runs(store: &Store, limit: u32) -> Result<Vec<RunItem>, StoreError> {
+    Ok(store
+        .runs(limit)?
+        .into_iter()
+        .map(|r| RunItem {
+            id: r.id,
+            trigger: r.trigger,
+            cadence: r.cadence,
+            period: r.period,
+            started_at: format_ms(r.started_at),
+            finished_at: r.finished_at.map(format_ms),
+            outcome: r.outcome.map(|o| o.as_str().to_string()),
+            counts: r.tally,
+        })
+        .collect())
+}
+
+/// One ledger row as `history --json` and `/v1/history` show it (times RFC 3339 UTC).
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryItem {
+    /// Row id (increasing).
+    pub id: i64,
+    /// Run.
+    pub run_id: i64,
+    /// Connector.
+    pub connector_id: String,
+    /// Account.
+    pub account_id: String,
+    /// Module.
+    pub module: String,
+    /// Gradient's service id.
+    pub service_id: Option<String>,
+    /// The count sent (or that would have been).
+    pub unit_count: Option<u64>,
+    /// The pair's previous pushed count.
+    pub previous_count: Option<u64>,
+    /// Outcome.
+    pub outcome: PairOutcome,
+    /// Gradient's HTTP status.
+    pub http_status: Option<u16>,
+    /// Requests made.
+    pub attempts: u32,
+    /// Why.
+    pub reason: Option<String>,
+    /// When (RFC 3339 UTC).
+    pub at: String,
+}
+
+/// Ledger rows as [`HistoryItem`]s.
+pub fn history_items(rows: Vec<LedgerRow>) -> Vec<HistoryItem> {
+    rows.into_iter()
+        .map(|r| HistoryItem {
+            id: r.id,
+            run_id: r.entry.run_id,
+            connector_id: r.entry.connector_id,
+            account_id: r.entry.account_id,
+            module: r.entry.module,
+            service_id: r.entry.service_id,
+            unit_count: r.entry.unit_count,
+            previous_count: r.previous_count,
+            outcome: r.entry.outcome,
+            http_status: r.entry.http_status,
+            attempts: r.entry.attempts,
+            reason: r.entry.reason,
+            at: format_ms(r.entry.at),
+        })
+        .collect()
+}
+
 /// The whole status.
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {

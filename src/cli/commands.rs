@@ -119,8 +119,62 @@ async fn sync(
         print!("{}", crate::status::render_dry_run(&plan));
         return Ok(());
     }
+    if req.month.is_none() {
+        if let Some(socket) = daemon_socket(&cfg).await {
+            return sync_via_daemon(&socket, req.connector, json).await;
+        }
+    }
     let ctx = SyncContext::new(cfg)?;
     run_and_report(&ctx, req, json).await
+}
+
+/// The running daemon's control socket, when one answers (then the daemon does the work, so the
+/// CLI never fights its run lock).
+async fn daemon_socket(cfg: &Config) -> Option<PathBuf> {
+    match &cfg.api.listen {
+        crate::config::ApiListen::Unix(p) if crate::api::client::daemon_answers(p).await => {
+            Some(p.clone())
+        }
+        _ => None,
+    }
+}
+
+/// A failed call through the daemon, as a command error with the daemon's message.
+fn via_daemon_error(status: u16, v: &serde_json::Value) -> CommandError {
+    let message = crate::api::client::error_message(v);
+    CommandError::RunIncomplete {
+        message: format!("the daemon answered {status}: {message}"),
+        transient: status == 502 || status == 503,
+    }
+}
+
+fn client_error(e: crate::api::client::ClientError) -> CommandError {
+    CommandError::RunIncomplete {
+        message: e.to_string(),
+        transient: true,
+    }
+}
+
+/// `sync` through the running daemon: queued like SIGUSR1, answered when that run has finished.
+async fn sync_via_daemon(socket: &Path, connector: Option<ConnectorId>, json: bool) -> Done {
+    tracing::info!(socket = %socket.display(), "a daemon is running: the sync goes through it");
+    let mut body = serde_json::json!({"wait": true});
+    if let Some(c) = &connector {
+        body["connector"] = serde_json::Value::String(c.to_string());
+    }
+    let (status, v) = crate::api::client::call(socket, "POST", "/v1/sync", Some(&body))
+        .await
+        .map_err(client_error)?;
+    if status == 404 {
+        let id = connector.unwrap_or_default();
+        return Err(crate::sync::SyncError::UnknownConnector(id).into());
+    }
+    if status != 200 {
+        return Err(via_daemon_error(status, &v));
+    }
+    let report: crate::sync::RunReport = serde_json::from_value(v["report"].clone())
+        .map_err(|e| CommandError::Output(format!("the daemon's run report: {e}")))?;
+    report_outcome(&report, json)
 }
 
 /// Runs one sync (SIGTERM/SIGINT honoured) and prints its report.
@@ -129,11 +183,15 @@ async fn run_and_report(ctx: &SyncContext, req: RunRequest, json: bool) -> Done 
     let watcher = crate::daemon::stop_on_signals(control.clone());
     let result = crate::sync::run(ctx, req, &control).await;
     watcher.abort();
-    let report = result?;
+    report_outcome(&result?, json)
+}
+
+/// Prints a run's report; a run that did not push everything is a command error (75 or 1).
+fn report_outcome(report: &crate::sync::RunReport, json: bool) -> Done {
     if json {
-        print_json(&report)?;
+        print_json(report)?;
     } else {
-        print!("{}", crate::status::render_report(&report));
+        print!("{}", crate::status::render_report(report));
     }
     if report.outcome == crate::domain::RunOutcome::Ok {
         return Ok(());
@@ -160,6 +218,26 @@ async fn connector(cfg: Arc<Config>, command: ConnectorCommand) -> Done {
             new_organization,
         } => {
             let token = crate::connector::read_token(&token_file)?;
+            if let Some(socket) = daemon_socket(&cfg).await {
+                let body = serde_json::json!({
+                    "token": secrecy::ExposeSecret::expose_secret(&token),
+                    "new_organization": new_organization,
+                });
+                let uri = format!("/v1/connectors/{}/token", path_segment(&id));
+                let (status, v) = crate::api::client::call(&socket, "PUT", &uri, Some(&body))
+                    .await
+                    .map_err(client_error)?;
+                if status != 200 {
+                    return Err(paste_error(status, &v));
+                }
+                println!(
+                    "connector {} connected to Gradient organization {}: the integration is {} (through the running daemon)",
+                    crate::status::escape(&id),
+                    crate::status::escape(v["organization_name"].as_str().unwrap_or("(unnamed)")),
+                    crate::status::escape(v["gradient_status"].as_str().unwrap_or("unknown")),
+                );
+                return Ok(());
+            }
             let ctx = SyncContext::new(cfg)?;
             let options = crate::connector::PasteOptions { new_organization };
             let r = ctx.lifecycle().add(&id.into(), token, options).await?;
@@ -211,6 +289,20 @@ async fn connector(cfg: Arc<Config>, command: ConnectorCommand) -> Done {
             Ok(())
         }
         ConnectorCommand::Disconnect { id } => {
+            if let Some(socket) = daemon_socket(&cfg).await {
+                let uri = format!("/v1/connectors/{}", path_segment(&id));
+                let (status, v) = crate::api::client::call(&socket, "DELETE", &uri, None)
+                    .await
+                    .map_err(client_error)?;
+                if status == 404 {
+                    return Err(crate::connector::ConnectorError::Unknown(id).into());
+                }
+                if status != 200 {
+                    return Err(via_daemon_error(status, &v));
+                }
+                println!("connector {} disconnected through the running daemon: token forgotten, history kept", crate::status::escape(&id));
+                return Ok(());
+            }
             let ctx = SyncContext::new(cfg)?;
             let told = ctx.lifecycle().disconnect(&id.clone().into()).await?;
             println!(
@@ -249,7 +341,7 @@ fn history(cfg: &Config, filter: HistoryFilter, json: bool) -> Done {
     let store = open_store(cfg)?;
     let rows = crate::status::history(&store, &filter)?;
     if json {
-        return print_json(&rows);
+        return print_json(&crate::status::history_items(rows));
     }
     print!("{}", crate::status::render_history(&rows));
     Ok(())
@@ -370,4 +462,21 @@ fn import(cfg: Config, file: Option<&Path>) -> Done {
     let summary = crate::store::import::import(&mut store, reader, crate::time::now_ms())?;
     println!("{summary}");
     Ok(())
+}
+
+/// A connector id as one URL path segment (percent-encoded).
+fn path_segment(id: &str) -> String {
+    url::form_urlencoded::byte_serialize(id.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+/// A paste refused by the daemon: the same exit codes as a local paste (502 → 75, else 1).
+fn paste_error(status: u16, v: &serde_json::Value) -> CommandError {
+    let message = crate::api::client::error_message(v);
+    let code = crate::api::client::error_code(v);
+    CommandError::RunIncomplete {
+        message: format!("{message} ({code})"),
+        transient: status == 502 || status == 503,
+    }
 }

@@ -76,6 +76,9 @@ pub struct Key {
     pub doc: &'static str,
 }
 
+/// The control API's default address.
+pub const DEFAULT_API_LISTEN: &str = "unix:/run/gradient-connector/api.sock";
+
 /// The section whose entries are an array of tables (`[[service]]`).
 pub const SERVICE: &str = "service";
 
@@ -139,6 +142,14 @@ pub static KEYS: &[Key] = &[
         "monthly: `peak` (highest simultaneous count), `end` (last instant), `distinct` (any time in the month)"),
     key("schedule", "sync_on_connect", Kind::Bool, Def("false"),
         "run a connector's first sync as soon as its token is pasted (else at the next scheduled run)"),
+    key("api", "listen", Kind::Str, Def(DEFAULT_API_LISTEN),
+        "the control API: `unix:PATH` (the default; the socket's permissions are the access control), `HOST:PORT` for TCP (needs `token_file`; TLS unless loopback), or empty to turn it off"),
+    key("api", "socket_mode", Kind::Str, Def("0660"), "permissions of the unix socket (octal)"),
+    key("api", "token_file", Kind::Path, Def("/etc/gradient-connector/api-token"),
+        "bearer token for TCP (one line); under systemd the credential `api-token` wins"),
+    key("api", "tls_cert_file", Kind::Path, Fallback::Absent,
+        "PEM certificate chain; required to listen on a non-loopback address"),
+    key("api", "tls_key_file", Kind::Path, Fallback::Absent, "PEM private key of `tls_cert_file`"),
     key("log", "format", Kind::Word(LogFormat::words), Def("text"),
         "`text` (no timestamps under journald) or `json`"),
     key("log", "level", Kind::LogFilter, Def("info"), "a level or tracing filter; `RUST_LOG` wins"),

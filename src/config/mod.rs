@@ -176,6 +176,66 @@ pub struct ServiceConfig {
     pub support_contact: Option<String>,
 }
 
+/// Where the control API listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiListen {
+    /// No API.
+    Off,
+    /// A unix socket.
+    Unix(PathBuf),
+    /// TCP (bearer token; TLS unless loopback).
+    Tcp(std::net::SocketAddr),
+}
+
+impl ApiListen {
+    /// `""` → off, `unix:PATH`, or `IP:PORT` (`localhost:PORT` means 127.0.0.1).
+    pub fn parse(text: &str) -> Result<ApiListen, String> {
+        let t = text.trim();
+        if t.is_empty() {
+            return Ok(ApiListen::Off);
+        }
+        if let Some(p) = t.strip_prefix("unix:") {
+            if p.is_empty() || !p.starts_with('/') {
+                return Err(format!(
+                    "a unix socket needs an absolute path (unix:/run/...), found {t:?}"
+                ));
+            }
+            return Ok(ApiListen::Unix(PathBuf::from(p)));
+        }
+        let t = t.replacen("localhost:", "127.0.0.1:", 1);
+        t.parse::<std::net::SocketAddr>()
+            .map(ApiListen::Tcp)
+            .map_err(|_| format!("must be \"unix:PATH\", \"IP:PORT\" or empty, found {text:?}"))
+    }
+}
+
+impl std::fmt::Display for ApiListen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApiListen::Off => f.write_str("off"),
+            ApiListen::Unix(p) => write!(f, "unix:{}", p.display()),
+            ApiListen::Tcp(a) => write!(f, "{a}"),
+        }
+    }
+}
+
+/// `[api]`: the control API (the vendor console's way in).
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Where it listens.
+    pub listen: ApiListen,
+    /// Whether `listen` is the default (then a socket that cannot be served is a warning).
+    pub listen_is_default: bool,
+    /// Unix socket permissions.
+    pub socket_mode: u32,
+    /// Bearer token file (TCP).
+    pub token_file: PathBuf,
+    /// TLS certificate chain (PEM).
+    pub tls_cert_file: Option<PathBuf>,
+    /// TLS private key (PEM).
+    pub tls_key_file: Option<PathBuf>,
+}
+
 /// The whole, validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -191,6 +251,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[[service]]`
     pub services: Vec<ServiceConfig>,
+    /// `[api]`
+    pub api: ApiConfig,
     /// Non-fatal findings (printed by `check-config`, logged by the daemon).
     pub warnings: Vec<Problem>,
 }

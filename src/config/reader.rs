@@ -10,7 +10,8 @@ use config::{Value, ValueKind};
 
 use super::keys::{self, kind_name, Fallback, Kind, Val, SERVICE};
 use super::{
-    Config, GradientConfig, LogConfig, Problem, ScheduleConfig, ServiceConfig, StoreConfig,
+    ApiConfig, ApiListen, Config, GradientConfig, LogConfig, Problem, ScheduleConfig,
+    ServiceConfig, StoreConfig,
 };
 use crate::gradient::ClientSettings;
 use crate::schedule::Schedule;
@@ -99,6 +100,14 @@ impl Section {
         })
     }
 
+    /// An optional path: `None` when its value was refused, `Some(None)` when unset.
+    fn opt_path(&mut self, key: &'static str) -> Option<Option<std::path::PathBuf>> {
+        if self.refused.contains(key) {
+            return None;
+        }
+        Some(self.path(key))
+    }
+
     fn url(&mut self, key: &'static str) -> Option<url::Url> {
         self.take(key, |v| match v {
             Val::Url(u) => Ok(u),
@@ -155,6 +164,7 @@ impl<'a> Reader<'a> {
         let store = self.section(&mut root, "store");
         let schedule = self.section(&mut root, "schedule");
         let log = self.section(&mut root, "log");
+        let api = self.section(&mut root, "api");
         let gradient = self.finish(gradient, |s| {
             Some(GradientConfig {
                 vendor_api_key_file: s.path("vendor_api_key_file")?,
@@ -184,6 +194,7 @@ impl<'a> Reader<'a> {
                 level: s.str("level")?,
             })
         });
+        let api = self.api(api);
         let services = self.services(root.remove(SERVICE));
         Some(Config {
             source: path.to_path_buf(),
@@ -192,8 +203,62 @@ impl<'a> Reader<'a> {
             schedule: schedule?,
             log: log?,
             services: services?,
+            api: api?,
             warnings: Vec::new(),
         })
+    }
+
+    /// `[api]`: the listen address, the socket mode and the TLS files must make sense together.
+    fn api(&mut self, s: Section) -> Option<ApiConfig> {
+        let mut late: Vec<(&'static str, String)> = Vec::new();
+        let api = self.finish(s, |s| {
+            let raw = s.str("listen")?;
+            let listen = match ApiListen::parse(&raw) {
+                Ok(l) => l,
+                Err(e) => {
+                    late.push(("api.listen", e));
+                    return None;
+                }
+            };
+            let mode_text = s.str("socket_mode")?;
+            let socket_mode = match u32::from_str_radix(mode_text.trim_start_matches("0o"), 8) {
+                Ok(m) if m <= 0o777 => m,
+                _ => {
+                    late.push((
+                        "api.socket_mode",
+                        format!("must be octal permissions like \"0660\", found {mode_text:?}"),
+                    ));
+                    return None;
+                }
+            };
+            let cfg = ApiConfig {
+                listen_is_default: raw == super::keys::DEFAULT_API_LISTEN,
+                listen,
+                socket_mode,
+                token_file: s.path("token_file")?,
+                tls_cert_file: s.opt_path("tls_cert_file")?,
+                tls_key_file: s.opt_path("tls_key_file")?,
+            };
+            if let ApiListen::Tcp(addr) = &cfg.listen {
+                let tls = cfg.tls_cert_file.is_some() || cfg.tls_key_file.is_some();
+                if cfg.tls_cert_file.is_some() != cfg.tls_key_file.is_some() {
+                    late.push(("api.tls_cert_file", "tls_cert_file and tls_key_file go together".into()));
+                    return None;
+                }
+                if !addr.ip().is_loopback() && !tls {
+                    late.push((
+                        "api.tls_cert_file",
+                        format!("required to listen on the non-loopback address {addr} (set tls_cert_file and tls_key_file, or listen on 127.0.0.1 or a unix socket)"),
+                    ));
+                    return None;
+                }
+            }
+            Some(cfg)
+        });
+        for (key, message) in late {
+            self.problem(key, message);
+        }
+        api
     }
 
     /// Removes a section from the root and reads it.

@@ -72,6 +72,14 @@ pub enum ConnectorError {
         /// The new organization's name (or id).
         organization: String,
     },
+    /// The connector has no token (disconnected).
+    #[error("connector {id} is {state}: paste the MSP's token first")]
+    NotConnected {
+        /// Connector.
+        id: String,
+        /// Its state.
+        state: ConnectorState,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -295,6 +303,36 @@ impl Lifecycle<'_> {
             .write(move |s| s.disconnect(&cid, "disconnected by the operator", now_ms()))
             .await?;
         Ok(told)
+    }
+
+    /// "Sync company accounts": creates the connector's missing accounts and pushes renames now.
+    pub async fn sync_accounts(&self, id: &ConnectorId) -> Result<AccountSync, ConnectorError> {
+        let cid = id.to_string();
+        let (row, token, workspaces) = self
+            .store
+            .read(move |s| {
+                let ws: Vec<_> = s
+                    .workspaces()?
+                    .into_iter()
+                    .filter(|w| w.channel_id == cid)
+                    .collect();
+                Ok((s.connector(&cid)?, s.token(&cid)?, ws))
+            })
+            .await?;
+        let row = row.ok_or_else(|| ConnectorError::Unknown(id.to_string()))?;
+        let token = token.ok_or_else(|| ConnectorError::NotConnected {
+            id: id.to_string(),
+            state: row.state,
+        })?;
+        let session = self.client.partner(&token);
+        match ensure_accounts(&session, id, &workspaces).await {
+            Ok(a) => Ok(a),
+            Err(e) if e.kind == ErrorKind::Unauthorized => {
+                self.record_rejection(id, row.token_set_at).await;
+                Err(ConnectorError::TokenRejected { id: id.to_string() })
+            }
+            Err(e) => Err(unavailable(id, &e)),
+        }
     }
 
     /// Re-checks stored tokens (one connector, or all with a token) with a read of the

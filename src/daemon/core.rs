@@ -50,6 +50,8 @@ pub enum DaemonEvent {
         trigger: Trigger,
         /// Only this connector.
         connector: Option<ConnectorId>,
+        /// Told how the run that serves this request ended (the CLI waits on it).
+        done: Option<oneshot::Sender<RunEnd>>,
     },
     /// Re-read the configuration (SIGHUP).
     Reload,
@@ -75,11 +77,20 @@ impl Clock for SystemClock {
     }
 }
 
+/// A run that ran (whatever its outcome).
+#[derive(Debug, Clone)]
+pub struct RunDone {
+    /// Its one-line summary.
+    pub summary: String,
+    /// Its full report (None from test drivers).
+    pub report: Option<Arc<crate::sync::RunReport>>,
+}
+
 /// How a run ended, as far as the queue cares.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum RunEnd {
-    /// It ran (whatever its outcome); the text is its one-line summary.
-    Ran(String),
+    /// It ran (whatever its outcome).
+    Ran(RunDone),
     /// It could not start because another run holds the run lock: try again soon.
     LockHeld,
     /// It could not start for another reason (logged).
@@ -113,6 +124,7 @@ struct Current {
     control: RunControl,
     handle: JoinHandle<RunEnd>,
     req: RunRequest,
+    waiters: Vec<oneshot::Sender<RunEnd>>,
 }
 
 /// The core's state.
@@ -123,6 +135,8 @@ pub struct Core<D: Driver> {
     next_slot: Option<Millis>,
     current: Option<Current>,
     pending: Option<RunRequest>,
+    /// Told when the pending request's run ends.
+    pending_waiters: Vec<oneshot::Sender<RunEnd>>,
     retry: Option<(tokio::time::Instant, Duration)>,
     last_summary: String,
 }
@@ -137,6 +151,7 @@ impl<D: Driver> Core<D> {
             next_slot: None,
             current: None,
             pending: None,
+            pending_waiters: Vec::new(),
             retry: None,
             last_summary: "none yet".into(),
         };
@@ -209,18 +224,24 @@ impl<D: Driver> Core<D> {
             control,
             handle,
             req,
+            waiters: std::mem::take(&mut self.pending_waiters),
         });
         self.publish();
     }
 
     fn finished(&mut self, end: RunEnd) {
-        let Some(done) = self.current.take() else {
+        let Some(mut done) = self.current.take() else {
             return;
         };
+        if !matches!(end, RunEnd::LockHeld) {
+            for w in done.waiters.drain(..) {
+                let _ = w.send(end.clone());
+            }
+        }
         match end {
-            RunEnd::Ran(summary) => {
+            RunEnd::Ran(ran) => {
                 self.retry = None;
-                self.last_summary = format!("{summary} at {}", format_ms(self.clock.now()));
+                self.last_summary = format!("{} at {}", ran.summary, format_ms(self.clock.now()));
             }
             RunEnd::LockHeld => {
                 // Another run (a CLI `sync`) holds the lock: this request is not lost; it is
@@ -239,6 +260,7 @@ impl<D: Driver> Core<D> {
                     None => done.req,
                 };
                 self.pending = Some(req);
+                self.pending_waiters.append(&mut done.waiters);
                 self.retry = Some((tokio::time::Instant::now() + wait, wait));
                 self.publish();
                 return;
@@ -299,9 +321,23 @@ impl<D: Driver> Core<D> {
                     }
                 }
                 ev = events.recv() => match ev {
-                    Some(DaemonEvent::SyncNow { trigger, connector }) => {
+                    Some(DaemonEvent::SyncNow { trigger, connector, done }) => {
                         tracing::info!(trigger = trigger.as_str(), "sync requested");
-                        self.request(RunRequest { trigger, connector, month: None, slot_at: None });
+                        let req = RunRequest { trigger, connector, month: None, slot_at: None };
+                        match done {
+                            Some(w) if self.current.is_some() || self.retry.is_some() => {
+                                // It waits for the run that will serve it: the queued one.
+                                self.pending_waiters.push(w);
+                                self.request(req);
+                            }
+                            Some(w) => {
+                                self.request(req);
+                                if let Some(c) = self.current.as_mut() {
+                                    c.waiters.push(w);
+                                }
+                            }
+                            None => self.request(req),
+                        }
                     }
                     Some(DaemonEvent::Reload) => self.reload(),
                     Some(DaemonEvent::Probe(reply)) => { let _ = reply.send(()); }
@@ -335,7 +371,7 @@ impl<D: Driver> Core<D> {
             }
         };
         match finished {
-            Some(Ok(RunEnd::Ran(summary))) => tracing::info!("stopped; {summary}"),
+            Some(Ok(RunEnd::Ran(ran))) => tracing::info!("stopped; {}", ran.summary),
             _ => {
                 current.handle.abort();
                 let _ = tokio::time::timeout(ABANDON_WAIT, self.driver.abandoned()).await;

@@ -60,7 +60,10 @@ impl Driver for FakeDriver {
                         _ = tokio::time::sleep(d) => {}
                         _ = control.stop.cancelled() => {}
                     }
-                    RunEnd::Ran("run ok".into())
+                    RunEnd::Ran(RunDone {
+                        summary: "run ok".into(),
+                        report: None,
+                    })
                 }
                 Script::LockHeld => RunEnd::LockHeld,
                 Script::Stuck => {
@@ -136,6 +139,7 @@ impl Harness {
         self.send(DaemonEvent::SyncNow {
             trigger: Trigger::Signal,
             connector: None,
+            done: None,
         })
         .await;
     }
@@ -302,5 +306,26 @@ async fn a_first_request_starts_at_once() {
     let started = h.started();
     assert_eq!(started.len(), 1);
     assert_eq!(started[0].0.trigger, Trigger::CatchUp);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_request_is_told_when_the_run_that_serves_it_ends() {
+    let h = harness(NEVER, &[], None);
+    h.sync_now().await;
+    pass(Duration::from_secs(1)).await;
+    // Asked during the first run: served by the queued one, which ends at 20 s.
+    let (tx, rx) = oneshot::channel();
+    h.send(DaemonEvent::SyncNow {
+        trigger: Trigger::Api,
+        connector: None,
+        done: Some(tx),
+    })
+    .await;
+    let t = tokio::time::Instant::now();
+    let end = rx.await.unwrap();
+    assert!(matches!(end, RunEnd::Ran(_)));
+    assert!(t.elapsed() >= Duration::from_secs(18), "{:?}", t.elapsed());
+    assert_eq!(h.started().len(), 2);
     h.stop().await;
 }

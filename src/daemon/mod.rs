@@ -20,6 +20,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot};
 use tracing_subscriber::EnvFilter;
 
+use crate::api::SharedContext;
 use crate::config::{Config, LogConfig, LogFormat};
 use crate::domain::{RunOutcome, Trigger};
 use crate::schedule::Schedule;
@@ -28,7 +29,7 @@ use crate::store::StoreError;
 use crate::sync::{RunControl, RunRequest, SyncContext, SyncError};
 use crate::time::{format_ms, now_ms, Millis};
 pub use core::SHUTDOWN_GRACE;
-use core::{Core, DaemonEvent, Driver, Reloaded, RunEnd, RunFuture, SystemClock};
+use core::{Core, DaemonEvent, Driver, Reloaded, RunDone, RunEnd, RunFuture, SystemClock};
 
 /// Why the daemon could not start (or had to stop).
 #[derive(Debug, thiserror::Error)]
@@ -42,12 +43,19 @@ pub enum DaemonError {
     /// The store could not be opened or read at start.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The control API's address (set explicitly) cannot be served.
+    #[error(transparent)]
+    Api(crate::api::ApiError),
 }
 
 impl DaemonError {
     /// Whether the configuration is to blame (exit 78 at the entry point).
     pub fn is_config(&self) -> bool {
-        matches!(self, DaemonError::Sync(SyncError::Config(_)))
+        matches!(
+            self,
+            DaemonError::Sync(SyncError::Config(_))
+                | DaemonError::Api(crate::api::ApiError::Setup { .. })
+        )
     }
 }
 
@@ -160,20 +168,34 @@ pub fn catch_up_request(
 
 /// The core's hands in production: runs go to [`crate::sync::run`], store work to blocking threads.
 struct RealDriver {
-    ctx: SyncContext,
+    ctx: SharedContext,
+    /// What `STATUS=` adds to the core's line (the API's address).
+    status_suffix: String,
+}
+
+impl RealDriver {
+    fn ctx(&self) -> SyncContext {
+        match self.ctx.read() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
 }
 
 impl Driver for RealDriver {
     fn start_run(&mut self, req: RunRequest, control: RunControl) -> RunFuture {
-        let ctx = self.ctx.clone();
+        let ctx = self.ctx();
         Box::pin(async move {
             match crate::sync::run(&ctx, req, &control).await {
-                Ok(report) => RunEnd::Ran(format!(
-                    "#{} {} ({})",
-                    report.run_id,
-                    report.outcome.as_str(),
-                    report.tally
-                )),
+                Ok(report) => RunEnd::Ran(RunDone {
+                    summary: format!(
+                        "#{} {} ({})",
+                        report.run_id,
+                        report.outcome.as_str(),
+                        report.tally
+                    ),
+                    report: Some(Arc::new(report)),
+                }),
                 Err(SyncError::Store(StoreError::RunInProgress)) => RunEnd::LockHeld,
                 Err(e) => RunEnd::NotStarted(e.to_string()),
             }
@@ -185,7 +207,8 @@ impl Driver for RealDriver {
             Ok(usec) => notify(&[sd_notify::NotifyState::Reloading, usec]),
             Err(_) => notify(&[sd_notify::NotifyState::Reloading]),
         }
-        let path = self.ctx.config.source.clone();
+        let old = self.ctx().config;
+        let path = old.source.clone();
         let loaded = Config::load(&path)
             .map_err(|e| e.to_string())
             .and_then(|cfg| {
@@ -195,22 +218,36 @@ impl Driver for RealDriver {
             });
         notify(&[sd_notify::NotifyState::Ready]);
         let (ctx, schedule) = loaded?;
+        if ctx.config.store.path != old.store.path {
+            return Err(format!(
+                "store.path changed ({} → {}): a running daemon never switches stores; restart it to use the new one",
+                old.store.path.display(),
+                ctx.config.store.path.display()
+            ));
+        }
+        if ctx.config.api.listen != old.api.listen {
+            tracing::warn!(old = %old.api.listen, new = %ctx.config.api.listen, "api.listen changed: the control API keeps its address until a restart");
+        }
         for w in &ctx.config.warnings {
             tracing::warn!("{w}");
         }
         tracing::info!(config = %path.display(), services = ctx.config.services.len(), "configuration read");
-        self.ctx = ctx;
+        match self.ctx.write() {
+            Ok(mut c) => *c = ctx,
+            Err(p) => *p.into_inner() = ctx,
+        }
         Ok(Reloaded { schedule })
     }
 
     fn next_slot_changed(&mut self, _next: Option<Millis>) {}
 
     fn status(&mut self, line: &str) {
-        notify(&[sd_notify::NotifyState::Status(line)]);
+        let line = format!("{line}{}", self.status_suffix);
+        notify(&[sd_notify::NotifyState::Status(&line)]);
     }
 
     fn abandoned(&mut self) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        let store = self.ctx.store.clone();
+        let store = self.ctx().store;
         Box::pin(async move {
             let now = now_ms();
             let marked = store
@@ -259,7 +296,7 @@ fn forward_signals(events: mpsc::Sender<DaemonEvent>) -> Result<(), DaemonError>
             let ev = tokio::select! {
                 _ = usr1.recv() => {
                     tracing::info!("SIGUSR1: sync requested");
-                    DaemonEvent::SyncNow { trigger: Trigger::Signal, connector: None }
+                    DaemonEvent::SyncNow { trigger: Trigger::Signal, connector: None, done: None }
                 }
                 _ = hup.recv() => DaemonEvent::Reload,
             };
@@ -293,6 +330,72 @@ fn watchdog(events: mpsc::Sender<DaemonEvent>) {
     });
 }
 
+/// Starts the control API (and the metrics recorder); returns its address for `STATUS=`. The
+/// default socket that cannot be served is a warning; an address set explicitly is an error.
+async fn start_api(
+    cfg: &Config,
+    ctx: SharedContext,
+    events: mpsc::Sender<DaemonEvent>,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<String, DaemonError> {
+    let exposition = crate::api::metrics::Exposition::install();
+    crate::api::metrics::describe();
+    let bound = match crate::api::serve::bind(&cfg.api).await {
+        Ok(Some(b)) => b,
+        Ok(None) => return Ok("off".into()),
+        Err(e) if cfg.api.listen_is_default => {
+            tracing::warn!("{e}; going on without the control API");
+            return Ok("unavailable".into());
+        }
+        Err(e) => return Err(DaemonError::Api(e)),
+    };
+    let token = match &cfg.api.listen {
+        crate::config::ApiListen::Tcp(_) => Some(Arc::new(
+            crate::api::serve::load_token(&cfg.api).map_err(DaemonError::Api)?,
+        )),
+        _ => None,
+    };
+    let (asks, mut inbox) = mpsc::channel::<crate::api::SyncAsk>(64);
+    tokio::spawn(async move {
+        while let Some(ask) = inbox.recv().await {
+            let (done, reply) = match ask.done {
+                Some(waiter) => {
+                    let (tx, rx) = oneshot::channel::<RunEnd>();
+                    (Some(tx), Some((waiter, rx)))
+                }
+                None => (None, None),
+            };
+            let ev = DaemonEvent::SyncNow {
+                trigger: Trigger::Api,
+                connector: ask.connector,
+                done,
+            };
+            if events.send(ev).await.is_err() {
+                return;
+            }
+            if let Some((waiter, rx)) = reply {
+                tokio::spawn(async move {
+                    let report = match rx.await {
+                        Ok(RunEnd::Ran(ran)) => ran.report,
+                        _ => None,
+                    };
+                    let _ = waiter.send(report);
+                });
+            }
+        }
+    });
+    let state = crate::api::ApiState {
+        ctx,
+        queue: asks,
+        token,
+        metrics: exposition,
+    };
+    let address = cfg.api.listen.to_string();
+    tracing::info!(api = %address, "control API listening");
+    tokio::spawn(crate::api::serve::serve(bound, state, stop));
+    Ok(address)
+}
+
 /// Resolves on SIGTERM or SIGINT.
 async fn terminated(term: &mut tokio::signal::unix::Signal, int: &mut tokio::signal::unix::Signal) {
     tokio::select! {
@@ -318,6 +421,9 @@ pub async fn run(cfg: Arc<Config>) -> Result<(), DaemonError> {
             return Ok(());
         }
     };
+    let shared: SharedContext = Arc::new(std::sync::RwLock::new(ctx));
+    let stop_api = tokio_util::sync::CancellationToken::new();
+    let api_address = start_api(&cfg, shared.clone(), events.clone(), stop_api.clone()).await?;
     notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(
         config = %cfg.source.display(),
@@ -333,8 +439,13 @@ pub async fn run(cfg: Arc<Config>) -> Result<(), DaemonError> {
         let _ = stopper.send(DaemonEvent::Shutdown).await;
     });
     drop(events);
-    let core = Core::new(Arc::new(SystemClock), RealDriver { ctx }, schedule);
+    let driver = RealDriver {
+        ctx: shared,
+        status_suffix: format!("; api {api_address}"),
+    };
+    let core = Core::new(Arc::new(SystemClock), driver, schedule);
     core.run(first, inbox).await;
+    stop_api.cancel();
     Ok(())
 }
 

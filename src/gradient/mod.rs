@@ -400,6 +400,7 @@ impl PartnerSession {
             if let Some(b) = &body_bytes {
                 req = req.header(CONTENT_TYPE, "application/json").body(b.clone());
             }
+            let sent_at = std::time::Instant::now();
             let result = match req.send().await {
                 Ok(resp) => {
                     let status = resp.status();
@@ -416,6 +417,14 @@ impl PartnerSession {
                 Err(e) => Err((transport_error(&e), e.is_connect())),
             };
             drop(permit);
+            let status_label = match &result {
+                Ok((status, _, _)) => status.as_u16().to_string(),
+                Err(_) => "error".to_string(),
+            };
+            metrics::counter!("gradient_connector_gradient_requests_total", "status" => status_label)
+                .increment(1);
+            metrics::histogram!("gradient_connector_gradient_request_duration_seconds")
+                .record(sent_at.elapsed().as_secs_f64());
             let (err, retry_after, unsent) = match result {
                 Ok((status, _, bytes)) if status.is_success() => {
                     tracing::debug!(%method, route = %path, status = status.as_u16(), attempt, "gradient answered");

@@ -119,7 +119,7 @@ pub struct RunControl {
 }
 
 /// One connector's part of a run.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct ConnectorReport {
     /// Connector id.
     pub id: String,
@@ -142,7 +142,7 @@ pub struct ConnectorReport {
 }
 
 /// The result of a run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct RunReport {
     /// The run's id in the store.
     pub run_id: i64,
@@ -394,6 +394,8 @@ pub async fn run(
             s.finish_run(run_id, outcome, &tally, message.as_deref(), finished)
         })
         .await?;
+    metrics::counter!("gradient_connector_runs_total", "outcome" => report.outcome.as_str())
+        .increment(1);
     if report.outcome == RunOutcome::Ok {
         tracing::info!("{}", report.summary());
     } else {

@@ -97,6 +97,8 @@ impl Recorder {
     /// Sends one pair's ledger row to the writer (a send error means the writer stopped; its
     /// `finish()` reports why).
     pub fn row(&self, connector: &str, p: &PlannedPush, a: &Attempt, at: Millis) {
+        metrics::counter!("gradient_connector_pushes_total", "outcome" => a.outcome.as_str())
+            .increment(1);
         self.ledger.send(LedgerEntry {
             run_id: self.run_id,
             connector_id: connector.to_string(),
@@ -134,6 +136,8 @@ impl Recorder {
     /// Records the pairs whose module is disabled: nothing is sent, Gradient keeps its value.
     pub fn disabled(&self, cr: &mut ConnectorReport, plan: &ConnectorPlan, at: Millis) {
         for d in &plan.disabled {
+            metrics::counter!("gradient_connector_pushes_total", "outcome" => PairOutcome::SkippedDisabled.as_str())
+                .increment(1);
             cr.tally.add(PairOutcome::SkippedDisabled);
             cr.disabled
                 .push((d.account_id.clone(), d.module.clone(), d.last_known));

@@ -54,6 +54,16 @@ impl Env {
     /// A temporary directory with the vendor key file and `config` written as its configuration.
     pub fn with_config(config: ConfigBuilder) -> Env {
         let dir = tempfile::tempdir().unwrap();
+        // Each test's daemon serves its own control API socket, never the system-wide default.
+        let config = if config.get("api", "listen").is_none() {
+            config.set(
+                "api",
+                "listen",
+                format!("unix:{}", dir.path().join("api.sock").display()),
+            )
+        } else {
+            config
+        };
         let key = dir.path().join("vendor-api-key");
         std::fs::write(&key, format!("{VENDOR_KEY}\n")).unwrap();
         use std::os::unix::fs::PermissionsExt;

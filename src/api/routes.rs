@@ -1,0 +1,475 @@
+//! The routes of the contract's *Control API*. Each handler calls the module the CLI command of the
+//! same name calls (status, connector lifecycle, import, the daemon's queue): one code path per
+//! action. Errors are `{"error": {"code", "message"}}` with the contract's status codes; no answer
+//! ever holds a token or a key.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
+
+use super::{ApiState, SyncAsk};
+use crate::connector::{validate_token, ConnectorError, PasteOptions};
+use crate::domain::ConnectorId;
+use crate::store::import::ImportError;
+use crate::store::ledger::HistoryFilter;
+use crate::store::StoreError;
+
+/// Largest JSON body.
+const JSON_LIMIT: usize = 64 * 1024;
+/// Largest inventory body (JSON Lines).
+const INVENTORY_LIMIT: usize = 256 * 1024 * 1024;
+/// A request's time limit (an inventory import gets [`INVENTORY_TIMEOUT`]).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// An inventory import's time limit.
+const INVENTORY_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// An error answer.
+pub struct ApiFailure {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    lines: Option<Value>,
+}
+
+impl ApiFailure {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiFailure {
+            status,
+            code,
+            message: message.into(),
+            lines: None,
+        }
+    }
+}
+
+impl IntoResponse for ApiFailure {
+    fn into_response(self) -> Response {
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let Some(lines) = self.lines {
+            error["lines"] = lines;
+        }
+        let mut r = (self.status, Json(json!({ "error": error }))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        r
+    }
+}
+
+impl From<StoreError> for ApiFailure {
+    fn from(e: StoreError) -> Self {
+        let status = match e {
+            StoreError::Busy | StoreError::RunInProgress => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiFailure::new(status, "store_unavailable", e.to_string())
+    }
+}
+
+impl From<ConnectorError> for ApiFailure {
+    fn from(e: ConnectorError) -> Self {
+        let (status, code) = match &e {
+            ConnectorError::BadToken(_) => (StatusCode::BAD_REQUEST, "bad_token"),
+            ConnectorError::Unknown(_) => (StatusCode::NOT_FOUND, "unknown_connector"),
+            ConnectorError::TokenRejected { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "token_rejected")
+            }
+            ConnectorError::GradientUnavailable { .. } => {
+                (StatusCode::BAD_GATEWAY, "gradient_unavailable")
+            }
+            ConnectorError::OrganizationTaken { .. } => {
+                (StatusCode::CONFLICT, "organization_taken")
+            }
+            ConnectorError::OtherOrganization { .. } => {
+                (StatusCode::CONFLICT, "other_organization")
+            }
+            ConnectorError::NotConnected { .. } => (StatusCode::CONFLICT, "not_connected"),
+            ConnectorError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+        };
+        ApiFailure::new(status, code, e.to_string())
+    }
+}
+
+type Answer = Result<Response, ApiFailure>;
+
+fn ok(v: impl serde::Serialize) -> Answer {
+    Ok(Json(v).into_response())
+}
+
+/// The router. `authenticate`: TCP (a bearer token on every route but the health checks).
+pub fn router(state: ApiState, authenticate: bool) -> Router {
+    let v1 = Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/connectors", get(connectors))
+        .route("/v1/connectors/{id}", get(connector).delete(disconnect))
+        .route("/v1/connectors/{id}/token", put(paste))
+        .route("/v1/connectors/{id}/accounts/sync", post(sync_accounts))
+        .route("/v1/sync", post(sync))
+        .route("/v1/runs", get(runs))
+        .route("/v1/history", get(history))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(JSON_LIMIT))
+        .layer(middleware::from_fn(|req: Request, next: Next| async move {
+            match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+                Ok(r) => r,
+                Err(_) => ApiFailure::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "timeout",
+                    "the request took too long; try again",
+                )
+                .into_response(),
+            }
+        }));
+    let inventory = Router::new()
+        .route("/v1/inventory", post(inventory))
+        .layer(DefaultBodyLimit::max(INVENTORY_LIMIT))
+        .layer(middleware::from_fn(|req: Request, next: Next| async move {
+            match tokio::time::timeout(INVENTORY_TIMEOUT, next.run(req)).await {
+                Ok(r) => r,
+                Err(_) => ApiFailure::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "timeout",
+                    "the import took too long",
+                )
+                .into_response(),
+            }
+        }));
+    let mut protected = v1.merge(inventory);
+    if authenticate {
+        protected = protected.layer(middleware::from_fn_with_state(state.clone(), bearer));
+    }
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(ready))
+        .merge(protected)
+        .fallback(|| async {
+            ApiFailure::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such route; see the README's control API table",
+            )
+        })
+        .with_state(state)
+}
+
+/// Bearer authentication, compared in constant time; never from the query string.
+async fn bearer(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+    let unauthorized = || {
+        ApiFailure::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send the API token as `Authorization: Bearer <token>`",
+        )
+        .into_response()
+    };
+    let Some(want) = &state.token else {
+        return unauthorized();
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match given {
+        Some(g) if bool::from(g.as_bytes().ct_eq(want.expose_secret().as_bytes())) => {
+            next.run(req).await
+        }
+        _ => unauthorized(),
+    }
+}
+
+async fn ready(State(state): State<ApiState>) -> Response {
+    let ctx = state.ctx();
+    let probe = tokio::time::timeout(
+        Duration::from_secs(2),
+        ctx.store.read(|s| s.last_run().map(|_| ())),
+    )
+    .await;
+    match probe {
+        Ok(Ok(())) => Json(json!({"status": "ready"})).into_response(),
+        Ok(Err(e)) => ApiFailure::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", e.to_string())
+            .into_response(),
+        Err(_) => ApiFailure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the store did not answer within 2 s",
+        )
+        .into_response(),
+    }
+}
+
+async fn status_value(state: &ApiState) -> Result<crate::status::Status, ApiFailure> {
+    let ctx = state.ctx();
+    let cfg = ctx.config.clone();
+    Ok(ctx
+        .store
+        .read(move |s| crate::status::status(s, &cfg))
+        .await?)
+}
+
+async fn status(State(state): State<ApiState>) -> Answer {
+    ok(status_value(&state).await?)
+}
+
+async fn connectors(State(state): State<ApiState>) -> Answer {
+    ok(json!({"connectors": status_value(&state).await?.connectors}))
+}
+
+async fn connector_view(state: &ApiState, id: &str) -> Answer {
+    let st = status_value(state).await?;
+    match st.connectors.into_iter().find(|c| c.id == id) {
+        Some(c) => ok(c),
+        None => Err(ApiFailure::new(
+            StatusCode::NOT_FOUND,
+            "unknown_connector",
+            format!("there is no connector {id:?}"),
+        )),
+    }
+}
+
+async fn connector(State(state): State<ApiState>, Path(id): Path<String>) -> Answer {
+    connector_view(&state, &id).await
+}
+
+#[derive(Deserialize)]
+struct PasteBody {
+    token: String,
+    #[serde(default)]
+    new_organization: bool,
+}
+
+fn bad_json(e: impl std::fmt::Display) -> ApiFailure {
+    ApiFailure::new(
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        format!("the body is not what this route takes: {e}"),
+    )
+}
+
+async fn paste(State(state): State<ApiState>, Path(id): Path<String>, body: Bytes) -> Answer {
+    let body: PasteBody = serde_json::from_slice(&body).map_err(|_| {
+        ApiFailure::new(
+            StatusCode::BAD_REQUEST,
+            "bad_token",
+            "send {\"token\": \"…\"} with the MSP's partner API key",
+        )
+    })?;
+    let token = validate_token(&body.token)?;
+    let ctx = state.ctx();
+    let cid = ConnectorId::from(id.as_str());
+    let options = PasteOptions {
+        new_organization: body.new_organization,
+    };
+    ctx.lifecycle().add(&cid, token, options).await?;
+    if ctx.config.schedule.sync_on_connect {
+        let _ = state
+            .queue
+            .send(SyncAsk {
+                connector: Some(cid),
+                done: None,
+            })
+            .await;
+    }
+    connector_view(&state, &id).await
+}
+
+async fn disconnect(State(state): State<ApiState>, Path(id): Path<String>) -> Answer {
+    let ctx = state.ctx();
+    ctx.lifecycle()
+        .disconnect(&ConnectorId::from(id.as_str()))
+        .await?;
+    connector_view(&state, &id).await
+}
+
+async fn sync_accounts(State(state): State<ApiState>, Path(id): Path<String>) -> Answer {
+    let ctx = state.ctx();
+    let r = ctx
+        .lifecycle()
+        .sync_accounts(&ConnectorId::from(id.as_str()))
+        .await?;
+    ok(json!({"created": r.created, "renamed": r.renamed}))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SyncBody {
+    connector: Option<String>,
+    /// Answer when the run has finished, with its report (the CLI's `sync`).
+    #[serde(default)]
+    wait: bool,
+}
+
+async fn sync(State(state): State<ApiState>, body: Bytes) -> Answer {
+    let body: SyncBody = if body.iter().all(u8::is_ascii_whitespace) {
+        SyncBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(bad_json)?
+    };
+    if let Some(id) = &body.connector {
+        let ctx = state.ctx();
+        let cid = id.clone();
+        let known = ctx.store.read(move |s| s.connector(&cid)).await?;
+        if known.is_none() {
+            return Err(ApiFailure::new(
+                StatusCode::NOT_FOUND,
+                "unknown_connector",
+                format!("there is no connector {id:?}"),
+            ));
+        }
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let ask = SyncAsk {
+        connector: body.connector.map(ConnectorId::from),
+        done: body.wait.then_some(tx),
+    };
+    state.queue.send(ask).await.map_err(|_| {
+        ApiFailure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stopping",
+            "the daemon is stopping",
+        )
+    })?;
+    if !body.wait {
+        return Ok((StatusCode::ACCEPTED, Json(json!({"queued": true}))).into_response());
+    }
+    match rx.await {
+        Ok(Some(report)) => ok(json!({"queued": true, "report": *report})),
+        _ => Err(ApiFailure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "run_not_started",
+            "the run could not start (see the daemon's log)",
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+struct RunsQuery {
+    limit: Option<u32>,
+}
+
+async fn runs(State(state): State<ApiState>, Query(q): Query<RunsQuery>) -> Answer {
+    let limit = q.limit.unwrap_or(20).clamp(1, 1000);
+    let ctx = state.ctx();
+    let runs = ctx
+        .store
+        .read(move |s| crate::status::runs(s, limit))
+        .await?;
+    ok(json!({ "runs": runs }))
+}
+
+async fn history(
+    State(state): State<ApiState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Answer {
+    let run = match q.get("run") {
+        Some(r) => Some(
+            r.parse::<i64>()
+                .map_err(|_| bad_json("run must be a number"))?,
+        ),
+        None => None,
+    };
+    let limit = match q.get("limit") {
+        Some(l) => l
+            .parse::<u32>()
+            .map_err(|_| bad_json("limit must be a number"))?,
+        None => 200,
+    };
+    let filter = HistoryFilter {
+        connector: q.get("connector").cloned().filter(|c| !c.is_empty()),
+        run,
+        changes: q.get("changes").is_some_and(|v| v == "true" || v == "1"),
+        limit: limit.clamp(1, 10_000),
+    };
+    let ctx = state.ctx();
+    let rows = ctx
+        .store
+        .read(move |s| crate::status::history(s, &filter))
+        .await?;
+    ok(crate::status::history_items(rows))
+}
+
+async fn metrics(State(state): State<ApiState>) -> Answer {
+    let Some(exposition) = state.metrics.clone() else {
+        return Err(ApiFailure::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "metrics are off",
+        ));
+    };
+    let ctx = state.ctx();
+    let connectors = ctx.store.read(|s| s.connectors()).await?;
+    let text = exposition.render(&connectors);
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    Ok((headers, text).into_response())
+}
+
+async fn inventory(State(state): State<ApiState>, body: Bytes) -> Answer {
+    let ctx = state.ctx();
+    let path = ctx.config.store.path.clone();
+    let busy = ctx.config.store.busy_timeout;
+    // Like `gradient-connector import`: its own connection, one transaction.
+    let result = tokio::task::spawn_blocking(move || {
+        let mut store = crate::store::Store::open(&path, busy)?;
+        crate::store::import::import(&mut store, &body[..], crate::time::now_ms())
+            .map_err(ImportOrStore::Import)
+    })
+    .await
+    .map_err(|e| ApiFailure::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    match result {
+        Ok(summary) => ok(json!({
+            "lines": summary.lines,
+            "applied": summary.applied,
+            "unchanged": summary.unchanged,
+        })),
+        Err(ImportOrStore::Import(ImportError::BadLines { lines, total })) => {
+            let listed: Vec<Value> = lines
+                .iter()
+                .map(|b| json!({"line": b.line, "reason": b.reason}))
+                .collect();
+            Err(ApiFailure {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                code: "bad_import",
+                message: format!("{total} bad line(s); nothing was applied"),
+                lines: Some(Value::Array(listed)),
+            })
+        }
+        Err(ImportOrStore::Import(ImportError::Store(e))) | Err(ImportOrStore::Store(e)) => {
+            Err(e.into())
+        }
+        Err(ImportOrStore::Import(e)) => Err(ApiFailure::new(
+            StatusCode::BAD_REQUEST,
+            "bad_import",
+            e.to_string(),
+        )),
+    }
+}
+
+enum ImportOrStore {
+    Import(ImportError),
+    Store(StoreError),
+}
+
+impl From<StoreError> for ImportOrStore {
+    fn from(e: StoreError) -> Self {
+        ImportOrStore::Store(e)
+    }
+}

@@ -1,0 +1,205 @@
+//! Where the API listens: a unix socket (a stale file left by a crash is replaced; one another
+//! daemon answers on is not), or TCP with a bearer token, wrapped in TLS (rustls) when the address
+//! is not loopback. Serving stops when `stop` is cancelled.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use tokio::net::{TcpListener, TcpStream, UnixListener};
+use tokio_util::sync::CancellationToken;
+
+use super::{ApiError, ApiState};
+use crate::config::{ApiConfig, ApiListen};
+
+/// The systemd credential that holds the API token.
+pub const TOKEN_CREDENTIAL: &str = "api-token";
+/// Longest accepted token or key file.
+const MAX_SECRET_FILE: u64 = 64 * 1024;
+
+/// A bound listener, ready to serve.
+pub enum Bound {
+    /// A unix socket (removed when serving stops).
+    Unix(UnixListener, PathBuf),
+    /// Plain TCP (loopback).
+    Tcp(TcpListener),
+    /// TLS over TCP.
+    Tls(TcpListener, tokio_rustls::TlsAcceptor),
+}
+
+/// Reads the API token: the systemd credential `api-token` when present, else `token_file`.
+pub fn load_token(cfg: &ApiConfig) -> Result<SecretString, ApiError> {
+    let path = match std::env::var_os("CREDENTIALS_DIRECTORY") {
+        Some(dir) if Path::new(&dir).join(TOKEN_CREDENTIAL).exists() => {
+            Path::new(&dir).join(TOKEN_CREDENTIAL)
+        }
+        _ => cfg.token_file.clone(),
+    };
+    let text = read_small(&path).map_err(|reason| ApiError::Setup {
+        what: "token file (api.token_file)",
+        reason,
+    })?;
+    let t = text.trim_start_matches('\u{feff}').trim();
+    if t.len() < 16 || t.chars().any(char::is_whitespace) {
+        return Err(ApiError::Setup {
+            what: "token file (api.token_file)",
+            reason: format!(
+                "{} must hold one token of at least 16 characters, on one line",
+                path.display()
+            ),
+        });
+    }
+    Ok(SecretString::from(t.to_string()))
+}
+
+/// Reads a regular file of at most 64 KiB (never a FIFO or a device).
+fn read_small(path: &Path) -> Result<String, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    if meta.len() > MAX_SECRET_FILE {
+        return Err(format!("{} is larger than 64 KiB", path.display()));
+    }
+    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Binds the configured address. `Ok(None)`: the API is off.
+pub async fn bind(cfg: &ApiConfig) -> Result<Option<Bound>, ApiError> {
+    let listen_err = |reason: String| ApiError::Listen {
+        address: cfg.listen.to_string(),
+        reason,
+    };
+    match &cfg.listen {
+        ApiListen::Off => Ok(None),
+        ApiListen::Unix(path) => {
+            if let Some(dir) = path.parent() {
+                if !dir.exists() {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| listen_err(format!("cannot create {}: {e}", dir.display())))?;
+                }
+            }
+            if path.exists() {
+                // A daemon answering there holds it; a dead socket file is replaced.
+                if tokio::net::UnixStream::connect(path).await.is_ok() {
+                    return Err(listen_err("another daemon answers on this socket".into()));
+                }
+                std::fs::remove_file(path)
+                    .map_err(|e| listen_err(format!("cannot replace the stale socket: {e}")))?;
+            }
+            let l = UnixListener::bind(path).map_err(|e| listen_err(e.to_string()))?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(cfg.socket_mode))
+                .map_err(|e| listen_err(format!("cannot set the socket's mode: {e}")))?;
+            Ok(Some(Bound::Unix(l, path.clone())))
+        }
+        ApiListen::Tcp(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|e| listen_err(e.to_string()))?;
+            match (&cfg.tls_cert_file, &cfg.tls_key_file) {
+                (Some(cert), Some(key)) => Ok(Some(Bound::Tls(l, tls_acceptor(cert, key)?))),
+                _ => Ok(Some(Bound::Tcp(l))),
+            }
+        }
+    }
+}
+
+fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, ApiError> {
+    let setup = |what, reason: String| ApiError::Setup { what, reason };
+    let cert_pem = read_small(cert).map_err(|r| setup("certificate (api.tls_cert_file)", r))?;
+    let key_pem = read_small(key).map_err(|r| setup("private key (api.tls_key_file)", r))?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| setup("certificate (api.tls_cert_file)", e.to_string()))?;
+    if certs.is_empty() {
+        return Err(setup(
+            "certificate (api.tls_cert_file)",
+            "no PEM certificate in the file".into(),
+        ));
+    }
+    let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+        .map_err(|e| setup("private key (api.tls_key_file)", e.to_string()))?
+        .ok_or_else(|| {
+            setup(
+                "private key (api.tls_key_file)",
+                "no PEM private key in the file".into(),
+            )
+        })?;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| setup("certificate and key", e.to_string()))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Serves until `stop`. Over TCP every route but the health checks needs the bearer token.
+pub async fn serve(bound: Bound, state: ApiState, stop: CancellationToken) {
+    match bound {
+        Bound::Unix(l, path) => {
+            let app = super::routes::router(state, false);
+            let shutdown = stop.clone();
+            if let Err(e) = axum::serve(l, app)
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await
+            {
+                tracing::error!(error = %e, "the control API stopped");
+            }
+            let _ = std::fs::remove_file(path);
+        }
+        Bound::Tcp(l) => {
+            let app = super::routes::router(state, true);
+            if let Err(e) = axum::serve(l, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+            {
+                tracing::error!(error = %e, "the control API stopped");
+            }
+        }
+        Bound::Tls(l, acceptor) => {
+            let app = super::routes::router(state, true);
+            let listener = TlsListener { inner: l, acceptor };
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+            {
+                tracing::error!(error = %e, "the control API stopped");
+            }
+        }
+    }
+}
+
+/// TCP connections that finish a TLS handshake (within 10 s) before they are served.
+struct TlsListener {
+    inner: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let (tcp, addr) = match self.inner.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            match tokio::time::timeout(Duration::from_secs(10), self.acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => return (tls, addr),
+                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!("TLS handshake timed out"),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
