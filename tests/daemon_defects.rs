@@ -375,8 +375,14 @@ fn a_scheduled_slot_during_a_cli_sync_still_runs() {
     // A CLI sync that holds the run lock across S1: every request answers after 1.5 s (vendor,
     // accounts, two pushes ≈ 6 s from about S0 + 0.2 s).
     e.sim.set_latency(Duration::from_millis(1500));
+    // Another process holding the lock: a sync whose configuration does not reach the daemon's
+    // control API (a CLI that finds the daemon's socket goes through the daemon instead).
+    let standalone = e.env.write_config_as(
+        "standalone.toml",
+        &e.env.config_builder().set("api", "listen", ""),
+    );
     let out = std::thread::scope(|s| {
-        let cli = s.spawn(|| e.run(&["sync"]));
+        let cli = s.spawn(|| run_bin(&standalone, &["sync"], None));
         d.wait_log("another sync holds the run lock: this run starts as soon as it is free");
         // The daemon met the held lock; from now on Gradient is fast again (the CLI's request in
         // flight keeps its delay), so the slot's own run is quick.
