@@ -309,6 +309,8 @@ pub async fn run(cfg: Arc<Config>) -> Result<(), DaemonError> {
     let (events, inbox) = mpsc::channel(64);
     forward_signals(events.clone())?;
     let ctx = SyncContext::new(cfg.clone())?;
+    // Webhook secrets load before READY: a bad one is a configuration error at start.
+    let hooks = crate::events::webhooks(&cfg).map_err(SyncError::from)?;
     let schedule = cfg.schedule.parsed.clone();
     // The store must open (and migrate) before we say we are ready; SIGTERM is honoured meanwhile.
     let first = tokio::select! {
@@ -333,8 +335,12 @@ pub async fn run(cfg: Arc<Config>) -> Result<(), DaemonError> {
         let _ = stopper.send(DaemonEvent::Shutdown).await;
     });
     drop(events);
+    let delivery_stop = tokio_util::sync::CancellationToken::new();
+    let delivery = crate::events::spawn(ctx.store.clone(), hooks, delivery_stop.clone());
     let core = Core::new(Arc::new(SystemClock), RealDriver { ctx }, schedule);
     core.run(first, inbox).await;
+    delivery_stop.cancel();
+    let _ = delivery.await;
     Ok(())
 }
 
