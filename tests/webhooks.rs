@@ -310,7 +310,12 @@ fn the_console_hears_of_a_paste_a_run_a_rotated_key_and_a_disconnect() {
     rx.wait_for("connector.synced", "msp-a", 3);
     // Verifying it again by hand: still rejected, so no new event either.
     let out = e.run(&["connector", "verify", "msp-a"]);
-    assert!(stdout(&out).contains("rejected"), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("rejected"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
     assert_eq!(
         e.store()
             .events_of(EventKind::ConnectorTokenRejected)
@@ -354,10 +359,7 @@ fn a_failing_receiver_gets_the_event_after_retries_and_a_restart_with_one_id() {
     );
     let (code, _) = d.stop();
     assert_eq!(code, 0);
-    let events = e
-        .store()
-        .events_of(EventKind::ConnectorConnected)
-        .unwrap();
+    let events = e.store().events_of(EventKind::ConnectorConnected).unwrap();
     assert_eq!(events.len(), 1);
     let (id, body) = events[0].clone();
     let state = &e.store().deliveries(&id).unwrap()[0];
@@ -377,11 +379,17 @@ fn a_failing_receiver_gets_the_event_after_retries_and_a_restart_with_one_id() {
         got.iter().map(|g| g.answered).collect::<Vec<_>>(),
         vec![500, 500, 500, 200]
     );
-    assert!(got.iter().all(|g| g.id == id), "the same webhook-id: {got:#?}");
+    assert!(
+        got.iter().all(|g| g.id == id),
+        "the same webhook-id: {got:#?}"
+    );
     assert!(got.iter().all(|g| g.body == body), "the same body");
     assert!(got.iter().all(|g| g.verified), "{got:#?}");
     // Backoff: each retry waited longer than the one before.
-    let gaps: Vec<i64> = got.windows(2).map(|w| w[1].timestamp - w[0].timestamp).collect();
+    let gaps: Vec<i64> = got
+        .windows(2)
+        .map(|w| w[1].timestamp - w[0].timestamp)
+        .collect();
     assert!(gaps[0] >= 4, "{gaps:?}");
     wait_for(
         "the delivery recorded",
@@ -389,7 +397,12 @@ fn a_failing_receiver_gets_the_event_after_retries_and_a_restart_with_one_id() {
         || d.log(),
     );
     assert_eq!(e.store().deliveries(&id).unwrap()[0].attempts, 4);
-    assert!(d.log().contains("webhook delivery failed (HTTP 500); will retry"), "{}", d.log());
+    assert!(
+        d.log()
+            .contains("webhook delivery failed (HTTP 500); will retry"),
+        "{}",
+        d.log()
+    );
 }
 
 #[test]

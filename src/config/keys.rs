@@ -278,9 +278,7 @@ impl Kind {
     /// Every word of a [`Kind::Words`] key (its [`Fallback::All`] value).
     pub(super) fn all_words(self) -> Option<Val> {
         match self {
-            Kind::Words(words) => Some(Val::Words(
-                words().iter().map(|w| w.to_string()).collect(),
-            )),
+            Kind::Words(words) => Some(Val::Words(words().iter().map(|w| w.to_string()).collect())),
             _ => None,
         }
     }
@@ -357,7 +355,10 @@ fn read_words(raw: ValueKind, known: &[&str]) -> Result<Vec<String>, String> {
     let mut out: Vec<String> = Vec::new();
     for w in given {
         if !known.contains(&w.as_str()) {
-            return Err(format!("unknown entry {w:?}; each must be {}", one_of(known)));
+            return Err(format!(
+                "unknown entry {w:?}; each must be {}",
+                one_of(known)
+            ));
         }
         if !out.contains(&w) {
             out.push(w);

@@ -207,7 +207,9 @@ impl WebhookSecret {
         use base64::Engine;
         let text = text.trim();
         let Some(b64) = text.strip_prefix("whsec_") else {
-            return Err("must hold one line, `whsec_` followed by the base64 of the signing key".into());
+            return Err(
+                "must hold one line, `whsec_` followed by the base64 of the signing key".into(),
+            );
         };
         let key = base64::engine::general_purpose::STANDARD
             .decode(b64)
@@ -242,7 +244,11 @@ impl WebhookConfig {
         let mut raw = Vec::new();
         std::fs::File::open(path)
             .and_then(|f| f.take(WEBHOOK_SECRET_MAX_BYTES + 1).read_to_end(&mut raw))
-            .map_err(|e| problem(format!("cannot read the webhook secret ({e}); create it (mode 0600)")))?;
+            .map_err(|e| {
+                problem(format!(
+                    "cannot read the webhook secret ({e}); create it (mode 0600)"
+                ))
+            })?;
         if raw.len() as u64 > WEBHOOK_SECRET_MAX_BYTES {
             return Err(problem(format!(
                 "longer than {WEBHOOK_SECRET_MAX_BYTES} bytes: it must hold the secret alone"

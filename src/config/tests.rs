@@ -367,7 +367,8 @@ fn webhooks_are_optional_and_every_bad_value_names_its_key() {
         vec!["https://console.example/hooks".to_string()]
     );
     assert_eq!(
-        c.webhook_targets(crate::domain::EventKind::ConnectorSynced).len(),
+        c.webhook_targets(crate::domain::EventKind::ConnectorSynced)
+            .len(),
         2
     );
 
@@ -381,14 +382,22 @@ fn webhooks_are_optional_and_every_bad_value_names_its_key() {
     assert!(has(&p, "webhook[0].url", "https"), "{p:?}");
     assert!(has(&p, "webhook[0].secret_file", "missing"), "{p:?}");
     assert!(
-        has(&p, "webhook[0].events", "unknown entry \"connector.exploded\""),
+        has(
+            &p,
+            "webhook[0].events",
+            "unknown entry \"connector.exploded\""
+        ),
         "{p:?}"
     );
     assert!(has(&p, "webhook[0].colour", "unknown key"), "{p:?}");
     assert!(has(&p, "webhook[1].events", "at least one"), "{p:?}");
     assert!(has(&p, "webhook[3].url", "duplicate"), "{p:?}");
     assert!(
-        has(&problems(&format!("webhook = 3\n{GOOD}"), &[]), "webhook", "array of tables"),
+        has(
+            &problems(&format!("webhook = 3\n{GOOD}"), &[]),
+            "webhook",
+            "array of tables"
+        ),
         "a non-array is refused"
     );
 }
@@ -410,7 +419,10 @@ fn webhook_secrets_are_read_capped_checked_and_never_shown() {
     assert!(!format!("{p:?}").contains("not-a-whsec"), "{p:?}");
     std::fs::write(&file, format!("whsec_{}", "A".repeat(5000))).unwrap();
     let (p, _) = c.check_webhook_secrets();
-    assert!(has(&p, "webhook[0].secret_file", "longer than 4096"), "{p:?}");
+    assert!(
+        has(&p, "webhook[0].secret_file", "longer than 4096"),
+        "{p:?}"
+    );
     std::fs::write(&file, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n").unwrap();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let (p, w) = c.check_webhook_secrets();

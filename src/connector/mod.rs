@@ -116,9 +116,10 @@ fn emit(
     data: serde_json::Value,
     now: Millis,
 ) -> Result<bool, StoreError> {
-    Ok(s
-        .enqueue_event(kind, &data, &webhook_targets(hooks, kind), now)?
-        .is_some())
+    Ok(
+        s.enqueue_event(kind, &data, &webhook_targets(hooks, kind), now)?
+            .is_some(),
+    )
 }
 
 /// After a write that may have enqueued an event: wake this process's delivery task.

@@ -377,7 +377,10 @@ mod tests {
             "retried for {} h only",
             (now - created) / 3_600_000
         );
-        assert!(failed < 40, "about 34 attempts in a day, not a flood: {failed}");
+        assert!(
+            failed < 40,
+            "about 34 attempts in a day, not a flood: {failed}"
+        );
     }
 
     #[test]

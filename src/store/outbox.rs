@@ -1,6 +1,6 @@
 //! The outbox of webhook events: an event is written here — in the same write as the state change
 //! it reports, where practical — before anything is sent, and the daemon's delivery task
-//! (`crate::events`) sends it from here, so a crash or a restart never loses one.
+//! (the `events` module) sends it from here, so a crash or a restart never loses one.
 //!
 //! One `events` row per event (its body is stored as sent: the same bytes on every attempt) and one
 //! `event_deliveries` row per (event, webhook url), each with its attempts, its next attempt, and
@@ -234,7 +234,11 @@ impl Store {
     /// Deletes events whose every delivery is done (delivered or given up) and that were written
     /// before `done_before`, and any event written before `any_before` (a delivery still pending
     /// that long goes to a webhook no longer configured, or no daemon ever ran). Returns how many.
-    pub fn prune_events(&self, done_before: Millis, any_before: Millis) -> Result<usize, StoreError> {
+    pub fn prune_events(
+        &self,
+        done_before: Millis,
+        any_before: Millis,
+    ) -> Result<usize, StoreError> {
         let n = self.conn().execute(
             "DELETE FROM events WHERE created_at < ?2 OR (created_at < ?1 AND NOT EXISTS (
                 SELECT 1 FROM event_deliveries d WHERE d.event_id = events.id
@@ -294,7 +298,12 @@ mod tests {
     fn nothing_is_written_without_a_target() {
         let (_d, s) = temp_store();
         let id = s
-            .enqueue_event(EventKind::ConnectorConnected, &serde_json::json!({}), &[], 1)
+            .enqueue_event(
+                EventKind::ConnectorConnected,
+                &serde_json::json!({}),
+                &[],
+                1,
+            )
             .unwrap();
         assert_eq!(id, None);
         assert_eq!(s.outbox_counts().unwrap(), OutboxCounts::default());
@@ -329,7 +338,10 @@ mod tests {
         assert_eq!(s.next_delivery_at(&hooks).unwrap(), Some(5_000));
         let due = s.due_deliveries(&hooks, 5_000, 10).unwrap();
         assert_eq!(due.len(), 1);
-        assert_eq!((due[0].url.as_str(), due[0].attempts), (hooks[1].as_str(), 1));
+        assert_eq!(
+            (due[0].url.as_str(), due[0].attempts),
+            (hooks[1].as_str(), 1)
+        );
         assert_eq!(due[0].event_id, id, "the same id on every attempt");
 
         // Given up: no longer due, counted as failed.
@@ -380,13 +392,23 @@ mod tests {
         let (_d, s) = temp_store();
         let hooks = urls(&["http://127.0.0.1:1/a"]);
         let r: Result<(), StoreError> = s.atomically(|s| {
-            s.enqueue_event(EventKind::ConnectorDisconnected, &serde_json::json!({}), &hooks, 1)?;
+            s.enqueue_event(
+                EventKind::ConnectorDisconnected,
+                &serde_json::json!({}),
+                &hooks,
+                1,
+            )?;
             Err(StoreError::Sqlite("the state change failed".into()))
         });
         assert!(r.is_err());
         assert_eq!(s.outbox_counts().unwrap().pending, 0, "rolled back");
         s.atomically(|s| {
-            s.enqueue_event(EventKind::ConnectorDisconnected, &serde_json::json!({}), &hooks, 1)
+            s.enqueue_event(
+                EventKind::ConnectorDisconnected,
+                &serde_json::json!({}),
+                &hooks,
+                1,
+            )
         })
         .unwrap();
         assert_eq!(s.outbox_counts().unwrap().pending, 1);

@@ -284,11 +284,23 @@ mod tests {
             RunOutcome::Interrupted
         );
         // A connector's own outcome: a rejected token fails it even with nothing planned.
-        assert_eq!(connector_outcome(&t(0, 0, 0), true, false), RunOutcome::Failed);
+        assert_eq!(
+            connector_outcome(&t(0, 0, 0), true, false),
+            RunOutcome::Failed
+        );
         assert_eq!(connector_outcome(&t(0, 0, 0), false, false), RunOutcome::Ok);
-        assert_eq!(connector_outcome(&t(2, 0, 1), false, false), RunOutcome::Partial);
-        assert_eq!(connector_outcome(&t(2, 1, 0), false, false), RunOutcome::Partial);
-        assert_eq!(connector_outcome(&t(0, 1, 0), false, false), RunOutcome::Failed);
+        assert_eq!(
+            connector_outcome(&t(2, 0, 1), false, false),
+            RunOutcome::Partial
+        );
+        assert_eq!(
+            connector_outcome(&t(2, 1, 0), false, false),
+            RunOutcome::Partial
+        );
+        assert_eq!(
+            connector_outcome(&t(0, 1, 0), false, false),
+            RunOutcome::Failed
+        );
         assert_eq!(
             connector_outcome(&t(2, 0, 0), true, true),
             RunOutcome::Interrupted
