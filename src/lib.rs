@@ -11,6 +11,7 @@ pub mod connector;
 pub mod daemon;
 pub mod demo;
 pub mod domain;
+pub mod events;
 pub mod gradient;
 pub mod kit;
 pub mod schedule;

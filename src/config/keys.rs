@@ -11,7 +11,7 @@ use config::ValueKind;
 use url::Url;
 
 use super::{is_loopback, LogFormat, CATEGORIES, SUBCATEGORIES};
-use crate::domain::{Cadence, MonthlyCount, UnitKind};
+use crate::domain::{Cadence, EventKind, MonthlyCount, UnitKind};
 
 /// What values a key accepts.
 #[derive(Debug, Clone, Copy)]
@@ -31,6 +31,9 @@ pub enum Kind {
     Path,
     /// One word of an enum's text form (the enum's `words()`; read with its `FromStr`).
     Word(fn() -> &'static [&'static str]),
+    /// A list of such words: an array of strings (or, from the environment, one string with the
+    /// words separated by commas); at least one.
+    Words(fn() -> &'static [&'static str]),
     /// One entry of a fixed list that is not ours, exact and case-sensitive (Gradient's enums).
     Listed {
         /// What the list is, e.g. "Gradient category".
@@ -59,12 +62,15 @@ pub enum Fallback {
     Absent,
     /// The value of this other key of the same section.
     SameAs(&'static str),
+    /// Every word of the key's list ([`Kind::Words`]).
+    All,
 }
 
 /// One declared key.
 #[derive(Debug, Clone, Copy)]
 pub struct Key {
-    /// Section (`gradient`, `store`, `schedule`, `log`, or `service` for each `[[service]]`).
+    /// Section (`gradient`, `store`, `schedule`, `log`, or `service` / `webhook` for each
+    /// `[[service]]` / `[[webhook]]`).
     pub section: &'static str,
     /// The key within its section.
     pub name: &'static str,
@@ -81,6 +87,10 @@ pub const DEFAULT_API_LISTEN: &str = "unix:/run/gradient-connector/api.sock";
 
 /// The section whose entries are an array of tables (`[[service]]`).
 pub const SERVICE: &str = "service";
+/// The other section whose entries are an array of tables (`[[webhook]]`).
+pub const WEBHOOK: &str = "webhook";
+/// The sections written as arrays of tables.
+pub const ARRAY_SECTIONS: &[&str] = &[SERVICE, WEBHOOK];
 
 const fn key(
     section: &'static str,
@@ -102,7 +112,7 @@ const fn int(min: i64, max: i64) -> Kind {
     Kind::Int { min, max }
 }
 
-use Fallback::{Absent, Required, SameAs, Value as Def};
+use Fallback::{Absent, All, Required, SameAs, Value as Def};
 
 /// Every key of the configuration, in the order the README lists them.
 #[rustfmt::skip]
@@ -166,6 +176,12 @@ pub static KEYS: &[Key] = &[
         "support article URL; optional, sent when the service is created"),
     key(SERVICE, "support_contact", Kind::Str, Absent,
         "support contact; optional, sent when the service is created"),
+    key(WEBHOOK, "url", Kind::Url, Required,
+        "where events are POSTed; https unless the host is loopback; each url once"),
+    key(WEBHOOK, "secret_file", Kind::Path, Required,
+        "the signing secret: one line `whsec_` + base64 of 24..=64 random bytes (mode 0600); under systemd point it at the credential, e.g. `/run/credentials/gradient-connector.service/webhook-secret`"),
+    key(WEBHOOK, "events", Kind::Words(EventKind::words), All,
+        "the events this webhook gets: `connector.connected`, `connector.token_rejected`, `connector.disconnected`, `connector.synced`"),
 ];
 
 /// The sections, in table order.
@@ -189,8 +205,8 @@ pub fn keys_of(section: &str) -> impl Iterator<Item = &'static Key> + '_ {
 pub fn reference_table() -> String {
     let mut out = String::from("| key | default | meaning |\n|---|---|---|\n");
     for k in KEYS {
-        let name = if k.section == SERVICE {
-            format!("`[[{SERVICE}]] {}`", k.name)
+        let name = if ARRAY_SECTIONS.contains(&k.section) {
+            format!("`[[{}]] {}`", k.section, k.name)
         } else {
             format!("`{}.{}`", k.section, k.name)
         };
@@ -199,6 +215,7 @@ pub fn reference_table() -> String {
             Fallback::Required => "required".into(),
             Fallback::Absent => "none".into(),
             Fallback::SameAs(other) => format!("the `{other}`"),
+            Fallback::All => "all".into(),
         };
         let meaning = match k.kind {
             Kind::Int { min, max } => format!("{} ({min}..={max})", k.doc),
@@ -224,6 +241,8 @@ pub(super) enum Val {
     Url(Url),
     /// `TimeZone`.
     Tz(Tz),
+    /// `Words`: each word once, in the order first given.
+    Words(Vec<String>),
 }
 
 impl Kind {
@@ -262,7 +281,16 @@ impl Kind {
                     kind_name(&other)
                 )),
             },
+            Kind::Words(words) => read_words(raw, words()).map(Val::Words),
             _ => self.read_text(string(raw)?, base_dir),
+        }
+    }
+
+    /// Every word of a [`Kind::Words`] key (its [`Fallback::All`] value).
+    pub(super) fn all_words(self) -> Option<Val> {
+        match self {
+            Kind::Words(words) => Some(Val::Words(words().iter().map(|w| w.to_string()).collect())),
+            _ => None,
         }
     }
 
@@ -292,14 +320,16 @@ impl Kind {
                 Ok(_) => Ok(Val::Str(s)),
                 Err(e) => Err(format!("not a level or filter ({e}): {s:?}")),
             },
-            Kind::Int { .. } | Kind::Bool => unreachable!("read() handles numbers and booleans"),
+            Kind::Int { .. } | Kind::Bool | Kind::Words(_) => {
+                unreachable!("read() handles numbers, booleans and lists")
+            }
         }
     }
 
     /// What a missing required key's problem says.
     pub(super) fn missing(self) -> String {
         match self {
-            Kind::Word(words) => format!("missing: {}", one_of(words())),
+            Kind::Word(words) | Kind::Words(words) => format!("missing: {}", one_of(words())),
             _ => "missing".into(),
         }
     }
@@ -311,6 +341,44 @@ fn one_of(words: &[&str]) -> String {
         [a, b] => format!("{a} or {b}"),
         _ => format!("one of {}", quoted.join(", ")),
     }
+}
+
+/// A list of words: an array of strings, or one string of comma-separated words.
+fn read_words(raw: ValueKind, known: &[&str]) -> Result<Vec<String>, String> {
+    let given: Vec<String> = match raw {
+        ValueKind::Array(items) => items
+            .into_iter()
+            .map(|v| string(v.kind))
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("each entry {e}"))?,
+        ValueKind::String(s) => s
+            .split(',')
+            .map(|w| w.trim().to_string())
+            .filter(|w| !w.is_empty())
+            .collect(),
+        other => {
+            return Err(format!(
+                "must be an array of strings, found {}",
+                kind_name(&other)
+            ))
+        }
+    };
+    let mut out: Vec<String> = Vec::new();
+    for w in given {
+        if !known.contains(&w.as_str()) {
+            return Err(format!(
+                "unknown entry {w:?}; each must be {}",
+                one_of(known)
+            ));
+        }
+        if !out.contains(&w) {
+            out.push(w);
+        }
+    }
+    if out.is_empty() {
+        return Err(format!("must name at least one of {}", known.join(", ")));
+    }
+    Ok(out)
 }
 
 fn string(raw: ValueKind) -> Result<String, String> {

@@ -32,9 +32,9 @@ pub const VENDOR_KEY_CREDENTIAL: &str = "vendor-api-key";
 mod keys;
 mod reader;
 
-pub use keys::{reference_table, Fallback, Key, Kind, KEYS};
+pub use keys::{reference_table, Fallback, Key, Kind, KEYS, SERVICE, WEBHOOK};
 
-use crate::domain::{Cadence, MonthlyCount, UnitKind};
+use crate::domain::{Cadence, EventKind, MonthlyCount, UnitKind};
 pub use crate::gradient::types::{CATEGORIES, SUBCATEGORIES};
 use crate::gradient::ClientSettings;
 use crate::schedule::Schedule;
@@ -236,6 +236,89 @@ pub struct ApiConfig {
     pub tls_key_file: Option<PathBuf>,
 }
 
+/// One `[[webhook]]`: a receiver of events (the vendor's console).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookConfig {
+    /// Where events are POSTed.
+    pub url: Url,
+    /// The file holding the signing secret (`whsec_` + base64); read by [`WebhookConfig::load_secret`].
+    pub secret_file: PathBuf,
+    /// The events it gets (default: all).
+    pub events: Vec<EventKind>,
+}
+
+/// Longest webhook secret file read, in bytes.
+pub const WEBHOOK_SECRET_MAX_BYTES: u64 = 4096;
+
+/// A webhook's signing key, decoded from its `whsec_` + base64 text. Never printed.
+#[derive(Clone)]
+pub struct WebhookSecret(secrecy::SecretSlice<u8>);
+
+impl fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WebhookSecret([REDACTED])")
+    }
+}
+
+impl WebhookSecret {
+    /// Parses `whsec_` + base64 (standard alphabet, padded or not) of 24..=64 bytes, the Standard
+    /// Webhooks form. The error never contains the text.
+    pub fn parse(text: &str) -> Result<WebhookSecret, String> {
+        use base64::Engine;
+        let text = text.trim();
+        let Some(b64) = text.strip_prefix("whsec_") else {
+            return Err(
+                "must hold one line, `whsec_` followed by the base64 of the signing key".into(),
+            );
+        };
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(b64))
+            .map_err(|_| "the text after `whsec_` is not base64".to_string())?;
+        if !(24..=64).contains(&key.len()) {
+            return Err(format!(
+                "the signing key must be 24 to 64 bytes, found {}; generate one with `echo whsec_$(head -c 32 /dev/urandom | base64)`",
+                key.len()
+            ));
+        }
+        Ok(WebhookSecret(key.into()))
+    }
+
+    /// The key bytes (for signing only).
+    pub(crate) fn key(&self) -> &[u8] {
+        use secrecy::ExposeSecret;
+        self.0.expose_secret()
+    }
+}
+
+impl WebhookConfig {
+    /// Reads and parses the secret file (at most [`WEBHOOK_SECRET_MAX_BYTES`]); a problem names
+    /// `webhook[index].secret_file` and the file, never the content.
+    pub fn load_secret(&self, index: usize) -> Result<WebhookSecret, Problem> {
+        use std::io::Read;
+        let path = &self.secret_file;
+        let problem = |message: String| Problem {
+            key: format!("{WEBHOOK}[{index}].secret_file"),
+            message: format!("{}: {message}", path.display()),
+        };
+        let mut raw = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(WEBHOOK_SECRET_MAX_BYTES + 1).read_to_end(&mut raw))
+            .map_err(|e| {
+                problem(format!(
+                    "cannot read the webhook secret ({e}); create it (mode 0600)"
+                ))
+            })?;
+        if raw.len() as u64 > WEBHOOK_SECRET_MAX_BYTES {
+            return Err(problem(format!(
+                "longer than {WEBHOOK_SECRET_MAX_BYTES} bytes: it must hold the secret alone"
+            )));
+        }
+        let text = String::from_utf8(raw).map_err(|_| problem("not UTF-8 text".into()))?;
+        WebhookSecret::parse(&text).map_err(problem)
+    }
+}
+
 /// The whole, validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -253,6 +336,8 @@ pub struct Config {
     pub services: Vec<ServiceConfig>,
     /// `[api]`
     pub api: ApiConfig,
+    /// `[[webhook]]` (none: no event is written).
+    pub webhooks: Vec<WebhookConfig>,
     /// Non-fatal findings (printed by `check-config`, logged by the daemon).
     pub warnings: Vec<Problem>,
 }
@@ -400,10 +485,41 @@ impl Config {
         (problems, warnings)
     }
 
+    /// Loads every webhook's secret: problems name `webhook[i].secret_file`; a file readable by
+    /// group or others is a warning. (`check-config` and the daemon's start.)
+    pub fn check_webhook_secrets(&self) -> (Vec<Problem>, Vec<Problem>) {
+        let mut problems = Vec::new();
+        let mut warnings = Vec::new();
+        for (i, h) in self.webhooks.iter().enumerate() {
+            match h.load_secret(i) {
+                Ok(_) => warnings.extend(loose_permissions(
+                    &h.secret_file,
+                    &format!("{WEBHOOK}[{i}].secret_file"),
+                )),
+                Err(p) => problems.push(p),
+            }
+        }
+        (problems, warnings)
+    }
+
+    /// The webhook urls that get events of `kind` (empty: write no event).
+    pub fn webhook_targets(&self, kind: EventKind) -> Vec<String> {
+        webhook_targets(&self.webhooks, kind)
+    }
+
     /// The configured service for a module.
     pub fn service(&self, module: &str) -> Option<&ServiceConfig> {
         self.services.iter().find(|s| s.module == module)
     }
+}
+
+/// The urls of the webhooks among `hooks` that get events of `kind` (empty: write no event).
+pub fn webhook_targets(hooks: &[WebhookConfig], kind: EventKind) -> Vec<String> {
+    hooks
+        .iter()
+        .filter(|h| h.events.contains(&kind))
+        .map(|h| h.url.to_string())
+        .collect()
 }
 
 /// A warning when `path` is readable by group or others (secrets and the store must not be).

@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use config::{Value, ValueKind};
 
-use super::keys::{self, kind_name, Fallback, Kind, Val, SERVICE};
+use super::keys::{self, kind_name, Fallback, Kind, Val, SERVICE, WEBHOOK};
 use super::{
     ApiConfig, ApiListen, Config, GradientConfig, LogConfig, Problem, ScheduleConfig,
-    ServiceConfig, StoreConfig,
+    ServiceConfig, StoreConfig, WebhookConfig,
 };
+use crate::domain::EventKind;
 use crate::gradient::ClientSettings;
 use crate::schedule::Schedule;
 
@@ -123,6 +124,18 @@ impl Section {
         Some(self.url(key))
     }
 
+    /// A list of words, each parsed with the enum's own `FromStr` (the table checked them).
+    fn words<T: FromStr>(&mut self, key: &'static str) -> Option<Vec<T>> {
+        self.take(key, |v| match v {
+            Val::Words(ws) => {
+                let parsed: Result<Vec<T>, ()> =
+                    ws.iter().map(|w| w.parse().map_err(|_| ())).collect();
+                parsed.map_err(|_| Val::Words(ws))
+            }
+            other => Err(other),
+        })
+    }
+
     fn tz(&mut self, key: &'static str) -> Option<chrono_tz::Tz> {
         self.take(key, |v| match v {
             Val::Tz(z) => Ok(z),
@@ -196,6 +209,7 @@ impl<'a> Reader<'a> {
         });
         let api = self.api(api);
         let services = self.services(root.remove(SERVICE));
+        let webhooks = self.webhooks(root.remove(WEBHOOK));
         Some(Config {
             source: path.to_path_buf(),
             gradient: gradient?,
@@ -204,6 +218,7 @@ impl<'a> Reader<'a> {
             log: log?,
             services: services?,
             api: api?,
+            webhooks: webhooks?,
             warnings: Vec::new(),
         })
     }
@@ -295,6 +310,12 @@ impl<'a> Reader<'a> {
                     continue;
                 }
                 (None, Fallback::Absent | Fallback::SameAs(_)) => continue,
+                (None, Fallback::All) => {
+                    if let Some(v) = k.kind.all_words() {
+                        s.vals.insert(k.name, v);
+                    }
+                    continue;
+                }
             };
             let blank = matches!(&raw, ValueKind::String(x) if x.trim().is_empty());
             // An optional URL left empty is unset ("not managed").
@@ -430,6 +451,60 @@ impl<'a> Reader<'a> {
             }
             match service {
                 Some(service) => out.push(service),
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+}
+
+impl Reader<'_> {
+    /// `[[webhook]]` entries (none is fine: no events are written then).
+    fn webhooks(&mut self, raw: Option<Value>) -> Option<Vec<WebhookConfig>> {
+        let items = match raw.map(|v| v.kind) {
+            None => Vec::new(),
+            Some(ValueKind::Array(items)) => items,
+            Some(other) => {
+                self.problem(
+                    WEBHOOK,
+                    format!(
+                        "must be an array of tables ([[webhook]]), found {}",
+                        kind_name(&other)
+                    ),
+                );
+                return None;
+            }
+        };
+        let mut out = Vec::new();
+        let mut ok = true;
+        let mut urls = HashSet::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let sec = format!("{WEBHOOK}[{i}]");
+            let t = match item.kind {
+                ValueKind::Table(t) => t,
+                other => {
+                    self.problem(sec, format!("must be a table, found {}", kind_name(&other)));
+                    ok = false;
+                    continue;
+                }
+            };
+            let s = self.read_section(WEBHOOK, sec.clone(), t);
+            let hook = self.finish(s, |s| {
+                Some(WebhookConfig {
+                    url: s.url("url")?,
+                    secret_file: s.path("secret_file")?,
+                    events: s.words::<EventKind>("events")?,
+                })
+            });
+            match hook {
+                Some(h) if !urls.insert(h.url.to_string()) => {
+                    self.problem(
+                        format!("{sec}.url"),
+                        format!("duplicate webhook url {:?}: list each receiver once, with every event it wants", h.url.as_str()),
+                    );
+                    ok = false;
+                }
+                Some(h) => out.push(h),
                 None => ok = false,
             }
         }

@@ -344,3 +344,89 @@ fn words_read_through_the_environment_and_problems_list_the_table() {
     assert!(has(&p, "service[0].module_id", "support_contact"), "{p:?}");
     assert_eq!(p.len(), 5, "{p:#?}");
 }
+
+#[test]
+fn webhooks_are_optional_and_every_bad_value_names_its_key() {
+    let (_d, r) = load(GOOD, &[]);
+    assert!(r.unwrap().webhooks.is_empty(), "no [[webhook]]: none");
+    let text = format!(
+        "{GOOD}\n[[webhook]]\nurl = \"https://console.example/hooks\"\nsecret_file = \"hook.secret\"\n\
+         [[webhook]]\nurl = \"http://127.0.0.1:8080/h\"\nsecret_file = \"/etc/s\"\nevents = [\"connector.synced\", \"connector.synced\"]\n"
+    );
+    let (_d, r) = load(&text, &[]);
+    let c = r.unwrap();
+    assert_eq!(c.webhooks.len(), 2);
+    assert_eq!(c.webhooks[0].events.len(), 4, "default: every event");
+    assert_eq!(c.webhooks[0].secret_file, _d.path().join("hook.secret"));
+    assert_eq!(
+        c.webhooks[1].events,
+        vec![crate::domain::EventKind::ConnectorSynced]
+    );
+    assert_eq!(
+        c.webhook_targets(crate::domain::EventKind::ConnectorConnected),
+        vec!["https://console.example/hooks".to_string()]
+    );
+    assert_eq!(
+        c.webhook_targets(crate::domain::EventKind::ConnectorSynced)
+            .len(),
+        2
+    );
+
+    let bad = format!(
+        "{GOOD}\n[[webhook]]\nurl = \"http://console.example/hooks\"\nevents = [\"connector.exploded\"]\ncolour = 1\n\
+         [[webhook]]\nurl = \"https://a.example/\"\nsecret_file = \"s\"\nevents = []\n\
+         [[webhook]]\nurl = \"https://b.example/\"\nsecret_file = \"s\"\n\
+         [[webhook]]\nurl = \"https://b.example/\"\nsecret_file = \"s\"\n"
+    );
+    let p = problems(&bad, &[]);
+    assert!(has(&p, "webhook[0].url", "https"), "{p:?}");
+    assert!(has(&p, "webhook[0].secret_file", "missing"), "{p:?}");
+    assert!(
+        has(
+            &p,
+            "webhook[0].events",
+            "unknown entry \"connector.exploded\""
+        ),
+        "{p:?}"
+    );
+    assert!(has(&p, "webhook[0].colour", "unknown key"), "{p:?}");
+    assert!(has(&p, "webhook[1].events", "at least one"), "{p:?}");
+    assert!(has(&p, "webhook[3].url", "duplicate"), "{p:?}");
+    assert!(
+        has(
+            &problems(&format!("webhook = 3\n{GOOD}"), &[]),
+            "webhook",
+            "array of tables"
+        ),
+        "a non-array is refused"
+    );
+}
+
+#[test]
+fn webhook_secrets_are_read_capped_checked_and_never_shown() {
+    use std::os::unix::fs::PermissionsExt;
+    let text = format!(
+        "{GOOD}\n[[webhook]]\nurl = \"https://console.example/hooks\"\nsecret_file = \"hook.secret\"\n"
+    );
+    let (dir, r) = load(&text, &[]);
+    let c = r.unwrap();
+    let file = dir.path().join("hook.secret");
+    let (p, _) = c.check_webhook_secrets();
+    assert!(has(&p, "webhook[0].secret_file", "cannot read"), "{p:?}");
+    std::fs::write(&file, "not-a-whsec-secret-but-long-enough\n").unwrap();
+    let (p, _) = c.check_webhook_secrets();
+    assert!(has(&p, "webhook[0].secret_file", "whsec_"), "{p:?}");
+    assert!(!format!("{p:?}").contains("not-a-whsec"), "{p:?}");
+    std::fs::write(&file, format!("whsec_{}", "A".repeat(5000))).unwrap();
+    let (p, _) = c.check_webhook_secrets();
+    assert!(
+        has(&p, "webhook[0].secret_file", "longer than 4096"),
+        "{p:?}"
+    );
+    std::fs::write(&file, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (p, w) = c.check_webhook_secrets();
+    assert!(p.is_empty(), "{p:?}");
+    assert!(has(&w, "webhook[0].secret_file", "chmod 600"), "{w:?}");
+    assert!(!format!("{w:?}{:?}", c.webhooks[0].load_secret(0)).contains("MfKQ"));
+}

@@ -20,13 +20,14 @@ pub use token::{key_fingerprint, read_token, validate_token};
 use secrecy::SecretString;
 use serde::Serialize;
 
-use crate::config::ServiceConfig;
-use crate::domain::{ConnectorId, ConnectorState};
+use crate::config::{webhook_targets, ServiceConfig, WebhookConfig};
+use crate::domain::{ConnectorId, ConnectorState, EventKind};
 use crate::gradient::{
     ErrorKind, GradientClient, GradientError, Integration, IntegrationStatus, PartnerSession,
 };
+use crate::store::outbox;
 use crate::store::ownership::VerifiedToken;
-use crate::store::{StoreError, StoreHandle};
+use crate::store::{Store, StoreError, StoreHandle};
 use crate::time::{now_ms, Millis};
 
 /// Errors of this module. None of them carries a token.
@@ -110,6 +111,61 @@ pub struct Lifecycle<'a> {
     pub services: &'a [ServiceConfig],
     /// [`key_fingerprint`] of the vendor key in use.
     pub vendor_key_fp: &'a str,
+    /// `[[webhook]]`: who is told of connections, rejections and disconnections.
+    pub webhooks: &'a [WebhookConfig],
+}
+
+/// Writes an event of `kind` for the webhooks that want it (part of the caller's write job, so
+/// inside its transaction when there is one). Returns whether one was written.
+fn emit(
+    s: &Store,
+    hooks: &[WebhookConfig],
+    kind: EventKind,
+    data: serde_json::Value,
+    now: Millis,
+) -> Result<bool, StoreError> {
+    Ok(
+        s.enqueue_event(kind, &data, &webhook_targets(hooks, kind), now)?
+            .is_some(),
+    )
+}
+
+/// After a write that may have enqueued an event: wake this process's delivery task.
+fn woke(written: bool) {
+    if written {
+        outbox::wake();
+    }
+}
+
+/// Marks a connector connected (token generation `gen`) and, when that is a change — it was
+/// rejected, unverified or anything but connected — writes `connector.connected`, in one
+/// transaction. Returns whether an event was written.
+#[allow(clippy::too_many_arguments)]
+fn connect_and_tell(
+    s: &Store,
+    hooks: &[WebhookConfig],
+    id: &str,
+    gen: Option<Millis>,
+    status: Option<&str>,
+    name: Option<&str>,
+    org: Option<&str>,
+    now: Millis,
+) -> Result<bool, StoreError> {
+    s.atomically(|s| {
+        let before = s.connector(id)?.map(|c| c.state);
+        let marked = s.mark_connected(id, gen, status, name, org, now)?;
+        if !marked || before == Some(ConnectorState::Connected) {
+            return Ok(false);
+        }
+        let org_name = s.connector(id)?.and_then(|c| c.organization_name);
+        emit(
+            s,
+            hooks,
+            EventKind::ConnectorConnected,
+            serde_json::json!({"connector": id, "organization_name": org_name}),
+            now,
+        )
+    })
 }
 
 /// How a paste may change a connector.
@@ -215,25 +271,38 @@ impl Lifecycle<'_> {
             .await
             .map_err(|e| unavailable(id, &e))?;
         let now = now_ms();
-        let (cid, tok, org_q, name, st) = (
+        let (cid, tok, org_q, name, st, hooks) = (
             id.to_string(),
             token.clone(),
             org.clone(),
             integration.name.clone(),
             status.clone(),
+            self.webhooks.to_vec(),
         );
-        self.store
+        let told = self
+            .store
             .write(move |s| {
-                s.store_verified_token(&VerifiedToken {
-                    id: &cid,
-                    token: &tok,
-                    organization_id: &org_q,
-                    organization_name: name.as_deref(),
-                    gradient_status: &st,
-                    now,
+                s.atomically(|s| {
+                    s.store_verified_token(&VerifiedToken {
+                        id: &cid,
+                        token: &tok,
+                        organization_id: &org_q,
+                        organization_name: name.as_deref(),
+                        gradient_status: &st,
+                        now,
+                    })?;
+                    let org_name = s.connector(&cid)?.and_then(|c| c.organization_name);
+                    emit(
+                        s,
+                        &hooks,
+                        EventKind::ConnectorConnected,
+                        serde_json::json!({"connector": cid, "organization_name": org_name}),
+                        now,
+                    )
                 })
             })
             .await?;
+        woke(told);
         if !channel_known {
             tracing::warn!(connector = %id, "the inventory has no channel with this id yet; import it so that its workspaces are synced");
         }
@@ -298,10 +367,28 @@ impl Lifecycle<'_> {
                 }
             }
         }
-        let cid = id.to_string();
-        self.store
-            .write(move |s| s.disconnect(&cid, "disconnected by the operator", now_ms()))
+        let (cid, hooks) = (id.to_string(), self.webhooks.to_vec());
+        let evented = self
+            .store
+            .write(move |s| {
+                s.atomically(|s| {
+                    let now = now_ms();
+                    let before = s.connector(&cid)?.map(|c| c.state);
+                    s.disconnect(&cid, "disconnected by the operator", now)?;
+                    if before == Some(ConnectorState::Disconnected) {
+                        return Ok(false);
+                    }
+                    emit(
+                        s,
+                        &hooks,
+                        EventKind::ConnectorDisconnected,
+                        serde_json::json!({"connector": cid}),
+                        now,
+                    )
+                })
+            })
             .await?;
+        woke(evented);
         Ok(told)
     }
 
@@ -376,16 +463,20 @@ impl Lifecycle<'_> {
             let (state, note) = match session.get_integration().await {
                 Ok(a) => {
                     let i = a.value;
-                    let (id, gen, st, name, org) = (
+                    let (id, gen, st, name, org, hooks) = (
                         row.id.clone(),
                         row.token_set_at,
                         i.status.clone(),
                         i.name.clone(),
                         i.organization_id.clone(),
+                        self.webhooks.to_vec(),
                     );
-                    self.store
+                    let told = self
+                        .store
                         .write(move |s| {
-                            s.mark_connected(
+                            connect_and_tell(
+                                s,
+                                &hooks,
                                 &id,
                                 gen,
                                 st.as_deref(),
@@ -395,6 +486,7 @@ impl Lifecycle<'_> {
                             )
                         })
                         .await?;
+                    woke(told);
                     (
                         ConnectorState::Connected,
                         format!("accepted ({})", i.name.as_deref().unwrap_or("organization")),
@@ -416,26 +508,50 @@ impl Lifecycle<'_> {
     }
 
     /// Records a 401 for token generation `gen` of connector `id`, with the vendor key's
-    /// fingerprint. Returns the reason recorded.
+    /// fingerprint; on the transition into `token_rejected` (not while it stays rejected) writes
+    /// `connector.token_rejected` in the same transaction. Returns the reason recorded.
     pub async fn record_rejection(&self, id: &str, gen: Option<Millis>) -> String {
         let reason = format!(
             "Gradient rejected the token (HTTP 401): the MSP may have generated a newer partner API key (paste it with `gradient-connector connector add {id} --token-file PATH`), or the vendor key is wrong (then every connector is rejected; fix the key and run `gradient-connector connector verify --all`)"
         );
-        let (cid, r, fp) = (
+        let (cid, r, fp, hooks) = (
             id.to_string(),
             reason.clone(),
             self.vendor_key_fp.to_string(),
+            self.webhooks.to_vec(),
         );
-        if let Err(e) = self
+        let written = self
             .store
-            .write(move |s| s.mark_rejected(&cid, gen, &r, &fp, now_ms()))
-            .await
-        {
-            tracing::error!(connector = %id, error = %e, "could not record the rejected token");
+            .write(move |s| {
+                s.atomically(|s| {
+                    let now = now_ms();
+                    let before = s.connector(&cid)?.map(|c| c.state);
+                    let marked = s.mark_rejected(&cid, gen, &r, &fp, now)?;
+                    if !marked || before == Some(ConnectorState::TokenRejected) {
+                        return Ok(false);
+                    }
+                    emit(
+                        s,
+                        &hooks,
+                        EventKind::ConnectorTokenRejected,
+                        serde_json::json!({"connector": cid, "reason": REJECTED_FOR_CONSOLE}),
+                        now,
+                    )
+                })
+            })
+            .await;
+        match written {
+            Ok(told) => woke(told),
+            Err(e) => {
+                tracing::error!(connector = %id, error = %e, "could not record the rejected token")
+            }
         }
         reason
     }
 }
+
+/// The `reason` of `connector.token_rejected`: what the MSP's admin should read.
+pub const REJECTED_FOR_CONSOLE: &str = "Gradient rejected the partner API key (HTTP 401): the MSP probably generated a newer one in Gradient; paste the new key to reconnect";
 
 /// One connector's result of `connector verify`.
 #[derive(Debug, Clone, Serialize)]
@@ -465,25 +581,30 @@ async fn set_pending(
 
 /// Verifies a token stored earlier (an `unverified` connector, or one rejected with another vendor
 /// key) before a run uses it: reads the integration, sets it `pending` unless `active`, records the
-/// connector connected. Returns the status Gradient now shows.
+/// connector connected (and, when it was not, writes `connector.connected` for `webhooks`).
+/// Returns the status Gradient now shows.
 pub async fn verify(
     store: &StoreHandle,
+    webhooks: &[WebhookConfig],
     row_id: &str,
     token_set_at: Option<Millis>,
     session: &PartnerSession,
 ) -> Result<String, GradientError> {
     let integration = session.get_integration().await?.value;
     let status = set_pending(session, &integration).await?;
-    let (id, st, name, org) = (
+    let (id, st, name, org, hooks) = (
         row_id.to_string(),
         status.clone(),
         integration.name.clone(),
         integration.organization_id.clone(),
+        webhooks.to_vec(),
     );
     let now = now_ms();
-    if let Err(e) = store
+    match store
         .write(move |s| {
-            s.mark_connected(
+            connect_and_tell(
+                s,
+                &hooks,
                 &id,
                 token_set_at,
                 Some(&st),
@@ -494,7 +615,10 @@ pub async fn verify(
         })
         .await
     {
-        tracing::error!(connector = %row_id, error = %e, "could not record the verified token");
+        Ok(told) => woke(told),
+        Err(e) => {
+            tracing::error!(connector = %row_id, error = %e, "could not record the verified token")
+        }
     }
     Ok(status)
 }

@@ -412,6 +412,8 @@ pub async fn run(cfg: Arc<Config>) -> Result<(), DaemonError> {
     let (events, inbox) = mpsc::channel(64);
     forward_signals(events.clone())?;
     let ctx = SyncContext::new(cfg.clone())?;
+    // Webhook secrets load before READY: a bad one is a configuration error at start.
+    let hooks = crate::events::webhooks(&cfg).map_err(SyncError::from)?;
     let schedule = cfg.schedule.parsed.clone();
     // The store must open (and migrate) before we say we are ready; SIGTERM is honoured meanwhile.
     let first = tokio::select! {
@@ -439,6 +441,14 @@ pub async fn run(cfg: Arc<Config>) -> Result<(), DaemonError> {
         let _ = stopper.send(DaemonEvent::Shutdown).await;
     });
     drop(events);
+    let delivery_stop = tokio_util::sync::CancellationToken::new();
+    let delivery = {
+        let store = match shared.read() {
+            Ok(c) => c.store.clone(),
+            Err(p) => p.into_inner().store.clone(),
+        };
+        crate::events::spawn(store, hooks, delivery_stop.clone())
+    };
     let driver = RealDriver {
         ctx: shared,
         status_suffix: format!("; api {api_address}"),
@@ -446,6 +456,8 @@ pub async fn run(cfg: Arc<Config>) -> Result<(), DaemonError> {
     let core = Core::new(Arc::new(SystemClock), driver, schedule);
     core.run(first, inbox).await;
     stop_api.cancel();
+    delivery_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(1), delivery).await;
     Ok(())
 }
 

@@ -11,6 +11,8 @@ use crate::domain::UnitKind;
 
 /// The `[[service]]` section's name in the key table.
 const SERVICE: &str = "service";
+/// The `[[webhook]]` section's name in the key table.
+const WEBHOOK: &str = "webhook";
 
 /// One `[[service]]` entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -88,6 +90,35 @@ impl Service {
     }
 }
 
+/// One `[[webhook]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Webhook {
+    /// Where events are POSTed.
+    pub url: String,
+    /// The file holding `whsec_` + base64 of the signing key.
+    pub secret_file: String,
+    /// The events it gets (absent: all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<String>>,
+}
+
+impl Webhook {
+    /// A webhook getting every event.
+    pub fn new(url: &str, secret_file: impl AsRef<Path>) -> Webhook {
+        Webhook {
+            url: url.into(),
+            secret_file: secret_file.as_ref().to_string_lossy().into_owned(),
+            events: None,
+        }
+    }
+
+    /// Only these events.
+    pub fn events(mut self, events: &[&str]) -> Webhook {
+        self.events = Some(events.iter().map(|e| e.to_string()).collect());
+        self
+    }
+}
+
 /// A configuration file: `[section] key = value` entries (each a key of the table) and
 /// `[[service]]` entries, rendered as TOML.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -95,6 +126,7 @@ pub struct ConfigBuilder {
     /// (section, key, value), in the order first set.
     values: Vec<(String, String, toml::Value)>,
     services: Vec<Service>,
+    webhooks: Vec<Webhook>,
 }
 
 impl ConfigBuilder {
@@ -176,6 +208,17 @@ impl ConfigBuilder {
             .service(Service::email_security())
     }
 
+    /// Adds a `[[webhook]]` entry.
+    pub fn webhook(mut self, webhook: Webhook) -> Self {
+        self.webhooks.push(webhook);
+        self
+    }
+
+    /// The `[[webhook]]` entries.
+    pub fn webhooks(&self) -> &[Webhook] {
+        &self.webhooks
+    }
+
     /// The `[[service]]` entries.
     pub fn services(&self) -> &[Service] {
         &self.services
@@ -217,6 +260,19 @@ impl ConfigBuilder {
             })
             .expect("services render");
         }
+        #[derive(Serialize)]
+        struct Webhooks<'a> {
+            webhook: &'a [Webhook],
+        }
+        if !self.webhooks.is_empty() {
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            text += &toml::to_string(&Webhooks {
+                webhook: &self.webhooks,
+            })
+            .expect("webhooks render");
+        }
         text
     }
 
@@ -230,11 +286,11 @@ impl ConfigBuilder {
 fn known(section: &str, key: &str) -> (&'static str, &'static str) {
     match KEYS
         .iter()
-        .find(|k| k.section == section && k.name == key && k.section != SERVICE)
+        .find(|k| k.section == section && k.name == key && ![SERVICE, WEBHOOK].contains(&k.section))
     {
         Some(k) => (k.section, k.name),
         None => panic!(
-            "no configuration key [{section}] {key} in config::KEYS (services go through ConfigBuilder::service)"
+            "no configuration key [{section}] {key} in config::KEYS (services and webhooks go through ConfigBuilder::service / ::webhook)"
         ),
     }
 }

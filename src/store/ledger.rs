@@ -678,6 +678,28 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// What Gradient accepted in one run: (connector, account, module, count) of every pushed
+    /// ledger row, by connector, account and module.
+    pub fn pushed_in_run(
+        &self,
+        run_id: i64,
+    ) -> Result<Vec<(String, String, String, u64)>, StoreError> {
+        let mut stmt = self.conn().prepare(
+            "SELECT connector_id, account_id, module, unit_count FROM ledger
+             WHERE run_id = ?1 AND outcome = 'pushed' AND unit_count IS NOT NULL
+             ORDER BY connector_id, account_id, module, id",
+        )?;
+        let rows = stmt.query_map([run_id], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get::<_, i64>(3)?.max(0) as u64,
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Per-connector counts per outcome of one run.
     pub fn run_tally_by_connector(
         &self,

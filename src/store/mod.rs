@@ -4,7 +4,8 @@
 //!
 //! Submodules own one concern each: [`schema`] (numbered migrations), [`import`] (JSON Lines into the
 //! inventory), [`counting`] (pure, set-based queries that turn inventory into unit counts) and
-//! [`ledger`] (connectors, services, runs, pushes, daemon state).
+//! [`ledger`] (connectors, services, runs, pushes, daemon state) and [`outbox`] (webhook events
+//! waiting to be delivered).
 //!
 //! The file is created with mode 0600 (it holds partner tokens), runs in WAL mode with foreign keys on
 //! and a busy timeout, and is migrated on open.
@@ -13,6 +14,7 @@ pub mod counting;
 pub mod handle;
 pub mod import;
 pub mod ledger;
+pub mod outbox;
 pub mod ownership;
 pub mod run_inputs;
 pub mod schema;

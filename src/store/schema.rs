@@ -14,6 +14,8 @@
 //! - `connectors`: one per channel, with its partner token; `services`: Gradient's ids for our modules.
 //! - `runs`, `ledger` (one row per pair per run), `last_known` (last pushed count per pair),
 //!   `daemon_state` (schedule bookkeeping).
+//! - `events` (the webhook outbox: id, kind, body as sent) and `event_deliveries` (one per event and
+//!   webhook url: attempts, next attempt, delivered or given up, last error) — migration 5.
 
 use std::path::Path;
 
@@ -198,6 +200,27 @@ pub const MIGRATIONS: &[&str] = &[
         done_at INTEGER,
         PRIMARY KEY (connector_id, account_id)
      ) WITHOUT ROWID;",
+    // 5: the outbox of webhook events: each event once (its body is sent byte for byte on every
+    // attempt), and one delivery per (event, webhook url) with its own attempts and schedule.
+    "CREATE TABLE events (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+     );
+     CREATE INDEX events_by_created ON events(created_at);
+     CREATE TABLE event_deliveries (
+        event_id TEXT NOT NULL REFERENCES events(id) ON DELETE CASCADE,
+        url TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,
+        delivered_at INTEGER,
+        failed_at INTEGER,
+        last_error TEXT,
+        PRIMARY KEY (event_id, url)
+     ) WITHOUT ROWID;
+     CREATE INDEX event_deliveries_due ON event_deliveries(next_attempt_at)
+        WHERE delivered_at IS NULL AND failed_at IS NULL;",
 ];
 
 /// Applies every migration newer than the store's `user_version`, each in its own transaction.

@@ -19,9 +19,9 @@ use secrecy::SecretString;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{webhook_targets, Config, ConfigError};
 use crate::connector::{ensure_services, Lifecycle};
-use crate::domain::{Cadence, ConnectorId, ConnectorState, RunOutcome, Tally, Trigger};
+use crate::domain::{Cadence, ConnectorId, ConnectorState, EventKind, RunOutcome, Tally, Trigger};
 use crate::gradient::{
     profile_changes, ErrorKind, GradientClient, GradientError, PartnerSession, Vendor,
     VendorProfile,
@@ -87,6 +87,7 @@ impl SyncContext {
             client: &self.client,
             services: &self.config.services,
             vendor_key_fp: &self.vendor_key_fp,
+            webhooks: &self.config.webhooks,
         }
     }
 }
@@ -382,26 +383,105 @@ pub async fn run(
     report.duration_ms = started.elapsed().as_millis() as u64;
     let (outcome, tally, message) = (report.outcome, report.tally, report.message.clone());
     let finished = now_ms();
-    ctx.store
+    let targets = webhook_targets(&config.webhooks, EventKind::ConnectorSynced);
+    let parts: Vec<SyncedPart> = report
+        .connectors
+        .iter()
+        .map(|c| SyncedPart {
+            connector: c.id.clone(),
+            tally: c.tally,
+            outcome: plan::connector_outcome(
+                &c.tally,
+                c.state == Some(ConnectorState::TokenRejected),
+                interrupted,
+            ),
+        })
+        .collect();
+    let names: HashMap<String, String> = config
+        .services
+        .iter()
+        .map(|s| (s.module.clone(), s.name.clone()))
+        .collect();
+    let told = ctx
+        .store
         .write(move |s| {
-            let settled = s.settle_offboarding(run_id, finished)?;
-            if settled > 0 {
-                tracing::info!(
-                    accounts = settled,
-                    "offboarded accounts got their final zero"
-                );
-            }
-            s.finish_run(run_id, outcome, &tally, message.as_deref(), finished)
+            s.atomically(|s| {
+                let settled = s.settle_offboarding(run_id, finished)?;
+                if settled > 0 {
+                    tracing::info!(
+                        accounts = settled,
+                        "offboarded accounts got their final zero"
+                    );
+                }
+                s.finish_run(run_id, outcome, &tally, message.as_deref(), finished)?;
+                // `connector.synced`, one per connector that took part, with the run's close.
+                if targets.is_empty() || parts.is_empty() {
+                    return Ok(false);
+                }
+                let pushed = s.pushed_in_run(run_id)?;
+                for data in synced_events(run_id, &parts, &pushed, &names) {
+                    s.enqueue_event(EventKind::ConnectorSynced, &data, &targets, finished)?;
+                }
+                Ok(true)
+            })
         })
         .await?;
     metrics::counter!("gradient_connector_runs_total", "outcome" => report.outcome.as_str())
         .increment(1);
+    if told {
+        crate::store::outbox::wake();
+    }
     if report.outcome == RunOutcome::Ok {
         tracing::info!("{}", report.summary());
     } else {
         tracing::warn!("{}", report.summary());
     }
     Ok(report)
+}
+
+/// One connector's part of a run, as `connector.synced` tells it.
+#[derive(Debug, Clone)]
+pub struct SyncedPart {
+    /// Connector id.
+    pub connector: String,
+    /// Its counts (from the ledger).
+    pub tally: Tally,
+    /// Its own outcome ([`plan::connector_outcome`]).
+    pub outcome: RunOutcome,
+}
+
+/// The `data` of each `connector.synced` event of run `run_id` (pure): connector, run, outcome,
+/// counts (as in `/v1/runs`) and `pushed` — what Gradient accepted, each service by its configured
+/// name (`names`: module → name; the module id when not configured).
+pub fn synced_events(
+    run_id: i64,
+    parts: &[SyncedPart],
+    pushed: &[(String, String, String, u64)],
+    names: &HashMap<String, String>,
+) -> Vec<serde_json::Value> {
+    parts
+        .iter()
+        .map(|p| {
+            let accepted: Vec<serde_json::Value> = pushed
+                .iter()
+                .filter(|(c, _, _, _)| *c == p.connector)
+                .map(|(_, account, module, count)| {
+                    serde_json::json!({
+                        "account": account,
+                        "service": names.get(module).unwrap_or(module),
+                        "unit_count": count,
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "connector": p.connector,
+                "run": run_id,
+                "outcome": p.outcome,
+                "counts": p.tally,
+                "pushed": accepted,
+            })
+        })
+        .collect()
 }
 
 /// Catalogue, then every connector. `Err` carries the reason the run was aborted.

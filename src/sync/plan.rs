@@ -181,6 +181,16 @@ pub fn run_outcome(tally: &Tally, aborted: bool, interrupted: bool) -> RunOutcom
     }
 }
 
+/// One connector's own outcome in a run (`connector.synced`): interrupted with the run; failed
+/// when its token was rejected or nothing it sent went through; partial when some pairs failed or
+/// were rejected; else ok.
+pub fn connector_outcome(tally: &Tally, token_rejected: bool, interrupted: bool) -> RunOutcome {
+    if token_rejected && !interrupted {
+        return RunOutcome::Failed;
+    }
+    run_outcome(tally, false, interrupted)
+}
+
 /// The period a run counts: an explicit month, or by cadence relative to `reference` (the slot of a
 /// scheduled run, else now): daily → as of now; monthly → the month before the reference's month.
 pub fn period_for(
@@ -271,6 +281,28 @@ mod tests {
         assert_eq!(run_outcome(&t(3, 0, 0), true, false), RunOutcome::Failed);
         assert_eq!(
             run_outcome(&t(3, 0, 0), false, true),
+            RunOutcome::Interrupted
+        );
+        // A connector's own outcome: a rejected token fails it even with nothing planned.
+        assert_eq!(
+            connector_outcome(&t(0, 0, 0), true, false),
+            RunOutcome::Failed
+        );
+        assert_eq!(connector_outcome(&t(0, 0, 0), false, false), RunOutcome::Ok);
+        assert_eq!(
+            connector_outcome(&t(2, 0, 1), false, false),
+            RunOutcome::Partial
+        );
+        assert_eq!(
+            connector_outcome(&t(2, 1, 0), false, false),
+            RunOutcome::Partial
+        );
+        assert_eq!(
+            connector_outcome(&t(0, 1, 0), false, false),
+            RunOutcome::Failed
+        );
+        assert_eq!(
+            connector_outcome(&t(2, 0, 0), true, true),
             RunOutcome::Interrupted
         );
     }

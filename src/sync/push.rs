@@ -257,6 +257,7 @@ impl<'a> ConnectorRun<'a> {
         let (status, synced_at) = if self.who.row.state == ConnectorState::Unverified {
             let st = verify(
                 &self.scope.ctx.store,
+                &self.scope.ctx.config.webhooks,
                 &id,
                 self.who.row.token_set_at,
                 &self.who.session,

@@ -1,0 +1,393 @@
+//! Events: the daemon tells the vendor's console what happened (`[[webhook]]`), the Standard
+//! Webhooks way, at least once.
+//!
+//! Events are written to the store's outbox (`store::outbox`) by whoever changes the state they
+//! report — the connector lifecycle, a run's close — in the same write, and only when a webhook
+//! wants them. This module is the delivery task the daemon runs: it reads due deliveries on its own
+//! schedule (woken when this process enqueues, and every [`POLL`] for events written by other
+//! processes such as `sync` or `connector add`), POSTs each one signed ([`sign`]), and records the
+//! answer: 2xx → delivered; anything else → the next attempt by [`next_attempt`] (first retry within
+//! 10 s, doubling, capped at 1 h), given up only after retrying for at least 24 hours. Delivery
+//! never waits on a run, nor a run on delivery.
+//!
+//! Secrets are read from files (`config::WebhookSecret`), kept in a `SecretSlice`, and appear in no
+//! log, error or `Debug`.
+
+use std::time::Duration;
+
+use base64::Engine;
+use futures::stream::{self, StreamExt};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use crate::config::{Config, ConfigError, WebhookSecret};
+use crate::store::outbox::{self, Due};
+use crate::store::StoreHandle;
+use crate::time::{now_ms, Millis};
+
+/// How often the outbox is read when nothing woke the task (events written by other processes).
+pub const POLL: Duration = Duration::from_secs(10);
+/// Per-request timeout of a delivery.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Deliveries in flight at once.
+pub const CONCURRENCY: usize = 4;
+/// The first retry's delay; each further retry doubles it.
+pub const FIRST_RETRY: Duration = Duration::from_secs(5);
+/// The longest delay between two attempts.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
+/// Delivery is retried for at least this long after the event was written, then given up.
+pub const RETRY_FOR: Duration = Duration::from_secs(24 * 3600);
+/// Delivered (or given-up) events are kept this long, then pruned.
+pub const KEEP_DONE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Any event is pruned after this long (a delivery to a webhook no longer configured, or written
+/// by commands while no daemon ran).
+pub const KEEP_ANY: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Deliveries read per pass.
+const BATCH: u32 = 64;
+
+/// A webhook ready to deliver to: its url and its decoded signing key.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    /// Where events are POSTed (as configured: the outbox keys deliveries by it).
+    pub url: Url,
+    /// The signing key (Debug prints `[REDACTED]`).
+    pub secret: WebhookSecret,
+}
+
+/// The configured webhooks with their secrets loaded: every secret problem, naming
+/// `webhook[i].secret_file`, in one configuration error. (The daemon calls this at start.)
+pub fn webhooks(config: &Config) -> Result<Vec<Webhook>, ConfigError> {
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    for (i, h) in config.webhooks.iter().enumerate() {
+        match h.load_secret(i) {
+            Ok(secret) => out.push(Webhook {
+                url: h.url.clone(),
+                secret,
+            }),
+            Err(p) => problems.push(p),
+        }
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(ConfigError::Invalid {
+            path: config.source.clone(),
+            problems,
+        })
+    }
+}
+
+/// The `webhook-signature` header's value: `v1,` + base64 of HMAC-SHA256 of
+/// `"{id}.{timestamp}.{body}"` keyed with `key` (the decoded secret).
+pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &str) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes a key of any size");
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body.as_bytes());
+    let tag = mac.finalize().into_bytes();
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(tag)
+    )
+}
+
+/// The delay before the retry that follows `failed` failed attempts (1 → [`FIRST_RETRY`]),
+/// doubling, capped at [`MAX_RETRY_DELAY`].
+pub fn retry_delay(failed: u32) -> Duration {
+    let doublings = failed.saturating_sub(1).min(20);
+    FIRST_RETRY
+        .saturating_mul(1u32 << doublings)
+        .min(MAX_RETRY_DELAY)
+}
+
+/// When to try again after the `failed`-th failed attempt at `now`, for an event written at
+/// `created_at`: None (give up) once the event has been retried for [`RETRY_FOR`].
+pub fn next_attempt(created_at: Millis, failed: u32, now: Millis) -> Option<Millis> {
+    if now.saturating_sub(created_at) >= RETRY_FOR.as_millis() as i64 {
+        return None;
+    }
+    Some(now + retry_delay(failed).as_millis() as i64)
+}
+
+/// A url as logs show it: scheme, host, port and path (no credentials, no query).
+pub fn url_for_logs(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(u) => format!(
+            "{}://{}{}{}",
+            u.scheme(),
+            u.host_str().unwrap_or(""),
+            u.port().map(|p| format!(":{p}")).unwrap_or_default(),
+            u.path()
+        ),
+        Err(_) => "(unparsable url)".into(),
+    }
+}
+
+/// The delivery task's HTTP client: rustls (ring), per-request timeout, no redirects.
+fn client() -> Result<reqwest::Client, String> {
+    // Installing twice is harmless; reqwest needs a process-wide provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .user_agent(concat!("gradient-connector/", env!("CARGO_PKG_VERSION")))
+        .timeout(REQUEST_TIMEOUT)
+        .connect_timeout(REQUEST_TIMEOUT.min(Duration::from_secs(5)))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| format!("webhook HTTP client: {e}"))
+}
+
+/// Starts the delivery task: it runs until `stop` is cancelled (requests in flight are abandoned
+/// then; they are tried again, with the same `webhook-id`, after a restart). With no webhook it
+/// ends at once.
+pub fn spawn(store: StoreHandle, hooks: Vec<Webhook>, stop: CancellationToken) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        if hooks.is_empty() {
+            return;
+        }
+        let client = match client() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("{e}; webhook events are not delivered");
+                return;
+            }
+        };
+        tracing::info!(webhooks = hooks.len(), "webhook delivery started");
+        let task = Deliverer {
+            store,
+            hooks,
+            client,
+        };
+        tokio::select! {
+            _ = task.run() => {}
+            _ = stop.cancelled() => {}
+        }
+    })
+}
+
+/// The delivery loop's state.
+struct Deliverer {
+    store: StoreHandle,
+    hooks: Vec<Webhook>,
+    client: reqwest::Client,
+}
+
+impl Deliverer {
+    fn urls(&self) -> Vec<String> {
+        self.hooks.iter().map(|h| h.url.to_string()).collect()
+    }
+
+    async fn run(self) {
+        let mut pruned_at: Option<Millis> = None;
+        loop {
+            let now = now_ms();
+            if pruned_at.is_none_or(|at| now - at >= 3_600_000) {
+                self.prune(now).await;
+                pruned_at = Some(now);
+            }
+            let delivered = self.pass(now).await;
+            if delivered > 0 {
+                continue; // there may be more due
+            }
+            let urls = self.urls();
+            let next = self
+                .store
+                .read(move |s| s.next_delivery_at(&urls))
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "cannot read the webhook outbox; trying again later");
+                    None
+                });
+            let wait = next
+                .map(|at| Duration::from_millis(at.saturating_sub(now_ms()).max(0) as u64))
+                .unwrap_or(POLL)
+                .min(POLL);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = outbox::woken() => {}
+            }
+        }
+    }
+
+    async fn prune(&self, now: Millis) {
+        let done_before = now - KEEP_DONE.as_millis() as i64;
+        let any_before = now - KEEP_ANY.as_millis() as i64;
+        match self
+            .store
+            .write(move |s| s.prune_events(done_before, any_before))
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(events = n, "old webhook events pruned"),
+            Err(e) => tracing::warn!(error = %e, "could not prune old webhook events"),
+        }
+    }
+
+    /// Delivers what is due now (at most a batch); returns how many deliveries were attempted.
+    async fn pass(&self, now: Millis) -> usize {
+        let urls = self.urls();
+        let due = match self
+            .store
+            .read(move |s| s.due_deliveries(&urls, now, BATCH))
+            .await
+        {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the webhook outbox; trying again later");
+                return 0;
+            }
+        };
+        let n = due.len();
+        stream::iter(due)
+            .for_each_concurrent(CONCURRENCY, |d| self.deliver(d))
+            .await;
+        n
+    }
+
+    /// One attempt of one delivery, and its record.
+    async fn deliver(&self, d: Due) {
+        let Some(hook) = self.hooks.iter().find(|h| h.url.as_str() == d.url) else {
+            return;
+        };
+        let result = post(&self.client, hook, &d).await;
+        let now = now_ms();
+        let (id, url) = (d.event_id.clone(), d.url.clone());
+        let shown = url_for_logs(&d.url);
+        let recorded = match result {
+            Ok(()) => {
+                tracing::debug!(event = %d.event_id, kind = %d.kind, url = %shown, "webhook event delivered");
+                self.store
+                    .write(move |s| s.mark_delivered(&id, &url, now))
+                    .await
+            }
+            Err(error) => {
+                let failed = d.attempts + 1;
+                let next = next_attempt(d.created_at, failed, now);
+                match next {
+                    Some(at) => tracing::warn!(
+                        event = %d.event_id, kind = %d.kind, url = %shown, attempt = failed,
+                        retry_in_secs = (at - now) / 1000,
+                        "webhook delivery failed ({error}); will retry"
+                    ),
+                    None => tracing::error!(
+                        event = %d.event_id, kind = %d.kind, url = %shown, attempts = failed,
+                        "webhook delivery failed ({error}); given up after retrying for {} hours",
+                        RETRY_FOR.as_secs() / 3600
+                    ),
+                }
+                self.store
+                    .write(move |s| s.record_failed_attempt(&id, &url, &error, next, now))
+                    .await
+            }
+        };
+        if let Err(e) = recorded {
+            tracing::error!(event = %d.event_id, error = %e, "could not record a webhook delivery");
+        }
+    }
+}
+
+/// POSTs one event, signed; Ok on 2xx. The error names the status or the network failure,
+/// never the url's credentials or the secret.
+async fn post(client: &reqwest::Client, hook: &Webhook, d: &Due) -> Result<(), String> {
+    let ts = now_ms().div_euclid(1000);
+    let signature = sign(hook.secret.key(), &d.event_id, ts, &d.body);
+    let resp = client
+        .post(hook.url.clone())
+        .header("content-type", "application/json")
+        .header("webhook-id", &d.event_id)
+        .header("webhook-timestamp", ts.to_string())
+        .header("webhook-signature", signature)
+        .body(d.body.clone())
+        .send()
+        .await
+        .map_err(|e| format!("request failed: {}", e.without_url()))?;
+    let status = resp.status();
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("HTTP {}", status.as_u16()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_matches_the_standard_webhooks_example() {
+        // The Standard Webhooks specification's example (also checked with Python's hmac module:
+        // base64(hmac.new(b64decode(secret), b"msg_...1614265330.{...}", sha256).digest())).
+        let secret = WebhookSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        assert_eq!(
+            sign(
+                secret.key(),
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                1614265330,
+                r#"{"test": 2432232314}"#
+            ),
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
+    }
+
+    #[test]
+    fn secrets_are_whsec_base64_of_24_to_64_bytes_and_never_printed() {
+        assert!(WebhookSecret::parse("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_err());
+        assert!(WebhookSecret::parse("whsec_not base64!").is_err());
+        let short = WebhookSecret::parse("whsec_c2hvcnQ=").unwrap_err();
+        assert!(short.contains("24 to 64 bytes"), "{short}");
+        let s = WebhookSecret::parse("  whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n").unwrap();
+        assert_eq!(format!("{s:?}"), "WebhookSecret([REDACTED])");
+        let hook = Webhook {
+            url: Url::parse("http://127.0.0.1:1/h").unwrap(),
+            secret: s,
+        };
+        assert!(!format!("{hook:?}").contains("MfKQ"), "{hook:?}");
+    }
+
+    #[test]
+    fn retries_start_within_10_s_double_cap_at_an_hour_and_last_a_day() {
+        assert!(retry_delay(1) <= Duration::from_secs(10));
+        assert_eq!(retry_delay(2), retry_delay(1) * 2);
+        assert_eq!(retry_delay(3), retry_delay(1) * 4);
+        assert_eq!(retry_delay(40), Duration::from_secs(3600));
+        assert_eq!(retry_delay(u32::MAX), Duration::from_secs(3600));
+        // A receiver that never answers 2xx: every failed attempt at the time it was due.
+        let created = 1_000_000;
+        let (mut now, mut failed, mut delays) = (created, 0u32, Vec::new());
+        loop {
+            failed += 1;
+            match next_attempt(created, failed, now) {
+                Some(at) => {
+                    delays.push(at - now);
+                    now = at;
+                }
+                None => break,
+            }
+        }
+        assert!(delays[0] <= 10_000, "{delays:?}");
+        assert!(delays.windows(2).all(|w| w[1] == (w[0] * 2).min(3_600_000)));
+        assert!(delays.iter().all(|d| *d <= 3_600_000));
+        assert!(
+            now - created >= RETRY_FOR.as_millis() as i64,
+            "retried for {} h only",
+            (now - created) / 3_600_000
+        );
+        assert!(
+            failed < 40,
+            "about 34 attempts in a day, not a flood: {failed}"
+        );
+    }
+
+    #[test]
+    fn logs_show_no_credentials_or_query() {
+        assert_eq!(
+            url_for_logs("https://user:pw@console.example:8443/hooks/g?token=abc"),
+            "https://console.example:8443/hooks/g"
+        );
+    }
+}
