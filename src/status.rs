@@ -203,6 +203,10 @@ pub struct Status {
     pub next_scheduled_run: Option<String>,
     /// Cadence and schedule.
     pub schedule: String,
+    /// Where the control API listens (per the configuration).
+    pub api: String,
+    /// Webhook events not delivered yet, and given up.
+    pub events: crate::store::outbox::OutboxCounts,
 }
 
 fn run_view(r: &RunRow, running: bool) -> RunView {
@@ -318,6 +322,8 @@ pub fn status(store: &Store, config: &Config) -> Result<Status, StoreError> {
             config.schedule.cron,
             config.schedule.timezone
         ),
+        api: config.api.listen.to_string(),
+        events: store.outbox_counts()?,
     })
 }
 
@@ -329,6 +335,17 @@ pub fn render_status(s: &Status) -> String {
         "schedule: {}; next run {}",
         s.schedule,
         s.next_scheduled_run.as_deref().unwrap_or("unknown")
+    );
+    let _ = writeln!(
+        o,
+        "control API: {}; webhook events undelivered: {}{}",
+        s.api,
+        s.events.pending,
+        if s.events.failed > 0 {
+            format!(" ({} given up after 24 h)", s.events.failed)
+        } else {
+            String::new()
+        }
     );
     match &s.last_run {
         Some(r) => {

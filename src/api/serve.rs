@@ -106,6 +106,11 @@ pub async fn bind(cfg: &ApiConfig) -> Result<Option<Bound>, ApiError> {
     }
 }
 
+/// Whether the certificate and key load (for `check-config`).
+pub fn check_tls(cert: &Path, key: &Path) -> Result<(), ApiError> {
+    tls_acceptor(cert, key).map(|_| ())
+}
+
 fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, ApiError> {
     let setup = |what, reason: String| ApiError::Setup { what, reason };
     let cert_pem = read_small(cert).map_err(|r| setup("certificate (api.tls_cert_file)", r))?;

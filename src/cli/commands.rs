@@ -351,6 +351,25 @@ fn check_config(path: &Path) -> Done {
     let cfg = Config::load(path)?;
     let (mut problems, mut warnings) = cfg.check_vendor_key();
     warnings.extend(cfg.warnings.iter().cloned());
+    let (p, w) = cfg.check_webhook_secrets();
+    problems.extend(p);
+    warnings.extend(w);
+    if let crate::config::ApiListen::Tcp(_) = &cfg.api.listen {
+        if let Err(e) = crate::api::serve::load_token(&cfg.api) {
+            problems.push(Problem {
+                key: "api.token_file".into(),
+                message: e.to_string(),
+            });
+        }
+        if let (Some(cert), Some(key)) = (&cfg.api.tls_cert_file, &cfg.api.tls_key_file) {
+            if let Err(e) = crate::api::serve::check_tls(cert, key) {
+                problems.push(Problem {
+                    key: "api.tls_cert_file".into(),
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
     match check_store(&cfg.store.path) {
         Ok(Some(w)) => warnings.push(w),
         Ok(None) => {}
@@ -385,6 +404,7 @@ fn check_config(path: &Path) -> Done {
     );
     println!("  vendor key: {}", cfg.vendor_key_path().display());
     println!("  store: {}", cfg.store.path.display());
+    println!("  control API: {}", cfg.api.listen);
     println!(
         "  schedule: {} at \"{}\" {} (catch-up {}); next run {}",
         cfg.schedule.cadence.as_str(),

@@ -171,6 +171,8 @@ struct RealDriver {
     ctx: SharedContext,
     /// What `STATUS=` adds to the core's line (the API's address).
     status_suffix: String,
+    /// Webhook events not delivered yet (refreshed by a task; the core never reads the store).
+    undelivered: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl RealDriver {
@@ -242,7 +244,11 @@ impl Driver for RealDriver {
     fn next_slot_changed(&mut self, _next: Option<Millis>) {}
 
     fn status(&mut self, line: &str) {
-        let line = format!("{line}{}", self.status_suffix);
+        let pending = self.undelivered.load(std::sync::atomic::Ordering::Relaxed);
+        let line = format!(
+            "{line}{}; {pending} webhook events undelivered",
+            self.status_suffix
+        );
         notify(&[sd_notify::NotifyState::Status(&line)]);
     }
 
@@ -449,9 +455,28 @@ pub async fn run(cfg: Arc<Config>) -> Result<(), DaemonError> {
         };
         crate::events::spawn(store, hooks, delivery_stop.clone())
     };
+    let undelivered = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    {
+        let (count, store) = (
+            undelivered.clone(),
+            match shared.read() {
+                Ok(c) => c.store.clone(),
+                Err(p) => p.into_inner().store.clone(),
+            },
+        );
+        tokio::spawn(async move {
+            loop {
+                if let Ok(c) = store.read(|s| s.outbox_counts()).await {
+                    count.store(c.pending, std::sync::atomic::Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            }
+        });
+    }
     let driver = RealDriver {
         ctx: shared,
         status_suffix: format!("; api {api_address}"),
+        undelivered,
     };
     let core = Core::new(Arc::new(SystemClock), driver, schedule);
     core.run(first, inbox).await;
