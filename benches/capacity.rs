@@ -624,26 +624,55 @@ fn main() {
         );
         let sim = SimProc::start(100);
         connect_all(&small, &sim);
-        let cfg = write_config(dir.path(), &sim.url, &small, 100, 8);
-        let ctx = context(&cfg, 100, 8);
-        let report = sync_once(&rt, &ctx);
-        let state = sim.state();
-        let reqs = state["requests"].as_array().cloned().unwrap_or_default();
-        let counts: Vec<u64> = reqs
+        // Default settings (max_in_flight's default) at a 100/s limit, at Gradient-like latencies.
+        let in_flight = gradient_connector::config::KEYS
             .iter()
-            .filter(|r| r["path"].as_str().unwrap_or("").ends_with("/count"))
-            .filter_map(|r| r["at_ms"].as_u64())
-            .collect();
-        let throttled = reqs.iter().filter(|r| r["status"] == 429).count();
-        let span = (counts.last().copied().unwrap_or(0) - counts.first().copied().unwrap_or(0))
-            as f64
-            / 1000.0;
-        let rate = (counts.len().saturating_sub(1)) as f64 / span.max(0.001);
-        println!(
-            "rate: {} pushes at {rate:.1}/s, {throttled} answered 429",
-            counts.len()
-        );
-        results.insert("rate_limit".into(), json!({"pushes": report.tally.pushed, "achieved_per_sec": rate, "answered_429": throttled}));
+            .find(|k| k.section == "gradient" && k.name == "max_in_flight")
+            .and_then(|k| match k.default {
+                gradient_connector::config::Fallback::Value(v) => v.parse::<u32>().ok(),
+                _ => None,
+            })
+            .unwrap_or(64);
+        let cfg = write_config(dir.path(), &sim.url, &small, 100, in_flight);
+        let ctx = context(&cfg, 100, in_flight as usize);
+        let mut by_latency = serde_json::Map::new();
+        for latency_ms in [0u64, 150, 400] {
+            let body = json!({"ms": latency_ms}).to_string();
+            http(&sim.url, "POST", "/_sim/latency", Some(&body));
+            let before = sim.state()["requests"]
+                .as_array()
+                .map(Vec::len)
+                .unwrap_or(0);
+            let report = sync_once(&rt, &ctx);
+            let state = sim.state();
+            let reqs: Vec<Value> = state["requests"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .skip(before)
+                .collect();
+            let counts: Vec<u64> = reqs
+                .iter()
+                .filter(|r| r["path"].as_str().unwrap_or("").ends_with("/count"))
+                .filter_map(|r| r["at_ms"].as_u64())
+                .collect();
+            let throttled = reqs.iter().filter(|r| r["status"] == 429).count();
+            let span = (counts.iter().max().copied().unwrap_or(0)
+                - counts.iter().min().copied().unwrap_or(0)) as f64
+                / 1000.0;
+            let rate = (counts.len().saturating_sub(1)) as f64 / span.max(0.001);
+            println!(
+                "rate at {latency_ms} ms latency (max_in_flight {in_flight}): {} pushes at {rate:.1}/s, {throttled} answered 429",
+                counts.len()
+            );
+            let figure = json!({"pushes": report.tally.pushed, "achieved_per_sec": rate, "answered_429": throttled, "max_in_flight": in_flight});
+            if latency_ms == 0 {
+                results.insert("rate_limit".into(), figure.clone());
+            }
+            by_latency.insert(latency_ms.to_string(), figure);
+        }
+        results.insert("rate_by_latency".into(), Value::Object(by_latency));
     }
 
     if !skip("import") {
@@ -1107,6 +1136,30 @@ fn print_table(r: &Value) {
                 f(&["rate_limit", "answered_429"]),
                 "0",
                 f(&["rate_limit", "answered_429"]).map(|v| v == 0.0),
+            ),
+            (
+                "rate 100/s at 150 ms latency, /s",
+                f(&["rate_by_latency", "150", "achieved_per_sec"]),
+                ">= 95",
+                ge(f(&["rate_by_latency", "150", "achieved_per_sec"]), 95.0),
+            ),
+            (
+                "rate 100/s at 150 ms latency, 429s",
+                f(&["rate_by_latency", "150", "answered_429"]),
+                "0",
+                f(&["rate_by_latency", "150", "answered_429"]).map(|v| v == 0.0),
+            ),
+            (
+                "rate 100/s at 400 ms latency, /s",
+                f(&["rate_by_latency", "400", "achieved_per_sec"]),
+                ">= 95",
+                ge(f(&["rate_by_latency", "400", "achieved_per_sec"]), 95.0),
+            ),
+            (
+                "rate 100/s at 400 ms latency, 429s",
+                f(&["rate_by_latency", "400", "answered_429"]),
+                "0",
+                f(&["rate_by_latency", "400", "answered_429"]).map(|v| v == 0.0),
             ),
             (
                 "import, records/s",
