@@ -297,10 +297,42 @@ pub async fn run(
     control: &RunControl,
 ) -> Result<RunReport, SyncError> {
     let started = Instant::now();
+    let _lock = RunLock::try_acquire(ctx.store.path())?;
+    let (setup, mut report) = open(ctx, &req).await?;
+    let rec = Recorder {
+        ledger: ctx.store.ledger()?,
+        run_id: report.run_id,
+    };
+    // Abort (the end of the shutdown grace) drops every request in flight, whatever phase the run is
+    // in (catalogue, accounts, pushes): nothing of the run may outlive the contract's 10 s.
+    let result = tokio::select! {
+        r = run_connectors(ctx, &setup, control, &rec, &mut report) => r,
+        _ = control.abort.cancelled() => Err("stopped by shutdown: requests in flight were abandoned".into()),
+    };
+    drop(rec);
+    let aborted = tally_from_ledger(ctx, result, &mut report).await;
+    let interrupted = control.stop.is_cancelled();
+    report.outcome = plan::run_outcome(&report.tally, aborted, interrupted);
+    if interrupted && report.message.is_none() {
+        report.message = Some("stopped by shutdown before the run finished".into());
+    }
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    close(ctx, &report, interrupted).await?;
+    metrics::counter!("gradient_connector_runs_total", "outcome" => report.outcome.as_str())
+        .increment(1);
+    if report.outcome == RunOutcome::Ok {
+        tracing::info!("{}", report.summary());
+    } else {
+        tracing::warn!("{}", report.summary());
+    }
+    Ok(report)
+}
+
+/// Reads the run's inputs and opens its `runs` row (which also takes a scheduled slot).
+async fn open(ctx: &SyncContext, req: &RunRequest) -> Result<(Setup, RunReport), SyncError> {
     let now = now_ms();
     let config = ctx.config.clone();
-    let _lock = RunLock::try_acquire(ctx.store.path())?;
-    let period = request_period(&config, &req, now);
+    let period = request_period(&config, req, now);
     let cadence = cadence_label(&period);
     let label = period.label(config.schedule.timezone);
     let setup = read_setup(&ctx.store, &config, req.connector.clone(), period).await?;
@@ -321,8 +353,7 @@ pub async fn run(
         })
         .await?;
     tracing::info!(run_id, trigger = trigger.as_str(), cadence = cadence.as_str(), period = %label, "sync run started");
-
-    let mut report = RunReport {
+    let report = RunReport {
         run_id,
         trigger,
         cadence,
@@ -333,20 +364,18 @@ pub async fn run(
         duration_ms: 0,
         connectors: Vec::new(),
     };
+    Ok((setup, report))
+}
 
-    let rec = Recorder {
-        ledger: ctx.store.ledger()?,
-        run_id,
-    };
-    // Abort (the end of the shutdown grace) drops every request in flight, whatever phase the run is
-    // in (catalogue, accounts, pushes): nothing of the run may outlive the contract's 10 s.
-    let result = tokio::select! {
-        r = run_connectors(ctx, &setup, control, &rec, &mut report) => r,
-        _ = control.abort.cancelled() => Err("stopped by shutdown: requests in flight were abandoned".into()),
-    };
-    drop(rec);
-    // The run's tally is what the ledger holds, not what the tasks counted. This write job runs
-    // on the store's writer thread after every row the run sent.
+/// Sets every connector's tally (and the run's) from what the ledger holds — not from what the
+/// tasks counted: this write job runs on the store's writer thread after every row the run sent.
+/// Returns whether the run was aborted (its reason, or a ledger failure, becomes the message).
+async fn tally_from_ledger(
+    ctx: &SyncContext,
+    result: Result<(), String>,
+    report: &mut RunReport,
+) -> bool {
+    let run_id = report.run_id;
     let held = ctx
         .store
         .write(move |s| s.run_tally_by_connector(run_id))
@@ -375,13 +404,19 @@ pub async fn run(
     for c in &report.connectors {
         report.tally.merge(&c.tally);
     }
-    let interrupted = control.stop.is_cancelled();
-    report.outcome = plan::run_outcome(&report.tally, aborted, interrupted);
-    if interrupted && report.message.is_none() {
-        report.message = Some("stopped by shutdown before the run finished".into());
-    }
-    report.duration_ms = started.elapsed().as_millis() as u64;
-    let (outcome, tally, message) = (report.outcome, report.tally, report.message.clone());
+    aborted
+}
+
+/// Closes the run in one transaction: settles offboarding, records the outcome, and writes one
+/// `connector.synced` event per connector that took part.
+async fn close(ctx: &SyncContext, report: &RunReport, interrupted: bool) -> Result<(), SyncError> {
+    let config = &ctx.config;
+    let (run_id, outcome, tally, message) = (
+        report.run_id,
+        report.outcome,
+        report.tally,
+        report.message.clone(),
+    );
     let finished = now_ms();
     let targets = webhook_targets(&config.webhooks, EventKind::ConnectorSynced);
     let parts: Vec<SyncedPart> = report
@@ -426,17 +461,10 @@ pub async fn run(
             })
         })
         .await?;
-    metrics::counter!("gradient_connector_runs_total", "outcome" => report.outcome.as_str())
-        .increment(1);
     if told {
         crate::store::outbox::wake();
     }
-    if report.outcome == RunOutcome::Ok {
-        tracing::info!("{}", report.summary());
-    } else {
-        tracing::warn!("{}", report.summary());
-    }
-    Ok(report)
+    Ok(())
 }
 
 /// One connector's part of a run, as `connector.synced` tells it.
