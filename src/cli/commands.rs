@@ -216,106 +216,123 @@ async fn connector(cfg: Arc<Config>, command: ConnectorCommand) -> Done {
             id,
             token_file,
             new_organization,
-        } => {
-            let token = crate::connector::read_token(&token_file)?;
-            if let Some(socket) = daemon_socket(&cfg).await {
-                let body = serde_json::json!({
-                    "token": secrecy::ExposeSecret::expose_secret(&token),
-                    "new_organization": new_organization,
-                });
-                let uri = format!("/v1/connectors/{}/token", path_segment(&id));
-                let (status, v) = crate::api::client::call(&socket, "PUT", &uri, Some(&body))
-                    .await
-                    .map_err(client_error)?;
-                if status != 200 {
-                    return Err(paste_error(status, &v));
-                }
-                println!(
-                    "connector {} connected to Gradient organization {}: the integration is {} (through the running daemon)",
-                    crate::status::escape(&id),
-                    crate::status::escape(v["organization_name"].as_str().unwrap_or("(unnamed)")),
-                    crate::status::escape(v["gradient_status"].as_str().unwrap_or("unknown")),
-                );
-                return Ok(());
-            }
-            let ctx = SyncContext::new(cfg)?;
-            let options = crate::connector::PasteOptions { new_organization };
-            let r = ctx.lifecycle().add(&id.into(), token, options).await?;
-            println!(
-                "connector {} connected to Gradient organization {}: the integration is {}; services ready {}, accounts created {}, renamed {}",
-                r.id,
-                r.organization_name.as_deref().map(crate::status::escape).unwrap_or_else(|| "(unnamed)".into()),
-                r.gradient_status,
-                r.services_ready,
-                r.accounts_created,
-                r.accounts_renamed
-            );
-            if !r.channel_known {
-                println!("note: the inventory has no channel {:?} yet; import it so that its workspaces are synced", r.id.as_str());
-            }
-            if ctx.config.schedule.sync_on_connect {
-                // schedule.sync_on_connect: the connector's first sync now, not at the next slot.
-                let req = RunRequest {
-                    trigger: Trigger::Cli,
-                    connector: Some(r.id.clone()),
-                    month: None,
-                    slot_at: None,
-                };
-                return run_and_report(&ctx, req, false).await;
-            }
-            Ok(())
-        }
-        ConnectorCommand::Verify { id, all } => {
-            if id.is_none() && !all {
-                return Err(CommandError::Usage(
-                    "connector verify: name a connector ID or pass --all".into(),
-                ));
-            }
-            let ctx = SyncContext::new(cfg)?;
-            let only = id.map(ConnectorId::from);
-            let results = ctx.lifecycle().verify_stored(only.as_ref()).await?;
-            for v in &results {
-                println!("connector {}: {} — {}", v.id, v.state, v.note);
-            }
-            if results
-                .iter()
-                .any(|v| v.state != crate::domain::ConnectorState::Connected)
-            {
-                return Err(CommandError::RunIncomplete {
-                    message: "some connectors are not connected (see above)".into(),
-                    transient: true,
-                });
-            }
-            Ok(())
-        }
-        ConnectorCommand::Disconnect { id } => {
-            if let Some(socket) = daemon_socket(&cfg).await {
-                let uri = format!("/v1/connectors/{}", path_segment(&id));
-                let (status, v) = crate::api::client::call(&socket, "DELETE", &uri, None)
-                    .await
-                    .map_err(client_error)?;
-                if status == 404 {
-                    return Err(crate::connector::ConnectorError::Unknown(id).into());
-                }
-                if status != 200 {
-                    return Err(via_daemon_error(status, &v));
-                }
-                println!("connector {} disconnected through the running daemon: token forgotten, history kept", crate::status::escape(&id));
-                return Ok(());
-            }
-            let ctx = SyncContext::new(cfg)?;
-            let told = ctx.lifecycle().disconnect(&id.clone().into()).await?;
-            println!(
-                "connector {id} disconnected: token forgotten, history kept{}",
-                if told {
-                    "; Gradient shows the integration inactive"
-                } else {
-                    "; Gradient could not be told (see the log)"
-                }
-            );
-            Ok(())
-        }
+        } => connector_add(cfg, id, &token_file, new_organization).await,
+        ConnectorCommand::Verify { id, all } => connector_verify(cfg, id, all).await,
+        ConnectorCommand::Disconnect { id } => connector_disconnect(cfg, id).await,
     }
+}
+
+/// `connector add`: through a running daemon when one answers, else here.
+async fn connector_add(
+    cfg: Arc<Config>,
+    id: String,
+    token_file: &Path,
+    new_organization: bool,
+) -> Done {
+    let token = crate::connector::read_token(token_file)?;
+    if let Some(socket) = daemon_socket(&cfg).await {
+        let body = serde_json::json!({
+            "token": secrecy::ExposeSecret::expose_secret(&token),
+            "new_organization": new_organization,
+        });
+        let uri = format!("/v1/connectors/{}/token", path_segment(&id));
+        let (status, v) = crate::api::client::call(&socket, "PUT", &uri, Some(&body))
+            .await
+            .map_err(client_error)?;
+        if status != 200 {
+            return Err(paste_error(status, &v));
+        }
+        println!(
+            "connector {} connected to Gradient organization {}: the integration is {} (through the running daemon)",
+            crate::status::escape(&id),
+            crate::status::escape(v["organization_name"].as_str().unwrap_or("(unnamed)")),
+            crate::status::escape(v["gradient_status"].as_str().unwrap_or("unknown")),
+        );
+        return Ok(());
+    }
+    let ctx = SyncContext::new(cfg)?;
+    let options = crate::connector::PasteOptions { new_organization };
+    let r = ctx.lifecycle().add(&id.into(), token, options).await?;
+    println!(
+        "connector {} connected to Gradient organization {}: the integration is {}; services ready {}, accounts created {}, renamed {}",
+        r.id,
+        r.organization_name.as_deref().map(crate::status::escape).unwrap_or_else(|| "(unnamed)".into()),
+        r.gradient_status,
+        r.services_ready,
+        r.accounts_created,
+        r.accounts_renamed
+    );
+    if !r.channel_known {
+        println!("note: the inventory has no channel {:?} yet; import it so that its workspaces are synced", r.id.as_str());
+    }
+    if ctx.config.schedule.sync_on_connect {
+        // schedule.sync_on_connect: the connector's first sync now, not at the next slot.
+        let req = RunRequest {
+            trigger: Trigger::Cli,
+            connector: Some(r.id.clone()),
+            month: None,
+            slot_at: None,
+        };
+        return run_and_report(&ctx, req, false).await;
+    }
+    Ok(())
+}
+
+/// `connector verify [ID|--all]`.
+async fn connector_verify(cfg: Arc<Config>, id: Option<String>, all: bool) -> Done {
+    if id.is_none() && !all {
+        return Err(CommandError::Usage(
+            "connector verify: name a connector ID or pass --all".into(),
+        ));
+    }
+    let ctx = SyncContext::new(cfg)?;
+    let only = id.map(ConnectorId::from);
+    let results = ctx.lifecycle().verify_stored(only.as_ref()).await?;
+    for v in &results {
+        println!("connector {}: {} — {}", v.id, v.state, v.note);
+    }
+    if results
+        .iter()
+        .any(|v| v.state != crate::domain::ConnectorState::Connected)
+    {
+        return Err(CommandError::RunIncomplete {
+            message: "some connectors are not connected (see above)".into(),
+            transient: true,
+        });
+    }
+    Ok(())
+}
+
+/// `connector disconnect`: through a running daemon when one answers, else here.
+async fn connector_disconnect(cfg: Arc<Config>, id: String) -> Done {
+    if let Some(socket) = daemon_socket(&cfg).await {
+        let uri = format!("/v1/connectors/{}", path_segment(&id));
+        let (status, v) = crate::api::client::call(&socket, "DELETE", &uri, None)
+            .await
+            .map_err(client_error)?;
+        if status == 404 {
+            return Err(crate::connector::ConnectorError::Unknown(id).into());
+        }
+        if status != 200 {
+            return Err(via_daemon_error(status, &v));
+        }
+        println!(
+            "connector {} disconnected through the running daemon: token forgotten, history kept",
+            crate::status::escape(&id)
+        );
+        return Ok(());
+    }
+    let ctx = SyncContext::new(cfg)?;
+    let told = ctx.lifecycle().disconnect(&id.clone().into()).await?;
+    println!(
+        "connector {id} disconnected: token forgotten, history kept{}",
+        if told {
+            "; Gradient shows the integration inactive"
+        } else {
+            "; Gradient could not be told (see the log)"
+        }
+    );
+    Ok(())
 }
 
 fn connector_list(cfg: &Config, json: bool) -> Done {

@@ -25,6 +25,7 @@ use crate::domain::{ConnectorId, ConnectorState, EventKind};
 use crate::gradient::{
     ErrorKind, GradientClient, GradientError, Integration, IntegrationStatus, PartnerSession,
 };
+use crate::store::ledger::WorkspaceRow;
 use crate::store::outbox;
 use crate::store::ownership::VerifiedToken;
 use crate::store::{Store, StoreError, StoreHandle};
@@ -216,6 +217,33 @@ impl Lifecycle<'_> {
         options: PasteOptions,
     ) -> Result<AddReport, ConnectorError> {
         let session = self.client.partner(&token);
+        let checked = self.check_paste(id, &session, options).await?;
+        let status = set_pending(&session, &checked.integration)
+            .await
+            .map_err(|e| unavailable(id, &e))?;
+        self.store_paste(id, &token, &checked, &status).await?;
+        if !checked.channel_known {
+            tracing::warn!(connector = %id, "the inventory has no channel with this id yet; import it so that its workspaces are synced");
+        }
+        let (services_ready, accounts) = self.make_ready(id, &session, &checked.workspaces).await;
+        Ok(AddReport {
+            id: id.clone(),
+            organization_name: checked.integration.name,
+            gradient_status: status,
+            services_ready,
+            accounts_created: accounts.created,
+            accounts_renamed: accounts.renamed,
+            channel_known: checked.channel_known,
+        })
+    }
+
+    /// Verifies a pasted token with a read and checks whose organization it is. Writes nothing.
+    async fn check_paste(
+        &self,
+        id: &ConnectorId,
+        session: &PartnerSession,
+        options: PasteOptions,
+    ) -> Result<CheckedPaste, ConnectorError> {
         let integration = session
             .get_integration()
             .await
@@ -267,16 +295,29 @@ impl Lifecycle<'_> {
                 organization: org_label,
             });
         }
-        let status = set_pending(&session, &integration)
-            .await
-            .map_err(|e| unavailable(id, &e))?;
+        Ok(CheckedPaste {
+            integration,
+            organization_id: org,
+            channel_known,
+            workspaces,
+        })
+    }
+
+    /// Stores a checked token and its organization; `connector.connected` in the same write.
+    async fn store_paste(
+        &self,
+        id: &ConnectorId,
+        token: &SecretString,
+        checked: &CheckedPaste,
+        status: &str,
+    ) -> Result<(), ConnectorError> {
         let now = now_ms();
         let (cid, tok, org_q, name, st, hooks) = (
             id.to_string(),
             token.clone(),
-            org.clone(),
-            integration.name.clone(),
-            status.clone(),
+            checked.organization_id.clone(),
+            checked.integration.name.clone(),
+            status.to_string(),
             self.webhooks.to_vec(),
         );
         let told = self
@@ -303,11 +344,19 @@ impl Lifecycle<'_> {
             })
             .await?;
         woke(told);
-        if !channel_known {
-            tracing::warn!(connector = %id, "the inventory has no channel with this id yet; import it so that its workspaces are synced");
-        }
+        Ok(())
+    }
+
+    /// Ready to map: the configured services exist and the channel's accounts are created (both
+    /// best effort: a failure is logged and the next run does it). Returns the services ready.
+    async fn make_ready(
+        &self,
+        id: &ConnectorId,
+        session: &PartnerSession,
+        workspaces: &[WorkspaceRow],
+    ) -> (usize, AccountSync) {
         let services_ready = match session.get_vendor().await {
-            Ok(v) => ensure_services(&session, &v.value, self.services, self.store)
+            Ok(v) => ensure_services(session, &v.value, self.services, self.store)
                 .await
                 .len(),
             Err(e) => {
@@ -317,7 +366,7 @@ impl Lifecycle<'_> {
         };
         // Gradient recommends reconciling accounts whenever a partner authenticates: this also
         // recreates accounts deleted by a disconnect on Gradient's side.
-        let accounts = match ensure_accounts(&session, id, &workspaces).await {
+        let accounts = match ensure_accounts(session, id, workspaces).await {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(connector = %id, error = %e, "accounts could not be reconciled now; the next run does it");
@@ -331,15 +380,7 @@ impl Lifecycle<'_> {
                 .write(move |s| s.record_gradient_view(&cid, None, None, Some(&unmapped), now))
                 .await;
         }
-        Ok(AddReport {
-            id: id.clone(),
-            organization_name: integration.name,
-            gradient_status: status,
-            services_ready,
-            accounts_created: accounts.created,
-            accounts_renamed: accounts.renamed,
-            channel_known,
-        })
+        (services_ready, accounts)
     }
 
     /// Tells Gradient the integration is `inactive` (best effort), forgets the token, keeps
@@ -552,6 +593,14 @@ impl Lifecycle<'_> {
 
 /// The `reason` of `connector.token_rejected`: what the MSP's admin should read.
 pub const REJECTED_FOR_CONSOLE: &str = "Gradient rejected the partner API key (HTTP 401): the MSP probably generated a newer one in Gradient; paste the new key to reconnect";
+
+/// A pasted token Gradient accepted, whose organization no other connector holds.
+struct CheckedPaste {
+    integration: Integration,
+    organization_id: String,
+    channel_known: bool,
+    workspaces: Vec<WorkspaceRow>,
+}
 
 /// One connector's result of `connector verify`.
 #[derive(Debug, Clone, Serialize)]
