@@ -196,6 +196,7 @@ async fn sync_once(ctx: &SyncContext) -> Result<RunReport, DemoError> {
     )
 }
 
+/// The tour, step by step as it is printed (long on purpose: it reads top to bottom like the output).
 async fn tour(keep: Option<&Path>) -> Result<(), DemoError> {
     let started = std::time::Instant::now();
     let temp;

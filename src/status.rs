@@ -328,6 +328,7 @@ pub fn status(store: &Store, config: &Config) -> Result<Status, StoreError> {
 }
 
 /// The status as a human report.
+/// (Long on purpose: the report's sections in the order they are printed.)
 pub fn render_status(s: &Status) -> String {
     let mut o = String::new();
     let _ = writeln!(

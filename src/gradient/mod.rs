@@ -360,6 +360,8 @@ impl PartnerSession {
             .await
     }
 
+    /// One request with its retry loop (long on purpose: pacing, the attempt, classification and
+    /// the backoff decision share the loop's state; split, they would pass it all around).
     async fn send<B: Serialize + ?Sized>(
         &self,
         method: Method,

@@ -603,6 +603,7 @@ fn read_key(path: &std::path::Path) -> Result<String, String> {
 }
 
 /// The `gradient-sim` binary.
+/// (Long on purpose: argument checks in order, each with its own exit.)
 pub fn main() -> ExitCode {
     use clap::Parser;
     let cli = SimCli::parse();

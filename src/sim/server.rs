@@ -343,6 +343,8 @@ fn account_json(a: &SimAccount, m: &Mapping) -> Value {
            "mappingId": if is_mapped { Some(format!("map-{}", a.id)) } else { None }})
 }
 
+/// The stand-in's route table: one arm per Gradient route (long on purpose: a dispatch table reads
+/// best in one place).
 fn route(
     s: &mut State,
     org_id: &str,

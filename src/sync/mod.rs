@@ -513,6 +513,8 @@ pub fn synced_events(
 }
 
 /// Catalogue, then every connector. `Err` carries the reason the run was aborted.
+/// (Long on purpose: the phases of the connectors' part — stale rejections, catalogue, the rest —
+/// share the report being built.)
 async fn run_connectors(
     ctx: &SyncContext,
     setup: &Setup,
