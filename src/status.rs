@@ -465,9 +465,9 @@ pub fn render_history(rows: &[LedgerRow]) -> String {
             "{:<20} {:>5} {:<16} {:<20} {:<20} {:>8} {:>8} {:<16} {:>4} {:>3}  {}",
             format_ms(e.at),
             e.run_id,
-            e.connector_id,
-            e.account_id,
-            e.module,
+            escape(&e.connector_id),
+            escape(&e.account_id),
+            escape(&e.module),
             e.unit_count
                 .map(|n| n.to_string())
                 .unwrap_or_else(|| "-".into()),
@@ -479,7 +479,7 @@ pub fn render_history(rows: &[LedgerRow]) -> String {
                 .map(|n| n.to_string())
                 .unwrap_or_else(|| "-".into()),
             e.attempts,
-            e.reason.as_deref().unwrap_or("")
+            escape(e.reason.as_deref().unwrap_or(""))
         );
     }
     if rows.is_empty() {
@@ -522,34 +522,45 @@ pub fn render_connectors(rows: &[ConnectorRow]) -> String {
     o
 }
 
-/// A dry-run plan as a table.
-/// A run report for the terminal.
+/// A run report for the terminal (text from Gradient or the inventory escaped).
 pub fn render_report(r: &RunReport) -> String {
     use std::fmt::Write as _;
     let mut o = String::new();
-    let _ = writeln!(o, "{}", r.summary());
+    let _ = writeln!(o, "{}", escape(&r.summary()));
     for c in &r.connectors {
         let _ = writeln!(
             o,
             "  connector {}: {} (accounts created {}, renamed {})",
-            c.id, c.tally, c.accounts_created, c.accounts_renamed
+            escape(&c.id),
+            c.tally,
+            c.accounts_created,
+            c.accounts_renamed
         );
         if let Some(n) = &c.note {
-            let _ = writeln!(o, "    {n}");
+            let _ = writeln!(o, "    {}", escape(n));
         }
         for (a, m) in &c.unmapped {
             let _ = writeln!(
                 o,
-                "    unmapped: {a} / {m} (the MSP has not mapped it in Gradient yet)"
+                "    unmapped: {} / {} (the MSP has not mapped it in Gradient yet)",
+                escape(a),
+                escape(m)
             );
         }
         for (a, m, why) in &c.failed {
-            let _ = writeln!(o, "    failed: {a} / {m}: {why}");
+            let _ = writeln!(
+                o,
+                "    failed: {} / {}: {}",
+                escape(a),
+                escape(m),
+                escape(why)
+            );
         }
     }
     o
 }
 
+/// A dry-run plan as a table.
 pub fn render_dry_run(d: &DryRun) -> String {
     let mut o = String::new();
     let _ = writeln!(
@@ -630,4 +641,18 @@ pub fn escape(text: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod escape_tests {
+    use super::escape;
+
+    #[test]
+    fn control_characters_never_reach_a_terminal_raw() {
+        let forged = "bad\x1b[2K\rrun 999 ok\nnext\u{202e}";
+        let shown = escape(forged);
+        assert!(!shown.chars().any(|c| c.is_control()), "{shown}");
+        assert_eq!(shown, "bad\\u{1b}[2K\\u{d}run 999 ok\\u{a}next\\u{202e}");
+        assert_eq!(escape("Contoso Ltd — é"), "Contoso Ltd — é");
+    }
 }

@@ -105,6 +105,16 @@ async fn sync(
         Some(Ok(m)) => Some(m),
         Some(Err(e)) => return Err(CommandError::Usage(format!("--period: {e}"))),
     };
+    if let Some(m) = month {
+        // Only a month that has ended has a figure (in the schedule's time zone).
+        let current = crate::time::Month::containing(crate::time::now_ms(), cfg.schedule.timezone);
+        if (m.year, m.month) >= (current.year, current.month) {
+            return Err(CommandError::Usage(format!(
+                "--period {m} has not ended yet; the latest month that can be counted is {}",
+                current.previous()
+            )));
+        }
+    }
     let req = RunRequest {
         trigger: Trigger::Cli,
         connector: connector.map(ConnectorId::from),

@@ -421,7 +421,7 @@ mod tests {
         import(
             &mut s,
             format!("{head}{lines}").as_bytes(),
-            t("2026-01-01T00:00:00Z"),
+            t("2027-06-01T00:00:00Z"), // imported after all the history it loads
         )
         .unwrap();
         (dir, s)

@@ -489,10 +489,22 @@ fn check_name(v: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// How far in the future an `at` may be (clock skew between the vendor's systems and ours).
+pub const MAX_FUTURE_MS: Millis = 5 * 60 * 1000;
+
 fn at_or(at: &Option<String>, now: Millis) -> Result<Millis, String> {
     match at {
         None => Ok(now),
-        Some(s) => parse_rfc3339(s).map_err(|e| format!("\"at\": {e}")),
+        Some(s) => {
+            let t = parse_rfc3339(s).map_err(|e| format!("\"at\": {e}"))?;
+            // The future is judged by the wall clock (an import's `now` may be set back in tests).
+            if t > now.max(crate::time::now_ms()) + MAX_FUTURE_MS {
+                return Err(format!(
+                    "\"at\" {s} is more than 5 minutes in the future; a record takes effect when it happened — fix the exporter's clock or date"
+                ));
+            }
+            Ok(t)
+        }
     }
 }
 
