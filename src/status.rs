@@ -495,29 +495,60 @@ pub fn history(store: &Store, f: &HistoryFilter) -> Result<Vec<LedgerRow>, Store
 
 /// `connector list` as a table.
 pub fn render_connectors(rows: &[ConnectorRow]) -> String {
-    let mut o = String::new();
-    let _ = writeln!(
-        o,
-        "{:<20} {:<15} {:<10} {:<22} {:<22} REASON",
-        "ID", "STATE", "GRADIENT", "VERIFIED", "LAST SUCCESS"
-    );
+    if rows.is_empty() {
+        return "(no connectors: add one with `gradient-connector connector add ID --token-file PATH`)\n".into();
+    }
+    let mut table = vec![[
+        "ID",
+        "STATE",
+        "GRADIENT",
+        "ORGANIZATION",
+        "VERIFIED",
+        "LAST SUCCESS",
+        "REASON",
+    ]
+    .map(String::from)
+    .to_vec()];
     for c in rows {
-        let _ = writeln!(
-            o,
-            "{:<20} {:<15} {:<10} {:<22} {:<22} {}",
-            c.id,
-            c.state.as_str(),
-            c.gradient_status.as_deref().unwrap_or("-"),
+        table.push(vec![
+            escape(&c.id),
+            c.state.as_str().to_string(),
+            escape(c.gradient_status.as_deref().unwrap_or("-")),
+            escape(c.organization_name.as_deref().unwrap_or("-")),
             when(c.verified_at),
             when(c.last_success_at),
-            c.state_reason.as_deref().unwrap_or("")
-        );
+            escape(c.state_reason.as_deref().unwrap_or("")),
+        ]);
     }
-    if rows.is_empty() {
-        let _ = writeln!(
-            o,
-            "(no connectors: add one with `gradient-connector connector add ID --token-file PATH`)"
-        );
+    columns(&table)
+}
+
+/// Lays rows out in columns as wide as their widest cell (the last column is not padded).
+pub fn columns(rows: &[Vec<String>]) -> String {
+    let n = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..n)
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(|c| c.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut o = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (i, cell) in r.iter().enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(cell);
+            } else {
+                let pad = widths[i] - cell.chars().count();
+                line.push_str(cell);
+                line.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        o.push_str(line.trim_end());
+        o.push('\n');
     }
     o
 }
@@ -645,7 +676,31 @@ pub fn escape(text: &str) -> String {
 
 #[cfg(test)]
 mod escape_tests {
-    use super::escape;
+    use super::{columns, escape};
+
+    #[test]
+    fn columns_line_up_whatever_the_widths() {
+        let rows = vec![
+            vec!["ID".to_string(), "STATE".into(), "REASON".into()],
+            vec![
+                "a-very-long-connector-id-indeed".to_string(),
+                "connected".into(),
+                "".into(),
+            ],
+            vec!["b".to_string(), "token_rejected".into(), "why".into()],
+        ];
+        let text = columns(&rows);
+        let starts: Vec<usize> = text
+            .lines()
+            .map(|l| {
+                l.find("STATE")
+                    .or(l.find("connected"))
+                    .or(l.find("token_rejected"))
+                    .unwrap()
+            })
+            .collect();
+        assert!(starts.windows(2).all(|w| w[0] == w[1]), "{text}");
+    }
 
     #[test]
     fn control_characters_never_reach_a_terminal_raw() {

@@ -42,3 +42,39 @@ fn a_month_that_has_not_ended_cannot_be_counted() {
     let out = e.run(&["sync", "--dry-run", "--period", "2026-10"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 }
+
+#[test]
+fn the_history_of_an_unknown_connector_is_an_error_not_an_empty_answer() {
+    let e = SimEnv::new("", "");
+    let out = e.run(&["history", "--connector", "nope"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no connector \"nope\""),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn connector_list_columns_line_up() {
+    let e = SimEnv::new("", "");
+    let mut inv = Inventory::new();
+    inv.channel("msp-with-a-rather-long-identifier", "A")
+        .channel("b", "B");
+    e.import(&inv.to_jsonl());
+    e.connect("msp-with-a-rather-long-identifier", "key-a");
+    e.connect("b", "key-b");
+    let out = e.run(&["connector", "list"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    let starts: Vec<usize> = text
+        .lines()
+        .map(|l| {
+            l.find("STATE")
+                .or_else(|| l.find("connected"))
+                .expect("a state column")
+        })
+        .collect();
+    assert_eq!(starts.len(), 3, "{text}");
+    assert!(starts.windows(2).all(|w| w[0] == w[1]), "{text}");
+}

@@ -396,6 +396,19 @@ async fn history(
         limit: limit.clamp(1, 10_000),
     };
     let ctx = state.ctx();
+    if let Some(id) = filter.connector.clone() {
+        let known = ctx.store.read(move |s| s.connector(&id)).await?;
+        if known.is_none() {
+            return Err(ApiFailure::new(
+                StatusCode::NOT_FOUND,
+                "unknown_connector",
+                format!(
+                    "there is no connector {:?}",
+                    filter.connector.as_deref().unwrap_or("")
+                ),
+            ));
+        }
+    }
     let rows = ctx
         .store
         .read(move |s| crate::status::history(s, &filter))

@@ -366,6 +366,11 @@ fn status(cfg: &Config, json: bool) -> Done {
 
 fn history(cfg: &Config, filter: HistoryFilter, json: bool) -> Done {
     let store = open_store(cfg)?;
+    if let Some(id) = &filter.connector {
+        if store.connector(id)?.is_none() {
+            return Err(crate::connector::ConnectorError::Unknown(id.clone()).into());
+        }
+    }
     let rows = crate::status::history(&store, &filter)?;
     if json {
         return print_json(&crate::status::history_items(rows));
