@@ -138,58 +138,6 @@ pub fn runs(store: &Store, limit: u32) -> Result<Vec<RunItem>, StoreError> {
         .collect())
 }
 
-/// One ledger row as `history --json` and `/v1/history` show it (times RFC 3339 UTC).
-#[derive(Debug, Clone, Serialize)]
-pub struct HistoryItem {
-    /// Row id (increasing).
-    pub id: i64,
-    /// Run.
-    pub run_id: i64,
-    /// Connector.
-    pub connector_id: String,
-    /// Account.
-    pub account_id: String,
-    /// Module.
-    pub module: String,
-    /// Gradient's service id.
-    pub service_id: Option<String>,
-    /// The count sent (or that would have been).
-    pub unit_count: Option<u64>,
-    /// The pair's previous pushed count.
-    pub previous_count: Option<u64>,
-    /// Outcome.
-    pub outcome: PairOutcome,
-    /// Gradient's HTTP status.
-    pub http_status: Option<u16>,
-    /// Requests made.
-    pub attempts: u32,
-    /// Why.
-    pub reason: Option<String>,
-    /// When (RFC 3339 UTC).
-    pub at: String,
-}
-
-/// Ledger rows as [`HistoryItem`]s.
-pub fn history_items(rows: Vec<LedgerRow>) -> Vec<HistoryItem> {
-    rows.into_iter()
-        .map(|r| HistoryItem {
-            id: r.id,
-            run_id: r.entry.run_id,
-            connector_id: r.entry.connector_id,
-            account_id: r.entry.account_id,
-            module: r.entry.module,
-            service_id: r.entry.service_id,
-            unit_count: r.entry.unit_count,
-            previous_count: r.previous_count,
-            outcome: r.entry.outcome,
-            http_status: r.entry.http_status,
-            attempts: r.entry.attempts,
-            reason: r.entry.reason,
-            at: format_ms(r.entry.at),
-        })
-        .collect()
-}
-
 /// The whole status.
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {

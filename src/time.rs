@@ -27,6 +27,11 @@ pub fn format_ms(ms: Millis) -> String {
     }
 }
 
+/// Serializes an instant as RFC 3339 UTC (every JSON output shows times this way).
+pub fn serialize_rfc3339<S: serde::Serializer>(ms: &Millis, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_ms(*ms))
+}
+
 /// Parses an RFC 3339 timestamp into an instant.
 pub fn parse_rfc3339(s: &str) -> Result<Millis, String> {
     DateTime::parse_from_rfc3339(s)

@@ -413,7 +413,7 @@ async fn history(
         .store
         .read(move |s| crate::status::history(s, &filter))
         .await?;
-    ok(crate::status::history_items(rows))
+    ok(rows)
 }
 
 async fn metrics(State(state): State<ApiState>) -> Answer {

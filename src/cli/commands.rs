@@ -373,7 +373,7 @@ fn history(cfg: &Config, filter: HistoryFilter, json: bool) -> Done {
     }
     let rows = crate::status::history(&store, &filter)?;
     if json {
-        return print_json(&crate::status::history_items(rows));
+        return print_json(&rows);
     }
     print!("{}", crate::status::render_history(&rows));
     Ok(())

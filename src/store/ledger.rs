@@ -96,7 +96,8 @@ pub struct LedgerEntry {
     pub attempts: u32,
     /// Why, for failures.
     pub reason: Option<String>,
-    /// When.
+    /// When (RFC 3339 UTC in JSON).
+    #[serde(serialize_with = "crate::time::serialize_rfc3339")]
     pub at: Millis,
 }
 
