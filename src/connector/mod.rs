@@ -265,11 +265,7 @@ impl Lifecycle<'_> {
         let (holder, current, channel_known, workspaces) = self
             .store
             .read(move |s| {
-                let ws: Vec<_> = s
-                    .workspaces()?
-                    .into_iter()
-                    .filter(|w| w.channel_id == cid)
-                    .collect();
+                let ws = s.channel_workspaces(&cid)?;
                 Ok((
                     s.connector_holding(&org_q, &cid)?,
                     s.connector(&cid)?,
@@ -439,11 +435,7 @@ impl Lifecycle<'_> {
         let (row, token, workspaces) = self
             .store
             .read(move |s| {
-                let ws: Vec<_> = s
-                    .workspaces()?
-                    .into_iter()
-                    .filter(|w| w.channel_id == cid)
-                    .collect();
+                let ws = s.channel_workspaces(&cid)?;
                 Ok((s.connector(&cid)?, s.token(&cid)?, ws))
             })
             .await?;

@@ -292,10 +292,23 @@ impl Store {
 
     /// Every workspace with its channel and current name, ordered by channel then id.
     pub fn workspaces(&self) -> Result<Vec<WorkspaceRow>, StoreError> {
-        let mut stmt = self
-            .conn()
-            .prepare("SELECT id, channel_id, name FROM workspaces WHERE removed_at IS NULL ORDER BY channel_id, id")?;
-        let rows = stmt.query_map([], |r| {
+        self.workspaces_where("", [])
+    }
+
+    /// The workspaces of one channel (its connector's accounts), by id.
+    pub fn channel_workspaces(&self, channel: &str) -> Result<Vec<WorkspaceRow>, StoreError> {
+        self.workspaces_where("AND channel_id = ?1", [channel])
+    }
+
+    fn workspaces_where<P: rusqlite::Params>(
+        &self,
+        filter: &str,
+        params: P,
+    ) -> Result<Vec<WorkspaceRow>, StoreError> {
+        let mut stmt = self.conn().prepare(&format!(
+            "SELECT id, channel_id, name FROM workspaces WHERE removed_at IS NULL {filter} ORDER BY channel_id, id"
+        ))?;
+        let rows = stmt.query_map(params, |r| {
             Ok(WorkspaceRow {
                 id: r.get(0)?,
                 channel_id: r.get(1)?,
