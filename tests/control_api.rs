@@ -863,26 +863,7 @@ fn a_non_loopback_listen_without_tls_files_is_refused_naming_the_key() {
     );
 
     // `run` refuses too (it would serve for ever if it accepted: give it 20 s).
-    let mut child = std::process::Command::new(BIN)
-        .arg("--config")
-        .arg(&env.config)
-        .arg("run")
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("RUST_LOG")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = run_expecting_exit(&env.config, Duration::from_secs(20));
     assert_eq!(code(&out), 78, "{}", stderr(&out));
     assert!(
         stderr(&out).contains("api.tls_cert_file"),

@@ -2,34 +2,12 @@
 
 mod common;
 use common::*;
-use gradient_connector::domain::UnitKind;
-use gradient_connector::kit::{Inventory, OCTOBER_2026, STANDARD_MODULES};
+use gradient_connector::kit::Inventory;
 use serde_json::Value;
-
-/// 2 MSPs × 3 workspaces, both modules enabled everywhere; workspace k of each MSP has k devices
-/// and 10+k users protected.
-fn inventory() -> Inventory {
-    let mut inv = Inventory::new();
-    for msp in ["msp-a", "msp-b"] {
-        inv.undated().channel(msp, &format!("{msp} IT"));
-        for k in 1..=3 {
-            let ws = format!("{msp}-ws{k}");
-            inv.undated().workspace(&ws, msp, &format!("Customer {ws}"));
-            inv.at(OCTOBER_2026);
-            for m in STANDARD_MODULES {
-                inv.module(&ws, m, true);
-            }
-            inv.at("2026-10-02T00:00:00Z")
-                .protected(&ws, UnitKind::Devices, k)
-                .protected(&ws, UnitKind::Users, 10 + k);
-        }
-    }
-    inv
-}
 
 fn setup() -> SimEnv {
     let e = SimEnv::new("", "");
-    e.import_inventory(&inventory());
+    e.import_inventory(&two_msps(3, 10));
     e.connect("msp-a", "key-a");
     e.connect("msp-b", "key-b");
     e
@@ -265,7 +243,7 @@ fn key_rotation_rejects_one_msp_and_a_new_token_heals_it() {
 #[test]
 fn a_rejected_paste_changes_nothing_and_the_old_token_keeps_working() {
     let e = SimEnv::new("", "");
-    e.import_inventory(&inventory());
+    e.import_inventory(&two_msps(3, 10));
     e.sim.add_msp("msp-a", "A", "real-key");
     // A first paste that Gradient rejects stores nothing at all.
     let out = e.add_token("msp-a", "stale-key", 1);

@@ -185,28 +185,6 @@ fn setup() -> (SimEnv, Receiver) {
     (e, rx)
 }
 
-/// Two MSPs × 2 workspaces, both modules on, a few units each.
-fn inventory() -> String {
-    let mut lines: Vec<Value> = Vec::new();
-    for msp in ["msp-a", "msp-b"] {
-        lines.push(serde_json::json!({"type": "channel", "id": msp, "name": format!("{msp} IT")}));
-        for k in 1..=2 {
-            let ws = format!("{msp}-ws{k}");
-            lines.push(serde_json::json!({"type": "workspace", "id": ws, "channel": msp, "name": format!("Customer {ws}")}));
-            for m in ["endpoint_security", "email_security"] {
-                lines.push(serde_json::json!({"type": "module", "workspace": ws, "module": m, "enabled": true, "at": "2026-10-01T00:00:00Z"}));
-            }
-            for d in 0..k {
-                lines.push(serde_json::json!({"type": "device", "workspace": ws, "id": format!("{ws}-d{d}"), "protected": true, "at": "2026-10-02T00:00:00Z"}));
-            }
-            for u in 0..3 + k {
-                lines.push(serde_json::json!({"type": "user", "workspace": ws, "id": format!("{ws}-u{u}"), "protected": true, "at": "2026-10-02T00:00:00Z"}));
-            }
-        }
-    }
-    lines.iter().map(|l| format!("{l}\n")).collect()
-}
-
 /// (account, service name, count) of every count the stand-in accepted for `org` since `since`.
 fn accepted(e: &SimEnv, org: &str, since: usize) -> BTreeSet<(String, String, u64)> {
     let snap = e.sim.snapshot();
@@ -247,7 +225,7 @@ fn pushed_in(event: &Value) -> BTreeSet<(String, String, u64)> {
 #[test]
 fn the_console_hears_of_a_paste_a_run_a_rotated_key_and_a_disconnect() {
     let (e, rx) = setup();
-    e.import(&inventory());
+    e.import(&two_msps(2, 3).to_jsonl());
     // Pastes by the CLI write their events into the outbox; only the daemon delivers them.
     e.connect("msp-a", "key-a");
     e.connect("msp-b", "key-b");
@@ -347,7 +325,7 @@ fn the_console_hears_of_a_paste_a_run_a_rotated_key_and_a_disconnect() {
 #[test]
 fn a_failing_receiver_gets_the_event_after_retries_and_a_restart_with_one_id() {
     let (e, rx) = setup();
-    e.import(&inventory());
+    e.import(&two_msps(2, 3).to_jsonl());
     rx.plan.lock().unwrap().extend([500, 500, 500]);
     e.connect("msp-a", "key-a");
     let d = Daemon::start(&e, &[]);
@@ -410,25 +388,7 @@ fn a_bad_webhook_secret_stops_the_daemon_at_start_naming_the_key() {
     let (e, _rx) = setup();
     e.env.write("webhook-secret", "whsec_tooshort\n");
     // `run` would go on for ever if it accepted the secret: give it 20 s.
-    let mut child = std::process::Command::new(BIN)
-        .arg("--config")
-        .arg(&e.env.config)
-        .arg("run")
-        .env_remove("NOTIFY_SOCKET")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = run_expecting_exit(&e.env.config, Duration::from_secs(20));
     assert_eq!(code(&out), 78, "{}", stderr(&out));
     assert!(
         stderr(&out).contains("webhook[0].secret_file"),

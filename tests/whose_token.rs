@@ -8,31 +8,9 @@ use serde_json::Value;
 
 const MSPS: [&str; 2] = ["msp-a", "msp-b"];
 
-/// Two MSPs × 3 workspaces × both services, every module on, a few units each.
-fn inventory() -> String {
-    let mut lines: Vec<Value> = Vec::new();
-    for msp in MSPS {
-        lines.push(serde_json::json!({"type": "channel", "id": msp, "name": format!("{msp} IT")}));
-        for k in 1..=3 {
-            let ws = format!("{msp}-ws{k}");
-            lines.push(serde_json::json!({"type": "workspace", "id": ws, "channel": msp, "name": format!("Customer {ws}")}));
-            for m in ["endpoint_security", "email_security"] {
-                lines.push(serde_json::json!({"type": "module", "workspace": ws, "module": m, "enabled": true, "at": "2026-10-01T00:00:00Z"}));
-            }
-            for d in 0..k {
-                lines.push(serde_json::json!({"type": "device", "workspace": ws, "id": format!("{ws}-d{d}"), "protected": true, "at": "2026-10-02T00:00:00Z"}));
-            }
-            for u in 0..10 + k {
-                lines.push(serde_json::json!({"type": "user", "workspace": ws, "id": format!("{ws}-u{u}"), "protected": true, "at": "2026-10-02T00:00:00Z"}));
-            }
-        }
-    }
-    lines.iter().map(|l| format!("{l}\n")).collect()
-}
-
 fn setup() -> SimEnv {
     let e = SimEnv::new("", "");
-    e.import(&inventory());
+    e.import(&two_msps(3, 10).to_jsonl());
     e.connect("msp-a", "key-a");
     e.connect("msp-b", "key-b");
     e
@@ -54,7 +32,7 @@ fn pushes_to(e: &SimEnv, org: &str, account: &str, since: usize) -> Vec<(String,
 #[test]
 fn another_msps_token_is_refused_before_any_write_to_gradient() {
     let e = SimEnv::new("", "");
-    e.import(&inventory());
+    e.import(&two_msps(3, 10).to_jsonl());
     e.connect("msp-a", "key-a");
     e.sim.add_msp("msp-b", "msp-b MSP", "key-b");
     let before = e.sim.snapshot().requests.len();
@@ -98,7 +76,7 @@ fn another_msps_token_is_refused_before_any_write_to_gradient() {
 #[test]
 fn a_token_of_another_organization_for_the_same_connector_needs_new_organization() {
     let e = SimEnv::new("", "");
-    e.import(&inventory());
+    e.import(&two_msps(3, 10).to_jsonl());
     e.connect("msp-a", "key-a");
     e.sim.add_msp("msp-elsewhere", "Elsewhere", "key-x");
     let out = e.add_token("msp-a", "key-x", 1);
@@ -132,7 +110,7 @@ fn a_token_of_another_organization_for_the_same_connector_needs_new_organization
 #[test]
 fn a_token_file_with_a_bom_and_crlf_works_and_services_exist_right_after_the_paste() {
     let e = SimEnv::new("", "");
-    e.import(&inventory());
+    e.import(&two_msps(3, 10).to_jsonl());
     e.sim.add_msp("msp-a", "Acme IT", "key-a");
     let f = token_file(&e, "bom.tok", "\u{feff}key-a\r\n");
     let out = e.run(&["connector", "add", "msp-a", "--token-file", &f]);
@@ -154,7 +132,7 @@ fn a_token_file_with_a_bom_and_crlf_works_and_services_exist_right_after_the_pas
 #[test]
 fn sync_on_connect_runs_the_first_sync_at_once() {
     let e = SimEnv::new("", "sync_on_connect = true");
-    e.import(&inventory());
+    e.import(&two_msps(3, 10).to_jsonl());
     e.sim.add_msp("msp-a", "Acme IT", "key-a");
     e.add_token("msp-a", "key-a", 0);
     let snap = e.sim.snapshot();

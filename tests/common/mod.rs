@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use gradient_connector::kit::{ConfigBuilder, Inventory};
+use gradient_connector::domain::UnitKind;
+use gradient_connector::kit::{ConfigBuilder, Inventory, OCTOBER_2026, STANDARD_MODULES};
 use gradient_connector::store::Store;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_gradient-connector");
@@ -415,4 +416,51 @@ impl Drop for WriteLock {
             let _ = c.execute_batch("ROLLBACK");
         }
     }
+}
+
+/// MSPs `msp-a` and `msp-b`, each with `workspaces` workspaces `{msp}-ws{k}` (k from 1), both
+/// standard modules enabled from October 2026; workspace k has k devices and `users_base + k`
+/// users protected from 2026-10-02.
+pub fn two_msps(workspaces: usize, users_base: usize) -> Inventory {
+    let mut inv = Inventory::new();
+    for msp in ["msp-a", "msp-b"] {
+        inv.undated().channel(msp, &format!("{msp} IT"));
+        for k in 1..=workspaces {
+            let ws = format!("{msp}-ws{k}");
+            inv.undated().workspace(&ws, msp, &format!("Customer {ws}"));
+            inv.at(OCTOBER_2026);
+            for m in STANDARD_MODULES {
+                inv.module(&ws, m, true);
+            }
+            inv.at("2026-10-02T00:00:00Z")
+                .protected(&ws, UnitKind::Devices, k)
+                .protected(&ws, UnitKind::Users, users_base + k);
+        }
+    }
+    inv
+}
+
+/// Runs `gradient-connector run` with `config` and waits for it to exit by itself (a refused
+/// configuration); kills it after `limit` (it would serve for ever if it accepted).
+pub fn run_expecting_exit(config: &Path, limit: Duration) -> Output {
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .arg("run")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
 }
