@@ -385,41 +385,17 @@ impl<'a> Reader<'a> {
     }
 
     fn services(&mut self, raw: Option<Value>) -> Option<Vec<ServiceConfig>> {
-        let items = match raw.map(|v| v.kind) {
-            None => Vec::new(),
-            Some(ValueKind::Array(items)) => items,
-            Some(other) => {
-                self.problem(
-                    SERVICE,
-                    format!(
-                        "must be an array of tables ([[service]]), found {}",
-                        kind_name(&other)
-                    ),
-                );
-                return None;
-            }
-        };
-        if items.is_empty() {
+        let (entries, mut ok) = self.entries(SERVICE, raw)?;
+        if entries.is_empty() && ok {
             self.problem(
                 SERVICE,
                 "no [[service]] is configured: add one per module that Gradient should bill",
             );
         }
         let mut out = Vec::new();
-        let mut ok = true;
         let mut modules = HashSet::new();
         let mut names = HashSet::new();
-        for (i, item) in items.into_iter().enumerate() {
-            let sec = format!("{SERVICE}[{i}]");
-            let t = match item.kind {
-                ValueKind::Table(t) => t,
-                other => {
-                    self.problem(sec, format!("must be a table, found {}", kind_name(&other)));
-                    ok = false;
-                    continue;
-                }
-            };
-            let s = self.read_section(SERVICE, sec.clone(), t);
+        for (sec, s) in entries {
             let mut module = None;
             let mut name = None;
             let service = self.finish(s, |s| {
@@ -459,36 +435,52 @@ impl<'a> Reader<'a> {
 }
 
 impl Reader<'_> {
-    /// `[[webhook]]` entries (none is fine: no events are written then).
-    fn webhooks(&mut self, raw: Option<Value>) -> Option<Vec<WebhookConfig>> {
+    /// The entries of an array of tables (`[[service]]`, `[[webhook]]`), each read as a section
+    /// named `decl[i]`. `None` when it is not an array; the flag is false when an entry is not a
+    /// table (its problem is recorded).
+    fn entries(
+        &mut self,
+        decl: &'static str,
+        raw: Option<Value>,
+    ) -> Option<(Vec<(String, Section)>, bool)> {
         let items = match raw.map(|v| v.kind) {
             None => Vec::new(),
             Some(ValueKind::Array(items)) => items,
             Some(other) => {
                 self.problem(
-                    WEBHOOK,
+                    decl,
                     format!(
-                        "must be an array of tables ([[webhook]]), found {}",
+                        "must be an array of tables ([[{decl}]]), found {}",
                         kind_name(&other)
                     ),
                 );
                 return None;
             }
         };
-        let mut out = Vec::new();
         let mut ok = true;
-        let mut urls = HashSet::new();
+        let mut out = Vec::new();
         for (i, item) in items.into_iter().enumerate() {
-            let sec = format!("{WEBHOOK}[{i}]");
-            let t = match item.kind {
-                ValueKind::Table(t) => t,
+            let sec = format!("{decl}[{i}]");
+            match item.kind {
+                ValueKind::Table(t) => {
+                    let s = self.read_section(decl, sec.clone(), t);
+                    out.push((sec, s));
+                }
                 other => {
                     self.problem(sec, format!("must be a table, found {}", kind_name(&other)));
                     ok = false;
-                    continue;
                 }
-            };
-            let s = self.read_section(WEBHOOK, sec.clone(), t);
+            }
+        }
+        Some((out, ok))
+    }
+
+    /// `[[webhook]]` entries (none is fine: no events are written then).
+    fn webhooks(&mut self, raw: Option<Value>) -> Option<Vec<WebhookConfig>> {
+        let (entries, mut ok) = self.entries(WEBHOOK, raw)?;
+        let mut out = Vec::new();
+        let mut urls = HashSet::new();
+        for (sec, s) in entries {
             let hook = self.finish(s, |s| {
                 Some(WebhookConfig {
                     url: s.url("url")?,
