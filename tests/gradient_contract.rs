@@ -61,6 +61,21 @@ fn assert_no_secret(text: &str) {
     }
 }
 
+/// Creates the EDR service and account `a`; returns the service's id.
+async fn service_and_account(s: &PartnerSession) -> String {
+    let sid = s.create_service(&edr()).await.unwrap().value.skus[0]
+        .id
+        .clone();
+    s.create_accounts(&[NewAccount {
+        id: "a".into(),
+        name: "A".into(),
+        description: None,
+    }])
+    .await
+    .unwrap();
+    sid
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_round_trips() {
     let sim = sim().await;
@@ -293,16 +308,7 @@ async fn the_limiter_keeps_below_the_stand_ins_rate() {
     let mut st = settings(&sim.base_url());
     st.requests_per_second = 50;
     let s = session(&sim, st);
-    let sid = s.create_service(&edr()).await.unwrap().value.skus[0]
-        .id
-        .clone();
-    s.create_accounts(&[NewAccount {
-        id: "a".into(),
-        name: "A".into(),
-        description: None,
-    }])
-    .await
-    .unwrap();
+    let sid = service_and_account(&s).await;
     use futures::StreamExt;
     let results: Vec<_> = futures::stream::iter(0..500u64)
         .map(|i| {
@@ -483,16 +489,7 @@ async fn integration_status_last_synced_and_the_status_answer() {
         .await
         .unwrap();
     assert_eq!(a.status, 200);
-    let sid = s.create_service(&edr()).await.unwrap().value.skus[0]
-        .id
-        .clone();
-    s.create_accounts(&[NewAccount {
-        id: "a".into(),
-        name: "A".into(),
-        description: None,
-    }])
-    .await
-    .unwrap();
+    let sid = service_and_account(&s).await;
     let before = gradient_connector::time::now_ms();
     s.set_unit_count(&sid, "a", 2, false).await.unwrap();
     let i = s.get_integration().await.unwrap().value;
@@ -590,16 +587,7 @@ async fn default_settings_at_150_ms_latency_never_exceed_the_rate() {
     let st = cfg.gradient.client.clone();
     let parallel = st.max_in_flight;
     let s = session(&sim, st);
-    let sid = s.create_service(&edr()).await.unwrap().value.skus[0]
-        .id
-        .clone();
-    s.create_accounts(&[NewAccount {
-        id: "a".into(),
-        name: "A".into(),
-        description: None,
-    }])
-    .await
-    .unwrap();
+    let sid = service_and_account(&s).await;
     let latency = Duration::from_millis(150);
     sim.set_latency(latency);
     // Leave the stand-in's one-second window behind the set-up calls.
