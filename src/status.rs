@@ -197,21 +197,69 @@ fn last_known_view(l: &LastKnown) -> LastKnownView {
     }
 }
 
-/// Assembles the status from the store and the configuration.
-pub fn status(store: &Store, config: &Config) -> Result<Status, StoreError> {
-    let running = RunLock::is_held(store.path());
-    let last = store.last_run()?;
-    let last_counts: HashMap<String, Tally> = match &last {
+/// The outcomes status lists per connector: unmapped, failing and disabled pairs.
+const LISTED: [PairOutcome; 4] = [
+    PairOutcome::Unmapped,
+    PairOutcome::Failed,
+    PairOutcome::Rejected,
+    PairOutcome::SkippedDisabled,
+];
+
+/// One connector's view from its row, its listed pairs' newest rows, its last-known values and
+/// its counts in the last run.
+fn connector_view(
+    c: ConnectorRow,
+    rows: &[LedgerRow],
+    known: &[LastKnown],
+    last_run_counts: Option<Tally>,
+) -> ConnectorView {
+    let pick = |o: &[PairOutcome]| -> Vec<PairView> {
+        rows.iter()
+            .filter(|r| o.contains(&r.entry.outcome))
+            .map(pair_view)
+            .collect()
+    };
+    ConnectorView {
+        state: c.state,
+        state_reason: c.state_reason,
+        gradient_status: c.gradient_status,
+        organization_name: c.organization_name,
+        gradient_synced_at: c.gradient_synced_at.map(format_ms),
+        unmapped_accounts: c.unmapped_accounts,
+        verified_at: c.verified_at.map(format_ms),
+        last_success_at: c.last_success_at.map(format_ms),
+        last_run_counts,
+        last_known: known.iter().map(last_known_view).collect(),
+        unmapped: pick(&[PairOutcome::Unmapped]),
+        failing: pick(&[PairOutcome::Failed, PairOutcome::Rejected]),
+        disabled: pick(&[PairOutcome::SkippedDisabled]),
+        id: c.id,
+    }
+}
+
+/// One connector's status (what `GET /v1/connectors/{id}` answers), read with that connector's
+/// rows only — its cost does not grow with the number of connectors. `None`: no such connector.
+pub fn connector_status(store: &Store, id: &str) -> Result<Option<ConnectorView>, StoreError> {
+    let Some(c) = store.connector(id)? else {
+        return Ok(None);
+    };
+    let last_run_counts = match store.last_run()? {
+        Some(r) => Some(store.run_tally_of(r.id, id)?).filter(|t| *t != Tally::default()),
+        None => None,
+    };
+    let rows = store.latest_with_outcome(&LISTED, Some(id))?;
+    let known = store.last_known(Some(id))?;
+    Ok(Some(connector_view(c, &rows, &known, last_run_counts)))
+}
+
+/// Every connector's view, read with one query per kind of row for all of them.
+fn connector_views(store: &Store, last: Option<&RunRow>) -> Result<Vec<ConnectorView>, StoreError> {
+    let mut last_counts: HashMap<String, Tally> = match last {
         Some(r) => store.run_tally_by_connector(r.id)?,
         None => HashMap::new(),
     };
     let mut by_connector: HashMap<String, Vec<LedgerRow>> = HashMap::new();
-    for row in store.latest_with_outcome(&[
-        PairOutcome::Unmapped,
-        PairOutcome::Failed,
-        PairOutcome::Rejected,
-        PairOutcome::SkippedDisabled,
-    ])? {
+    for row in store.latest_with_outcome(&LISTED, None)? {
         by_connector
             .entry(row.entry.connector_id.clone())
             .or_default()
@@ -221,38 +269,23 @@ pub fn status(store: &Store, config: &Config) -> Result<Status, StoreError> {
     for l in store.last_known(None)? {
         known.entry(l.connector_id.clone()).or_default().push(l);
     }
-    let connectors = store
+    Ok(store
         .connectors()?
         .into_iter()
         .map(|c: ConnectorRow| {
             let rows = by_connector.remove(&c.id).unwrap_or_default();
-            let pick = |o: &[PairOutcome]| -> Vec<PairView> {
-                rows.iter()
-                    .filter(|r| o.contains(&r.entry.outcome))
-                    .map(pair_view)
-                    .collect()
-            };
-            ConnectorView {
-                state: c.state,
-                state_reason: c.state_reason.clone(),
-                gradient_status: c.gradient_status.clone(),
-                organization_name: c.organization_name.clone(),
-                gradient_synced_at: c.gradient_synced_at.map(format_ms),
-                unmapped_accounts: c.unmapped_accounts.clone(),
-                verified_at: c.verified_at.map(format_ms),
-                last_success_at: c.last_success_at.map(format_ms),
-                last_run_counts: last_counts.get(&c.id).copied(),
-                last_known: known
-                    .get(&c.id)
-                    .map(|v| v.iter().map(last_known_view).collect())
-                    .unwrap_or_default(),
-                unmapped: pick(&[PairOutcome::Unmapped]),
-                failing: pick(&[PairOutcome::Failed, PairOutcome::Rejected]),
-                disabled: pick(&[PairOutcome::SkippedDisabled]),
-                id: c.id,
-            }
+            let known = known.remove(&c.id).unwrap_or_default();
+            let counts = last_counts.remove(&c.id);
+            connector_view(c, &rows, &known, counts)
         })
-        .collect();
+        .collect())
+}
+
+/// Assembles the status from the store and the configuration.
+pub fn status(store: &Store, config: &Config) -> Result<Status, StoreError> {
+    let running = RunLock::is_held(store.path());
+    let last = store.last_run()?;
+    let connectors = connector_views(store, last.as_ref())?;
     let next = config
         .schedule
         .parsed
@@ -657,5 +690,83 @@ mod escape_tests {
         assert!(!shown.chars().any(|c| c.is_control()), "{shown}");
         assert_eq!(shown, "bad\\u{1b}[2K\\u{d}run 999 ok\\u{a}next\\u{202e}");
         assert_eq!(escape("Contoso Ltd — é"), "Contoso Ltd — é");
+    }
+}
+
+#[cfg(test)]
+mod connector_status_tests {
+    use super::{connector_status, connector_views};
+    use crate::domain::{Cadence, PairOutcome, RunOutcome, Tally, Trigger};
+    use crate::store::ledger::LedgerEntry;
+
+    fn entry(run: i64, connector: &str, account: &str, outcome: PairOutcome) -> LedgerEntry {
+        LedgerEntry {
+            run_id: run,
+            connector_id: connector.into(),
+            account_id: account.into(),
+            module: "edr".into(),
+            service_id: Some("svc".into()),
+            unit_count: Some(3),
+            outcome,
+            http_status: Some(200),
+            attempts: 1,
+            reason: None,
+            at: 1_000,
+        }
+    }
+
+    /// The one-connector path answers exactly what the all-connectors path says of that
+    /// connector, whatever mix of outcomes its pairs have.
+    #[test]
+    fn one_connectors_status_is_its_entry_in_the_whole_status() {
+        let (_dir, mut s) = crate::store::temp_store();
+        for c in ["a", "b", "c"] {
+            s.set_token(c, &secrecy::SecretString::from(format!("t-{c}")), 1)
+                .unwrap();
+            s.mark_connected(c, Some(1), Some("pending"), None, None, 1)
+                .unwrap();
+        }
+        let (r1, _) = s
+            .open_run(Trigger::Cli, Cadence::Daily, "p", None, 10)
+            .unwrap();
+        s.record(&[
+            entry(r1, "a", "w1", PairOutcome::Pushed),
+            entry(r1, "a", "w2", PairOutcome::Failed),
+            entry(r1, "b", "w3", PairOutcome::Unmapped),
+        ])
+        .unwrap();
+        s.finish_run(r1, RunOutcome::Partial, &Tally::default(), None, 20)
+            .unwrap();
+        let (r2, _) = s
+            .open_run(Trigger::Cli, Cadence::Daily, "p", None, 30)
+            .unwrap();
+        s.record(&[
+            entry(r2, "a", "w2", PairOutcome::Pushed),
+            entry(r2, "a", "w4", PairOutcome::SkippedDisabled),
+            entry(r2, "b", "w5", PairOutcome::Rejected),
+        ])
+        .unwrap();
+        let last = s.last_run().unwrap();
+        let all = connector_views(&s, last.as_ref()).unwrap();
+        assert_eq!(all.len(), 3);
+        for view in &all {
+            let one = connector_status(&s, &view.id).unwrap().unwrap();
+            assert_eq!(
+                serde_json::to_value(&one).unwrap(),
+                serde_json::to_value(view).unwrap(),
+                "connector {}",
+                view.id
+            );
+        }
+        let a = connector_status(&s, "a").unwrap().unwrap();
+        assert!(a.failing.is_empty(), "w2 pushed in the newer run: {a:?}");
+        assert_eq!(a.disabled.len(), 1);
+        assert_eq!(a.last_run_counts.map(|t| t.pushed), Some(1));
+        assert!(connector_status(&s, "c")
+            .unwrap()
+            .unwrap()
+            .last_run_counts
+            .is_none());
+        assert!(connector_status(&s, "nope").unwrap().is_none());
     }
 }

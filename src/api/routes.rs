@@ -231,8 +231,13 @@ async fn connectors(State(state): State<ApiState>) -> Answer {
 }
 
 async fn connector_view(state: &ApiState, id: &str) -> Answer {
-    let st = status_value(state).await?;
-    match st.connectors.into_iter().find(|c| c.id == id) {
+    let ctx = state.ctx();
+    let key = id.to_string();
+    let view = ctx
+        .store
+        .read(move |s| crate::status::connector_status(s, &key))
+        .await?;
+    match view {
         Some(c) => ok(c),
         None => Err(ApiFailure::new(
             StatusCode::NOT_FOUND,

@@ -647,13 +647,20 @@ impl Store {
     pub fn latest_with_outcome(
         &self,
         outcomes: &[PairOutcome],
+        connector: Option<&str>,
     ) -> Result<Vec<LedgerRow>, StoreError> {
         let list: Vec<String> = outcomes
             .iter()
             .map(|o| format!("'{}'", o.as_str()))
             .collect();
+        // One connector: its pairs' newest rows come straight off `ledger_by_pair`.
+        let only = if connector.is_some() {
+            "WHERE connector_id = ?1"
+        } else {
+            ""
+        };
         let sql = format!(
-            "WITH latest AS (SELECT MAX(id) AS id FROM ledger GROUP BY connector_id, account_id, module)
+            "WITH latest AS (SELECT MAX(id) AS id FROM ledger {only} GROUP BY connector_id, account_id, module)
              SELECT l.id, l.run_id, l.connector_id, l.account_id, l.module, l.service_id, l.unit_count,
                     l.outcome, l.http_status, l.attempts, l.reason, l.at, NULL
              FROM ledger l JOIN latest USING (id)
@@ -662,9 +669,28 @@ impl Store {
              ORDER BY l.connector_id, l.account_id, l.module",
             list.join(", ")
         );
-        let mut stmt = self.conn().prepare(&sql)?;
-        let rows = stmt.query_map([], ledger_row)?;
+        let mut stmt = self.conn().prepare_cached(&sql)?;
+        let rows = match connector {
+            Some(id) => stmt.query_map([id], ledger_row)?,
+            None => stmt.query_map([], ledger_row)?,
+        };
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// One connector's counts per outcome in one run.
+    pub fn run_tally_of(&self, run_id: i64, connector: &str) -> Result<Tally, StoreError> {
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT outcome, count(*) FROM ledger WHERE connector_id = ?1 AND run_id = ?2 GROUP BY outcome",
+        )?;
+        let rows = stmt.query_map(rusqlite::params![connector, run_id], |r| {
+            Ok((r.get::<_, PairOutcome>(0)?, r.get::<_, i64>(1)?))
+        })?;
+        let mut out = Tally::default();
+        for row in rows {
+            let (o, n) = row?;
+            out.add_n(o, n.max(0) as u64);
+        }
+        Ok(out)
     }
 
     /// Ledger rows, newest first.
