@@ -61,3 +61,29 @@ fn the_example_configuration_sets_every_section_key() {
         );
     }
 }
+
+/// The README's list of Gradient's categories and subcategories is the one the configuration
+/// checks (`gradient::types`), so an error that points at it points at the truth.
+#[test]
+fn readme_service_categories_are_the_checked_ones() {
+    use gradient_connector::gradient::types::{CATEGORIES, SUBCATEGORIES};
+    let text = readme();
+    let block = text
+        .split("<!-- categories:start -->")
+        .nth(1)
+        .and_then(|rest| rest.split("<!-- categories:end -->").next())
+        .expect("README.md has the categories block");
+    let listed = |label: &str| -> Vec<String> {
+        let line = block
+            .lines()
+            .find(|l| l.starts_with(&format!("- {label}: ")))
+            .unwrap_or_else(|| panic!("a `- {label}:` line in {block}"));
+        line.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(listed("category"), CATEGORIES);
+    assert_eq!(listed("subcategory"), SUBCATEGORIES);
+}

@@ -169,9 +169,9 @@ pub static KEYS: &[Key] = &[
     key(SERVICE, "description", Kind::Str, SameAs("name"), "service description"),
     key(SERVICE, "unit", Kind::Word(UnitKind::words), Required, "`users` or `devices`"),
     key(SERVICE, "category", Kind::Listed { what: "Gradient category", list: CATEGORIES }, Required,
-        "Gradient's exact, case-sensitive category (see `src/gradient/types.rs`)"),
+        "Gradient's exact, case-sensitive category (see *Service categories* below)"),
     key(SERVICE, "subcategory", Kind::Listed { what: "Gradient subcategory", list: SUBCATEGORIES }, Required,
-        "Gradient's exact, case-sensitive subcategory (see `src/gradient/types.rs`)"),
+        "Gradient's exact, case-sensitive subcategory (see *Service categories* below)"),
     key(SERVICE, "support_article", Kind::Str, Absent,
         "support article URL; optional, sent when the service is created"),
     key(SERVICE, "support_contact", Kind::Str, Absent,
@@ -306,7 +306,7 @@ impl Kind {
                 list.join(", ")
             )),
             Kind::Listed { what, .. } => Err(format!(
-                "unknown {what} {s:?} (exact, case-sensitive; see GRADIENT_API.md or the README for the list)"
+                "unknown {what} {s:?} (exact, case-sensitive; the README's \"Service categories\" lists them)"
             )),
             Kind::Url => read_url(s).map(Val::Url),
             Kind::Cron => match crate::schedule::parse_cron(&s) {
