@@ -91,8 +91,8 @@ pub struct RunView {
     pub started_at: String,
     /// End.
     pub finished_at: Option<String>,
-    /// `ok`, `partial`, `failed`, `interrupted`, or `running`.
-    pub outcome: String,
+    /// `ok`, `partial`, `failed`, `interrupted`; null while the run is going (see `running`).
+    pub outcome: Option<String>,
     /// Counts.
     pub counts: Tally,
     /// Message.
@@ -159,10 +159,10 @@ pub struct Status {
 
 fn run_view(r: &RunRow, running: bool) -> RunView {
     let outcome = match (r.outcome, running) {
-        (Some(o), _) => o.as_str().to_string(),
-        (None, true) => "running".into(),
+        (Some(o), _) => Some(o.as_str().to_string()),
+        (None, true) => None,
         // Unfinished and nobody holds the lock: it died; the next run records it as interrupted.
-        (None, false) => "interrupted".into(),
+        (None, false) => Some("interrupted".into()),
     };
     RunView {
         id: r.id,
@@ -334,7 +334,13 @@ pub fn render_status(s: &Status) -> String {
             let _ = writeln!(
                 o,
                 "last run: #{} {} ({} {}, {}) started {} — {}",
-                r.id, r.outcome, r.cadence, r.period, r.trigger, r.started_at, r.counts
+                r.id,
+                r.outcome.as_deref().unwrap_or("running"),
+                r.cadence,
+                r.period,
+                r.trigger,
+                r.started_at,
+                r.counts
             );
             if let Some(m) = &r.message {
                 let _ = writeln!(o, "  {m}");

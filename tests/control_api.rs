@@ -622,6 +622,12 @@ fn every_route_over_the_unix_socket_answers_with_the_contracts_codes() {
     );
     assert!(going["outcome"].is_null(), "a run still going: {going}");
     assert!(going["finished_at"].is_null(), "{going}");
+    // The contract's status: a run still going has a null outcome (never a word outside the list).
+    let st = api.get("/v1/status").expect(200);
+    if st["last_run"]["finished_at"].is_null() {
+        assert!(st["last_run"]["outcome"].is_null(), "{st}");
+        assert_eq!(st["running"], true, "{st}");
+    }
     assert_rfc3339_utc(&going["started_at"], "started_at");
     let run = api.wait_finished_run("api");
     e.sim.set_count_latency(Duration::ZERO);
