@@ -194,15 +194,18 @@ fn strict_sku(i: usize, v: Value) -> Result<Sku, GradientError> {
         Some(Value::Number(n)) => Some(n.to_string()),
         _ => None,
     };
-    if id_of("id").or_else(|| id_of("_id")).is_none() {
+    let Some(id) = id_of("id").or_else(|| id_of("_id")) else {
         return Err(decode_error(format!("catalogue entry {i} has no id")));
-    }
+    };
     match m.get("name") {
         Some(Value::String(s)) if !s.trim().is_empty() => {}
         _ => return Err(decode_error(format!("catalogue entry {i} has no name"))),
     }
-    serde_json::from_value(v)
-        .map_err(|e| decode_error(format!("catalogue entry {i} cannot be read: {e}")))
+    let mut sku: Sku = serde_json::from_value(v)
+        .map_err(|e| decode_error(format!("catalogue entry {i} cannot be read: {e}")))?;
+    // The id judged above (an empty `id` beside a good `_id` must not win).
+    sku.id = id;
+    Ok(sku)
 }
 
 /// An account list is trusted only when it is a list: bare, wrapped in `data`, or under
@@ -258,6 +261,9 @@ mod tests {
             ("7", "A")
         );
         assert!(vendor_answer(br#"{"skus":[]}"#).unwrap().skus.is_empty());
+        // Found by tests/decoder_properties.rs: an empty `id` beside a good `_id`.
+        let v = vendor_answer(br#"{"skus":[{"id":"","_id":"s9","name":"A"}]}"#).unwrap();
+        assert_eq!(v.skus[0].id, "s9");
     }
 
     #[test]
