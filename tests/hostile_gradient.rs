@@ -413,6 +413,15 @@ fn escape_sequences_from_gradient_never_reach_a_terminal_raw() {
         clean(&format!("{args:?} stdout"), &stdout(&o));
         clean(&format!("{args:?} stderr"), &stderr(&o));
     }
+    // The same text in a catalogue answer fails the run: its message (output, log, status).
+    hostile(&e, "GET", CATALOGUE, 1, body(200, &text));
+    let out = e.run(&["sync"]);
+    assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
+    clean("failed sync stdout", &stdout(&out));
+    clean("failed sync stderr", &stderr(&out));
+    let o = e.run(&["status"]);
+    clean("status after the failed run", &stdout(&o));
+    assert!(stdout(&o).contains("\\u{1b}[2J"), "{}", stdout(&o));
     // JSON keeps Gradient's text exactly.
     let o = e.run(&["history", "--json"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
