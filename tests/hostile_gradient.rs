@@ -117,6 +117,27 @@ fn a_malformed_catalogue_creates_nothing_pushes_nothing_and_the_next_run_is_fine
 }
 
 #[test]
+fn a_paste_creates_no_service_from_a_malformed_catalogue() {
+    let e = SimEnv::new("", "");
+    e.import_inventory(&two_msps(1, 10));
+    hostile(&e, "GET", CATALOGUE, 1, body(200, r#"{"data":{}}"#));
+    e.connect("msp-a", "key-a");
+    let snap = e.sim.snapshot();
+    assert!(snap.services.is_empty(), "{:?}", snap.services);
+    assert!(
+        !snap
+            .requests
+            .iter()
+            .any(|r| r.method == "POST" && r.path == "/api/vendor-api/service"),
+        "no service created from an empty-looking catalogue"
+    );
+    // The run reads the catalogue again and creates each service once.
+    let out = e.run(&["sync"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(e.sim.snapshot().services.len(), 2);
+}
+
+#[test]
 fn an_account_list_that_is_not_a_list_creates_no_account() {
     let e = connected();
     for text in [

@@ -266,9 +266,17 @@ impl PartnerSession {
         &self,
         profile: &VendorProfile,
     ) -> Result<Answer<()>, GradientError> {
-        self.call(Method::PATCH, String::new(), Body::Json(profile))
-            .await
-            .map(|a| a.map(|_| ()))
+        // The answer is the vendor object with every sku: a list.
+        self.send(
+            Method::PATCH,
+            String::new(),
+            Body::Json(profile),
+            Retry::Transient,
+            On404::NotFound,
+            Cap::List,
+        )
+        .await
+        .map(|a| a.map(|_| ()))
     }
 
     /// Sets the integration status. The answer's `data` (an object in one spec, a string in the
@@ -516,7 +524,7 @@ impl PartnerSession {
                         Err(answer::BodyVerdict::SaysFailed(code, _)) => {
                             let said = StatusCode::from_u16(code)
                                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                            tracing::warn!(%method, route = %path, status = status.as_u16(), said = code, "Gradient answered a success whose body is an error; treated as that error");
+                            tracing::warn!(%method, route = %format!("{API_PREFIX}{}", path.split('?').next().unwrap_or_default()), status = status.as_u16(), said = code, "Gradient answered a success whose body is an error; treated as that error");
                             (
                                 self.refused(said, &bytes, &method, &path, on_404),
                                 retry_after,
