@@ -3,7 +3,8 @@
 //!
 //! It holds several MSP organisations (partner keys, accounts, mappings, received counts), the
 //! vendor-wide service catalogue, a log of every request, and fault injection (targeted errors, a
-//! ratio of 429s, latency, a per-token rate limit). Where GRADIENT_API.md says *unknown*, it picks the
+//! ratio of 429s, latency, a per-token rate limit) including a hostile Gradient ([`Hostile`]:
+//! malformed successes, requests that land and then fail or hang, silence, huge streamed bodies). Where GRADIENT_API.md says *unknown*, it picks the
 //! strict reading. Drive it from Rust through [`Sim`], or as a process through the `/_sim/` admin API.
 //! It is independent of the daemon's modules.
 //!
