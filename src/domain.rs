@@ -1,6 +1,7 @@
 //! The words every layer shares: typed ids (channel, workspace, module, connector) and the enums of
 //! the product's vocabulary (unit kind, connector state, pair and run outcomes, trigger, cadence,
-//! monthly count), each with exactly one text form.
+//! monthly count), each with exactly one text form; and [`escape`], how text from Gradient or the
+//! inventory is shown to a terminal or a log.
 //!
 //! The text form is declared once per enum (strum's `snake_case` for `Display`/`FromStr`/`as_str`,
 //! serde's `snake_case` for JSON — the same words). Parsing a word that is not one of them is an
@@ -387,6 +388,23 @@ impl std::fmt::Display for Tally {
             .collect();
         f.write_str(&parts.join(" "))
     }
+}
+
+/// Text from Gradient or the inventory, made safe for a terminal: control characters (escape
+/// sequences, newlines) are shown as `\u{…}` so nothing can forge or hide a line. JSON output is
+/// never escaped this way.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -343,7 +343,7 @@ pub fn render_status(s: &Status) -> String {
                 r.counts
             );
             if let Some(m) = &r.message {
-                let _ = writeln!(o, "  {m}");
+                let _ = writeln!(o, "  {}", escape(m));
             }
         }
         None => {
@@ -391,7 +391,10 @@ pub fn render_status(s: &Status) -> String {
                 let _ = writeln!(
                     o,
                     "  {:<24} {:<24} {:>10}  {}",
-                    l.account, l.service, l.unit_count, l.pushed_at
+                    escape(&l.account),
+                    escape(&l.service),
+                    l.unit_count,
+                    l.pushed_at
                 );
             }
         }
@@ -415,10 +418,15 @@ pub fn render_status(s: &Status) -> String {
                     .unit_count
                     .map(|n| n.to_string())
                     .unwrap_or_else(|| "-".into());
-                let _ = write!(o, "    {} / {} ({count})", p.account, p.service);
+                let _ = write!(
+                    o,
+                    "    {} / {} ({count})",
+                    escape(&p.account),
+                    escape(&p.service)
+                );
                 if p.outcome != PairOutcome::Unmapped && p.outcome != PairOutcome::SkippedDisabled {
                     if let Some(r) = &p.reason {
-                        let _ = write!(o, ": {r}");
+                        let _ = write!(o, ": {}", escape(r));
                     }
                 }
                 let _ = writeln!(o);
@@ -644,22 +652,7 @@ pub fn ms(v: Option<Millis>) -> Option<String> {
     v.map(format_ms)
 }
 
-/// Text from Gradient or the inventory, made safe for a terminal: control characters (escape
-/// sequences, newlines) are shown as `\u{…}` so nothing can forge or hide a line. JSON output is
-/// never escaped this way.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control()
-            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-        {
-            out.push_str(&format!("\\u{{{:x}}}", c as u32));
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
+pub use crate::domain::escape;
 
 #[cfg(test)]
 mod escape_tests {

@@ -35,6 +35,8 @@ async fn setup() -> (Sim, PartnerSession) {
             max_attempts: 3,
             retry_initial_delay: Duration::from_millis(5),
             retry_max_delay: Duration::from_millis(50),
+            max_list_body: gradient_connector::gradient::answer::DEFAULT_LIST_BODY_LIMIT,
+            max_body: gradient_connector::gradient::answer::DEFAULT_BODY_LIMIT,
         },
         SecretString::from(VENDOR.to_string()),
     )

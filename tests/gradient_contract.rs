@@ -22,6 +22,8 @@ fn settings(base: &str) -> ClientSettings {
         max_attempts: 4,
         retry_initial_delay: Duration::from_millis(5),
         retry_max_delay: Duration::from_millis(200),
+        max_list_body: gradient_connector::gradient::answer::DEFAULT_LIST_BODY_LIMIT,
+        max_body: gradient_connector::gradient::answer::DEFAULT_BODY_LIMIT,
     }
 }
 

@@ -75,6 +75,8 @@ async fn duplicates_disconnect_and_reconnect() {
             max_attempts: 1,
             retry_initial_delay: std::time::Duration::from_millis(1),
             retry_max_delay: std::time::Duration::from_millis(1),
+            max_list_body: gradient_connector::gradient::answer::DEFAULT_LIST_BODY_LIMIT,
+            max_body: gradient_connector::gradient::answer::DEFAULT_BODY_LIMIT,
         },
         SecretString::from("sim-vendor-key".to_string()),
     )

@@ -112,6 +112,8 @@ pub struct GradientConfig {
     pub vendor_api_key_file: PathBuf,
     /// How the client talks to Gradient (owned by `gradient`; read from this section).
     pub client: ClientSettings,
+    /// A run's overall deadline: after it the remaining pairs are recorded `failed`.
+    pub run_deadline: Duration,
     /// The vendor profile's `integrationPortalUrl`; None: not managed.
     pub integration_portal_url: Option<Url>,
     /// The vendor profile's `vendorSupportPageUrl`; None: not managed.

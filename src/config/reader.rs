@@ -189,7 +189,10 @@ impl<'a> Reader<'a> {
                     max_attempts: s.num("max_attempts")?,
                     retry_initial_delay: Duration::from_millis(s.num("retry_initial_delay_ms")?),
                     retry_max_delay: Duration::from_secs(s.num("retry_max_delay_secs")?),
+                    max_list_body: s.num::<usize>("max_list_body_kib")? * 1024,
+                    max_body: s.num::<usize>("max_body_kib")? * 1024,
                 },
+                run_deadline: Duration::from_secs(s.num("run_deadline_secs")?),
                 integration_portal_url: s.opt_url("integration_portal_url")?,
                 support_page_url: s.opt_url("support_page_url")?,
             })

@@ -6,7 +6,11 @@
 //! Creation goes in bulk requests of at most [`MAX_ACCOUNTS_PER_REQUEST`]. Gradient refuses a whole
 //! request with 409 when one of its ids already exists (another writer got there first); that is
 //! not a failure: the accounts are read again and only what is still missing is created, for at
-//! most [`MAX_CREATE_ROUNDS`] rounds.
+//! most [`MAX_CREATE_ROUNDS`] rounds. A creation is never repeated blindly: the client repeats it
+//! only when it surely did not land (429, a refused connection); after a 5xx, a timeout or an
+//! unreadable answer it may have landed, so the accounts are read again first and only what is
+//! still missing is created. An account list that is not a list is an error, never "no accounts"
+//! (`gradient::answer`), so nothing is created from it.
 
 use std::collections::HashMap;
 
@@ -19,6 +23,21 @@ use crate::gradient::{
 /// creation was refused with 409 (the bound that keeps a conflict from looping).
 pub const MAX_CREATE_ROUNDS: usize = 3;
 use crate::store::ledger::WorkspaceRow;
+
+/// Whether a failed creation may still have reached Gradient (so the accounts must be read again
+/// before creating): a 5xx, a timeout, a connection lost after sending, an unreadable or oversized
+/// answer. A 429 or a refused connection would have been repeated by the client already.
+pub fn may_have_landed(kind: ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::Server
+            | ErrorKind::Timeout
+            | ErrorKind::Network
+            | ErrorKind::Decode
+            | ErrorKind::TooLarge
+            | ErrorKind::RateLimited
+    )
+}
 
 /// Accounts to create (bulk) and rename so that Gradient holds every workspace of the channel.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -114,30 +133,41 @@ pub async fn ensure_accounts(
         list.dedup();
     }
     for round in 1..=MAX_CREATE_ROUNDS {
-        let mut conflicted = false;
+        let mut read_again = false;
         for chunk in missing.chunks(MAX_ACCOUNTS_PER_REQUEST) {
             match session.create_accounts(chunk).await {
                 Ok(_) => out.created += chunk.len(),
                 Err(e) if e.kind == ErrorKind::Unauthorized => return Err(e),
                 Err(e) if e.kind == ErrorKind::Conflict => {
-                    conflicted = true;
+                    read_again = true;
                     tracing::info!(connector = %connector_id, accounts = chunk.len(), round, "some accounts already exist in Gradient; reading them again");
+                }
+                Err(e) if may_have_landed(e.kind) => {
+                    read_again = true;
+                    tracing::warn!(connector = %connector_id, accounts = chunk.len(), round, error = %e, "the account creation may have reached Gradient; reading the accounts again before creating anything");
                 }
                 Err(e) => {
                     tracing::warn!(connector = %connector_id, accounts = chunk.len(), error = %e, "could not create accounts; their pairs will be reported unmapped")
                 }
             }
         }
-        if !conflicted {
+        if !read_again {
             break;
         }
-        let existing = session.get_accounts().await?.value;
+        let existing = match session.get_accounts().await {
+            Ok(a) => a.value,
+            Err(e) if e.kind == ErrorKind::Unauthorized => return Err(e),
+            Err(e) => {
+                tracing::warn!(connector = %connector_id, error = %e, "the accounts could not be read again; nothing more is created this time");
+                break;
+            }
+        };
         missing = account_changes(connector_id, workspaces, &existing).create;
         if missing.is_empty() {
             break;
         }
         if round == MAX_CREATE_ROUNDS {
-            tracing::warn!(connector = %connector_id, accounts = missing.len(), rounds = round, "Gradient keeps refusing to create these accounts as existing although it does not list them; their pairs will be reported unmapped");
+            tracing::warn!(connector = %connector_id, accounts = missing.len(), rounds = round, "Gradient still does not list these accounts after repeated creations (refused as existing, or unanswered); their pairs will be reported unmapped");
         }
     }
     if out.created > 0 {

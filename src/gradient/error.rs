@@ -28,8 +28,12 @@ pub enum ErrorKind {
     Network,
     /// No answer within the request timeout (after retries).
     Timeout,
-    /// A success answer we could not read.
+    /// A success answer we could not read, or whose shape cannot be trusted (a catalogue without
+    /// a `skus` list, an account list that is not a list, a 2xx whose body is an error object).
     Decode,
+    /// An answer larger than its cap (`[gradient] max_list_body_kib` / `max_body_kib`); the rest
+    /// was not read.
+    TooLarge,
     /// The client could not be built (bad base URL, TLS set-up).
     Config,
 }
@@ -57,6 +61,7 @@ impl ErrorKind {
             ErrorKind::Network => "network",
             ErrorKind::Timeout => "timeout",
             ErrorKind::Decode => "decode",
+            ErrorKind::TooLarge => "too_large",
             ErrorKind::Config => "config",
         }
     }
@@ -98,14 +103,27 @@ impl GradientError {
             ErrorKind::Server => "Gradient had a server error; it is retried next run",
             ErrorKind::Network => "Gradient could not be reached; check the network and [gradient] base_url",
             ErrorKind::Timeout => "Gradient did not answer within [gradient] request_timeout_secs",
-            ErrorKind::Decode => "Gradient's answer could not be read",
+            ErrorKind::Decode => "Gradient's answer could not be read or is not the documented shape; nothing was created or pushed from it",
+            ErrorKind::TooLarge => "Gradient's answer was larger than allowed and was not read; if Gradient really sends that much, raise [gradient] max_list_body_kib or max_body_kib",
             ErrorKind::Config => "the Gradient client could not be set up",
         }
     }
 }
 
-impl fmt::Display for GradientError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl GradientError {
+    /// The error as one sentence with Gradient's message exactly as received (for the ledger and
+    /// JSON output). Human output and logs use `Display`, which escapes it.
+    pub fn text(&self) -> String {
+        self.render(false)
+    }
+
+    fn render(&self, escaped: bool) -> String {
+        let mut out = String::new();
+        let _ = self.write(&mut out, escaped);
+        out
+    }
+
+    fn write(&self, f: &mut impl fmt::Write, escaped: bool) -> fmt::Result {
         write!(f, "{}", self.advice())?;
         if let Some(s) = self.status {
             write!(f, " (HTTP {s}")?;
@@ -117,9 +135,21 @@ impl fmt::Display for GradientError {
         }
         write!(f, "{} attempt(s))", self.attempts)?;
         if !self.message.is_empty() {
-            write!(f, ": {}", self.message)?;
+            if escaped {
+                write!(f, ": {}", crate::domain::escape(&self.message))?;
+            } else {
+                write!(f, ": {}", self.message)?;
+            }
         }
         Ok(())
+    }
+}
+
+/// Gradient's message is escaped (control characters as `\u{…}`): an error shown on a terminal
+/// or written to a log can never forge or hide a line.
+impl fmt::Display for GradientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.render(true))
     }
 }
 

@@ -10,7 +10,14 @@
 //! A 404 means "not mapped" ([`ErrorKind::NotMapped`]) only on the count route; on every other route
 //! it is [`ErrorKind::NotFound`] (Gradient's "Vendor Profile Not Found": a wrong base URL or vendor
 //! key), whose message names the route.
+//!
+//! Nothing Gradient sends is trusted blindly ([`answer`]): every body is read streamed under a cap
+//! (lists: `max_list_body`, anything else: `max_body`); a 2xx whose JSON body is an error object is
+//! classified by the status it carries; the catalogue, the account list and the integration are
+//! decoded strictly. Creations (services, accounts) are repeated only when the request surely did
+//! not land (429, a refused connection).
 
+pub mod answer;
 pub mod error;
 pub mod limiter;
 pub mod types;
@@ -23,7 +30,6 @@ use base64::Engine;
 use reqwest::header::{HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use error::{ErrorKind, GradientError};
@@ -61,6 +67,10 @@ pub struct ClientSettings {
     pub retry_initial_delay: Duration,
     /// Backoff cap (also caps `Retry-After`).
     pub retry_max_delay: Duration,
+    /// The most bytes read of a list answer (the catalogue, accounts); more is an error.
+    pub max_list_body: usize,
+    /// The most bytes read of any other answer; more is an error.
+    pub max_body: usize,
 }
 
 struct Inner {
@@ -191,7 +201,16 @@ enum On404 {
     NotFound,
 }
 
-/// How a route's 2xx body is read.
+/// How large a route's answer may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cap {
+    /// A list (the catalogue, accounts): `max_list_body`.
+    List,
+    /// Anything else: `max_body`.
+    Small,
+}
+
+/// A request's body.
 enum Body<'a, B: Serialize + ?Sized> {
     None,
     Json(&'a B),
@@ -199,9 +218,20 @@ enum Body<'a, B: Serialize + ?Sized> {
 
 impl PartnerSession {
     /// GET the vendor object (the service catalogue).
+    /// Strict: only a vendor object with a `skus` list whose entries have ids and names is a
+    /// catalogue ([`answer::decode_vendor`]); anything else is [`ErrorKind::Decode`].
     pub async fn get_vendor(&self) -> Result<Answer<Vendor>, GradientError> {
-        self.call_decode(Method::GET, String::new(), Body::<()>::None, true)
-            .await
+        let a = self
+            .send(
+                Method::GET,
+                String::new(),
+                Body::<()>::None,
+                Retry::Transient,
+                On404::NotFound,
+                Cap::List,
+            )
+            .await?;
+        strict(a, answer::decode_vendor)
     }
 
     /// Creates a service; answers the vendor object with its skus.
@@ -215,15 +245,19 @@ impl PartnerSession {
                 Body::Json(s),
                 Retry::OnlyUnsent,
                 On404::NotFound,
+                Cap::List,
             )
             .await?;
         decode_with(a, |v| serde_json::from_value(unwrap_data(v)))
     }
 
     /// GET the partner's integration (the documented way to verify a token).
+    /// Strict: the answer must be an object ([`answer::decode_integration`]).
     pub async fn get_integration(&self) -> Result<Answer<Integration>, GradientError> {
-        self.call_decode(Method::GET, "/organization".into(), Body::<()>::None, true)
-            .await
+        let a = self
+            .call(Method::GET, "/organization".into(), Body::<()>::None)
+            .await?;
+        strict(a, answer::decode_integration)
     }
 
     /// Updates the vendor profile (PATCH `/api/vendor-api`): only the fields set in `profile` are
@@ -232,9 +266,17 @@ impl PartnerSession {
         &self,
         profile: &VendorProfile,
     ) -> Result<Answer<()>, GradientError> {
-        self.call(Method::PATCH, String::new(), Body::Json(profile))
-            .await
-            .map(|a| a.map(|_| ()))
+        // The answer is the vendor object with every sku: a list.
+        self.send(
+            Method::PATCH,
+            String::new(),
+            Body::Json(profile),
+            Retry::Transient,
+            On404::NotFound,
+            Cap::List,
+        )
+        .await
+        .map(|a| a.map(|_| ()))
     }
 
     /// Sets the integration status. The answer's `data` (an object in one spec, a string in the
@@ -250,21 +292,27 @@ impl PartnerSession {
     }
 
     /// The partner's accounts. Rows without an id (or that cannot be read) are skipped with a
-    /// warning: one odd row never fails the whole list.
+    /// warning: one odd row never fails the whole list; but an answer that is not a list (`null`,
+    /// `{"data":null}`, an error object) is [`ErrorKind::Decode`], never "no accounts".
     pub async fn get_accounts(&self) -> Result<Answer<Vec<Account>>, GradientError> {
         let a = self
-            .call(
+            .send(
                 Method::GET,
                 "/organization/accounts".into(),
                 Body::<()>::None,
+                Retry::Transient,
+                On404::NotFound,
+                Cap::List,
             )
             .await?;
-        decode_with(a, account_list)
+        strict(a, answer::decode_accounts)
     }
 
     /// Creates accounts in one bulk call of at most [`MAX_ACCOUNTS_PER_REQUEST`] (more is refused
     /// before sending: split them, as `connector::accounts` does). A 409 ([`ErrorKind::Conflict`])
-    /// means one of them already exists and nothing of this call was created.
+    /// means one of them already exists and nothing of this call was created. Not idempotent: it
+    /// is repeated only when the request surely did not land (429, a refused connection); after a
+    /// 5xx or a timeout the caller must read the accounts again before creating anything.
     pub async fn create_accounts(
         &self,
         accounts: &[NewAccount],
@@ -280,10 +328,13 @@ impl PartnerSession {
             ));
         }
         let a = self
-            .call(
+            .send(
                 Method::POST,
                 "/organization/accounts".into(),
                 Body::Json(accounts),
+                Retry::OnlyUnsent,
+                On404::NotFound,
+                Cap::List,
             )
             .await?;
         // The answer's shape is loosely documented: an unreadable body still means "created".
@@ -325,28 +376,30 @@ impl PartnerSession {
             unit_count,
         };
         // The one route where a 404 means "not mapped".
-        self.send(
-            Method::POST,
-            path,
-            Body::Json(&body),
-            Retry::Transient,
-            On404::NotMapped,
-        )
-        .await
-        .map(|a| a.map(|_| ()))
-    }
-
-    async fn call_decode<T: DeserializeOwned, B: Serialize + ?Sized>(
-        &self,
-        method: Method,
-        path: String,
-        body: Body<'_, B>,
-        unwrap: bool,
-    ) -> Result<Answer<T>, GradientError> {
-        let a = self.call(method, path, body).await?;
-        decode_with(a, |v| {
-            serde_json::from_value(if unwrap { unwrap_data(v) } else { v })
-        })
+        let result = self
+            .send(
+                Method::POST,
+                path,
+                Body::Json(&body),
+                Retry::Transient,
+                On404::NotMapped,
+                Cap::Small,
+            )
+            .await;
+        match result {
+            Ok(a) => Ok(a.map(|_| ())),
+            // A 2xx is the count set, even when its body cannot be read: pushed, with a warning. (A
+            // 2xx whose body is an error object is classified by that error, never Decode.)
+            Err(e) if e.kind == ErrorKind::Decode => {
+                tracing::warn!(service = %service_id, account = %crate::domain::escape(account_id), error = %e, "Gradient accepted the count (2xx) with a body that cannot be read; recorded as pushed");
+                Ok(Answer {
+                    value: (),
+                    status: e.status.unwrap_or(200),
+                    attempts: e.attempts,
+                })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Sends one request with pacing and retries; answers the 2xx body as JSON (Null when empty).
@@ -356,8 +409,15 @@ impl PartnerSession {
         path: String,
         body: Body<'_, B>,
     ) -> Result<Answer<serde_json::Value>, GradientError> {
-        self.send(method, path, body, Retry::Transient, On404::NotFound)
-            .await
+        self.send(
+            method,
+            path,
+            body,
+            Retry::Transient,
+            On404::NotFound,
+            Cap::Small,
+        )
+        .await
     }
 
     /// One request with its retry loop (long on purpose: pacing, the attempt, classification and
@@ -369,8 +429,14 @@ impl PartnerSession {
         body: Body<'_, B>,
         retry: Retry,
         on_404: On404,
+        cap: Cap,
     ) -> Result<Answer<serde_json::Value>, GradientError> {
         let inner = &self.client.inner;
+        let small = inner.settings.max_body.max(1);
+        let cap = match cap {
+            Cap::List => inner.settings.max_list_body.max(1),
+            Cap::Small => small,
+        };
         let url = format!("{}{API_PREFIX}{path}", inner.base);
         let body_bytes = match body {
             Body::None => None,
@@ -411,9 +477,20 @@ impl PartnerSession {
                         .get(RETRY_AFTER)
                         .and_then(|v| v.to_str().ok())
                         .and_then(parse_retry_after);
-                    match resp.bytes().await {
-                        Ok(bytes) => Ok((status, retry_after, bytes)),
-                        Err(e) => Err((transport_error(&e), false)),
+                    if status.is_success() {
+                        match answer::read_capped(resp, cap).await {
+                            Ok(bytes) => Ok((status, retry_after, bytes)),
+                            Err(answer::ReadError::TooLarge) => {
+                                Err((answer::too_large(status.as_u16(), cap), false))
+                            }
+                            Err(answer::ReadError::Transport(e)) => {
+                                Err((transport_error(&e), false))
+                            }
+                        }
+                    } else {
+                        // An error's message needs no more than the small cap; the rest is
+                        // never read.
+                        Ok((status, retry_after, answer::read_prefix(resp, small).await))
                     }
                 }
                 Err(e) => Err((transport_error(&e), e.is_connect())),
@@ -428,42 +505,48 @@ impl PartnerSession {
             metrics::histogram!("gradient_connector_gradient_request_duration_seconds")
                 .record(sent_at.elapsed().as_secs_f64());
             let (err, retry_after, unsent) = match result {
-                Ok((status, _, bytes)) if status.is_success() => {
+                Ok((status, retry_after, bytes)) if status.is_success() => {
                     tracing::debug!(%method, route = %path, status = status.as_u16(), attempt, "gradient answered");
-                    let value = if bytes.iter().all(u8::is_ascii_whitespace) {
-                        serde_json::Value::Null
-                    } else {
-                        serde_json::from_slice(&bytes).map_err(|e| {
-                            let mut g = GradientError::new(
-                                ErrorKind::Decode,
-                                Some(status.as_u16()),
-                                format!("{e}"),
-                            );
+                    match answer::success_value(status.as_u16(), &bytes) {
+                        Ok(value) => {
+                            return Ok(Answer {
+                                value,
+                                status: status.as_u16(),
+                                attempts: attempt,
+                            })
+                        }
+                        Err(answer::BodyVerdict::Undecodable(mut g)) => {
                             g.attempts = attempt;
-                            g
-                        })?
-                    };
-                    return Ok(Answer {
-                        value,
-                        status: status.as_u16(),
-                        attempts: attempt,
-                    });
+                            return Err(g);
+                        }
+                        // A success whose body says it failed is that failure (it may have
+                        // landed: never "unsent").
+                        Err(answer::BodyVerdict::SaysFailed(code, _)) => {
+                            let said = StatusCode::from_u16(code)
+                                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                            tracing::warn!(%method, route = %format!("{API_PREFIX}{}", path.split('?').next().unwrap_or_default()), status = status.as_u16(), said = code, "Gradient answered a success whose body is an error; treated as that error");
+                            (
+                                self.refused(said, &bytes, &method, &path, on_404),
+                                retry_after,
+                                false,
+                            )
+                        }
+                    }
                 }
                 Ok((status, retry_after, bytes)) => {
                     tracing::debug!(%method, route = %path, status = status.as_u16(), attempt, "gradient refused");
-                    if status == StatusCode::TOO_MANY_REQUESTS {
-                        inner.pacer.throttled();
-                    }
-                    if status == StatusCode::UNAUTHORIZED {
-                        self.rejected.store(true, Ordering::Relaxed);
-                    }
                     // A 429 is refused before any work: safe to repeat.
                     let throttled = status == StatusCode::TOO_MANY_REQUESTS;
                     (
-                        classify(status, &bytes, &method, &path, on_404),
+                        self.refused(status, &bytes, &method, &path, on_404),
                         retry_after,
                         throttled,
                     )
+                }
+                Err((e, _)) if e.kind == ErrorKind::TooLarge => {
+                    let mut e = e;
+                    e.attempts = attempt;
+                    return Err(e);
                 }
                 Err((e, connect_failed)) => {
                     tracing::debug!(%method, route = %path, attempt, error = %e.message, "gradient unreachable");
@@ -483,6 +566,47 @@ impl PartnerSession {
                 .map(|d| d.min(inner.settings.retry_max_delay))
                 .unwrap_or_else(|| backoff(&inner.settings, attempt));
             tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+impl PartnerSession {
+    /// Classifies a refusal (a non-2xx, or a 2xx whose body is an error object) and applies its
+    /// side effects: a 429 slows the pacer, a 401 stops this session.
+    fn refused(
+        &self,
+        status: StatusCode,
+        bytes: &[u8],
+        method: &Method,
+        path: &str,
+        on_404: On404,
+    ) -> GradientError {
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            self.client.inner.pacer.throttled();
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            self.rejected.store(true, Ordering::Relaxed);
+        }
+        classify(status, bytes, method, path, on_404)
+    }
+}
+
+/// Decodes an answer's value with a strict decoder, keeping its status and attempts.
+fn strict<T>(
+    a: Answer<serde_json::Value>,
+    f: impl FnOnce(serde_json::Value) -> Result<T, GradientError>,
+) -> Result<Answer<T>, GradientError> {
+    let (status, attempts) = (a.status, a.attempts);
+    match f(a.value) {
+        Ok(value) => Ok(Answer {
+            value,
+            status,
+            attempts,
+        }),
+        Err(mut g) => {
+            g.status = Some(status);
+            g.attempts = attempts;
+            Err(g)
         }
     }
 }
@@ -662,6 +786,8 @@ mod tests {
             max_attempts: 3,
             retry_initial_delay: Duration::from_millis(100),
             retry_max_delay: Duration::from_millis(250),
+            max_list_body: answer::DEFAULT_LIST_BODY_LIMIT,
+            max_body: answer::DEFAULT_BODY_LIMIT,
         };
         for attempt in 1..30 {
             assert!(backoff(&s, attempt) <= Duration::from_millis(250));
@@ -679,6 +805,8 @@ mod tests {
                 max_attempts: 1,
                 retry_initial_delay: Duration::from_millis(1),
                 retry_max_delay: Duration::from_millis(1),
+                max_list_body: answer::DEFAULT_LIST_BODY_LIMIT,
+                max_body: answer::DEFAULT_BODY_LIMIT,
             },
             SecretString::from("vendor-secret".to_string()),
         )

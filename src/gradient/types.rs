@@ -357,6 +357,12 @@ pub(crate) fn account_list(v: Value) -> Result<Vec<Account>, serde_json::Error> 
         Value::Null => Vec::new(),
         other => serde_json::from_value(other)?,
     };
+    Ok(account_rows(rows))
+}
+
+/// The readable rows of an account list; a row without an id, or that cannot be read, is skipped
+/// with a warning.
+pub(crate) fn account_rows(rows: Vec<Value>) -> Vec<Account> {
     let mut out = Vec::with_capacity(rows.len());
     for (row, v) in rows.into_iter().enumerate() {
         if v.get("id").is_none_or(Value::is_null) {
@@ -370,7 +376,7 @@ pub(crate) fn account_list(v: Value) -> Result<Vec<Account>, serde_json::Error> 
             }
         }
     }
-    Ok(out)
+    out
 }
 
 fn id_string(v: Value) -> Option<String> {

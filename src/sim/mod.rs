@@ -3,7 +3,9 @@
 //!
 //! It holds several MSP organisations (partner keys, accounts, mappings, received counts), the
 //! vendor-wide service catalogue, a log of every request, and fault injection (targeted errors, a
-//! ratio of 429s, latency, a per-token rate limit). Where docs/gradient-api.md says *we assume*, it picks the
+//! ratio of 429s, latency, a per-token rate limit) including a hostile Gradient ([`Hostile`]:
+//! malformed successes, requests that land and then fail or hang, silence, huge streamed bodies).
+//! Where docs/gradient-api.md says *we assume*, it picks the
 //! strict reading. Drive it from Rust through [`Sim`], or as a process through the `/_sim/` admin API.
 //! It is independent of the daemon's modules.
 //!
@@ -71,6 +73,60 @@ pub struct Fault {
     pub count: u32,
     /// A `Retry-After` header to send, in seconds.
     pub retry_after_secs: Option<u64>,
+}
+
+/// A hostile Gradient: the next `count` vendor-API requests matching `method` and `path_prefix`
+/// get `behaviour` (checked after authentication, before [`Fault`]s).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hostile {
+    /// Only this method (e.g. "GET"), or any.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Only this exact path (e.g. "/api/vendor-api" for the catalogue alone), or any.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Only paths starting with this (e.g. "/api/vendor-api/organization/accounts"), or any.
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// How many requests.
+    pub count: u32,
+    /// What they get.
+    pub behaviour: Behaviour,
+}
+
+/// What a [`Hostile`] answer does. In `/_sim/state` a request that got no answer is logged with
+/// status 0.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Behaviour {
+    /// Answers `status` with exactly this body text (as `application/json`, whatever it holds);
+    /// the request does not land.
+    Body {
+        /// Status.
+        status: u16,
+        /// Body text.
+        body: String,
+    },
+    /// The request lands (the route runs: e.g. accounts are created), then `status` with `body`
+    /// is answered instead of the route's answer.
+    LandsThen {
+        /// Status.
+        status: u16,
+        /// Body text.
+        body: String,
+    },
+    /// The request lands, then no answer ever comes (the connection stays open).
+    LandsThenSilent,
+    /// The request is accepted and never answered, and does not land.
+    Silent,
+    /// Answers `status` with a JSON body of `bytes` bytes (a catalogue with ever more skus),
+    /// streamed without a `Content-Length`; the request does not land.
+    Huge {
+        /// Status.
+        status: u16,
+        /// Body size in bytes.
+        bytes: u64,
+    },
 }
 
 /// A service in the catalogue.
@@ -296,6 +352,7 @@ pub(crate) struct State {
     count_latency: Duration,
     outage_until: Option<Instant>,
     faults: Vec<Fault>,
+    hostile: Vec<Hostile>,
     services: Vec<SimService>,
     orgs: BTreeMap<String, Org>,
     keys: HashMap<String, String>,
@@ -325,6 +382,7 @@ impl State {
             count_latency: Duration::ZERO,
             outage_until: None,
             faults: Vec::new(),
+            hostile: Vec::new(),
             services: Vec::new(),
             orgs: BTreeMap::new(),
             keys: HashMap::new(),
@@ -516,6 +574,12 @@ impl Sim {
         lock(&self.state).faults.push(fault);
     }
 
+    /// Adds a hostile behaviour (malformed or huge answers, requests that land then fail or hang,
+    /// silence).
+    pub fn add_hostile(&self, hostile: Hostile) {
+        lock(&self.state).hostile.push(hostile);
+    }
+
     /// Answers this fraction of vendor-API requests with 429 (and `Retry-After` when given).
     pub fn set_throttle(&self, ratio_429: f64, retry_after_secs: Option<u64>) {
         let mut s = lock(&self.state);
@@ -577,7 +641,9 @@ Prints the bound port alone on the first line of stdout, then serves until SIGTE
 Admin API (JSON, no auth): POST /_sim/msp {id,name,key}; POST /_sim/msp/{id}/rotate {key};\n\
 POST /_sim/msp/{id}/disconnect; POST /_sim/msp/{id}/reconnect {key}; PUT /_sim/msp/{id}/mapping\n\
 (\"All\" or {\"Explicit\":{\"accounts\":[..],\"service_ids\":[..]}}); POST /_sim/fault\n\
-{method,path_prefix,status,count,retry_after_secs}; POST /_sim/throttle {ratio,retry_after_secs};\n\
+{method,path_prefix,status,count,retry_after_secs}; POST /_sim/hostile {method,path,path_prefix,count,\n\
+behaviour} with behaviour one of {\"body\":{status,body}}, {\"lands_then\":{status,body}},\n\
+\"lands_then_silent\", \"silent\", {\"huge\":{status,bytes}}; POST /_sim/throttle {ratio,retry_after_secs};\n\
 POST /_sim/latency {ms}; POST /_sim/rate-limit {per_second}; GET /_sim/state (every request\n\
 with its body). An admin call naming an unknown MSP answers 404."
 )]

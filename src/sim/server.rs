@@ -1,5 +1,6 @@
-//! The stand-in's HTTP side: the vendor API under `/api/vendor-api` (auth → faults → throttle and
-//! rate limit → route, every request logged) and the admin API under `/_sim/`.
+//! The stand-in's HTTP side: the vendor API under `/api/vendor-api` (auth → hostile behaviours →
+//! faults → throttle and rate limit → route, every request logged) and the admin API under
+//! `/_sim/`.
 
 use std::time::Instant;
 
@@ -14,8 +15,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    lock, Fault, Mapping, ReceivedPush, RequestLogEntry, Shared, SimAccount, SimService, State,
-    NEVER_SYNCED,
+    lock, Behaviour, Fault, Hostile, Mapping, ReceivedPush, RequestLogEntry, Shared, SimAccount,
+    SimService, State, NEVER_SYNCED,
 };
 use crate::gradient::types::{CATEGORIES, SUBCATEGORIES};
 
@@ -30,6 +31,7 @@ pub(crate) fn router(state: Shared) -> Router {
         .route("/_sim/msp/{id}/reconnect", post(admin_rotate))
         .route("/_sim/msp/{id}/mapping", put(admin_mapping))
         .route("/_sim/fault", post(admin_fault))
+        .route("/_sim/hostile", post(admin_hostile))
         .route("/_sim/throttle", post(admin_throttle))
         .route("/_sim/latency", post(admin_latency))
         .route("/_sim/rate-limit", post(admin_rate_limit))
@@ -37,19 +39,69 @@ pub(crate) fn router(state: Shared) -> Router {
         .with_state(state)
 }
 
-/// An answer: status, JSON body, optional Retry-After.
+/// An answer: status, JSON body (or a raw one), optional Retry-After.
 struct Answer {
     status: u16,
     body: Value,
+    raw: Option<Raw>,
     retry_after: Option<u64>,
+}
+
+/// A body that is not the route's JSON (hostile behaviours).
+enum Raw {
+    /// Exactly this text.
+    Text(String),
+    /// A generated JSON catalogue of this many bytes, streamed.
+    Huge(u64),
 }
 
 fn answer(status: u16, body: Value) -> Answer {
     Answer {
         status,
         body,
+        raw: None,
         retry_after: None,
     }
+}
+
+fn raw(status: u16, body: Raw) -> Answer {
+    Answer {
+        raw: Some(body),
+        ..answer(status, Value::Null)
+    }
+}
+
+/// A catalogue of exactly `bytes` bytes (at least its frame), in 64 KiB chunks, never held whole.
+fn huge_body(bytes: u64) -> axum::body::Body {
+    const HEAD: &str = r#"{"status":200,"message":"ok","data":{"skus":["#;
+    const ITEM: &str = r#"{"id":"5e1d00000000000000000099","name":"padding"},"#;
+    const TAIL: &str = r#"{"id":"5e1d00000000000000000098","name":"last"}]}}"#;
+    let fixed = (HEAD.len() + TAIL.len()) as u64;
+    let items = bytes.saturating_sub(fixed) / ITEM.len() as u64;
+    let per_chunk = (64 * 1024 / ITEM.len()) as u64;
+    let chunks = futures::stream::unfold((0u64, false), move |(sent, done)| async move {
+        if done {
+            return None;
+        }
+        let mut chunk = String::new();
+        if sent == 0 {
+            chunk.push_str(HEAD);
+        }
+        let n = per_chunk.min(items - sent);
+        for _ in 0..n {
+            chunk.push_str(ITEM);
+        }
+        let sent = sent + n;
+        let last = sent >= items;
+        if last {
+            chunk.push_str(TAIL);
+        }
+        Some((
+            Ok::<_, std::convert::Infallible>(Bytes::from(chunk)),
+            (sent, last),
+        ))
+    });
+    axum::body::Body::from_stream(chunks)
 }
 
 fn error(status: u16, message: impl Into<String>) -> Answer {
@@ -62,7 +114,12 @@ fn error(status: u16, message: impl Into<String>) -> Answer {
 impl IntoResponse for Answer {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut resp = (status, Json(self.body)).into_response();
+        let json = [(axum::http::header::CONTENT_TYPE, "application/json")];
+        let mut resp = match self.raw {
+            None => (status, Json(self.body)).into_response(),
+            Some(Raw::Text(t)) => (status, json, t).into_response(),
+            Some(Raw::Huge(n)) => (status, json, huge_body(n)).into_response(),
+        };
         if let Some(s) = self.retry_after {
             if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
                 resp.headers_mut().insert("retry-after", v);
@@ -123,17 +180,60 @@ async fn vendor_api(
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
+    let (ans, silent) = respond(&state, &method, &uri, &headers, &body, arrived_ms);
+    if silent {
+        // Accepted, never answered: the client gives up (and the connection closes) first.
+        std::future::pending::<()>().await;
+    }
+    ans
+}
+
+/// Decides, logs and (when the request lands) applies one vendor-API request; also says whether
+/// it must go unanswered.
+fn respond(
+    state: &Shared,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+    arrived_ms: u64,
+) -> (Answer, bool) {
+    let (method, body) = (method.clone(), body.clone());
     let path = uri.path().to_string();
     let query = uri.query().map(str::to_string);
-    let mut s = lock(&state);
-    let org = authenticate(&s, &headers);
+    let mut s = lock(state);
+    let org = authenticate(&s, headers);
     let mut routed = false;
+    let mut silent = false;
     let ans = if !path.starts_with(PREFIX) {
         error(404, format!("Cannot {method} {path}"))
     } else if org.is_none() {
         error(401, "Unauthorized: invalid GRADIENT-TOKEN")
     } else if s.outage_until.is_some_and(|t| Instant::now() < t) {
         error(503, "Service Unavailable (outage)")
+    } else if let Some(b) = take_hostile(&mut s, &method, &path) {
+        let org_id = org.clone().unwrap_or_default();
+        let mut land = |s: &mut State| {
+            routed = true;
+            route(s, &org_id, &method, &path, query.as_deref(), &body)
+        };
+        match b {
+            Behaviour::Body { status, body } => raw(status, Raw::Text(body)),
+            Behaviour::LandsThen { status, body } => {
+                land(&mut s);
+                raw(status, Raw::Text(body))
+            }
+            Behaviour::LandsThenSilent => {
+                land(&mut s);
+                silent = true;
+                answer(0, Value::Null)
+            }
+            Behaviour::Silent => {
+                silent = true;
+                answer(0, Value::Null)
+            }
+            Behaviour::Huge { status, bytes } => raw(status, Raw::Huge(bytes)),
+        }
     } else if let Some(f) = take_fault(&mut s, &method, &path) {
         Answer {
             retry_after: f.retry_after_secs,
@@ -172,7 +272,24 @@ async fn vendor_api(
         body: logged_body(&body),
     };
     s.requests.push(entry);
-    ans
+    (ans, silent)
+}
+
+fn take_hostile(s: &mut State, method: &Method, path: &str) -> Option<Behaviour> {
+    let i = s.hostile.iter().position(|h| {
+        h.count > 0
+            && h.method
+                .as_deref()
+                .is_none_or(|m| m.eq_ignore_ascii_case(method.as_str()))
+            && h.path.as_deref().is_none_or(|p| path == p)
+            && h.path_prefix.as_deref().is_none_or(|p| path.starts_with(p))
+    })?;
+    let b = s.hostile[i].behaviour.clone();
+    s.hostile[i].count -= 1;
+    if s.hostile[i].count == 0 {
+        s.hostile.remove(i);
+    }
+    Some(b)
 }
 
 /// A request body as `/_sim/state` shows it: its JSON, else its text; None when empty.
@@ -640,6 +757,11 @@ async fn admin_mapping(
         }
         None => StatusCode::NOT_FOUND,
     }
+}
+
+async fn admin_hostile(AxState(state): AxState<Shared>, Json(h): Json<Hostile>) -> StatusCode {
+    lock(&state).hostile.push(h);
+    StatusCode::NO_CONTENT
 }
 
 async fn admin_fault(AxState(state): AxState<Shared>, Json(f): Json<Fault>) -> StatusCode {

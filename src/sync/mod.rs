@@ -21,7 +21,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{webhook_targets, Config, ConfigError};
 use crate::connector::{ensure_services, Lifecycle};
-use crate::domain::{Cadence, ConnectorId, ConnectorState, EventKind, RunOutcome, Tally, Trigger};
+use crate::domain::{
+    Cadence, ConnectorId, ConnectorState, EventKind, PairOutcome, RunOutcome, Tally, Trigger,
+};
 use crate::gradient::{
     profile_changes, ErrorKind, GradientClient, GradientError, PartnerSession, Vendor,
     VendorProfile,
@@ -33,7 +35,7 @@ use crate::store::{StoreError, StoreHandle};
 use crate::time::{format_ms, now_ms, Millis, Month, Period};
 use plan::ConnectorPlan;
 pub use push::MAX_EXACT_COUNT;
-use push::{ConnectorRun, Halt, HaltFlag, Recorder, Scope};
+use push::{Attempt, ConnectorRun, Halt, HaltFlag, Recorder, Scope};
 
 /// Errors that stop a run before it starts.
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +165,9 @@ pub struct RunReport {
     pub duration_ms: u64,
     /// Per connector.
     pub connectors: Vec<ConnectorReport>,
+    /// The run was closed by its deadline (`[gradient] run_deadline_secs`).
+    #[serde(default)]
+    pub deadline_passed: bool,
 }
 
 impl RunReport {
@@ -173,7 +178,8 @@ impl RunReport {
             RunOutcome::Ok => false,
             RunOutcome::Interrupted | RunOutcome::Partial => true,
             RunOutcome::Failed => {
-                self.tally.failed + self.tally.rejected > 0 && self.message.is_none()
+                self.tally.failed + self.tally.rejected > 0
+                    && (self.message.is_none() || self.deadline_passed)
             }
         }
     }
@@ -299,16 +305,28 @@ pub async fn run(
     let started = Instant::now();
     let _lock = RunLock::try_acquire(ctx.store.path())?;
     let (setup, mut report) = open(ctx, &req).await?;
-    let rec = Recorder {
-        ledger: ctx.store.ledger()?,
-        run_id: report.run_id,
-    };
+    let rec = Recorder::new(ctx.store.ledger()?, report.run_id);
     // Abort (the end of the shutdown grace) drops every request in flight, whatever phase the run is
-    // in (catalogue, accounts, pushes): nothing of the run may outlive the contract's 10 s.
+    // in (catalogue, accounts, pushes): nothing of the run may outlive the contract's 10 s. So does
+    // the run's deadline, after which every pair not yet recorded is recorded `failed`.
+    let deadline = ctx.config.gradient.run_deadline;
+    let mut deadline_passed = false;
     let result = tokio::select! {
         r = run_connectors(ctx, &setup, control, &rec, &mut report) => r,
         _ = control.abort.cancelled() => Err("stopped by shutdown: requests in flight were abandoned".into()),
+        _ = tokio::time::sleep_until(tokio::time::Instant::from_std(started) + deadline) => {
+            deadline_passed = true;
+            Ok(())
+        }
     };
+    if deadline_passed {
+        let missed = record_after_deadline(&setup, &rec, &mut report, ctx.vendor_key_fp.as_str());
+        report.deadline_passed = true;
+        report.message = Some(format!(
+            "the run's deadline ([gradient] run_deadline_secs = {}) passed: requests still waiting for Gradient were abandoned and the {missed} pair(s) not pushed yet were recorded failed; they are retried at the next run",
+            deadline.as_secs()
+        ));
+    }
     drop(rec);
     let aborted = tally_from_ledger(ctx, result, &mut report).await;
     let interrupted = control.stop.is_cancelled();
@@ -363,8 +381,72 @@ async fn open(ctx: &SyncContext, req: &RunRequest) -> Result<(Setup, RunReport),
         message: None,
         duration_ms: 0,
         connectors: Vec::new(),
+        deadline_passed: false,
     };
     Ok((setup, report))
+}
+
+/// After the run's deadline: every planned pair of every connector taking part that has no row in
+/// this run yet is recorded `failed` (a disabled pair `skipped_disabled`), and connectors whose
+/// part was cut short get a report. Returns how many pairs were recorded failed here.
+fn record_after_deadline(
+    setup: &Setup,
+    rec: &Recorder,
+    report: &mut RunReport,
+    vendor_key_fp: &str,
+) -> usize {
+    let now = now_ms();
+    let taking_part: Vec<&ConnectorRow> = setup
+        .connectors
+        .iter()
+        .filter(|(row, token)| row.state != ConnectorState::Disconnected && token.is_some())
+        .map(|(row, _)| row)
+        .collect();
+    let ids: Vec<&str> = taking_part.iter().map(|r| r.id.as_str()).collect();
+    let mut plans = plans_for(setup, &ids, &setup.stored_service_ids);
+    let failed = Attempt {
+        outcome: PairOutcome::Failed,
+        status: None,
+        attempts: 0,
+        reason: Some("not pushed: the run's deadline ([gradient] run_deadline_secs) passed before Gradient answered".into()),
+    };
+    let mut missed = 0;
+    for row in taking_part {
+        let mut plan = plans.remove(&row.id).unwrap_or_default();
+        plan.pushes
+            .retain(|p| !rec.recorded(&row.id, &p.account_id, &p.module));
+        plan.disabled
+            .retain(|d| !rec.recorded(&row.id, &d.account_id, &d.module));
+        if let Some(cr) = report.connectors.iter_mut().find(|c| c.id == row.id) {
+            missed += plan.pushes.len();
+            rec.all(cr, &plan, &failed, now);
+            rec.disabled(cr, &plan, now);
+            continue;
+        }
+        let mut cr = ConnectorReport {
+            id: row.id.clone(),
+            state: Some(row.state),
+            note: Some("cut short by the run's deadline".into()),
+            ..ConnectorReport::default()
+        };
+        if row.state == ConnectorState::TokenRejected
+            && row.rejected_key_fp.as_deref() == Some(vendor_key_fp)
+        {
+            let a = Attempt {
+                outcome: PairOutcome::Rejected,
+                reason: Some("not sent: Gradient rejected this connector's token (401)".into()),
+                ..failed.clone()
+            };
+            rec.all(&mut cr, &plan, &a, now);
+        } else {
+            missed += plan.pushes.len();
+            rec.all(&mut cr, &plan, &failed, now);
+        }
+        rec.disabled(&mut cr, &plan, now);
+        report.connectors.push(cr);
+    }
+    report.connectors.sort_by(|a, b| a.id.cmp(&b.id));
+    missed
 }
 
 /// Sets every connector's tally (and the run's) from what the ledger holds — not from what the
@@ -735,7 +817,7 @@ async fn reject_connector(
         .lifecycle()
         .record_rejection(&row.id, row.token_set_at)
         .await;
-    tracing::error!(connector = %row.id, "{reason} ({})", err.message);
+    tracing::error!(connector = %row.id, "{reason} ({})", crate::domain::escape(&err.message));
     ConnectorReport {
         id: row.id.clone(),
         state: Some(ConnectorState::TokenRejected),

@@ -6,7 +6,9 @@
 //! writer's [`Recorder`], the run-wide [`Halt`]); [`ConnectorRun`] is one connector's state, whose
 //! own [`Halt`] says whether its token was rejected.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 
 use futures::stream::{self, StreamExt};
 
@@ -54,13 +56,19 @@ impl HaltFlag {
     }
 }
 
+/// A pair as the ledger knows it within one run: (connector, account, module).
+pub type PairKey = (String, String, String);
+
 /// Writes a run's ledger rows (through the writer thread) and keeps the connector's report in step.
+/// It remembers which pairs it recorded, so that a run stopped by its deadline can record every
+/// other planned pair `failed` ([`Recorder::recorded`]).
 #[derive(Clone)]
 pub struct Recorder {
     /// The store's writer thread.
     pub ledger: LedgerSink,
     /// The run.
     pub run_id: i64,
+    recorded: Arc<Mutex<HashSet<PairKey>>>,
 }
 
 /// What happened to one pair.
@@ -88,6 +96,40 @@ impl Attempt {
 }
 
 impl Recorder {
+    /// A recorder for run `run_id`.
+    pub fn new(ledger: LedgerSink, run_id: i64) -> Recorder {
+        Recorder {
+            ledger,
+            run_id,
+            recorded: Arc::default(),
+        }
+    }
+
+    /// Whether a row for this pair was sent in this run.
+    pub fn recorded(&self, connector: &str, account: &str, module: &str) -> bool {
+        let key = (
+            connector.to_string(),
+            account.to_string(),
+            module.to_string(),
+        );
+        self.recorded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&key)
+    }
+
+    fn remember(&self, connector: &str, account: &str, module: &str) {
+        let key = (
+            connector.to_string(),
+            account.to_string(),
+            module.to_string(),
+        );
+        self.recorded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key);
+    }
+
     /// Records one pair: its ledger row and its place in the connector's report.
     pub fn pair(&self, cr: &mut ConnectorReport, p: &PlannedPush, a: &Attempt, at: Millis) {
         self.row(&cr.id, p, a, at);
@@ -99,6 +141,7 @@ impl Recorder {
     pub fn row(&self, connector: &str, p: &PlannedPush, a: &Attempt, at: Millis) {
         metrics::counter!("gradient_connector_pushes_total", "outcome" => a.outcome.as_str())
             .increment(1);
+        self.remember(connector, &p.account_id, &p.module);
         self.ledger.send(LedgerEntry {
             run_id: self.run_id,
             connector_id: connector.to_string(),
@@ -141,6 +184,7 @@ impl Recorder {
             cr.tally.add(PairOutcome::SkippedDisabled);
             cr.disabled
                 .push((d.account_id.clone(), d.module.clone(), d.last_known));
+            self.remember(&plan.connector_id, &d.account_id, &d.module);
             self.ledger.send(LedgerEntry {
                 run_id: self.run_id,
                 connector_id: plan.connector_id.clone(),
@@ -306,8 +350,12 @@ impl<'a> ConnectorRun<'a> {
         if e.kind == ErrorKind::Forbidden {
             self.scope.halt.raise(Halt::Forbidden);
         }
-        let reason = format!("not sent: the accounts could not be read or verified: {e}");
-        tracing::warn!(connector = %self.report.id, "{reason}");
+        // The ledger keeps Gradient's text as received; the log line escapes it.
+        let reason = format!(
+            "not sent: the accounts could not be read or verified: {}",
+            e.text()
+        );
+        tracing::warn!(connector = %self.report.id, "not sent: the accounts could not be read or verified: {e}");
         let a = Attempt {
             outcome: PairOutcome::Failed,
             status: e.status,
@@ -430,7 +478,7 @@ impl<'a> ConnectorRun<'a> {
                 };
                 let reason = match outcome {
                     PairOutcome::Unmapped => format!("unmapped: {}", e.message),
-                    _ => e.to_string(),
+                    _ => e.text(),
                 };
                 Attempt {
                     outcome,
