@@ -16,6 +16,7 @@
 //!   `daemon_state` (schedule bookkeeping).
 //! - `events` (the webhook outbox: id, kind, body as sent) and `event_deliveries` (one per event and
 //!   webhook url: attempts, next attempt, delivered or given up, last error) — migration 5.
+//! - `connectors.token_key_id` (migration 6): the id of the store key the token is sealed with.
 
 use std::path::Path;
 
@@ -221,6 +222,10 @@ pub const MIGRATIONS: &[&str] = &[
      ) WITHOUT ROWID;
      CREATE INDEX event_deliveries_due ON event_deliveries(next_attempt_at)
         WHERE delivered_at IS NULL AND failed_at IS NULL;",
+    // 6: partner tokens sealed at rest: `token` holds base64(nonce ‖ ciphertext) and
+    // `token_key_id` the id of the store key it was sealed with (NULL: plain text left by an older
+    // build, sealed by the next open that has the key).
+    "ALTER TABLE connectors ADD COLUMN token_key_id TEXT;",
 ];
 
 /// Applies every migration newer than the store's `user_version`, each in its own transaction.
