@@ -384,7 +384,15 @@ fn history(cfg: &Config, filter: HistoryFilter, json: bool) -> Done {
 }
 
 fn check_config(path: &Path) -> Done {
-    let cfg = Config::load(path)?;
+    let cfg = match Config::load(path) {
+        Ok(cfg) => cfg,
+        // Key-file problems belong in the same report as the others.
+        Err(ConfigError::Invalid { path, mut problems }) => {
+            problems.extend(Config::key_file_problems(&path));
+            return Err(ConfigError::Invalid { path, problems }.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     let (mut problems, mut warnings) = cfg.check_vendor_key();
     warnings.extend(cfg.warnings.iter().cloned());
     let (p, w) = cfg.check_store_key();

@@ -413,6 +413,94 @@ impl Config {
         })
     }
 
+    /// Every key-file problem of the file at `path` read the way [`Config::load`] reads it, for a
+    /// configuration that is otherwise invalid (so that `check-config` lists them in the same
+    /// report): the vendor key, the store key and each webhook secret whose path is a string (a
+    /// wrong type is already a problem of its own; an absent key means its default). Reads only
+    /// regular files.
+    pub fn key_file_problems(path: &Path) -> Vec<Problem> {
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return Vec::new();
+        };
+        let env: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+            .collect();
+        let source = Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("__")
+            .separator("__")
+            .ignore_empty(true)
+            .source(Some(env.into_iter().collect()));
+        let Ok(built) = config::Config::builder()
+            .add_source(File::from_str(&text, FileFormat::Toml))
+            .add_source(source)
+            .build()
+        else {
+            return Vec::new();
+        };
+        let base_dir = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: String| {
+            let p = PathBuf::from(p);
+            if p.is_absolute() {
+                p
+            } else {
+                base_dir.join(p)
+            }
+        };
+        let text_of = |key: &str| -> Option<String> {
+            match built.get::<Value>(key) {
+                Ok(v) => v.into_string().ok(),
+                Err(_) => KEYS
+                    .iter()
+                    .find(|k| format!("{}.{}", k.section, k.name) == key)
+                    .and_then(|k| match k.default {
+                        Fallback::Value(d) => Some(d.to_string()),
+                        _ => None,
+                    }),
+            }
+        };
+        let mut problems = Vec::new();
+        let mut check = |key: String, file: PathBuf, parse: &dyn Fn(&str) -> Result<(), String>| {
+            use secrecy::ExposeSecret;
+            let found = keyfile::read_key_file(&file, keyfile::KEY_FILE_MAX_BYTES).and_then(|t| {
+                parse(t.expose_secret()).map_err(|m| format!("{}: {m}", file.display()))
+            });
+            if let Err(message) = found {
+                problems.push(Problem { key, message });
+            }
+        };
+        if let Some(p) = text_of("gradient.vendor_api_key_file") {
+            let file = keyfile::credential_or(VENDOR_KEY_CREDENTIAL, &resolve(p));
+            check("gradient.vendor_api_key_file".into(), file, &|t| {
+                if t.trim().is_empty() {
+                    Err("is empty; paste the vendor API key Gradient issued".into())
+                } else {
+                    Ok(())
+                }
+            });
+        }
+        if let Some(p) = text_of("store.key_file") {
+            let file = keyfile::credential_or(keyfile::STORE_KEY_CREDENTIAL, &resolve(p));
+            check("store.key_file".into(), file, &|t| {
+                keyfile::parse_store_key(t).map(|_| ())
+            });
+        }
+        if let Ok(hooks) = built.get::<Vec<Value>>(WEBHOOK) {
+            for (i, h) in hooks.into_iter().enumerate() {
+                let file = h
+                    .into_table()
+                    .ok()
+                    .and_then(|t| t.get("secret_file").cloned())
+                    .and_then(|v| v.into_string().ok());
+                if let Some(f) = file {
+                    check(format!("{WEBHOOK}[{i}].secret_file"), resolve(f), &|t| {
+                        WebhookSecret::parse(t).map(|_| ())
+                    });
+                }
+            }
+        }
+        problems
+    }
+
     /// Where the vendor key is read from: the systemd credential when present, else the key file.
     pub fn vendor_key_path(&self) -> PathBuf {
         keyfile::credential_or(VENDOR_KEY_CREDENTIAL, &self.gradient.vendor_api_key_file)

@@ -773,7 +773,8 @@ pub struct DryRunConnector {
 pub async fn dry_run(config: &Arc<Config>, req: &RunRequest) -> Result<DryRun, SyncError> {
     let now = now_ms();
     let period = request_period(config, req, now);
-    let store = store_handle(config);
+    let store_key = Arc::new(StoreKey::new(config.load_store_key()?));
+    let store = store_handle(config).with_key(store_key);
     let setup = read_setup(&store, config, req.connector.clone(), period).await?;
     if let Some(only) = &req.connector {
         if setup.connectors.is_empty() {
