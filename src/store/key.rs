@@ -375,4 +375,46 @@ mod tests {
         assert_eq!((ids, plain), (vec![key(7).id().to_string()], 0));
         assert_eq!(s.token("c").unwrap().unwrap().expose_secret(), "plain-tok");
     }
+
+    /// Whether the store's file or its WAL holds `needle`.
+    fn file_holds(s: &Store, needle: &[u8]) -> bool {
+        let mut wal = s.path().as_os_str().to_owned();
+        wal.push("-wal");
+        [s.path().to_path_buf(), wal.into()].iter().any(|p| {
+            std::fs::read(p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+        })
+    }
+
+    #[test]
+    fn forgotten_and_replaced_tokens_leave_no_bytes_in_the_file_or_the_wal() {
+        let (_d, mut s) = crate::store::temp_store();
+        let secure: i64 = s
+            .conn()
+            .query_row("PRAGMA secure_delete", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(secure, 1, "secure_delete on for every connection");
+        // Plain tokens an older build left, among other rows.
+        for i in 0..20 {
+            s.conn()
+                .execute(
+                    "INSERT INTO connectors (id, token, state, updated_at) VALUES (?1, ?2, 'connected', 1)",
+                    params![format!("c{i}"), format!("PLAINTOKEN-{i:03}-xyzzy")],
+                )
+                .unwrap();
+        }
+        assert!(file_holds(&s, b"PLAINTOKEN-007-xyzzy"));
+        s.seal_plain_tokens().unwrap();
+        for i in 0..20 {
+            let t = format!("PLAINTOKEN-{i:03}-xyzzy");
+            assert!(!file_holds(&s, t.as_bytes()), "{t} left after sealing");
+        }
+        assert!(s.disconnect("c3", "test", 2).unwrap());
+        let sealed_c4: String = s
+            .conn()
+            .query_row("SELECT token FROM connectors WHERE id = 'c4'", [], |r| r.get(0))
+            .unwrap();
+        assert!(s.disconnect("c4", "test", 2).unwrap());
+        s.wipe_freed();
+        assert!(!file_holds(&s, sealed_c4.as_bytes()), "a forgotten token's sealed bytes");
+    }
 }

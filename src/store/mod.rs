@@ -171,6 +171,7 @@ impl Store {
         }
         self.conn.execute_batch(&format!(
             "PRAGMA foreign_keys = ON;
+             PRAGMA secure_delete = ON;
              PRAGMA synchronous = NORMAL;
              PRAGMA cache_size = {CACHE_SIZE};
              PRAGMA temp_store = MEMORY;
