@@ -379,3 +379,39 @@ fn status_shows_the_ledger_and_points_at_future_dated_history_which_repair_redat
     let out = e.run(&["sync"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 }
+
+#[test]
+fn a_running_daemon_takes_the_rotated_key_on_sighup() {
+    let e = setup();
+    e.connect("msp-a", KEY_A);
+    e.connect("msp-b", KEY_B);
+    let d = Daemon::start(&e, &[]);
+    let new_key = e.env.path("store-key.new");
+    let out = e.run(&["store", "new-key", new_key.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = e.run(&["store", "rotate-key", new_key.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    std::fs::rename(&new_key, e.env.path("store-key")).unwrap();
+    d.signal("HUP");
+    d.wait_log("configuration reloaded");
+    let (runs_before, pushes_before) = (finished_runs(&e), e.sim.snapshot().pushes.len());
+    d.signal("USR1");
+    wait_for(
+        "a run after the reload",
+        || finished_runs(&e) > runs_before,
+        || d.log(),
+    );
+    let snap = e.sim.snapshot();
+    for msp in ["msp-a", "msp-b"] {
+        assert!(
+            snap.pushes[pushes_before..]
+                .iter()
+                .any(|p| p.org_id.as_deref() == Some(msp)),
+            "{msp} pushed with the rotated key: {}",
+            d.log()
+        );
+    }
+    assert!(!d.log().contains("sealed with another key"), "{}", d.log());
+    let (c, _) = d.stop();
+    assert_eq!(c, 0);
+}

@@ -380,9 +380,9 @@ mod tests {
     fn file_holds(s: &Store, needle: &[u8]) -> bool {
         let mut wal = s.path().as_os_str().to_owned();
         wal.push("-wal");
-        [s.path().to_path_buf(), wal.into()].iter().any(|p| {
-            std::fs::read(p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
-        })
+        [s.path().to_path_buf(), wal.into()]
+            .iter()
+            .any(|p| std::fs::read(p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle)))
     }
 
     #[test]
@@ -411,10 +411,15 @@ mod tests {
         assert!(s.disconnect("c3", "test", 2).unwrap());
         let sealed_c4: String = s
             .conn()
-            .query_row("SELECT token FROM connectors WHERE id = 'c4'", [], |r| r.get(0))
+            .query_row("SELECT token FROM connectors WHERE id = 'c4'", [], |r| {
+                r.get(0)
+            })
             .unwrap();
         assert!(s.disconnect("c4", "test", 2).unwrap());
         s.wipe_freed();
-        assert!(!file_holds(&s, sealed_c4.as_bytes()), "a forgotten token's sealed bytes");
+        assert!(
+            !file_holds(&s, sealed_c4.as_bytes()),
+            "a forgotten token's sealed bytes"
+        );
     }
 }
