@@ -7,13 +7,21 @@
 //!
 //! The store key is one line: standard base64 of exactly 32 random bytes
 //! ([`parse_store_key`]); [`write_new_store_key`] creates one (mode 0600, never overwriting).
+//! `Config`'s store-key loading ([`Config::load_store_key`], [`Config::check_store_key`]) and the
+//! key-file check of an otherwise invalid configuration ([`Config::key_file_problems`]) live here.
 
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
+use config::{Environment, File, FileFormat, Value};
 use secrecy::{SecretBox, SecretString};
+
+use super::{
+    loose_permissions, Config, ConfigError, Fallback, Problem, WebhookSecret, ENV_PREFIX, KEYS,
+    VENDOR_KEY_CREDENTIAL, WEBHOOK,
+};
 
 /// Longest key file read, in bytes.
 pub const KEY_FILE_MAX_BYTES: u64 = 64 * 1024;
@@ -119,6 +127,143 @@ pub fn write_new_store_key(path: &Path) -> Result<(), String> {
     f.write_all(line.as_bytes())
         .and_then(|_| f.sync_all())
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+impl Config {
+    /// Where the store key is read from: the systemd credential `store-key` when present, else
+    /// `store.key_file`.
+    pub fn store_key_path(&self) -> PathBuf {
+        credential_or(STORE_KEY_CREDENTIAL, &self.store.key_file)
+    }
+
+    /// Loads the store key (one line of standard base64 of 32 bytes). Errors name `store.key_file`
+    /// and the file, never the content, and say how to create a key.
+    pub fn load_store_key(&self) -> Result<secrecy::SecretBox<[u8; STORE_KEY_BYTES]>, ConfigError> {
+        use secrecy::ExposeSecret;
+        let path = self.store_key_path();
+        let problem = |message: String| {
+            ConfigError::StoreKey(Problem {
+                key: "store.key_file".into(),
+                message,
+            })
+        };
+        let text = read_key_file(&path, KEY_FILE_MAX_BYTES).map_err(|m| {
+            problem(format!(
+                "{m}; partner tokens are sealed at rest with the store key: create it with `gradient-connector store new-key {}`",
+                path.display()
+            ))
+        })?;
+        parse_store_key(text.expose_secret())
+            .map_err(|m| problem(format!("the store key file {} {m}", path.display())))
+    }
+
+    /// Checks that the store key loads and warns when its file is readable by group or others.
+    pub fn check_store_key(&self) -> (Vec<Problem>, Vec<Problem>) {
+        match self.load_store_key() {
+            Ok(_) => (
+                vec![],
+                loose_permissions(&self.store_key_path(), "store.key_file")
+                    .into_iter()
+                    .collect(),
+            ),
+            Err(ConfigError::StoreKey(p)) => (vec![p], vec![]),
+            Err(other) => (
+                vec![Problem {
+                    key: "store.key_file".into(),
+                    message: other.to_string(),
+                }],
+                vec![],
+            ),
+        }
+    }
+
+    /// Every key-file problem of the file at `path` read the way [`Config::load`] reads it, for a
+    /// configuration that is otherwise invalid (so that `check-config` lists them in the same
+    /// report): the vendor key, the store key and each webhook secret whose path is a string (a
+    /// wrong type is already a problem of its own; an absent key means its default). Reads only
+    /// regular files.
+    pub fn key_file_problems(path: &Path) -> Vec<Problem> {
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return Vec::new();
+        };
+        let env: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+            .collect();
+        let source = Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("__")
+            .separator("__")
+            .ignore_empty(true)
+            .source(Some(env.into_iter().collect()));
+        let Ok(built) = config::Config::builder()
+            .add_source(File::from_str(&text, FileFormat::Toml))
+            .add_source(source)
+            .build()
+        else {
+            return Vec::new();
+        };
+        let base_dir = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: String| {
+            let p = PathBuf::from(p);
+            if p.is_absolute() {
+                p
+            } else {
+                base_dir.join(p)
+            }
+        };
+        let text_of = |key: &str| -> Option<String> {
+            match built.get::<Value>(key) {
+                Ok(v) => v.into_string().ok(),
+                Err(_) => KEYS
+                    .iter()
+                    .find(|k| format!("{}.{}", k.section, k.name) == key)
+                    .and_then(|k| match k.default {
+                        Fallback::Value(d) => Some(d.to_string()),
+                        _ => None,
+                    }),
+            }
+        };
+        let mut problems = Vec::new();
+        let mut check = |key: String, file: PathBuf, parse: &dyn Fn(&str) -> Result<(), String>| {
+            use secrecy::ExposeSecret;
+            let found = read_key_file(&file, KEY_FILE_MAX_BYTES).and_then(|t| {
+                parse(t.expose_secret()).map_err(|m| format!("{}: {m}", file.display()))
+            });
+            if let Err(message) = found {
+                problems.push(Problem { key, message });
+            }
+        };
+        if let Some(p) = text_of("gradient.vendor_api_key_file") {
+            let file = credential_or(VENDOR_KEY_CREDENTIAL, &resolve(p));
+            check("gradient.vendor_api_key_file".into(), file, &|t| {
+                if t.trim().is_empty() {
+                    Err("is empty; paste the vendor API key Gradient issued".into())
+                } else {
+                    Ok(())
+                }
+            });
+        }
+        if let Some(p) = text_of("store.key_file") {
+            let file = credential_or(STORE_KEY_CREDENTIAL, &resolve(p));
+            check("store.key_file".into(), file, &|t| {
+                parse_store_key(t).map(|_| ())
+            });
+        }
+        if let Ok(hooks) = built.get::<Vec<Value>>(WEBHOOK) {
+            for (i, h) in hooks.into_iter().enumerate() {
+                let file = h
+                    .into_table()
+                    .ok()
+                    .and_then(|t| t.get("secret_file").cloned())
+                    .and_then(|v| v.into_string().ok());
+                if let Some(f) = file {
+                    check(format!("{WEBHOOK}[{i}].secret_file"), resolve(f), &|t| {
+                        WebhookSecret::parse(t).map(|_| ())
+                    });
+                }
+            }
+        }
+        problems
+    }
 }
 
 #[cfg(test)]
