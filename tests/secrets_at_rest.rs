@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use gradient_connector::kit::Inventory;
 
 const KEY_A: &str = "partner-AAAA-5e1f0c7d";
 const KEY_B: &str = "partner-BBBB-9a2d4e61";
@@ -414,4 +415,58 @@ fn a_running_daemon_takes_the_rotated_key_on_sighup() {
     assert!(!d.log().contains("sealed with another key"), "{}", d.log());
     let (c, _) = d.stop();
     assert_eq!(c, 0);
+}
+
+#[test]
+fn retention_prunes_old_ledger_rows_after_a_run_and_keeps_each_pairs_newest_push() {
+    let e = SimEnv::with_config(|c| c.set("store", "ledger_retention_days", 30));
+    e.import_inventory(&two_msps(2, 3));
+    e.connect("msp-a", KEY_A);
+    for _ in 0..2 {
+        let out = e.run(&["sync"]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+    }
+    // 2 runs × 4 pairs, all fresh: nothing is pruned.
+    assert_eq!(e.store().ledger_stats().unwrap().rows, 8);
+    let last_known = e.store().last_known(None).unwrap();
+    // Make both runs 40 days old (what time would have done).
+    {
+        let c = rusqlite::Connection::open(e.env.store_path()).unwrap();
+        let old = gradient_connector::time::now_ms() - 40 * 86_400_000;
+        c.execute("UPDATE ledger SET at = ?1", [old]).unwrap();
+        c.execute(
+            "UPDATE runs SET started_at = ?1, finished_at = ?1 + 1000",
+            [old],
+        )
+        .unwrap();
+    }
+    // One pair is not pushed by the next run: its newest push stays the old run's.
+    e.import_inventory(Inventory::new().module("msp-a-ws1", "email_security", false));
+    let out = e.run(&["sync"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // Run 1 is gone with its rows; of run 2 only the newest push of the pair run 3 did not push.
+    let ids: Vec<i64> = runs(&e).iter().map(|r| r.0).collect();
+    assert_eq!(ids, vec![2, 3]);
+    let of_run = |run: &str| -> Vec<serde_json::Value> {
+        let out = e.run(&["history", "--json", "--run", run, "--limit", "100"]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let kept = of_run("2");
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0]["account_id"], "msp-a-ws1");
+    assert_eq!(kept[0]["module"], "email_security");
+    assert_eq!(kept[0]["outcome"], "pushed");
+    assert!(!of_run("3").is_empty());
+    // last_known is never pruned: every pair is still there, the disabled one unchanged.
+    let now_known = e.store().last_known(None).unwrap();
+    assert_eq!(now_known.len(), last_known.len());
+    let pair = |l: &&gradient_connector::store::ledger::LastKnown| {
+        l.account == "msp-a-ws1" && l.service == "email_security"
+    };
+    assert_eq!(
+        now_known.iter().find(pair),
+        last_known.iter().find(pair),
+        "the disabled pair keeps its last-known value"
+    );
 }
