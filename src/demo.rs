@@ -159,9 +159,11 @@ fn write_files(dir: &Path, base_url: &str) -> Result<PathBuf, DemoError> {
     let key = dir.join("vendor-api-key");
     std::fs::write(&key, VENDOR_KEY).map_err(setup)?;
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).map_err(setup)?;
+    crate::kit::ensure_store_key(&dir.join("store-key")).map_err(DemoError::Setup)?;
     let config = dir.join("gradient-connector.toml");
     let mut builder = ConfigBuilder::new(base_url)
         .vendor_key_file("vendor-api-key")
+        .store_key_file("store-key")
         .set("gradient", "retry_initial_delay_ms", 20)
         .store_path("store.db")
         .set("schedule", "cadence", "daily")

@@ -155,6 +155,11 @@ pub struct Status {
     pub api: String,
     /// Webhook events not delivered yet, and given up.
     pub events: crate::store::outbox::OutboxCounts,
+    /// The ledger's row count, oldest row, and the store's size.
+    pub ledger: crate::store::lifecycle::LedgerStats,
+    /// Inventory times dated in the future (older builds accepted them); repaired by
+    /// `gradient-connector store repair-future`.
+    pub future_dated_records: u64,
 }
 
 fn run_view(r: &RunRow, running: bool) -> RunView {
@@ -305,7 +310,25 @@ pub fn status(store: &Store, config: &Config) -> Result<Status, StoreError> {
         ),
         api: config.api.listen.to_string(),
         events: store.outbox_counts()?,
+        ledger: store.ledger_stats()?,
+        future_dated_records: store.future_dated(now_ms())?,
     })
+}
+
+/// A size in bytes as B, KiB, MiB or GiB.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 /// The status as a human report.
@@ -349,6 +372,24 @@ pub fn render_status(s: &Status) -> String {
         None => {
             let _ = writeln!(o, "last run: none yet");
         }
+    }
+    let _ = writeln!(
+        o,
+        "ledger: {} rows, oldest {}; store {}",
+        s.ledger.rows,
+        s.ledger
+            .oldest_at
+            .map(format_ms)
+            .as_deref()
+            .unwrap_or("none"),
+        human_bytes(s.ledger.store_bytes)
+    );
+    if s.future_dated_records > 0 {
+        let _ = writeln!(
+            o,
+            "warning: {} inventory records are dated in the future (accepted by an older version); they freeze the inventory: run `gradient-connector store repair-future`",
+            s.future_dated_records
+        );
     }
     if s.connectors.is_empty() {
         let _ = writeln!(

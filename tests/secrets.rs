@@ -14,9 +14,23 @@ fn secrets() -> Vec<String> {
     vec![VENDOR_KEY.to_string(), PARTNER.to_string(), header]
 }
 
+/// The store key's text in the current test's directory (set by `remember_store_key`).
+fn store_key() -> Option<String> {
+    STORE_KEY.with(|k| k.borrow().clone())
+}
+
+thread_local! {
+    static STORE_KEY: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+fn remember_store_key(e: &SimEnv) {
+    let text = std::fs::read_to_string(e.env.path("store-key")).unwrap();
+    STORE_KEY.with(|k| *k.borrow_mut() = Some(text.trim().to_string()));
+}
+
 fn assert_clean(what: &str, out: &std::process::Output) {
     let text = format!("{}{}", stdout(out), stderr(out));
-    for s in secrets() {
+    for s in secrets().into_iter().chain(store_key()) {
         assert!(
             !text.contains(&s),
             "{what} printed a secret ({} chars of output)",
@@ -36,8 +50,10 @@ fn no_command_prints_a_key_at_debug_or_trace() {
 "#,
     );
     e.sim.add_msp("msp-a", "A", PARTNER);
+    remember_store_key(&e);
     let token = e.env.write("token", PARTNER);
     for level in ["debug", "trace"] {
+        let backup = e.env.path(&format!("backup-{level}.db"));
         let run = |args: &[&str], stdin: Option<&str>| {
             let mut cmd = std::process::Command::new(BIN);
             cmd.arg("--config")
@@ -88,6 +104,13 @@ fn no_command_prints_a_key_at_debug_or_trace() {
                 None,
             ),
             ("check-config", vec!["check-config"], None),
+            ("store check", vec!["store", "check"], None),
+            (
+                "store backup",
+                vec!["store", "backup", backup.to_str().unwrap()],
+                None,
+            ),
+            ("store repair-future", vec!["store", "repair-future"], None),
         ];
         for (what, args, stdin) in cases {
             let out = run(&args, stdin);
@@ -147,4 +170,10 @@ fn debug_output_of_the_running_parts_never_holds_a_key() {
     for s in secrets() {
         assert!(!text.contains(&s), "{text}");
     }
+    // The store key prints as its id only.
+    let key = gradient_connector::store::key::StoreKey::new(ctx.config.load_store_key().unwrap());
+    let printed = format!("{key:?} {:?}", ctx.config);
+    let text = std::fs::read_to_string(e.env.path("store-key")).unwrap();
+    assert!(!printed.contains(text.trim()), "{printed}");
+    assert!(printed.contains(key.id()), "{printed}");
 }

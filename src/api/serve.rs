@@ -12,12 +12,10 @@ use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio_util::sync::CancellationToken;
 
 use super::{ApiError, ApiState};
-use crate::config::{ApiConfig, ApiListen};
+use crate::config::{keyfile, ApiConfig, ApiListen};
 
 /// The systemd credential that holds the API token.
 pub const TOKEN_CREDENTIAL: &str = "api-token";
-/// Longest accepted token or key file.
-const MAX_SECRET_FILE: u64 = 64 * 1024;
 
 /// A bound listener, ready to serve.
 pub enum Bound {
@@ -29,19 +27,18 @@ pub enum Bound {
     Tls(TcpListener, tokio_rustls::TlsAcceptor),
 }
 
-/// Reads the API token: the systemd credential `api-token` when present, else `token_file`.
+/// Reads the API token: the systemd credential `api-token` when present, else `token_file` (by the
+/// one key-file reader: a regular file of at most 64 KiB).
 pub fn load_token(cfg: &ApiConfig) -> Result<SecretString, ApiError> {
-    let path = match std::env::var_os("CREDENTIALS_DIRECTORY") {
-        Some(dir) if Path::new(&dir).join(TOKEN_CREDENTIAL).exists() => {
-            Path::new(&dir).join(TOKEN_CREDENTIAL)
+    use secrecy::ExposeSecret;
+    let path = keyfile::credential_or(TOKEN_CREDENTIAL, &cfg.token_file);
+    let text = keyfile::read_key_file(&path, keyfile::KEY_FILE_MAX_BYTES).map_err(|reason| {
+        ApiError::Setup {
+            what: "token file (api.token_file)",
+            reason,
         }
-        _ => cfg.token_file.clone(),
-    };
-    let text = read_small(&path).map_err(|reason| ApiError::Setup {
-        what: "token file (api.token_file)",
-        reason,
     })?;
-    let t = text.trim_start_matches('\u{feff}').trim();
+    let t = text.expose_secret().trim();
     if t.len() < 16 || t.chars().any(char::is_whitespace) {
         return Err(ApiError::Setup {
             what: "token file (api.token_file)",
@@ -52,18 +49,6 @@ pub fn load_token(cfg: &ApiConfig) -> Result<SecretString, ApiError> {
         });
     }
     Ok(SecretString::from(t.to_string()))
-}
-
-/// Reads a regular file of at most 64 KiB (never a FIFO or a device).
-fn read_small(path: &Path) -> Result<String, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if !meta.is_file() {
-        return Err(format!("{} is not a regular file", path.display()));
-    }
-    if meta.len() > MAX_SECRET_FILE {
-        return Err(format!("{} is larger than 64 KiB", path.display()));
-    }
-    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Binds the configured address. `Ok(None)`: the API is off.
@@ -113,8 +98,12 @@ pub fn check_tls(cert: &Path, key: &Path) -> Result<(), ApiError> {
 
 fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, ApiError> {
     let setup = |what, reason: String| ApiError::Setup { what, reason };
-    let cert_pem = read_small(cert).map_err(|r| setup("certificate (api.tls_cert_file)", r))?;
-    let key_pem = read_small(key).map_err(|r| setup("private key (api.tls_key_file)", r))?;
+    use secrecy::ExposeSecret;
+    let read = |p: &Path| keyfile::read_key_file(p, keyfile::KEY_FILE_MAX_BYTES);
+    let cert_pem = read(cert).map_err(|r| setup("certificate (api.tls_cert_file)", r))?;
+    let cert_pem = cert_pem.expose_secret();
+    let key_pem = read(key).map_err(|r| setup("private key (api.tls_key_file)", r))?;
+    let key_pem = key_pem.expose_secret();
     let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_bytes())
         .collect::<Result<_, _>>()
         .map_err(|e| setup("certificate (api.tls_cert_file)", e.to_string()))?;

@@ -21,6 +21,7 @@ pub fn execute(cli: Cli) -> Done {
         Command::CheckConfig => check_config(&config_path),
         Command::Import { file } => import(load(&config_path)?, file.as_deref()),
         Command::Demo { keep } => Ok(crate::demo::run(keep.as_deref())?),
+        Command::Store { command } => super::store::execute(&config_path, command),
         // Plain store reads: no async runtime, so no SQLite call on an async worker.
         Command::Status { json } => status(&load(&config_path)?, json),
         Command::History {
@@ -193,6 +194,9 @@ async fn run_and_report(ctx: &SyncContext, req: RunRequest, json: bool) -> Done 
     let watcher = crate::daemon::stop_on_signals(control.clone());
     let result = crate::sync::run(ctx, req, &control).await;
     watcher.abort();
+    if result.is_ok() {
+        crate::daemon::prune_after_run(ctx).await;
+    }
     report_outcome(&result?, json)
 }
 
@@ -380,9 +384,20 @@ fn history(cfg: &Config, filter: HistoryFilter, json: bool) -> Done {
 }
 
 fn check_config(path: &Path) -> Done {
-    let cfg = Config::load(path)?;
+    let cfg = match Config::load(path) {
+        Ok(cfg) => cfg,
+        // Key-file problems belong in the same report as the others.
+        Err(ConfigError::Invalid { path, mut problems }) => {
+            problems.extend(Config::key_file_problems(&path));
+            return Err(ConfigError::Invalid { path, problems }.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     let (mut problems, mut warnings) = cfg.check_vendor_key();
     warnings.extend(cfg.warnings.iter().cloned());
+    let (p, w) = cfg.check_store_key();
+    problems.extend(p);
+    warnings.extend(w);
     let (p, w) = cfg.check_webhook_secrets();
     problems.extend(p);
     warnings.extend(w);
@@ -402,9 +417,8 @@ fn check_config(path: &Path) -> Done {
             }
         }
     }
-    match check_store(&cfg.store.path) {
-        Ok(Some(w)) => warnings.push(w),
-        Ok(None) => {}
+    match check_store(&cfg) {
+        Ok(w) => warnings.extend(w),
         Err(p) => problems.push(p),
     }
     for w in &warnings {
@@ -436,6 +450,7 @@ fn check_config(path: &Path) -> Done {
     );
     println!("  vendor key: {}", cfg.vendor_key_path().display());
     println!("  store: {}", cfg.store.path.display());
+    println!("  store key: {}", cfg.store_key_path().display());
     println!("  control API: {}", cfg.api.listen);
     println!(
         "  schedule: {} at \"{}\" {} (catch-up {}); next run {}",
@@ -455,16 +470,37 @@ fn check_config(path: &Path) -> Done {
 }
 
 /// Checks that the store opens (an existing file) or can be created (a missing one, without
-/// creating it); warns when an existing store is readable by others.
-fn check_store(path: &Path) -> Result<Option<Problem>, Problem> {
+/// creating it), and that its tokens were sealed with the configured store key; warns when an
+/// existing store is readable by others or holds future-dated history.
+fn check_store(cfg: &Config) -> Result<Vec<Problem>, Problem> {
+    let path = cfg.store.path.as_path();
     let problem = |message: String| Problem {
         key: "store.path".into(),
         message,
     };
     if path.exists() {
-        crate::store::Store::open(path, std::time::Duration::from_secs(5))
+        let mut store = crate::store::Store::open(path, std::time::Duration::from_secs(5))
             .map_err(|e| problem(e.to_string()))?;
-        return Ok(loose_permissions(path, "store.path"));
+        if let Ok(key) = cfg.load_store_key() {
+            store.set_key(Some(Arc::new(crate::store::key::StoreKey::new(key))));
+            if let Err(e) = store.check_key() {
+                return Err(Problem {
+                    key: "store.key_file".into(),
+                    message: e.to_string(),
+                });
+            }
+        }
+        let mut warnings: Vec<Problem> =
+            loose_permissions(path, "store.path").into_iter().collect();
+        let future = store
+            .future_dated(crate::time::now_ms())
+            .map_err(|e| problem(e.to_string()))?;
+        if future > 0 {
+            warnings.push(problem(format!(
+                "{future} inventory records are dated in the future (accepted by an older version); run `gradient-connector store repair-future`"
+            )));
+        }
+        return Ok(warnings);
     }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -480,7 +516,7 @@ fn check_store(path: &Path) -> Result<Option<Problem>, Problem> {
     match std::fs::File::create(&probe) {
         Ok(_) => {
             let _ = std::fs::remove_file(&probe);
-            Ok(None)
+            Ok(Vec::new())
         }
         Err(e) => Err(problem(format!(
             "cannot create the store in {}: {e}",

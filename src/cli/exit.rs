@@ -73,6 +73,17 @@ pub enum CommandError {
     /// Bad command-line usage that clap cannot see (e.g. a malformed `--period`).
     #[error("{0}")]
     Usage(String),
+    /// A key file given on the command line (`store new-key`, `store rotate-key`) is unusable.
+    #[error("{0}")]
+    KeyFile(String),
+    /// `store check` found problems.
+    #[error("the store {} fails SQLite's integrity check:\n  {}\nrestore the latest backup (`gradient-connector store backup` makes one) or rebuild the store", path.display(), problems.join("\n  "))]
+    StoreDamaged {
+        /// The store file.
+        path: std::path::PathBuf,
+        /// What SQLite reported.
+        problems: Vec<String>,
+    },
     /// Output could not be written or encoded.
     #[error("cannot write the output: {0}")]
     Output(String),
@@ -104,15 +115,18 @@ impl CommandError {
             CommandError::Daemon(_) => Exit::Failed,
             CommandError::Demo(_) => Exit::Failed,
             CommandError::Usage(_) => Exit::Usage,
+            CommandError::KeyFile(_) | CommandError::StoreDamaged { .. } => Exit::Failed,
             CommandError::Output(_) => Exit::Failed,
         }
     }
 }
 
-/// A busy store or a held run lock may clear by itself (75); anything else needs a fix (1).
+/// A busy store or a held run lock may clear by itself (75); a missing or wrong store key is
+/// configuration (78); anything else needs a fix (1).
 fn store_exit(e: &StoreError) -> Exit {
     match e {
         StoreError::Busy | StoreError::RunInProgress => Exit::TempFail,
+        StoreError::KeyMissing | StoreError::WrongKey { .. } => Exit::Config,
         _ => Exit::Failed,
     }
 }

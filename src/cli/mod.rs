@@ -4,6 +4,7 @@
 
 mod commands;
 mod exit;
+mod store;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -84,6 +85,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The store: its key (new-key, rotate-key), backup, integrity check, repair of future-dated
+    /// history.
+    Store {
+        /// What to do with the store.
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// A self-contained tour against an in-process Gradient stand-in on 127.0.0.1.
     Demo {
         /// Keep the demo's store and config in DIR instead of a temporary directory.
@@ -128,6 +136,33 @@ pub enum ConnectorCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `store` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Write a fresh store key (32 random bytes, base64, one line) to a new file of mode 0600;
+    /// an existing file is never overwritten.
+    NewKey {
+        /// Where to write it, e.g. /etc/gradient-connector/store-key.
+        path: PathBuf,
+    },
+    /// Re-seal every partner token with the key in NEW_KEY_FILE, in one transaction; then move it
+    /// over store.key_file and reload the daemon.
+    RotateKey {
+        /// The new key (from `store new-key`).
+        new_key_file: PathBuf,
+    },
+    /// Copy the store to PATH with SQLite's online backup (consistent while the daemon runs;
+    /// mode 0600; tokens stay sealed). PATH must not exist.
+    Backup {
+        /// The new backup file.
+        path: PathBuf,
+    },
+    /// Run SQLite's integrity check (exit 0 sound, 1 with the problems).
+    Check,
+    /// Re-date inventory records dated in the future (accepted by older versions) to now.
+    RepairFuture,
 }
 
 /// Entry point of the `gradient-connector` binary.

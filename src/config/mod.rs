@@ -6,9 +6,9 @@
 //! ([`reference_table`]). `reader` walks the file by the table and assembles the structs below.
 //!
 //! Validation never stops at the first mistake: every problem is collected and names its key, so an
-//! operator can fix a file in one pass. Secrets never sit in the TOML: the vendor API key is read from
-//! a file (or the systemd credential `vendor-api-key`) into a [`SecretString`] only when a command
-//! needs it.
+//! operator can fix a file in one pass. Secrets never sit in the TOML: the vendor API key, the API
+//! token, webhook secrets and the store key are read from files (or systemd credentials) by the one
+//! key-file reader ([`keyfile`]) into secret types, only when a command needs them.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -29,6 +29,7 @@ pub const ENV_PREFIX: &str = "GRADIENT_CONNECTOR";
 /// Name of the systemd credential holding the vendor API key.
 pub const VENDOR_KEY_CREDENTIAL: &str = "vendor-api-key";
 
+pub mod keyfile;
 mod keys;
 mod reader;
 
@@ -61,6 +62,9 @@ pub enum ConfigError {
     /// The vendor API key could not be loaded.
     #[error("{0}")]
     VendorKey(Problem),
+    /// The store key could not be loaded.
+    #[error("{0}")]
+    StoreKey(Problem),
 }
 
 fn render_problems(problems: &[Problem]) -> String {
@@ -127,6 +131,11 @@ pub struct StoreConfig {
     pub path: PathBuf,
     /// How long a writer waits for another writer's lock.
     pub busy_timeout: Duration,
+    /// The store key file (the systemd credential `store-key` wins when present).
+    pub key_file: PathBuf,
+    /// Ledger rows and finished runs older than this many days are pruned after each run; 0 keeps
+    /// everything.
+    pub ledger_retention_days: u32,
 }
 
 /// `[schedule]`: when runs happen and what they count.
@@ -297,27 +306,15 @@ impl WebhookConfig {
     /// Reads and parses the secret file (at most [`WEBHOOK_SECRET_MAX_BYTES`]); a problem names
     /// `webhook[index].secret_file` and the file, never the content.
     pub fn load_secret(&self, index: usize) -> Result<WebhookSecret, Problem> {
-        use std::io::Read;
-        let path = &self.secret_file;
+        use secrecy::ExposeSecret;
         let problem = |message: String| Problem {
             key: format!("{WEBHOOK}[{index}].secret_file"),
-            message: format!("{}: {message}", path.display()),
+            message,
         };
-        let mut raw = Vec::new();
-        std::fs::File::open(path)
-            .and_then(|f| f.take(WEBHOOK_SECRET_MAX_BYTES + 1).read_to_end(&mut raw))
-            .map_err(|e| {
-                problem(format!(
-                    "cannot read the webhook secret ({e}); create it (mode 0600)"
-                ))
-            })?;
-        if raw.len() as u64 > WEBHOOK_SECRET_MAX_BYTES {
-            return Err(problem(format!(
-                "longer than {WEBHOOK_SECRET_MAX_BYTES} bytes: it must hold the secret alone"
-            )));
-        }
-        let text = String::from_utf8(raw).map_err(|_| problem("not UTF-8 text".into()))?;
-        WebhookSecret::parse(&text).map_err(problem)
+        let text =
+            keyfile::read_key_file(&self.secret_file, WEBHOOK_SECRET_MAX_BYTES).map_err(problem)?;
+        WebhookSecret::parse(text.expose_secret())
+            .map_err(|m| problem(format!("{}: {m}", self.secret_file.display())))
     }
 }
 
@@ -420,17 +417,12 @@ impl Config {
 
     /// Where the vendor key is read from: the systemd credential when present, else the key file.
     pub fn vendor_key_path(&self) -> PathBuf {
-        if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
-            let cred = Path::new(&dir).join(VENDOR_KEY_CREDENTIAL);
-            if cred.exists() {
-                return cred;
-            }
-        }
-        self.gradient.vendor_api_key_file.clone()
+        keyfile::credential_or(VENDOR_KEY_CREDENTIAL, &self.gradient.vendor_api_key_file)
     }
 
     /// Loads the vendor API key (trimmed). Errors name the key and the file, never the content.
     pub fn load_vendor_key(&self) -> Result<SecretString, ConfigError> {
+        use secrecy::ExposeSecret;
         let path = self.vendor_key_path();
         let problem = |message: String| {
             ConfigError::VendorKey(Problem {
@@ -438,19 +430,8 @@ impl Config {
                 message,
             })
         };
-        let raw = std::fs::read(&path).map_err(|e| {
-            problem(format!(
-                "cannot read the vendor API key file {}: {e}; create it (mode 0600) or point the key at it",
-                path.display()
-            ))
-        })?;
-        let text = String::from_utf8(raw).map_err(|_| {
-            problem(format!(
-                "the vendor API key file {} is not UTF-8 text",
-                path.display()
-            ))
-        })?;
-        let key = text.trim();
+        let text = keyfile::read_key_file(&path, keyfile::KEY_FILE_MAX_BYTES).map_err(problem)?;
+        let key = text.expose_secret().trim();
         if key.is_empty() {
             return Err(problem(format!(
                 "the vendor API key file {} is empty; paste the vendor API key Gradient issued",

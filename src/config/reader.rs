@@ -201,6 +201,8 @@ impl<'a> Reader<'a> {
             Some(StoreConfig {
                 path: s.path("path")?,
                 busy_timeout: Duration::from_secs(s.num("busy_timeout_secs")?),
+                key_file: s.path("key_file")?,
+                ledger_retention_days: s.num("ledger_retention_days")?,
             })
         });
         let schedule = self.schedule(schedule);

@@ -420,7 +420,7 @@ fn webhook_secrets_are_read_capped_checked_and_never_shown() {
     std::fs::write(&file, format!("whsec_{}", "A".repeat(5000))).unwrap();
     let (p, _) = c.check_webhook_secrets();
     assert!(
-        has(&p, "webhook[0].secret_file", "longer than 4096"),
+        has(&p, "webhook[0].secret_file", "larger than 4096"),
         "{p:?}"
     );
     std::fs::write(&file, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n").unwrap();

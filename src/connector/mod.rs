@@ -319,7 +319,7 @@ impl Lifecycle<'_> {
         let told = self
             .store
             .write(move |s| {
-                s.atomically(|s| {
+                let told = s.atomically(|s| {
                     s.store_verified_token(&VerifiedToken {
                         id: &cid,
                         token: &tok,
@@ -336,7 +336,10 @@ impl Lifecycle<'_> {
                         serde_json::json!({"connector": cid, "organization_name": org_name}),
                         now,
                     )
-                })
+                });
+                // The replaced token's bytes (zeroed by secure_delete) leave the WAL too.
+                s.wipe_freed();
+                told
             })
             .await?;
         woke(told);
@@ -408,7 +411,7 @@ impl Lifecycle<'_> {
         let evented = self
             .store
             .write(move |s| {
-                s.atomically(|s| {
+                let evented = s.atomically(|s| {
                     let now = now_ms();
                     let before = s.connector(&cid)?.map(|c| c.state);
                     s.disconnect(&cid, "disconnected by the operator", now)?;
@@ -422,7 +425,10 @@ impl Lifecycle<'_> {
                         serde_json::json!({"connector": cid}),
                         now,
                     )
-                })
+                });
+                // The forgotten token's bytes (zeroed by secure_delete) leave the WAL too.
+                s.wipe_freed();
+                evented
             })
             .await?;
         woke(evented);

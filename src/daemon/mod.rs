@@ -188,7 +188,11 @@ impl Driver for RealDriver {
     fn start_run(&mut self, req: RunRequest, control: RunControl) -> RunFuture {
         let ctx = self.ctx();
         Box::pin(async move {
-            match crate::sync::run(&ctx, req, &control).await {
+            let result = crate::sync::run(&ctx, req, &control).await;
+            if result.is_ok() {
+                prune_after_run(&ctx).await;
+            }
+            match result {
                 Ok(report) => RunEnd::Ran(RunDone {
                     summary: format!(
                         "#{} {} ({})",
@@ -261,6 +265,29 @@ impl Driver for RealDriver {
                 .await;
             tracing::debug!(?marked, "abandoned run recorded");
         })
+    }
+}
+
+/// Ledger retention (`store.ledger_retention_days`, 0 = keep everything): after a run, ledger rows
+/// and finished runs older than the retention are pruned (each pair's newest push and `last_known`
+/// stay). A failure is logged; it never changes the run's outcome.
+pub async fn prune_after_run(ctx: &SyncContext) {
+    let days = ctx.config.store.ledger_retention_days;
+    if days == 0 {
+        return;
+    }
+    let before = now_ms() - i64::from(days) * 86_400_000;
+    match ctx.store.write(move |s| s.prune_ledger(before)).await {
+        Ok(p) if p.ledger_rows > 0 || p.runs > 0 => tracing::info!(
+            ledger_rows = p.ledger_rows,
+            runs = p.runs,
+            retention_days = days,
+            "ledger retention: pruned rows older than the retention"
+        ),
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "ledger retention: pruning failed; the next run tries again")
+        }
     }
 }
 

@@ -189,6 +189,12 @@ impl ConfigBuilder {
         self.set("gradient", "vendor_api_key_file", path)
     }
 
+    /// `store.key_file` (a relative path resolves against the file's directory).
+    pub fn store_key_file(self, path: impl AsRef<Path>) -> Self {
+        let path = path.as_ref().to_string_lossy().into_owned();
+        self.set("store", "key_file", path)
+    }
+
     /// `store.path` (a relative path resolves against the file's directory).
     pub fn store_path(self, path: impl AsRef<Path>) -> Self {
         let path = path.as_ref().to_string_lossy().into_owned();
@@ -280,6 +286,15 @@ impl ConfigBuilder {
     pub fn write(&self, path: impl AsRef<Path>) -> std::io::Result<()> {
         std::fs::write(path, self.render())
     }
+}
+
+/// Makes sure a store key exists at `path`: an existing file is kept (a store sealed with it keeps
+/// its tokens), a missing one is created fresh (mode 0600) the way `store new-key` does.
+pub fn ensure_store_key(path: &Path) -> Result<(), String> {
+    if path.exists() {
+        return Ok(());
+    }
+    crate::config::keyfile::write_new_store_key(path)
 }
 
 /// The table's own `(section, key)` for a known key; panics otherwise.

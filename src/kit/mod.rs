@@ -6,7 +6,7 @@
 mod config;
 mod inventory;
 
-pub use config::{ConfigBuilder, Service, Webhook};
+pub use config::{ensure_store_key, ConfigBuilder, Service, Webhook};
 pub use inventory::{
     msp_id, unit_id, workspace_id, ChannelRecord, Inventory, ModuleRecord, Record, UnitRecord,
     Units, WorkspaceRecord, OCTOBER_2026, STANDARD_MODULES,

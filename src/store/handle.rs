@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+use super::key::StoreKey;
 use super::ledger::LedgerEntry;
 use super::{Store, StoreError};
 
@@ -27,6 +28,8 @@ const READERS_KEPT: usize = 4;
 const BUSY_PAUSE_MAX: Duration = Duration::from_secs(1);
 
 type WriteJob = Box<dyn FnOnce(Result<&mut Store, &StoreError>) + Send>;
+/// The store key every connection of a handle uses (replaced on a reload).
+type SharedKey = Arc<Mutex<Option<Arc<StoreKey>>>>;
 
 enum Job {
     Write(WriteJob),
@@ -39,6 +42,7 @@ struct Inner {
     jobs: Mutex<Sender<Job>>,
     readers: Mutex<Vec<Store>>,
     ledger_error: Arc<Mutex<Option<String>>>,
+    key: SharedKey,
 }
 
 /// The store, for async code. Cheap to clone; every clone shares the writer thread and the readers.
@@ -61,10 +65,11 @@ impl StoreHandle {
     pub fn new(path: &Path, busy_timeout: Duration) -> StoreHandle {
         let (tx, rx) = channel::<Job>();
         let ledger_error = Arc::new(Mutex::new(None));
-        let (p, errors) = (path.to_path_buf(), ledger_error.clone());
+        let key: SharedKey = Arc::new(Mutex::new(None));
+        let (p, errors, k) = (path.to_path_buf(), ledger_error.clone(), key.clone());
         let spawned = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(&p, busy_timeout, rx, &errors));
+            .spawn(move || writer_loop(&p, busy_timeout, rx, &errors, &k));
         if let Err(e) = spawned {
             // Every job's answer channel is dropped: callers get "the store writer stopped".
             tracing::error!(error = %e, "cannot start the store's writer thread");
@@ -76,8 +81,18 @@ impl StoreHandle {
                 jobs: Mutex::new(tx),
                 readers: Mutex::new(Vec::new()),
                 ledger_error,
+                key,
             }),
         }
+    }
+
+    /// Seals and opens partner tokens with `key` from now on (every connection of this handle).
+    /// The writer seals any token an older build left in plain text before its next job.
+    pub fn with_key(self, key: Arc<StoreKey>) -> StoreHandle {
+        if let Ok(mut k) = self.inner.key.lock() {
+            *k = Some(key);
+        }
+        self
     }
 
     /// The store file.
@@ -121,6 +136,7 @@ impl StoreHandle {
                 Some(s) => s,
                 None => Store::open(&inner.path, inner.busy_timeout)?,
             };
+            store.set_key(inner.key.lock().ok().and_then(|k| k.clone()));
             let result = f(&mut store);
             if let Ok(mut pool) = inner.readers.lock() {
                 if pool.len() < READERS_KEPT && store.conn().is_autocommit() {
@@ -179,6 +195,7 @@ fn writer_loop(
     busy_timeout: Duration,
     rx: Receiver<Job>,
     errors: &Mutex<Option<String>>,
+    key: &SharedKey,
 ) {
     let mut store: Option<Store> = None;
     let mut queue: VecDeque<Job> = VecDeque::new();
@@ -200,6 +217,22 @@ fn writer_loop(
             }
         }
         let Some(s) = store.as_mut() else { continue };
+        let current = key.lock().ok().and_then(|k| k.clone());
+        let changed = match (&current, s.key()) {
+            (Some(new), Some(old)) => !Arc::ptr_eq(new, old),
+            (Some(_), None) => true,
+            _ => false,
+        };
+        s.set_key(current);
+        if changed {
+            // The migration to sealed tokens: plain tokens left by an older build are sealed now.
+            if let Err(e) = s.seal_plain_tokens() {
+                tracing::error!(error = %e, "plain partner tokens could not be sealed");
+                s.set_key(None);
+                fail(job, &e, errors);
+                continue;
+            }
+        }
         match job {
             Job::Write(f) => f(Ok(s)),
             Job::Row(first) => {

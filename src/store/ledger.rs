@@ -9,7 +9,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{params, OptionalExtension};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::Serialize;
 
 use super::{Store, StoreError};
@@ -329,27 +329,35 @@ impl Store {
     // ---- connectors ----
 
     /// Stores (or replaces) a connector's token; the connector becomes `unverified`.
+    /// The token is sealed with the store key ([`super::key`]).
     pub fn set_token(&self, id: &str, token: &SecretString, now: Millis) -> Result<(), StoreError> {
+        let (sealed, key_id) = self.seal_token(id, token)?;
         self.conn().execute(
-            "INSERT INTO connectors (id, token, state, state_reason, token_set_at, updated_at)
-             VALUES (?1, ?2, 'unverified', 'token stored, not yet verified', ?3, ?3)
-             ON CONFLICT (id) DO UPDATE SET token = excluded.token, state = 'unverified',
+            "INSERT INTO connectors (id, token, token_key_id, state, state_reason, token_set_at, updated_at)
+             VALUES (?1, ?2, ?4, 'unverified', 'token stored, not yet verified', ?3, ?3)
+             ON CONFLICT (id) DO UPDATE SET token = excluded.token, token_key_id = excluded.token_key_id,
+                state = 'unverified',
                 state_reason = excluded.state_reason, token_set_at = excluded.token_set_at,
                 updated_at = excluded.updated_at",
-            params![id, token.expose_secret(), now],
+            params![id, sealed, now, key_id],
         )?;
         Ok(())
     }
 
-    /// A connector's token, if one is stored.
+    /// A connector's token, if one is stored, opened with the store key.
     pub fn token(&self, id: &str) -> Result<Option<SecretString>, StoreError> {
-        let t: Option<Option<String>> = self
+        let t: Option<(Option<String>, Option<String>)> = self
             .conn()
-            .query_row("SELECT token FROM connectors WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT token, token_key_id FROM connectors WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .optional()?;
-        Ok(t.flatten().map(SecretString::from))
+        let Some((stored, key_id)) = t else {
+            return Ok(None);
+        };
+        super::key::unseal(self.key(), id, stored, key_id)
     }
 
     /// One connector.
@@ -439,7 +447,7 @@ impl Store {
     /// Forgets the token and marks the connector `disconnected`; the ledger stays.
     pub fn disconnect(&self, id: &str, reason: &str, now: Millis) -> Result<bool, StoreError> {
         let n = self.conn().execute(
-            "UPDATE connectors SET token = NULL, state = 'disconnected', state_reason = ?2,
+            "UPDATE connectors SET token = NULL, token_key_id = NULL, state = 'disconnected', state_reason = ?2,
                 gradient_status = 'inactive', updated_at = ?3 WHERE id = ?1",
             params![id, reason, now],
         )?;

@@ -7,13 +7,17 @@
 //! [`ledger`] (connectors, services, runs, pushes, daemon state) and [`outbox`] (webhook events
 //! waiting to be delivered).
 //!
-//! The file is created with mode 0600 (it holds partner tokens), runs in WAL mode with foreign keys on
-//! and a busy timeout, and is migrated on open.
+//! The file is created with mode 0600, runs in WAL mode with foreign keys on, `secure_delete` on
+//! (freed bytes are zeroed) and a busy timeout, and is migrated on open. Partner tokens are sealed
+//! under the store key ([`key`]); [`lifecycle`] owns backup, integrity check, ledger retention and
+//! the repair of future-dated history.
 
 pub mod counting;
 pub mod handle;
 pub mod import;
+pub mod key;
 pub mod ledger;
+pub mod lifecycle;
 pub mod outbox;
 pub mod ownership;
 pub mod run_inputs;
@@ -63,6 +67,23 @@ pub enum StoreError {
     /// Another run (the daemon's or a `sync`) holds the run lock.
     #[error("another sync is running against this store (the daemon, or another `sync`); wait for it to finish or send the daemon SIGUSR1 instead")]
     RunInProgress,
+    /// Tokens must be sealed or opened but no store key was given.
+    #[error("the store key is missing: partner tokens are sealed at rest with it; set store.key_file (default /etc/gradient-connector/store-key) or the systemd credential `store-key`, and create a key with `gradient-connector store new-key /etc/gradient-connector/store-key`")]
+    KeyMissing,
+    /// The stored tokens were sealed with another key than the configured one.
+    #[error("the store's tokens were sealed with another key (key id {sealed_with}; the configured store key has id {configured}): point store.key_file at the key the store was sealed with, or paste every token again with `gradient-connector connector add`")]
+    WrongKey {
+        /// The id of the key the tokens were sealed with.
+        sealed_with: String,
+        /// The id of the configured key.
+        configured: String,
+    },
+    /// A sealed token does not open with its key (the file was altered or damaged).
+    #[error("connector {connector}'s sealed token does not open with the store key (the store file was altered or damaged); paste its token again with `gradient-connector connector add {connector} --token-file PATH`")]
+    TokenUnreadable {
+        /// The connector.
+        connector: String,
+    },
     /// Any other SQLite error.
     #[error("store error: {0}")]
     Sqlite(String),
@@ -85,6 +106,8 @@ impl From<rusqlite::Error> for StoreError {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// The key tokens are sealed with ([`key`]); None: tokens can be neither read nor written.
+    key: Option<std::sync::Arc<key::StoreKey>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -122,6 +145,7 @@ impl Store {
         let mut store = Store {
             conn,
             path: path.to_path_buf(),
+            key: None,
         };
         store.configure().map_err(|e| match e {
             StoreError::Busy => StoreError::Busy,
@@ -147,6 +171,7 @@ impl Store {
         }
         self.conn.execute_batch(&format!(
             "PRAGMA foreign_keys = ON;
+             PRAGMA secure_delete = ON;
              PRAGMA synchronous = NORMAL;
              PRAGMA cache_size = {CACHE_SIZE};
              PRAGMA temp_store = MEMORY;
@@ -178,11 +203,14 @@ impl Store {
     }
 }
 
-/// A new store `s.db` in a temporary directory, for unit tests; the directory lasts as long as the
-/// returned guard.
+/// A new store `s.db` in a temporary directory, with a store key, for unit tests; the directory
+/// lasts as long as the returned guard.
 #[cfg(test)]
 pub(crate) fn temp_store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("s.db"), Duration::from_secs(1)).unwrap();
+    let mut store = Store::open(&dir.path().join("s.db"), Duration::from_secs(1)).unwrap();
+    store.set_key(Some(std::sync::Arc::new(key::StoreKey::new(
+        secrecy::SecretBox::new(Box::new([42; key::KEY_BYTES])),
+    ))));
     (dir, store)
 }

@@ -3,7 +3,7 @@
 //! offboarding of workspaces that were removed or moved to another channel.
 
 use rusqlite::{params, OptionalExtension};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
 use super::ledger::ConnectorRow;
 use super::{Store, StoreError};
@@ -52,12 +52,15 @@ impl Store {
 
     /// Stores a token that Gradient accepted, with its organization: the connector is `connected`
     /// from now on (a new token generation). Creates the connector when it is new.
+    /// The token is sealed with the store key ([`super::key`]).
     pub fn store_verified_token(&self, v: &VerifiedToken<'_>) -> Result<(), StoreError> {
+        let (sealed, key_id) = self.seal_token(v.id, v.token)?;
         self.conn().execute(
             "INSERT INTO connectors (id, token, state, state_reason, gradient_status, organization_name,
-                organization_id, token_set_at, verified_at, updated_at, rejected_key_fp)
-             VALUES (?1, ?2, 'connected', NULL, ?3, ?4, ?5, ?6, ?6, ?6, NULL)
-             ON CONFLICT (id) DO UPDATE SET token = excluded.token, state = 'connected',
+                organization_id, token_set_at, verified_at, updated_at, rejected_key_fp, token_key_id)
+             VALUES (?1, ?2, 'connected', NULL, ?3, ?4, ?5, ?6, ?6, ?6, NULL, ?7)
+             ON CONFLICT (id) DO UPDATE SET token = excluded.token, token_key_id = excluded.token_key_id,
+                state = 'connected',
                 state_reason = NULL, gradient_status = excluded.gradient_status,
                 organization_name = COALESCE(excluded.organization_name, organization_name),
                 organization_id = excluded.organization_id, token_set_at = excluded.token_set_at,
@@ -65,11 +68,12 @@ impl Store {
                 rejected_key_fp = NULL",
             params![
                 v.id,
-                v.token.expose_secret(),
+                sealed,
                 v.gradient_status,
                 v.organization_name,
                 v.organization_id,
-                v.now
+                v.now,
+                key_id
             ],
         )?;
         Ok(())

@@ -16,6 +16,7 @@
 //!   `daemon_state` (schedule bookkeeping).
 //! - `events` (the webhook outbox: id, kind, body as sent) and `event_deliveries` (one per event and
 //!   webhook url: attempts, next attempt, delivered or given up, last error) — migration 5.
+//! - `connectors.token_key_id` (migration 6): the id of the store key the token is sealed with.
 
 use std::path::Path;
 
@@ -225,6 +226,10 @@ pub const MIGRATIONS: &[&str] = &[
     // part of a run (`GET /v1/connectors/{id}` during a 40,000-pair run), read from the index alone.
     "DROP INDEX ledger_by_run;
      CREATE INDEX ledger_by_run ON ledger(run_id, connector_id, outcome);",
+    // 7: partner tokens sealed at rest: `token` holds base64(nonce ‖ ciphertext) and
+    // `token_key_id` the id of the store key it was sealed with (NULL: plain text left by an older
+    // build, sealed by the next open that has the key).
+    "ALTER TABLE connectors ADD COLUMN token_key_id TEXT;",
 ];
 
 /// Applies every migration newer than the store's `user_version`, each in its own transaction.

@@ -29,6 +29,7 @@ use crate::gradient::{
     VendorProfile,
 };
 use crate::store::counting::{Counts, ServiceUnit};
+use crate::store::key::StoreKey;
 use crate::store::ledger::{ConnectorRow, RunLock, WorkspaceRow};
 use crate::store::run_inputs::CountQuestion;
 use crate::store::{StoreError, StoreHandle};
@@ -68,14 +69,15 @@ pub struct SyncContext {
 }
 
 impl SyncContext {
-    /// Loads the vendor key and builds the client.
+    /// Loads the vendor key and the store key, and builds the client.
     pub fn new(config: Arc<Config>) -> Result<SyncContext, SyncError> {
+        let store_key = Arc::new(StoreKey::new(config.load_store_key()?));
         let key = config.load_vendor_key()?;
         let vendor_key_fp = crate::connector::key_fingerprint(&key);
         let client =
             GradientClient::new(config.gradient.client.clone(), key).map_err(SyncError::Client)?;
         Ok(SyncContext {
-            store: store_handle(&config),
+            store: store_handle(&config).with_key(store_key),
             config,
             client,
             vendor_key_fp,
@@ -853,7 +855,8 @@ pub struct DryRunConnector {
 pub async fn dry_run(config: &Arc<Config>, req: &RunRequest) -> Result<DryRun, SyncError> {
     let now = now_ms();
     let period = request_period(config, req, now);
-    let store = store_handle(config);
+    let store_key = Arc::new(StoreKey::new(config.load_store_key()?));
+    let store = store_handle(config).with_key(store_key);
     let setup = read_setup(&store, config, req.connector.clone(), period).await?;
     if let Some(only) = &req.connector {
         if setup.connectors.is_empty() {

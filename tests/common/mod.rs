@@ -25,6 +25,7 @@ pub const VENDOR_KEY: &str = "sim-vendor-key";
 pub fn standard_config(base_url: &str) -> ConfigBuilder {
     ConfigBuilder::new(base_url)
         .vendor_key_file("vendor-api-key")
+        .store_key_file("store-key")
         .set("gradient", "retry_initial_delay_ms", 5)
         .set("gradient", "retry_max_delay_secs", 1)
         .store_path("store.db")
@@ -52,9 +53,17 @@ impl Env {
         Env::with_config(with_snippet(config, "schedule", schedule_extra))
     }
 
-    /// A temporary directory with the vendor key file and `config` written as its configuration.
+    /// A temporary directory with the vendor key file, a store key (`store-key`, the one
+    /// `store.key_file` names unless the configuration names another) and `config` written as its
+    /// configuration.
     pub fn with_config(config: ConfigBuilder) -> Env {
         let dir = tempfile::tempdir().unwrap();
+        gradient_connector::kit::ensure_store_key(&dir.path().join("store-key")).unwrap();
+        let config = if config.get("store", "key_file").is_none() {
+            config.store_key_file("store-key")
+        } else {
+            config
+        };
         // Each test's daemon serves its own control API socket, never the system-wide default.
         let config = if config.get("api", "listen").is_none() {
             config.set(

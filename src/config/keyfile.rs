@@ -1,0 +1,323 @@
+//! Key files: the one reader of every secret file (vendor key, API token, webhook secrets, store
+//! key) and the one place a systemd credential is looked up.
+//!
+//! A key file must be a regular file (a FIFO, a device such as `/dev/zero` or a directory is
+//! refused at once, never read: it is opened non-blocking and checked on the open descriptor) of
+//! at most [`KEY_FILE_MAX_BYTES`]. Errors name the file and what to do, never the content.
+//!
+//! The store key is one line: standard base64 of exactly 32 random bytes
+//! ([`parse_store_key`]); [`write_new_store_key`] creates one (mode 0600, never overwriting).
+//! `Config`'s store-key loading ([`Config::load_store_key`], [`Config::check_store_key`]) and the
+//! key-file check of an otherwise invalid configuration ([`Config::key_file_problems`]) live here.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use config::{Environment, File, FileFormat, Value};
+use secrecy::{SecretBox, SecretString};
+
+use super::{
+    loose_permissions, Config, ConfigError, Fallback, Problem, WebhookSecret, ENV_PREFIX, KEYS,
+    VENDOR_KEY_CREDENTIAL, WEBHOOK,
+};
+
+/// Longest key file read, in bytes.
+pub const KEY_FILE_MAX_BYTES: u64 = 64 * 1024;
+/// Name of the systemd credential holding the store key.
+pub const STORE_KEY_CREDENTIAL: &str = "store-key";
+/// Bytes of the store key.
+pub const STORE_KEY_BYTES: usize = 32;
+
+/// The file a secret is read from: the systemd credential `credential` in
+/// `$CREDENTIALS_DIRECTORY` when present, else `configured`.
+pub fn credential_or(credential: &str, configured: &Path) -> PathBuf {
+    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+        let cred = Path::new(&dir).join(credential);
+        if cred.exists() {
+            return cred;
+        }
+    }
+    configured.to_path_buf()
+}
+
+/// Reads a key file of at most `max` bytes as text (a leading UTF-8 byte-order mark removed).
+/// Only a regular file is read. The error says what is wrong with the file and what to do.
+pub fn read_key_file(path: &Path, max: u64) -> Result<SecretString, String> {
+    let shown = path.display();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        // Opening a FIFO without a writer would block; a non-blocking open returns at once.
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| {
+            format!("cannot read {shown}: {e}; create it (mode 0600) or point the key at it")
+        })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot read {shown}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!(
+            "{shown} is not a regular file (a FIFO, device or directory is never read); point the key at a regular file holding the secret"
+        ));
+    }
+    if meta.len() > max {
+        return Err(format!(
+            "{shown} is larger than {max} bytes: it must hold the secret alone"
+        ));
+    }
+    let mut raw = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut raw)
+        .map_err(|e| format!("cannot read {shown}: {e}"))?;
+    if raw.len() as u64 > max {
+        return Err(format!(
+            "{shown} is larger than {max} bytes: it must hold the secret alone"
+        ));
+    }
+    let text = String::from_utf8(raw).map_err(|_| format!("{shown} is not UTF-8 text"))?;
+    Ok(SecretString::from(
+        text.trim_start_matches('\u{feff}').to_string(),
+    ))
+}
+
+/// Parses the store key's text: one line, standard base64 of exactly 32 bytes. The error never
+/// contains the text.
+pub fn parse_store_key(text: &str) -> Result<SecretBox<[u8; STORE_KEY_BYTES]>, String> {
+    let t = text.trim();
+    let remedy = "create a key with `gradient-connector store new-key PATH` (or `head -c 32 /dev/urandom | base64`)";
+    if t.is_empty() {
+        return Err(format!("is empty; {remedy}"));
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(t)
+        .map_err(|_| format!("is not one line of standard base64; {remedy}"))?;
+    let key: [u8; STORE_KEY_BYTES] = bytes.as_slice().try_into().map_err(|_| {
+        format!(
+            "must be the base64 of exactly {STORE_KEY_BYTES} bytes, found {}; {remedy}",
+            bytes.len()
+        )
+    })?;
+    Ok(SecretBox::new(Box::new(key)))
+}
+
+/// Writes a fresh store key (32 bytes from the operating system's random source, standard
+/// base64, one line) to a new file `path` of mode 0600. An existing file is never overwritten.
+pub fn write_new_store_key(path: &Path) -> Result<(), String> {
+    let mut key = [0u8; STORE_KEY_BYTES];
+    getrandom::fill(&mut key).map_err(|e| format!("no random bytes from the system: {e}"))?;
+    let line = format!(
+        "{}\n",
+        base64::engine::general_purpose::STANDARD.encode(key)
+    );
+    key.fill(0);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => format!(
+                "{} already exists; a key is never overwritten (a store sealed with it would lose its tokens): choose a new path",
+                path.display()
+            ),
+            _ => format!("cannot create {}: {e}", path.display()),
+        })?;
+    f.write_all(line.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+impl Config {
+    /// Where the store key is read from: the systemd credential `store-key` when present, else
+    /// `store.key_file`.
+    pub fn store_key_path(&self) -> PathBuf {
+        credential_or(STORE_KEY_CREDENTIAL, &self.store.key_file)
+    }
+
+    /// Loads the store key (one line of standard base64 of 32 bytes). Errors name `store.key_file`
+    /// and the file, never the content, and say how to create a key.
+    pub fn load_store_key(&self) -> Result<secrecy::SecretBox<[u8; STORE_KEY_BYTES]>, ConfigError> {
+        use secrecy::ExposeSecret;
+        let path = self.store_key_path();
+        let problem = |message: String| {
+            ConfigError::StoreKey(Problem {
+                key: "store.key_file".into(),
+                message,
+            })
+        };
+        let text = read_key_file(&path, KEY_FILE_MAX_BYTES).map_err(|m| {
+            problem(format!(
+                "{m}; partner tokens are sealed at rest with the store key: create it with `gradient-connector store new-key {}`",
+                path.display()
+            ))
+        })?;
+        parse_store_key(text.expose_secret())
+            .map_err(|m| problem(format!("the store key file {} {m}", path.display())))
+    }
+
+    /// Checks that the store key loads and warns when its file is readable by group or others.
+    pub fn check_store_key(&self) -> (Vec<Problem>, Vec<Problem>) {
+        match self.load_store_key() {
+            Ok(_) => (
+                vec![],
+                loose_permissions(&self.store_key_path(), "store.key_file")
+                    .into_iter()
+                    .collect(),
+            ),
+            Err(ConfigError::StoreKey(p)) => (vec![p], vec![]),
+            Err(other) => (
+                vec![Problem {
+                    key: "store.key_file".into(),
+                    message: other.to_string(),
+                }],
+                vec![],
+            ),
+        }
+    }
+
+    /// Every key-file problem of the file at `path` read the way [`Config::load`] reads it, for a
+    /// configuration that is otherwise invalid (so that `check-config` lists them in the same
+    /// report): the vendor key, the store key and each webhook secret whose path is a string (a
+    /// wrong type is already a problem of its own; an absent key means its default). Reads only
+    /// regular files.
+    pub fn key_file_problems(path: &Path) -> Vec<Problem> {
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return Vec::new();
+        };
+        let env: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+            .collect();
+        let source = Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("__")
+            .separator("__")
+            .ignore_empty(true)
+            .source(Some(env.into_iter().collect()));
+        let Ok(built) = config::Config::builder()
+            .add_source(File::from_str(&text, FileFormat::Toml))
+            .add_source(source)
+            .build()
+        else {
+            return Vec::new();
+        };
+        let base_dir = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: String| {
+            let p = PathBuf::from(p);
+            if p.is_absolute() {
+                p
+            } else {
+                base_dir.join(p)
+            }
+        };
+        let text_of = |key: &str| -> Option<String> {
+            match built.get::<Value>(key) {
+                Ok(v) => v.into_string().ok(),
+                Err(_) => KEYS
+                    .iter()
+                    .find(|k| format!("{}.{}", k.section, k.name) == key)
+                    .and_then(|k| match k.default {
+                        Fallback::Value(d) => Some(d.to_string()),
+                        _ => None,
+                    }),
+            }
+        };
+        let mut problems = Vec::new();
+        let mut check = |key: String, file: PathBuf, parse: &dyn Fn(&str) -> Result<(), String>| {
+            use secrecy::ExposeSecret;
+            let found = read_key_file(&file, KEY_FILE_MAX_BYTES).and_then(|t| {
+                parse(t.expose_secret()).map_err(|m| format!("{}: {m}", file.display()))
+            });
+            if let Err(message) = found {
+                problems.push(Problem { key, message });
+            }
+        };
+        if let Some(p) = text_of("gradient.vendor_api_key_file") {
+            let file = credential_or(VENDOR_KEY_CREDENTIAL, &resolve(p));
+            check("gradient.vendor_api_key_file".into(), file, &|t| {
+                if t.trim().is_empty() {
+                    Err("is empty; paste the vendor API key Gradient issued".into())
+                } else {
+                    Ok(())
+                }
+            });
+        }
+        if let Some(p) = text_of("store.key_file") {
+            let file = credential_or(STORE_KEY_CREDENTIAL, &resolve(p));
+            check("store.key_file".into(), file, &|t| {
+                parse_store_key(t).map(|_| ())
+            });
+        }
+        if let Ok(hooks) = built.get::<Vec<Value>>(WEBHOOK) {
+            for (i, h) in hooks.into_iter().enumerate() {
+                let file = h
+                    .into_table()
+                    .ok()
+                    .and_then(|t| t.get("secret_file").cloned())
+                    .and_then(|v| v.into_string().ok());
+                if let Some(f) = file {
+                    check(format!("{WEBHOOK}[{i}].secret_file"), resolve(f), &|t| {
+                        WebhookSecret::parse(t).map(|_| ())
+                    });
+                }
+            }
+        }
+        problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn only_regular_small_files_are_read() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let e = read_key_file(&fifo, KEY_FILE_MAX_BYTES).unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
+        let e = read_key_file(Path::new("/dev/zero"), KEY_FILE_MAX_BYTES).unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
+        let e = read_key_file(d.path(), KEY_FILE_MAX_BYTES).unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
+        let big = d.path().join("big");
+        std::fs::write(&big, vec![b'a'; 70_000]).unwrap();
+        let e = read_key_file(&big, KEY_FILE_MAX_BYTES).unwrap_err();
+        assert!(e.contains("larger than 65536 bytes"), "{e}");
+        let ok = d.path().join("ok");
+        std::fs::write(&ok, "\u{feff}secret\n").unwrap();
+        assert_eq!(
+            read_key_file(&ok, KEY_FILE_MAX_BYTES)
+                .unwrap()
+                .expose_secret(),
+            "secret\n"
+        );
+    }
+
+    #[test]
+    fn a_new_store_key_parses_and_is_never_overwritten() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("store-key");
+        write_new_store_key(&p).unwrap();
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert_eq!(text.len(), 45, "44 base64 characters and a newline");
+        parse_store_key(&text).unwrap();
+        let e = write_new_store_key(&p).unwrap_err();
+        assert!(e.contains("already exists"), "{e}");
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), text);
+        let e = parse_store_key("c2hvcnQ=").unwrap_err();
+        assert!(e.contains("exactly 32 bytes, found 5"), "{e}");
+        assert!(parse_store_key("not base64!").is_err());
+    }
+}
