@@ -73,6 +73,12 @@ pub enum CommandError {
     /// Bad command-line usage that clap cannot see (e.g. a malformed `--period`).
     #[error("{0}")]
     Usage(String),
+    /// Run as root against a store another user owns: refused, nothing touched.
+    #[error(transparent)]
+    ForeignStore(#[from] super::root_guard::ForeignStore),
+    /// The package's man pages or completions could not be written.
+    #[error(transparent)]
+    Manual(#[from] super::manual::ManualError),
     /// Output could not be written or encoded.
     #[error("cannot write the output: {0}")]
     Output(String),
@@ -104,6 +110,8 @@ impl CommandError {
             CommandError::Daemon(_) => Exit::Failed,
             CommandError::Demo(_) => Exit::Failed,
             CommandError::Usage(_) => Exit::Usage,
+            CommandError::ForeignStore(_) => Exit::Failed,
+            CommandError::Manual(_) => Exit::Failed,
             CommandError::Output(_) => Exit::Failed,
         }
     }
