@@ -47,9 +47,10 @@ pub fn execute(cli: Cli) -> Done {
     }
 }
 
-/// Loads the configuration and sets up logging.
-fn load(path: &Path) -> Result<Config, CommandError> {
+/// Loads the configuration and sets up logging; as root, refuses a store another user owns.
+pub(super) fn load(path: &Path) -> Result<Config, CommandError> {
     let cfg = Config::load(path)?;
+    refuse_foreign_store(&cfg)?;
     crate::daemon::init_logging(&cfg.log);
     for w in &cfg.warnings {
         tracing::warn!("{w}");
@@ -79,6 +80,14 @@ fn dispatch(cfg: Config, command: Command) -> Done {
     // Store work stuck in SQLite's busy wait must not keep the process alive.
     runtime.shutdown_timeout(crate::daemon::RUNTIME_SHUTDOWN);
     result
+}
+
+/// Root must not touch a store another user owns (see [`super::root_guard`]).
+fn refuse_foreign_store(cfg: &Config) -> Done {
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    Ok(super::root_guard::check(&cfg.store.path, &args)?)
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> Done {
@@ -393,6 +402,7 @@ fn check_config(path: &Path) -> Done {
         }
         Err(e) => return Err(e.into()),
     };
+    refuse_foreign_store(&cfg)?;
     let (mut problems, mut warnings) = cfg.check_vendor_key();
     warnings.extend(cfg.warnings.iter().cloned());
     let (p, w) = cfg.check_store_key();

@@ -19,11 +19,11 @@ pub fn execute(config_path: &Path, command: StoreCommand) -> Done {
     match command {
         StoreCommand::NewKey { path } => new_key(&path),
         StoreCommand::RotateKey { new_key_file } => {
-            rotate_key(&Config::load(config_path)?, &new_key_file)
+            rotate_key(&super::commands::load(config_path)?, &new_key_file)
         }
-        StoreCommand::Backup { path } => backup(&Config::load(config_path)?, &path),
-        StoreCommand::Check => check(&Config::load(config_path)?),
-        StoreCommand::RepairFuture => repair_future(&Config::load(config_path)?),
+        StoreCommand::Backup { path } => backup(&super::commands::load(config_path)?, &path),
+        StoreCommand::Check => check(&super::commands::load(config_path)?),
+        StoreCommand::RepairFuture => repair_future(&super::commands::load(config_path)?),
     }
 }
 

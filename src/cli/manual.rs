@@ -1,0 +1,183 @@
+//! The manual pages (clap_mangen) and shell completions (clap_complete, for bash, zsh and fish),
+//! generated from the clap definition of this very binary, so that what the package installs always
+//! matches the command line it ships. `packaging/build-deb` runs `gradient-connector
+//! package-assets DIR` of each build it packages (a word clap does not know, so that no page or
+//! completion offers it).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::CommandFactory;
+use clap_complete::Shell;
+use clap_mangen::roff::{bold, roman, Roff};
+
+use super::Cli;
+
+/// The binary's name, as installed and as completed.
+const BIN: &str = "gradient-connector";
+
+/// The first argument that writes the package assets instead of running a command.
+pub const PACKAGE_ASSETS: &str = "package-assets";
+
+/// What could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot write the package assets into {path}: {source}; check that the directory is writable"
+)]
+pub struct ManualError {
+    /// The file or directory.
+    pub path: PathBuf,
+    /// Why.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Writes `DIR/man/*.1` (the main page and one per subcommand) and `DIR/completions/`
+/// (`gradient-connector.bash`, `_gradient-connector`, `gradient-connector.fish`). Returns the files
+/// written.
+pub fn write_package_assets(dir: &Path) -> Result<Vec<PathBuf>, ManualError> {
+    let err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ManualError { path, source }
+    };
+    let man = dir.join("man");
+    let completions = dir.join("completions");
+    for d in [&man, &completions] {
+        if d.exists() {
+            // Fresh for each build: nothing of an older command line survives.
+            std::fs::remove_dir_all(d).map_err(err(d))?;
+        }
+        std::fs::create_dir_all(d).map_err(err(d))?;
+    }
+    let mut cmd = Cli::command().disable_help_subcommand(true);
+    cmd.build();
+    clap_mangen::generate_to(cmd.clone(), &man).map_err(err(&man))?;
+    // The main page again, with the sections a daemon's operator looks for.
+    let main_page = man.join(format!("{BIN}.1"));
+    let mut page = Vec::new();
+    render_main_page(cmd.clone(), &mut page).map_err(err(&main_page))?;
+    std::fs::write(&main_page, page).map_err(err(&main_page))?;
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        clap_complete::generate_to(shell, &mut cmd, BIN, &completions)
+            .map_err(err(&completions))?;
+    }
+    let mut written = Vec::new();
+    for d in [&man, &completions] {
+        for entry in std::fs::read_dir(d).map_err(err(d))? {
+            written.push(entry.map_err(err(d))?.path());
+        }
+    }
+    written.sort();
+    Ok(written)
+}
+
+/// gradient-connector(1): clap's sections, then exit status, files, environment and see also.
+fn render_main_page(cmd: clap::Command, w: &mut dyn Write) -> std::io::Result<()> {
+    let man = clap_mangen::Man::new(cmd).manual("gradient-connector manual");
+    man.render_title(w)?;
+    man.render_name_section(w)?;
+    man.render_synopsis_section(w)?;
+    man.render_description_section(w)?;
+    man.render_options_section(w)?;
+    man.render_subcommands_section(w)?;
+    let mut roff = Roff::default();
+    roff.control("SH", ["EXIT STATUS"]);
+    for (code, meaning) in [
+        ("0", "done; every pair pushed, or skipped for a documented reason (unmapped, module disabled)"),
+        ("1", "failed for a reason the message explains (also: run as root against a store another user owns)"),
+        ("2", "bad command-line usage"),
+        ("65", "bad import data: nothing was applied"),
+        ("75", "some pairs failed transiently, or a connector's token was rejected; retried at the next run"),
+        ("78", "bad configuration: check-config lists every problem"),
+    ] {
+        roff.control("TP", []).text([bold(code)]).text([roman(meaning)]);
+    }
+    roff.control("SH", ["FILES"]);
+    for (file, what) in [
+        ("/etc/gradient-connector/gradient-connector.toml", "the configuration (group gradient-connector, mode 0640)"),
+        ("/etc/gradient-connector/vendor-api-key", "the vendor API key Gradient issued (owner gradient-connector, mode 0600); the systemd credential vendor-api-key"),
+        ("/etc/gradient-connector/store-key", "the store key, created when the package is installed; the systemd credential store-key"),
+        ("/var/lib/gradient-connector/store.db", "the store (SQLite, WAL): inventory, tokens, runs and the ledger; owned by the gradient-connector user"),
+        ("/run/gradient-connector/api.sock", "the control API of the running daemon"),
+        ("/usr/lib/systemd/system/gradient-connector.service", "the systemd unit (installed disabled)"),
+        ("/usr/share/doc/gradient-connector/README.md", "the full documentation: configuration keys, import format, operations runbook"),
+    ] {
+        roff.control("TP", []).text([bold(file)]).text([roman(what)]);
+    }
+    roff.control("SH", ["ENVIRONMENT"]);
+    roff.control("TP", [])
+        .text([bold("GRADIENT_CONNECTOR_CONFIG")])
+        .text([roman("the configuration file when --config is not given")]);
+    roff.control("TP", [])
+        .text([bold("GRADIENT_CONNECTOR__SECTION__KEY")])
+        .text([roman(
+            "overrides one configuration key, e.g. GRADIENT_CONNECTOR__SCHEDULE__TIMEZONE",
+        )]);
+    roff.control("SH", ["NOTES"]);
+    roff.text([roman(
+        "Run commands as the service user, so that the store stays readable for the daemon: \
+         runuser -u gradient-connector -- gradient-connector COMMAND. Run as root against a store \
+         that another user owns, a command refuses (exit 1) and names that command.",
+    )]);
+    roff.control("SH", ["SEE ALSO"]);
+    roff.text([roman(
+        "systemctl(1), journalctl(1), runuser(1), /usr/share/doc/gradient-connector/README.md",
+    )]);
+    roff.to_writer(w)?;
+    man.render_version_section(w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_and_completions_cover_every_visible_command_and_nothing_hidden() {
+        let dir = tempfile::tempdir().unwrap();
+        // A leftover of an older build is removed.
+        std::fs::create_dir_all(dir.path().join("man")).unwrap();
+        std::fs::write(dir.path().join("man/gradient-connector-gone.1"), "old").unwrap();
+        let files = write_package_assets(dir.path()).unwrap();
+        let names: Vec<String> = files
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        for expected in [
+            "gradient-connector.1",
+            "gradient-connector-sync.1",
+            "gradient-connector-check-config.1",
+            "gradient-connector-connector-add.1",
+            "gradient-connector.bash",
+            "_gradient-connector",
+            "gradient-connector.fish",
+        ] {
+            assert!(
+                names.iter().any(|n| n == expected),
+                "{expected} in {names:?}"
+            );
+        }
+        assert!(
+            !names
+                .iter()
+                .any(|n| n.contains("gone") || n.contains("package-assets")),
+            "{names:?}"
+        );
+        let main = std::fs::read_to_string(dir.path().join("man/gradient-connector.1"))
+            .unwrap()
+            .replace("\\-", "-");
+        for section in [
+            "EXIT STATUS",
+            "FILES",
+            "runuser -u gradient-connector",
+            "check-config",
+        ] {
+            assert!(
+                main.contains(section),
+                "{section} missing from the main page"
+            );
+        }
+        let bash = std::fs::read_to_string(dir.path().join("completions/gradient-connector.bash"))
+            .unwrap();
+        assert!(bash.contains("check-config") && !bash.contains("package-assets"));
+    }
+}
