@@ -382,6 +382,7 @@ impl Config {
         env: BTreeMap<String, String>,
     ) -> Result<Config, ConfigError> {
         let base_dir = path.parent().unwrap_or(Path::new("."));
+        let env_vars = reader::env_vars(env.keys());
         let source = Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("__")
             .separator("__")
@@ -402,7 +403,7 @@ impl Config {
                     path: path.to_path_buf(),
                     reason: e.to_string(),
                 })?;
-        let mut r = reader::Reader::new(base_dir);
+        let mut r = reader::Reader::new(base_dir, env_vars);
         let cfg = r.read(path, root);
         if r.problems.is_empty() {
             if let Some(mut cfg) = cfg {
