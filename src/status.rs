@@ -155,6 +155,8 @@ pub struct Status {
     pub api: String,
     /// Webhook events not delivered yet, and given up.
     pub events: crate::store::outbox::OutboxCounts,
+    /// Modules enabled in the inventory that no `[[service]]` names: never pushed.
+    pub unreported_modules: Vec<crate::store::import::UnreportedModule>,
 }
 
 fn run_view(r: &RunRow, running: bool) -> RunView {
@@ -272,6 +274,7 @@ pub fn status(store: &Store, config: &Config) -> Result<Status, StoreError> {
         ),
         api: config.api.listen.to_string(),
         events: store.outbox_counts()?,
+        unreported_modules: store.unreported_modules(&config.service_modules())?,
     })
 }
 
@@ -296,6 +299,9 @@ pub fn render_status(s: &Status) -> String {
             String::new()
         }
     );
+    if let Some(line) = crate::store::import::unreported_line(&s.unreported_modules) {
+        let _ = writeln!(o, "{}", escape(&line));
+    }
     match &s.last_run {
         Some(r) => {
             let _ = writeln!(

@@ -511,7 +511,8 @@ fn import(cfg: Config, file: Option<&Path>) -> Done {
             }
         },
     };
-    let summary = crate::store::import::import(&mut store, reader, crate::time::now_ms())?;
+    let mut summary = crate::store::import::import(&mut store, reader, crate::time::now_ms())?;
+    summary.unreported = store.unreported_modules(&cfg.service_modules())?;
     println!("{summary}");
     Ok(())
 }

@@ -508,6 +508,11 @@ impl Config {
         webhook_targets(&self.webhooks, kind)
     }
 
+    /// The module ids the `[[service]]` entries name.
+    pub fn service_modules(&self) -> Vec<&str> {
+        self.services.iter().map(|s| s.module.as_str()).collect()
+    }
+
     /// The configured service for a module.
     pub fn service(&self, module: &str) -> Option<&ServiceConfig> {
         self.services.iter().find(|s| s.module == module)
