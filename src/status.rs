@@ -442,9 +442,28 @@ pub fn render_history(rows: &[LedgerRow]) -> String {
     o
 }
 
-/// History rows.
+/// History rows. `changes`: pushes whose count differs from the pair's previous push; a pair's
+/// first push counts as a change (Gradient had no figure before it; its `previous_count` is null).
 pub fn history(store: &Store, f: &HistoryFilter) -> Result<Vec<LedgerRow>, StoreError> {
     store.history(f)
+}
+
+/// "What changed in the last run": the changes (as [`history`]'s `changes`) recorded by the newest
+/// run, whatever its outcome or trigger, optionally of one connector. `None` before the first run.
+pub fn history_since_last_run(
+    store: &Store,
+    f: &HistoryFilter,
+) -> Result<Option<(i64, Vec<LedgerRow>)>, StoreError> {
+    let Some(last) = store.last_run()? else {
+        return Ok(None);
+    };
+    let f = HistoryFilter {
+        connector: f.connector.clone(),
+        run: Some(last.id),
+        changes: true,
+        limit: f.limit,
+    };
+    Ok(Some((last.id, store.history(&f)?)))
 }
 
 /// `connector list` as a table.

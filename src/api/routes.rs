@@ -409,9 +409,20 @@ async fn history(
             ));
         }
     }
+    // `since_last_run=true`: what changed in the newest run (as `history --since-last-run`).
+    let since_last_run = q
+        .get("since_last_run")
+        .is_some_and(|v| v == "true" || v == "1");
     let rows = ctx
         .store
-        .read(move |s| crate::status::history(s, &filter))
+        .read(move |s| {
+            if since_last_run {
+                crate::status::history_since_last_run(s, &filter)
+                    .map(|found| found.map(|(_, rows)| rows).unwrap_or_default())
+            } else {
+                crate::status::history(s, &filter)
+            }
+        })
         .await?;
     ok(rows)
 }

@@ -27,6 +27,7 @@ pub fn execute(cli: Cli) -> Done {
             connector,
             run,
             changes,
+            since_last_run,
             limit,
             json,
         } => history(
@@ -37,6 +38,7 @@ pub fn execute(cli: Cli) -> Done {
                 changes,
                 limit,
             },
+            since_last_run,
             json,
         ),
         Command::Connector {
@@ -364,14 +366,31 @@ fn status(cfg: &Config, json: bool) -> Done {
     Ok(())
 }
 
-fn history(cfg: &Config, filter: HistoryFilter, json: bool) -> Done {
+fn history(cfg: &Config, filter: HistoryFilter, since_last_run: bool, json: bool) -> Done {
     let store = open_store(cfg)?;
     if let Some(id) = &filter.connector {
         if store.connector(id)?.is_none() {
             return Err(crate::connector::ConnectorError::Unknown(id.clone()).into());
         }
     }
-    let rows = crate::status::history(&store, &filter)?;
+    let rows = if since_last_run {
+        match crate::status::history_since_last_run(&store, &filter)? {
+            Some((run, rows)) => {
+                if !json {
+                    println!("changes in the last run (#{run}):");
+                }
+                rows
+            }
+            None => {
+                if !json {
+                    println!("no run yet");
+                }
+                Vec::new()
+            }
+        }
+    } else {
+        crate::status::history(&store, &filter)?
+    };
     if json {
         return print_json(&rows);
     }

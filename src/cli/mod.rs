@@ -74,9 +74,13 @@ pub enum Command {
         /// Only this run.
         #[arg(long, value_name = "RUN")]
         run: Option<i64>,
-        /// Only pairs whose count changed since their previous push.
+        /// Only pushes whose count differs from the pair's previous push (a pair's first push
+        /// counts as a change: PREVIOUS is "-").
         #[arg(long)]
         changes: bool,
+        /// What changed in the last run: its changes (as --changes), whatever its outcome.
+        #[arg(long, conflicts_with_all = ["run", "changes"])]
+        since_last_run: bool,
         /// At most this many rows.
         #[arg(long, default_value_t = 200)]
         limit: u32,
