@@ -20,7 +20,16 @@ pub fn execute(cli: Cli) -> Done {
     match cli.command {
         Command::CheckConfig => check_config(&config_path),
         Command::Import { file } => import(load(&config_path)?, file.as_deref()),
-        Command::Demo { keep } => Ok(crate::demo::run(keep.as_deref())?),
+        // The demo makes its own configuration: a --config (before or after `demo`) would be
+        // silently ignored, so it is refused.
+        Command::Demo { keep, config } => {
+            if cli.config.is_some() || config.is_some() {
+                return Err(CommandError::Usage(
+                    "demo reads no configuration file: it writes its own (keep it with --keep DIR); drop --config".into(),
+                ));
+            }
+            Ok(crate::demo::run(keep.as_deref())?)
+        }
         // Plain store reads: no async runtime, so no SQLite call on an async worker.
         Command::Status { json } => status(&load(&config_path)?, json),
         Command::History {

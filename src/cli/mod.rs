@@ -88,11 +88,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// A self-contained tour against an in-process Gradient stand-in on 127.0.0.1.
+    /// A self-contained tour against an in-process Gradient stand-in on 127.0.0.1. It writes its
+    /// own configuration (see --keep) and reads no configuration file.
     Demo {
         /// Keep the demo's store and config in DIR instead of a temporary directory.
         #[arg(long, value_name = "DIR")]
         keep: Option<PathBuf>,
+        /// Shadows the global --config so that `demo --help` does not offer it (it is refused).
+        #[arg(long, hide = true, value_name = "PATH")]
+        config: Option<PathBuf>,
     },
 }
 
