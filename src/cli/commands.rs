@@ -17,9 +17,10 @@ type Done = Result<(), CommandError>;
 /// Runs one parsed command line.
 pub fn execute(cli: Cli) -> Done {
     let config_path = Config::resolve_path(cli.config.as_deref());
+    let quiet = cli.quiet;
     match cli.command {
         Command::CheckConfig => check_config(&config_path),
-        Command::Import { file } => import(load(&config_path)?, file.as_deref()),
+        Command::Import { file } => import(load(&config_path)?, file.as_deref(), quiet),
         // The demo makes its own configuration: a --config (before or after `demo`) would be
         // silently ignored, so it is refused.
         Command::Demo { keep, config } => {
@@ -53,7 +54,7 @@ pub fn execute(cli: Cli) -> Done {
         Command::Connector {
             command: ConnectorCommand::List { json },
         } => connector_list(&load(&config_path)?, json),
-        other => dispatch(load(&config_path)?, other),
+        other => dispatch(load(&config_path)?, other, quiet),
     }
 }
 
@@ -67,7 +68,7 @@ fn load(path: &Path) -> Result<Config, CommandError> {
     Ok(cfg)
 }
 
-fn dispatch(cfg: Config, command: Command) -> Done {
+fn dispatch(cfg: Config, command: Command, quiet: bool) -> Done {
     let runtime = crate::daemon::runtime()
         .map_err(|e| CommandError::Output(format!("cannot start the async runtime: {e}")))?;
     let cfg = Arc::new(cfg);
@@ -79,7 +80,7 @@ fn dispatch(cfg: Config, command: Command) -> Done {
                 connector,
                 period,
                 json,
-            } => sync(cfg, dry_run, connector, period, json).await,
+            } => sync(cfg, dry_run, connector, period, json, quiet).await,
             Command::Connector { command } => connector(cfg, command).await,
             _ => Err(CommandError::Usage(
                 "this command is not dispatched here".into(),
@@ -110,6 +111,7 @@ async fn sync(
     connector: Option<String>,
     period: Option<String>,
     json: bool,
+    quiet: bool,
 ) -> Done {
     let month = match period.as_deref().map(str::parse::<crate::time::Month>) {
         None => None,
@@ -145,6 +147,10 @@ async fn sync(
             return sync_via_daemon(&socket, req.connector, json).await;
         }
     }
+    // Pairs recorded so far, on a terminal (the run itself logs only its start and summary).
+    let _progress = super::progress::wanted(&cfg, quiet).then(|| {
+        super::progress::SyncProgress::start(cfg.store.path.clone(), cfg.store.busy_timeout)
+    });
     let ctx = SyncContext::new(cfg)?;
     run_and_report(&ctx, req, json).await
 }
@@ -517,7 +523,7 @@ fn check_store(path: &Path) -> Result<Option<Problem>, Problem> {
     }
 }
 
-fn import(cfg: Config, file: Option<&Path>) -> Done {
+fn import(cfg: Config, file: Option<&Path>, quiet: bool) -> Done {
     let mut store = open_store(&cfg)?;
     let stdin = || {
         Box::new(std::io::BufReader::with_capacity(
@@ -525,11 +531,15 @@ fn import(cfg: Config, file: Option<&Path>) -> Done {
             std::io::stdin(),
         ))
     };
+    let mut size = None;
     let reader: Box<dyn BufRead + Send> = match file {
         None => stdin(),
         Some(p) if p.as_os_str() == "-" => stdin(),
         Some(p) => match std::fs::File::open(p) {
-            Ok(f) => Box::new(std::io::BufReader::with_capacity(256 * 1024, f)),
+            Ok(f) => {
+                size = f.metadata().ok().map(|m| m.len());
+                Box::new(std::io::BufReader::with_capacity(256 * 1024, f))
+            }
             Err(e) => {
                 return Err(crate::store::import::ImportError::Read(format!(
                     "cannot open {}: {e}",
@@ -539,7 +549,19 @@ fn import(cfg: Config, file: Option<&Path>) -> Done {
             }
         },
     };
-    let mut summary = crate::store::import::import(&mut store, reader, crate::time::now_ms())?;
+    // On a terminal, the bytes read so far (of the file's size when known).
+    let (reader, bar): (Box<dyn BufRead + Send>, _) = if super::progress::wanted(&cfg, quiet) {
+        let shown = super::progress::ImportProgress::new(reader, size);
+        let bar = shown.bar();
+        (Box::new(shown), Some(bar))
+    } else {
+        (reader, None)
+    };
+    let imported = crate::store::import::import(&mut store, reader, crate::time::now_ms());
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let mut summary = imported?;
     summary.unreported = store.unreported_modules(&cfg.service_modules())?;
     println!("{summary}");
     Ok(())

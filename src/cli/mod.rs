@@ -4,6 +4,7 @@
 
 mod commands;
 mod exit;
+mod progress;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,6 +20,10 @@ pub struct Cli {
     /// Configuration file [default: $GRADIENT_CONNECTOR_CONFIG, else /etc/gradient-connector/gradient-connector.toml]
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
+    /// No progress display on the terminal (it is never shown when stderr is not a terminal or
+    /// log.format is json).
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
