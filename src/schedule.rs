@@ -56,7 +56,7 @@ fn blame_field(expr: &str) -> Option<String> {
     let fields: Vec<&str> = expr.split_whitespace().collect();
     for (i, field) in fields.iter().enumerate() {
         let (name, lo, hi) = FIELDS.get(i).copied()?;
-        let mut alone = vec!["*"; 6];
+        let mut alone = ["*"; 6];
         alone[i] = field;
         let Err(e) = cron_parser().parse(&alone.join(" ")) else {
             continue;

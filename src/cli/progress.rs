@@ -113,12 +113,8 @@ fn watch(store_path: PathBuf, busy: Duration, stopped: mpsc::Receiver<()>) {
     let before = store.last_run().ok().flatten().map(|r| r.id).unwrap_or(0);
     let bar = bar(None, "sync {spinner} {msg}");
     bar.set_message("starting");
-    loop {
-        match stopped.recv_timeout(REFRESH) {
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            // Told to stop (or the command is gone).
-            _ => break,
-        }
+    // Until told to stop (or the command is gone).
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(REFRESH) {
         let Ok(Some(run)) = store.last_run() else {
             continue;
         };
