@@ -61,7 +61,7 @@ pub fn execute(cli: Cli) -> Done {
 /// Loads the configuration and sets up logging.
 fn load(path: &Path) -> Result<Config, CommandError> {
     let cfg = Config::load(path)?;
-    crate::daemon::init_logging(&cfg.log);
+    crate::daemon::init_logging_to(&cfg.log, super::progress::LogWriter);
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
@@ -148,11 +148,11 @@ async fn sync(
         }
     }
     // Pairs recorded so far, on a terminal (the run itself logs only its start and summary).
-    let _progress = super::progress::wanted(&cfg, quiet).then(|| {
+    let progress = super::progress::wanted(&cfg, quiet).then(|| {
         super::progress::SyncProgress::start(cfg.store.path.clone(), cfg.store.busy_timeout)
     });
     let ctx = SyncContext::new(cfg)?;
-    run_and_report(&ctx, req, json).await
+    run_and_report(&ctx, req, json, progress).await
 }
 
 /// The running daemon's control socket, when one answers (then the daemon does the work, so the
@@ -204,12 +204,19 @@ async fn sync_via_daemon(socket: &Path, connector: Option<ConnectorId>, json: bo
     report_outcome(&report, json)
 }
 
-/// Runs one sync (SIGTERM/SIGINT honoured) and prints its report.
-async fn run_and_report(ctx: &SyncContext, req: RunRequest, json: bool) -> Done {
+/// Runs one sync (SIGTERM/SIGINT honoured) and prints its report; a progress display is cleared
+/// before the report.
+async fn run_and_report(
+    ctx: &SyncContext,
+    req: RunRequest,
+    json: bool,
+    progress: Option<super::progress::SyncProgress>,
+) -> Done {
     let control = RunControl::default();
     let watcher = crate::daemon::stop_on_signals(control.clone());
     let result = crate::sync::run(ctx, req, &control).await;
     watcher.abort();
+    drop(progress);
     report_outcome(&result?, json)
 }
 
@@ -300,7 +307,7 @@ async fn connector_add(
             month: None,
             slot_at: None,
         };
-        return run_and_report(&ctx, req, false).await;
+        return run_and_report(&ctx, req, false, None).await;
     }
     Ok(())
 }
@@ -559,7 +566,7 @@ fn import(cfg: Config, file: Option<&Path>, quiet: bool) -> Done {
     };
     let imported = crate::store::import::import(&mut store, reader, crate::time::now_ms());
     if let Some(bar) = bar {
-        bar.finish_and_clear();
+        super::progress::clear(&bar);
     }
     let mut summary = imported?;
     summary.unreported = store.unreported_modules(&cfg.service_modules())?;

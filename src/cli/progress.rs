@@ -3,9 +3,9 @@
 //! only when stderr is a terminal, `--quiet` is not given and the log format is text — so never in
 //! a log file, the journal or JSON output (stdout).
 
-use std::io::{BufRead, IsTerminal, Read};
+use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -20,13 +20,63 @@ pub fn wanted(cfg: &Config, quiet: bool) -> bool {
     !quiet && cfg.log.format == LogFormat::Text && std::io::stderr().is_terminal()
 }
 
+/// The bar on the terminal now, if any: log lines are written around it.
+static SHOWN: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+fn shown() -> Option<ProgressBar> {
+    SHOWN.lock().ok().and_then(|b| b.clone())
+}
+
+fn set_shown(bar: Option<ProgressBar>) {
+    if let Ok(mut shown) = SHOWN.lock() {
+        *shown = bar;
+    }
+}
+
+/// Clears a bar off the terminal (and lets log lines through directly again).
+pub fn clear(bar: &ProgressBar) {
+    set_shown(None);
+    bar.finish_and_clear();
+}
+
 fn bar(len: Option<u64>, template: &str) -> ProgressBar {
     let target = ProgressDrawTarget::stderr_with_hz(5);
     let style =
         ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar());
     let bar = ProgressBar::with_draw_target(len, target).with_style(style);
     bar.enable_steady_tick(REFRESH);
+    set_shown(Some(bar.clone()));
     bar
+}
+
+/// The log's writer for the command line: stderr, with a progress bar on the terminal taken off
+/// while a log line is written (so that a line never starts after the bar's text).
+#[derive(Debug, Clone, Copy)]
+pub struct LogWriter;
+
+impl<'w> tracing_subscriber::fmt::MakeWriter<'w> for LogWriter {
+    type Writer = LogLine;
+
+    fn make_writer(&'w self) -> LogLine {
+        LogLine
+    }
+}
+
+/// One log line's writer (see [`LogWriter`]).
+#[derive(Debug)]
+pub struct LogLine;
+
+impl Write for LogLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match shown() {
+            Some(bar) => bar.suspend(|| std::io::stderr().write(buf)),
+            None => std::io::stderr().write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }
 
 /// An import's input, counting the bytes the importer consumes into a bar (of the file's size
@@ -126,12 +176,19 @@ fn watch(store_path: PathBuf, busy: Duration, stopped: mpsc::Receiver<()>) {
             for t in by_connector.values() {
                 total.merge(t);
             }
+            let trouble = total.failed + total.rejected;
             bar.set_message(format!(
-                "run #{}: {} pair(s) recorded — {total}",
+                "run #{}: {} pair(s) recorded, {} pushed{}",
                 run.id,
-                total.total()
+                total.total(),
+                total.pushed,
+                if trouble > 0 {
+                    format!(", {trouble} failed")
+                } else {
+                    String::new()
+                }
             ));
         }
     }
-    bar.finish_and_clear();
+    clear(&bar);
 }
