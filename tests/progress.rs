@@ -84,4 +84,31 @@ fn on_a_terminal_an_import_and_a_sync_show_progress_unless_quiet_or_json_logs() 
     e.sim.set_latency(Duration::from_millis(5));
     let sync = in_pty(&e.env.config, "sync");
     assert!(sync.contains("pair(s) recorded"), "{sync:?}");
+    // No log line or report line starts after the bar's text: the bar is taken off first.
+    for segment in plain_segments(&sync) {
+        assert!(
+            !(segment.contains("pair(s) recorded")
+                && (segment.contains("run 1 (") || segment.contains("INFO"))),
+            "{segment:?} in {sync:?}"
+        );
+    }
+}
+
+/// The terminal output without escape sequences, cut at each carriage return and line feed.
+fn plain_segments(text: &str) -> Vec<String> {
+    let mut plain = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters, then one final letter.
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    plain.split(['\r', '\n']).map(str::to_string).collect()
 }
