@@ -26,6 +26,63 @@ pub enum ScheduleError {
     /// No next slot could be computed (an expression that never matches).
     #[error("the cron expression {0:?} has no upcoming run")]
     NoNextSlot(String),
+    /// The expression parses but has no slot within the horizon (e.g. February 31st).
+    #[error("the cron expression {expr:?} has no run in the next {days} days (does its day-of-month exist in its month, e.g. not 31 in February?); the daemon would idle for ever: fix the day-of-month, month or day-of-week field")]
+    NeverFires {
+        /// The expression.
+        expr: String,
+        /// The horizon, in days.
+        days: i64,
+    },
+}
+
+/// How far ahead a schedule must have a run: a cron that does not fire within this many days is a
+/// configuration mistake (`0 0 2 31 2 *`).
+pub const FIRE_HORIZON_DAYS: i64 = 400;
+
+/// The six fields, in order, with the values each accepts (names such as `JAN` or `MON` aside).
+const FIELDS: [(&str, u32, u32); 6] = [
+    ("second", 0, 59),
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day-of-month", 1, 31),
+    ("month", 1, 12),
+    ("day-of-week", 0, 7),
+];
+
+/// Names the field that makes croner refuse `expr` and says why ("day-of-month: 32 is out of range
+/// 1-31"). Each field is tried alone, the others `*`; `None` when no single field is to blame.
+fn blame_field(expr: &str) -> Option<String> {
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    for (i, field) in fields.iter().enumerate() {
+        let (name, lo, hi) = FIELDS.get(i).copied()?;
+        let mut alone = ["*"; 6];
+        alone[i] = field;
+        let Err(e) = cron_parser().parse(&alone.join(" ")) else {
+            continue;
+        };
+        // The numbers of the field's lists and ranges (not its steps) must be in range.
+        for part in field.split(',') {
+            let values = part.split('/').next().unwrap_or(part);
+            for n in values.split('-').filter_map(|v| v.parse::<u32>().ok()) {
+                if n < lo || n > hi {
+                    return Some(format!("{name}: {n} is out of range {lo}-{hi}"));
+                }
+            }
+        }
+        return Some(format!(
+            "{name}: {field:?} is not valid ({e}); use numbers {lo}-{hi}, lists a,b, ranges a-b, steps */n or *"
+        ));
+    }
+    None
+}
+
+fn cron_parser() -> CronParser {
+    CronParser::builder()
+        .seconds(Seconds::Required)
+        .year(Year::Disallowed)
+        .dom_and_dow(true)
+        .build()
 }
 
 /// Parses a six-field cron expression (seconds first) the way tokio-cron-scheduler does, and checks
@@ -39,15 +96,11 @@ pub fn parse_cron(expr: &str) -> Result<Cron, ScheduleError> {
             reason: format!("it has {fields} fields"),
         });
     }
-    let cron = CronParser::builder()
-        .seconds(Seconds::Required)
-        .year(Year::Disallowed)
-        .dom_and_dow(true)
-        .build()
+    let cron = cron_parser()
         .parse(expr)
         .map_err(|e| ScheduleError::InvalidCron {
             expr: expr.into(),
-            reason: e.to_string(),
+            reason: blame_field(expr).unwrap_or_else(|| e.to_string()),
         })?;
     // The chosen scheduler crate must accept the expression too (it is the reference parser). Its
     // parse does not depend on the zone.
@@ -96,6 +149,19 @@ impl Schedule {
             .find_next_occurrence(&local, false)
             .map(|t| t.timestamp() * 1000)
             .map_err(|_| ScheduleError::NoNextSlot(self.expr.clone()))
+    }
+
+    /// Checks that the schedule has a slot within [`FIRE_HORIZON_DAYS`] after `now`: a cron that
+    /// parses but never fires (February 31st) would leave the daemon idle for ever.
+    pub fn check_fires(&self, now: Millis) -> Result<(), ScheduleError> {
+        let never = || ScheduleError::NeverFires {
+            expr: self.expr.clone(),
+            days: FIRE_HORIZON_DAYS,
+        };
+        match self.next_after(now) {
+            Ok(next) if next - now <= FIRE_HORIZON_DAYS * 86_400_000 => Ok(()),
+            _ => Err(never()),
+        }
     }
 
     /// The latest slot at or before `at`, if any within the last ~400 days.
@@ -150,6 +216,38 @@ mod tests {
         assert!(parse_cron("every day").is_err());
         assert!(parse_cron("0 0 8 1 * *").is_ok());
         assert!(parse_cron("*/2 * * * * *").is_ok());
+    }
+
+    #[test]
+    fn a_refused_field_is_named_with_its_range() {
+        let reason = |expr: &str| match parse_cron(expr) {
+            Err(ScheduleError::InvalidCron { reason, .. }) => reason,
+            other => panic!("{expr}: {other:?}"),
+        };
+        assert_eq!(
+            reason("0 0 2 32 * *"),
+            "day-of-month: 32 is out of range 1-31"
+        );
+        assert_eq!(reason("0 0 25 * * *"), "hour: 25 is out of range 0-23");
+        assert_eq!(reason("0 61 * * * *"), "minute: 61 is out of range 0-59");
+        assert_eq!(reason("0 0 0 1 1-13 *"), "month: 13 is out of range 1-12");
+        assert!(
+            reason("0 0 x * * *").starts_with("hour: \"x\" is not valid"),
+            "{}",
+            reason("0 0 x * * *")
+        );
+    }
+
+    #[test]
+    fn a_cron_that_never_fires_is_refused_and_a_yearly_one_is_not() {
+        let now = parse_rfc3339("2026-11-30T00:00:00Z").unwrap();
+        let never = Schedule::new("0 0 2 31 2 *", chrono_tz::UTC).unwrap();
+        assert!(matches!(
+            never.check_fires(now),
+            Err(ScheduleError::NeverFires { days: 400, .. })
+        ));
+        let yearly = Schedule::new("0 0 2 1 11 *", chrono_tz::UTC).unwrap();
+        assert!(yearly.check_fires(now).is_ok());
     }
 
     #[test]

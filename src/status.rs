@@ -160,6 +160,8 @@ pub struct Status {
     /// Inventory times dated in the future (older builds accepted them); repaired by
     /// `gradient-connector store repair-future`.
     pub future_dated_records: u64,
+    /// Modules enabled in the inventory that no `[[service]]` names: never pushed.
+    pub unreported_modules: Vec<crate::store::import::UnreportedModule>,
 }
 
 fn run_view(r: &RunRow, running: bool) -> RunView {
@@ -312,6 +314,7 @@ pub fn status(store: &Store, config: &Config) -> Result<Status, StoreError> {
         events: store.outbox_counts()?,
         ledger: store.ledger_stats()?,
         future_dated_records: store.future_dated(now_ms())?,
+        unreported_modules: store.unreported_modules(&config.service_modules())?,
     })
 }
 
@@ -352,6 +355,9 @@ pub fn render_status(s: &Status) -> String {
             String::new()
         }
     );
+    if let Some(line) = crate::store::import::unreported_line(&s.unreported_modules) {
+        let _ = writeln!(o, "{}", escape(&line));
+    }
     match &s.last_run {
         Some(r) => {
             let _ = writeln!(
@@ -524,9 +530,28 @@ pub fn render_history(rows: &[LedgerRow]) -> String {
     o
 }
 
-/// History rows.
+/// History rows. `changes`: pushes whose count differs from the pair's previous push; a pair's
+/// first push counts as a change (Gradient had no figure before it; its `previous_count` is null).
 pub fn history(store: &Store, f: &HistoryFilter) -> Result<Vec<LedgerRow>, StoreError> {
     store.history(f)
+}
+
+/// "What changed in the last run": the changes (as [`history`]'s `changes`) recorded by the newest
+/// run, whatever its outcome or trigger, optionally of one connector. `None` before the first run.
+pub fn history_since_last_run(
+    store: &Store,
+    f: &HistoryFilter,
+) -> Result<Option<(i64, Vec<LedgerRow>)>, StoreError> {
+    let Some(last) = store.last_run()? else {
+        return Ok(None);
+    };
+    let f = HistoryFilter {
+        connector: f.connector.clone(),
+        run: Some(last.id),
+        changes: true,
+        limit: f.limit,
+    };
+    Ok(Some((last.id, store.history(&f)?)))
 }
 
 /// `connector list` as a table.

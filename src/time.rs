@@ -32,6 +32,17 @@ pub fn serialize_rfc3339<S: serde::Serializer>(ms: &Millis, s: S) -> Result<S::O
     s.serialize_str(&format_ms(*ms))
 }
 
+/// Serializes an optional instant as RFC 3339 UTC, or null.
+pub fn serialize_rfc3339_opt<S: serde::Serializer>(
+    ms: &Option<Millis>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match ms {
+        Some(ms) => s.serialize_str(&format_ms(*ms)),
+        None => s.serialize_none(),
+    }
+}
+
 /// Parses an RFC 3339 timestamp into an instant.
 pub fn parse_rfc3339(s: &str) -> Result<Millis, String> {
     DateTime::parse_from_rfc3339(s)

@@ -492,6 +492,16 @@ fn every_route_over_the_unix_socket_answers_with_the_contracts_codes() {
     assert_eq!(r["unchanged"], 0, "{r}");
     let r = api.inventory(&inv.to_jsonl()).expect(200);
     assert_eq!((applied(&r), r["unchanged"].clone()), (0, json!(n)), "{r}");
+    assert_eq!(r["unreported_modules"], json!([]), "{r}");
+    // A module id no [[service]] names is imported and listed, not silently dropped.
+    let mut edr = Inventory::new();
+    edr.module(&gradient_connector::kit::workspace_id(0, 0), "EDR", true);
+    let r = api.inventory(&edr.to_jsonl()).expect(200);
+    assert_eq!(
+        r["unreported_modules"],
+        json!([{"module": "EDR", "workspaces": 1}]),
+        "{r}"
+    );
 
     // Bad lines: 422 with each bad line, and nothing applied (not even the good first line).
     let mut good = Inventory::new();

@@ -57,3 +57,24 @@ fn demo_keep_leaves_a_usable_store() {
     assert_eq!(v["connectors"].as_array().unwrap().len(), 3);
     assert_eq!(v["last_run"]["outcome"], "ok");
 }
+
+#[test]
+fn demo_help_does_not_offer_config_and_a_config_is_refused_not_ignored() {
+    let help = std::process::Command::new(BIN)
+        .args(["demo", "--help"])
+        .output()
+        .unwrap();
+    assert_eq!(help.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.contains("--keep"), "{text}");
+    assert!(!text.contains("--config"), "{text}");
+    for args in [
+        &["--config", "/nonexistent.toml", "demo"][..],
+        &["demo", "--config", "/nonexistent.toml"][..],
+    ] {
+        let out = std::process::Command::new(BIN).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("demo reads no configuration file"), "{err}");
+    }
+}

@@ -414,9 +414,20 @@ async fn history(
             ));
         }
     }
+    // `since_last_run=true`: what changed in the newest run (as `history --since-last-run`).
+    let since_last_run = q
+        .get("since_last_run")
+        .is_some_and(|v| v == "true" || v == "1");
     let rows = ctx
         .store
-        .read(move |s| crate::status::history(s, &filter))
+        .read(move |s| {
+            if since_last_run {
+                crate::status::history_since_last_run(s, &filter)
+                    .map(|found| found.map(|(_, rows)| rows).unwrap_or_default())
+            } else {
+                crate::status::history(s, &filter)
+            }
+        })
         .await?;
     ok(rows)
 }
@@ -444,11 +455,15 @@ async fn inventory(State(state): State<ApiState>, body: Bytes) -> Answer {
     let ctx = state.ctx();
     let path = ctx.config.store.path.clone();
     let busy = ctx.config.store.busy_timeout;
+    let config = ctx.config.clone();
     // Like `gradient-connector import`: its own connection, one transaction.
     let result = tokio::task::spawn_blocking(move || {
         let mut store = crate::store::Store::open(&path, busy)?;
-        crate::store::import::import(&mut store, &body[..], crate::time::now_ms())
-            .map_err(ImportOrStore::Import)
+        let mut summary =
+            crate::store::import::import(&mut store, &body[..], crate::time::now_ms())
+                .map_err(ImportOrStore::Import)?;
+        summary.unreported = store.unreported_modules(&config.service_modules())?;
+        Ok(summary)
     })
     .await
     .map_err(|e| ApiFailure::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
@@ -457,6 +472,7 @@ async fn inventory(State(state): State<ApiState>, body: Bytes) -> Answer {
             "lines": summary.lines,
             "applied": summary.applied,
             "unchanged": summary.unchanged,
+            "unreported_modules": summary.unreported,
         })),
         Err(ImportOrStore::Import(ImportError::BadLines { lines, total })) => {
             let listed: Vec<Value> = lines

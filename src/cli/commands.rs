@@ -17,10 +17,20 @@ type Done = Result<(), CommandError>;
 /// Runs one parsed command line.
 pub fn execute(cli: Cli) -> Done {
     let config_path = Config::resolve_path(cli.config.as_deref());
+    let quiet = cli.quiet;
     match cli.command {
         Command::CheckConfig => check_config(&config_path),
-        Command::Import { file } => import(load(&config_path)?, file.as_deref()),
-        Command::Demo { keep } => Ok(crate::demo::run(keep.as_deref())?),
+        Command::Import { file } => import(load(&config_path)?, file.as_deref(), quiet),
+        // The demo makes its own configuration: a --config (before or after `demo`) would be
+        // silently ignored, so it is refused.
+        Command::Demo { keep, config } => {
+            if cli.config.is_some() || config.is_some() {
+                return Err(CommandError::Usage(
+                    "demo reads no configuration file: it writes its own (keep it with --keep DIR); drop --config".into(),
+                ));
+            }
+            Ok(crate::demo::run(keep.as_deref())?)
+        }
         Command::Store { command } => super::store::execute(&config_path, command),
         // Plain store reads: no async runtime, so no SQLite call on an async worker.
         Command::Status { json } => status(&load(&config_path)?, json),
@@ -28,6 +38,7 @@ pub fn execute(cli: Cli) -> Done {
             connector,
             run,
             changes,
+            since_last_run,
             limit,
             json,
         } => history(
@@ -38,12 +49,13 @@ pub fn execute(cli: Cli) -> Done {
                 changes,
                 limit,
             },
+            since_last_run,
             json,
         ),
         Command::Connector {
             command: ConnectorCommand::List { json },
         } => connector_list(&load(&config_path)?, json),
-        other => dispatch(load(&config_path)?, other),
+        other => dispatch(load(&config_path)?, other, quiet),
     }
 }
 
@@ -51,14 +63,14 @@ pub fn execute(cli: Cli) -> Done {
 pub(super) fn load(path: &Path) -> Result<Config, CommandError> {
     let cfg = Config::load(path)?;
     refuse_foreign_store(&cfg)?;
-    crate::daemon::init_logging(&cfg.log);
+    crate::daemon::init_logging_to(&cfg.log, super::progress::LogWriter);
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
     Ok(cfg)
 }
 
-fn dispatch(cfg: Config, command: Command) -> Done {
+fn dispatch(cfg: Config, command: Command, quiet: bool) -> Done {
     let runtime = crate::daemon::runtime()
         .map_err(|e| CommandError::Output(format!("cannot start the async runtime: {e}")))?;
     let cfg = Arc::new(cfg);
@@ -70,7 +82,7 @@ fn dispatch(cfg: Config, command: Command) -> Done {
                 connector,
                 period,
                 json,
-            } => sync(cfg, dry_run, connector, period, json).await,
+            } => sync(cfg, dry_run, connector, period, json, quiet).await,
             Command::Connector { command } => connector(cfg, command).await,
             _ => Err(CommandError::Usage(
                 "this command is not dispatched here".into(),
@@ -109,6 +121,7 @@ async fn sync(
     connector: Option<String>,
     period: Option<String>,
     json: bool,
+    quiet: bool,
 ) -> Done {
     let month = match period.as_deref().map(str::parse::<crate::time::Month>) {
         None => None,
@@ -144,8 +157,12 @@ async fn sync(
             return sync_via_daemon(&socket, req.connector, json).await;
         }
     }
+    // Pairs recorded so far, on a terminal (the run itself logs only its start and summary).
+    let progress = super::progress::wanted(&cfg, quiet).then(|| {
+        super::progress::SyncProgress::start(cfg.store.path.clone(), cfg.store.busy_timeout)
+    });
     let ctx = SyncContext::new(cfg)?;
-    run_and_report(&ctx, req, json).await
+    run_and_report(&ctx, req, json, progress).await
 }
 
 /// The running daemon's control socket, when one answers (then the daemon does the work, so the
@@ -197,12 +214,19 @@ async fn sync_via_daemon(socket: &Path, connector: Option<ConnectorId>, json: bo
     report_outcome(&report, json)
 }
 
-/// Runs one sync (SIGTERM/SIGINT honoured) and prints its report.
-async fn run_and_report(ctx: &SyncContext, req: RunRequest, json: bool) -> Done {
+/// Runs one sync (SIGTERM/SIGINT honoured) and prints its report; a progress display is cleared
+/// before the report.
+async fn run_and_report(
+    ctx: &SyncContext,
+    req: RunRequest,
+    json: bool,
+    progress: Option<super::progress::SyncProgress>,
+) -> Done {
     let control = RunControl::default();
     let watcher = crate::daemon::stop_on_signals(control.clone());
     let result = crate::sync::run(ctx, req, &control).await;
     watcher.abort();
+    drop(progress);
     if result.is_ok() {
         crate::daemon::prune_after_run(ctx).await;
     }
@@ -296,7 +320,7 @@ async fn connector_add(
             month: None,
             slot_at: None,
         };
-        return run_and_report(&ctx, req, false).await;
+        return run_and_report(&ctx, req, false, None).await;
     }
     Ok(())
 }
@@ -377,14 +401,31 @@ fn status(cfg: &Config, json: bool) -> Done {
     Ok(())
 }
 
-fn history(cfg: &Config, filter: HistoryFilter, json: bool) -> Done {
+fn history(cfg: &Config, filter: HistoryFilter, since_last_run: bool, json: bool) -> Done {
     let store = open_store(cfg)?;
     if let Some(id) = &filter.connector {
         if store.connector(id)?.is_none() {
             return Err(crate::connector::ConnectorError::Unknown(id.clone()).into());
         }
     }
-    let rows = crate::status::history(&store, &filter)?;
+    let rows = if since_last_run {
+        match crate::status::history_since_last_run(&store, &filter)? {
+            Some((run, rows)) => {
+                if !json {
+                    println!("changes in the last run (#{run}):");
+                }
+                rows
+            }
+            None => {
+                if !json {
+                    println!("no run yet");
+                }
+                Vec::new()
+            }
+        }
+    } else {
+        crate::status::history(&store, &filter)?
+    };
     if json {
         return print_json(&rows);
     }
@@ -535,7 +576,7 @@ fn check_store(cfg: &Config) -> Result<Vec<Problem>, Problem> {
     }
 }
 
-fn import(cfg: Config, file: Option<&Path>) -> Done {
+fn import(cfg: Config, file: Option<&Path>, quiet: bool) -> Done {
     let mut store = open_store(&cfg)?;
     let stdin = || {
         Box::new(std::io::BufReader::with_capacity(
@@ -543,11 +584,15 @@ fn import(cfg: Config, file: Option<&Path>) -> Done {
             std::io::stdin(),
         ))
     };
+    let mut size = None;
     let reader: Box<dyn BufRead + Send> = match file {
         None => stdin(),
         Some(p) if p.as_os_str() == "-" => stdin(),
         Some(p) => match std::fs::File::open(p) {
-            Ok(f) => Box::new(std::io::BufReader::with_capacity(256 * 1024, f)),
+            Ok(f) => {
+                size = f.metadata().ok().map(|m| m.len());
+                Box::new(std::io::BufReader::with_capacity(256 * 1024, f))
+            }
             Err(e) => {
                 return Err(crate::store::import::ImportError::Read(format!(
                     "cannot open {}: {e}",
@@ -557,7 +602,20 @@ fn import(cfg: Config, file: Option<&Path>) -> Done {
             }
         },
     };
-    let summary = crate::store::import::import(&mut store, reader, crate::time::now_ms())?;
+    // On a terminal, the bytes read so far (of the file's size when known).
+    let (reader, bar): (Box<dyn BufRead + Send>, _) = if super::progress::wanted(&cfg, quiet) {
+        let shown = super::progress::ImportProgress::new(reader, size);
+        let bar = shown.bar();
+        (Box::new(shown), Some(bar))
+    } else {
+        (reader, None)
+    };
+    let imported = crate::store::import::import(&mut store, reader, crate::time::now_ms());
+    if let Some(bar) = bar {
+        super::progress::clear(&bar);
+    }
+    let mut summary = imported?;
+    summary.unreported = store.unreported_modules(&cfg.service_modules())?;
     println!("{summary}");
     Ok(())
 }

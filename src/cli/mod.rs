@@ -5,6 +5,7 @@
 mod commands;
 mod exit;
 mod manual;
+mod progress;
 mod root_guard;
 mod store;
 
@@ -22,6 +23,10 @@ pub struct Cli {
     /// Configuration file [default: $GRADIENT_CONNECTOR_CONFIG, else /etc/gradient-connector/gradient-connector.toml]
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
+    /// No progress display on the terminal (it is never shown when stderr is not a terminal or
+    /// log.format is json).
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -77,9 +82,13 @@ pub enum Command {
         /// Only this run.
         #[arg(long, value_name = "RUN")]
         run: Option<i64>,
-        /// Only pairs whose count changed since their previous push.
+        /// Only pushes whose count differs from the pair's previous push (a pair's first push
+        /// counts as a change: PREVIOUS is "-").
         #[arg(long)]
         changes: bool,
+        /// What changed in the last run: its changes (as --changes), whatever its outcome.
+        #[arg(long, conflicts_with_all = ["run", "changes"])]
+        since_last_run: bool,
         /// At most this many rows.
         #[arg(long, default_value_t = 200)]
         limit: u32,
@@ -94,11 +103,15 @@ pub enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
-    /// A self-contained tour against an in-process Gradient stand-in on 127.0.0.1.
+    /// A self-contained tour against an in-process Gradient stand-in on 127.0.0.1. It writes its
+    /// own configuration (see --keep) and reads no configuration file.
     Demo {
         /// Keep the demo's store and config in DIR instead of a temporary directory.
         #[arg(long, value_name = "DIR")]
         keep: Option<PathBuf>,
+        /// Shadows the global --config so that `demo --help` does not offer it (it is refused).
+        #[arg(long, hide = true, value_name = "PATH")]
+        config: Option<PathBuf>,
     },
 }
 

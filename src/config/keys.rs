@@ -153,7 +153,7 @@ pub static KEYS: &[Key] = &[
     key("schedule", "cadence", Kind::Word(Cadence::words), Def("daily"),
         "`daily`: counts as of the run; `monthly`: the previous calendar month"),
     key("schedule", "cron", Kind::Cron, Def("0 0 2 * * *"),
-        "six fields, seconds first: sec min hour day-of-month month day-of-week"),
+        "six fields, seconds first: sec min hour day-of-month month day-of-week; it must fire within 400 days"),
     key("schedule", "timezone", Kind::TimeZone, Def("UTC"),
         "IANA zone of the cron expression and of calendar months"),
     key("schedule", "catch_up", Kind::Bool, Def("true"),
@@ -172,7 +172,8 @@ pub static KEYS: &[Key] = &[
     key("api", "tls_key_file", Kind::Path, Fallback::Absent, "PEM private key of `tls_cert_file`"),
     key("log", "format", Kind::Word(LogFormat::words), Def("text"),
         "`text` (no timestamps under journald) or `json`"),
-    key("log", "level", Kind::LogFilter, Def("info"), "a level or tracing filter; `RUST_LOG` wins"),
+    key("log", "level", Kind::LogFilter, Def("info"),
+        "`trace`, `debug`, `info`, `warn`, `error` or `off`, or a tracing filter (`info,gradient_connector=debug`); any other word is an error; `RUST_LOG` wins"),
     key(SERVICE, "module", Kind::Str, Required, "the module id used in the inventory"),
     key(SERVICE, "name", Kind::Str, Required,
         "the service name in Gradient (matched exactly; created once when missing)"),
@@ -326,10 +327,7 @@ impl Kind {
             Kind::TimeZone => Tz::from_str(&s).map(Val::Tz).map_err(|_| {
                 format!("unknown IANA time zone {s:?} (e.g. \"UTC\", \"America/New_York\")")
             }),
-            Kind::LogFilter => match tracing_subscriber::EnvFilter::try_new(&s) {
-                Ok(_) => Ok(Val::Str(s)),
-                Err(e) => Err(format!("not a level or filter ({e}): {s:?}")),
-            },
+            Kind::LogFilter => read_log_filter(s),
             Kind::Int { .. } | Kind::Bool | Kind::Words(_) => {
                 unreachable!("read() handles numbers, booleans and lists")
             }
@@ -342,6 +340,31 @@ impl Kind {
             Kind::Word(words) | Kind::Words(words) => format!("missing: {}", one_of(words())),
             _ => "missing".into(),
         }
+    }
+}
+
+/// The levels `log.level` accepts, alone or after `target=` in a filter directive.
+pub const LOG_LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
+
+/// A level or `tracing` filter. A directive without `=` must be a level: `tracing` would read a
+/// misspelt level (`warning`, `debg`) as a target name and silence every message, errors included.
+fn read_log_filter(s: String) -> Result<Val, String> {
+    let allowed = || {
+        format!(
+            "use one of {} or a filter such as \"info,gradient_connector=debug\"",
+            LOG_LEVELS.join(", ")
+        )
+    };
+    for directive in s.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        if !directive.contains('=')
+            && !LOG_LEVELS.contains(&directive.to_ascii_lowercase().as_str())
+        {
+            return Err(format!("unknown log level {directive:?}: {}", allowed()));
+        }
+    }
+    match tracing_subscriber::EnvFilter::try_new(&s) {
+        Ok(_) => Ok(Val::Str(s)),
+        Err(e) => Err(format!("not a level or filter ({e}): {s:?}; {}", allowed())),
     }
 }
 

@@ -381,6 +381,7 @@ impl Config {
         env: BTreeMap<String, String>,
     ) -> Result<Config, ConfigError> {
         let base_dir = path.parent().unwrap_or(Path::new("."));
+        let env_vars = reader::env_vars(env.keys());
         let source = Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("__")
             .separator("__")
@@ -401,7 +402,7 @@ impl Config {
                     path: path.to_path_buf(),
                     reason: e.to_string(),
                 })?;
-        let mut r = reader::Reader::new(base_dir);
+        let mut r = reader::Reader::new(base_dir, env_vars);
         let cfg = r.read(path, root);
         if r.problems.is_empty() {
             if let Some(mut cfg) = cfg {
@@ -488,6 +489,11 @@ impl Config {
     /// The webhook urls that get events of `kind` (empty: write no event).
     pub fn webhook_targets(&self, kind: EventKind) -> Vec<String> {
         webhook_targets(&self.webhooks, kind)
+    }
+
+    /// The module ids the `[[service]]` entries name.
+    pub fn service_modules(&self) -> Vec<&str> {
+        self.services.iter().map(|s| s.module.as_str()).collect()
     }
 
     /// The configured service for a module.

@@ -28,11 +28,31 @@ pub(super) struct Reader<'a> {
     pub problems: Vec<Problem>,
     /// Non-fatal findings.
     pub warnings: Vec<Problem>,
+    /// Keys set from the environment (`gradient.max_in_flight`) → their variable
+    /// (`GRADIENT_CONNECTOR__GRADIENT__MAX_IN_FLIGHT`): a problem with such a key names the variable.
+    env_vars: HashMap<String, String>,
+}
+
+/// The keys the environment overrides, each mapped to its variable: the `config` crate reads
+/// `GRADIENT_CONNECTOR__GRADIENT__MAX_IN_FLIGHT` as `gradient.max_in_flight`.
+pub(super) fn env_vars<'a>(names: impl Iterator<Item = &'a String>) -> HashMap<String, String> {
+    let prefix = format!("{}__", super::ENV_PREFIX);
+    names
+        .filter_map(|var| {
+            let rest = var.strip_prefix(&prefix)?;
+            let key = rest
+                .split("__")
+                .collect::<Vec<_>>()
+                .join(".")
+                .to_lowercase();
+            Some((key, var.clone()))
+        })
+        .collect()
 }
 
 /// One section's checked values (each `[[service]]` entry is a section of its own).
 struct Section {
-    /// How problems name the section: `gradient`, `service[2]`.
+    /// How problems name the section: `gradient`, `service[2] (module "edr")`.
     name: String,
     /// Values read (or defaulted) and checked.
     vals: HashMap<&'static str, Val>,
@@ -145,19 +165,28 @@ impl Section {
 }
 
 impl<'a> Reader<'a> {
-    pub(super) fn new(base_dir: &'a Path) -> Self {
+    pub(super) fn new(base_dir: &'a Path, env_vars: HashMap<String, String>) -> Self {
         Reader {
             base_dir,
             problems: Vec::new(),
             warnings: Vec::new(),
+            env_vars,
         }
     }
 
+    /// Records a problem; a key the environment set is named by its variable.
     fn problem(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.problems.push(Problem {
-            key: key.into(),
-            message: message.into(),
-        });
+        let (key, mut message) = (key.into(), message.into());
+        let key = match self.env_vars.get(&key) {
+            Some(var) => {
+                message.push_str(&format!(
+                    " (set by the environment variable {var}, which overrides {key} of the file)"
+                ));
+                var.clone()
+            }
+            None => key,
+        };
+        self.problems.push(Problem { key, message });
     }
 
     pub(super) fn read(&mut self, path: &Path, mut root: Table) -> Option<Config> {
@@ -373,6 +402,11 @@ impl<'a> Reader<'a> {
             let parsed = Schedule::new(&cron, timezone)
                 .map_err(|e| late.push(e.to_string()))
                 .ok()?;
+            // A cron that parses but never fires (February 31st) would idle the daemon for ever.
+            if let Err(e) = parsed.check_fires(crate::time::now_ms()) {
+                late.push(e.to_string());
+                return None;
+            }
             Some(ScheduleConfig {
                 cadence: s.word("cadence")?,
                 cron,
@@ -465,7 +499,17 @@ impl Reader<'_> {
         let mut ok = true;
         let mut out = Vec::new();
         for (i, item) in items.into_iter().enumerate() {
-            let sec = format!("{decl}[{i}]");
+            // An entry is named by its index and, when it has one, its module: `service[2]
+            // (module "edr")`.
+            let sec = match &item.kind {
+                ValueKind::Table(t) => match t.get("module").map(|v| &v.kind) {
+                    Some(ValueKind::String(m)) if !m.trim().is_empty() => {
+                        format!("{decl}[{i}] (module {m:?})")
+                    }
+                    _ => format!("{decl}[{i}]"),
+                },
+                _ => format!("{decl}[{i}]"),
+            };
             match item.kind {
                 ValueKind::Table(t) => {
                     let s = self.read_section(decl, sec.clone(), t);

@@ -121,11 +121,27 @@ subcategory = "email security"
     assert!(has(&p, "schedule.catch_up", "true or false"), "{p:?}");
     assert!(has(&p, "schedule.monthly_count", "peak"), "{p:?}");
     assert!(has(&p, "log.format", "text"), "{p:?}");
-    assert!(has(&p, "service[0].unit", "users"), "{p:?}");
-    assert!(has(&p, "service[0].category", "case-sensitive"), "{p:?}");
-    assert!(has(&p, "service[0].subcategory", "subcategory"), "{p:?}");
-    assert!(has(&p, "service[1].module", "duplicate"), "{p:?}");
-    assert!(has(&p, "service[1].name", "duplicate"), "{p:?}");
+    // An entry is named by its index and its module.
+    assert!(
+        has(&p, "service[0] (module \"edr\").unit", "users"),
+        "{p:?}"
+    );
+    assert!(
+        has(&p, "service[0] (module \"edr\").category", "case-sensitive"),
+        "{p:?}"
+    );
+    assert!(
+        has(&p, "service[0] (module \"edr\").subcategory", "subcategory"),
+        "{p:?}"
+    );
+    assert!(
+        has(&p, "service[1] (module \"edr\").module", "duplicate"),
+        "{p:?}"
+    );
+    assert!(
+        has(&p, "service[1] (module \"edr\").name", "duplicate"),
+        "{p:?}"
+    );
     assert_eq!(p.len(), 15, "{p:#?}");
 }
 
@@ -429,4 +445,67 @@ fn webhook_secrets_are_read_capped_checked_and_never_shown() {
     assert!(p.is_empty(), "{p:?}");
     assert!(has(&w, "webhook[0].secret_file", "chmod 600"), "{w:?}");
     assert!(!format!("{w:?}{:?}", c.webhooks[0].load_secret(0)).contains("MfKQ"));
+}
+
+#[test]
+fn a_misspelt_log_level_is_refused_naming_the_levels_and_filters_still_pass() {
+    for bad in ["warning", "debg", "info,warning"] {
+        let p = problems(&format!("{GOOD}\n[log]\nlevel = \"{bad}\"\n"), &[]);
+        assert!(has(&p, "log.level", "unknown log level"), "{bad}: {p:?}");
+        assert!(
+            has(&p, "log.level", "trace, debug, info, warn, error, off"),
+            "{bad}: {p:?}"
+        );
+    }
+    for good in [
+        "warn",
+        "ERROR",
+        "info,gradient_connector=debug",
+        "gradient_connector::sync=trace",
+    ] {
+        let (_d, r) = load(&format!("{GOOD}\n[log]\nlevel = \"{good}\"\n"), &[]);
+        assert_eq!(r.unwrap().log.level, good);
+    }
+}
+
+#[test]
+fn an_environment_override_is_named_by_its_variable() {
+    let p = problems(
+        GOOD,
+        &[
+            ("GRADIENT_CONNECTOR__GRADIENT__MAX_IN_FLIGHT", "0"),
+            ("GRADIENT_CONNECTOR__LOG__LEVEL", "warning"),
+        ],
+    );
+    assert!(
+        has(
+            &p,
+            "GRADIENT_CONNECTOR__GRADIENT__MAX_IN_FLIGHT",
+            "must be between 1 and 256, found 0"
+        ),
+        "{p:?}"
+    );
+    assert!(
+        has(
+            &p,
+            "GRADIENT_CONNECTOR__GRADIENT__MAX_IN_FLIGHT",
+            "overrides gradient.max_in_flight"
+        ),
+        "{p:?}"
+    );
+    assert!(
+        has(&p, "GRADIENT_CONNECTOR__LOG__LEVEL", "unknown log level"),
+        "{p:?}"
+    );
+    assert_eq!(p.len(), 2, "{p:#?}");
+}
+
+#[test]
+fn a_cron_that_never_fires_is_a_problem_of_schedule_cron() {
+    let text = GOOD.replace("0 0 8 1 * *", "0 0 2 31 2 *");
+    let p = problems(&text, &[]);
+    assert!(
+        has(&p, "schedule.cron", "no run in the next 400 days"),
+        "{p:?}"
+    );
 }

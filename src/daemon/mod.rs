@@ -69,6 +69,15 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 /// Sets up tracing to stderr: level from `RUST_LOG` when set, else from `[log] level`; text lines
 /// without timestamps under journald (`JOURNAL_STREAM` set), or JSON. Safe to call more than once.
 pub fn init_logging(log: &LogConfig) {
+    init_logging_to(log, std::io::stderr);
+}
+
+/// [`init_logging`] through `writer` (the command line's writer keeps a progress line on the
+/// terminal clear of log lines).
+pub fn init_logging_to<W>(log: &LogConfig, writer: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter = std::env::var("RUST_LOG")
         .ok()
         .filter(|v| !v.trim().is_empty())
@@ -79,7 +88,7 @@ pub fn init_logging(log: &LogConfig) {
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(colour)
         .with_target(false);
     let _ = match (log.format, under_journald) {

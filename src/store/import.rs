@@ -78,6 +78,65 @@ pub struct ImportSummary {
     pub applied: BTreeMap<&'static str, usize>,
     /// Records that stated what the store already held.
     pub unchanged: usize,
+    /// Modules enabled in the inventory that no `[[service]]` names, so never pushed (filled by the
+    /// caller, which knows the configuration: [`Store::unreported_modules`]).
+    pub unreported: Vec<UnreportedModule>,
+}
+
+/// A module id enabled in the inventory that no configured `[[service]]` names (`EDR` where the
+/// configuration says `edr`): its counts are never pushed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UnreportedModule {
+    /// The module id as the inventory spells it.
+    pub module: String,
+    /// Workspaces (not removed) where it is enabled now.
+    pub workspaces: usize,
+}
+
+impl std::fmt::Display for UnreportedModule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = if self.workspaces == 1 { "" } else { "s" };
+        write!(f, "{:?} ({} workspace{s})", self.module, self.workspaces)
+    }
+}
+
+/// The line that names unreported modules (`not reported: modules with no [[service]]: "EDR" (3
+/// workspaces)`), or `None` when there are none.
+pub fn unreported_line(modules: &[UnreportedModule]) -> Option<String> {
+    if modules.is_empty() {
+        return None;
+    }
+    let list: Vec<String> = modules.iter().map(|m| m.to_string()).collect();
+    Some(format!(
+        "not reported: modules with no [[service]]: {}; add a [[service]] with that module id (exact, case-sensitive) or fix the inventory",
+        list.join(", ")
+    ))
+}
+
+impl Store {
+    /// Modules enabled now in a workspace that is not removed, whose id is none of `configured`,
+    /// with how many workspaces enable each; sorted by module id.
+    pub fn unreported_modules(
+        &self,
+        configured: &[&str],
+    ) -> Result<Vec<UnreportedModule>, StoreError> {
+        let mut stmt = self.conn().prepare(
+            "SELECT m.module, COUNT(*) FROM modules m JOIN workspaces w ON w.id = m.workspace_id
+             WHERE m.enabled = 1 AND w.removed_at IS NULL GROUP BY m.module ORDER BY m.module",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (module, n) = row?;
+            if !configured.contains(&module.as_str()) {
+                out.push(UnreportedModule {
+                    module,
+                    workspaces: usize::try_from(n).unwrap_or(0),
+                });
+            }
+        }
+        Ok(out)
+    }
 }
 
 impl std::fmt::Display for ImportSummary {
@@ -92,7 +151,11 @@ impl std::fmt::Display for ImportSummary {
             self.lines,
             per.join(", "),
             self.unchanged
-        )
+        )?;
+        if let Some(line) = unreported_line(&self.unreported) {
+            write!(f, "\n{line}")?;
+        }
+        Ok(())
     }
 }
 

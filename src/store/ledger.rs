@@ -30,10 +30,13 @@ pub struct ConnectorRow {
     /// Organisation name Gradient reported.
     pub organization_name: Option<String>,
     /// When the current token was stored: identifies the token generation.
+    #[serde(serialize_with = "crate::time::serialize_rfc3339_opt")]
     pub token_set_at: Option<Millis>,
     /// When Gradient last accepted the token.
+    #[serde(serialize_with = "crate::time::serialize_rfc3339_opt")]
     pub verified_at: Option<Millis>,
     /// End of the last run in which this connector pushed without failures.
+    #[serde(serialize_with = "crate::time::serialize_rfc3339_opt")]
     pub last_success_at: Option<Millis>,
     /// Whether a token is stored.
     pub has_token: bool,
@@ -43,6 +46,7 @@ pub struct ConnectorRow {
     #[serde(skip)]
     pub rejected_key_fp: Option<String>,
     /// When Gradient last saw a sync (`lastSyncedAt`; its 1900 sentinel is stored as never).
+    #[serde(serialize_with = "crate::time::serialize_rfc3339_opt")]
     pub gradient_synced_at: Option<Millis>,
     /// Accounts Gradient says the MSP has not mapped yet (`isMapped: false`), as last read.
     pub unmapped_accounts: Vec<String>,
@@ -60,10 +64,13 @@ pub struct RunRow {
     /// Period label (`2026-11-22` or `2026-10`).
     pub period: String,
     /// The scheduled slot it ran for, if any.
+    #[serde(serialize_with = "crate::time::serialize_rfc3339_opt")]
     pub slot_at: Option<Millis>,
     /// Start.
+    #[serde(serialize_with = "crate::time::serialize_rfc3339")]
     pub started_at: Millis,
     /// End (None while running).
+    #[serde(serialize_with = "crate::time::serialize_rfc3339_opt")]
     pub finished_at: Option<Millis>,
     /// Outcome (None while running).
     pub outcome: Option<RunOutcome>,
@@ -125,6 +132,7 @@ pub struct LastKnown {
     /// Count.
     pub unit_count: u64,
     /// When it was pushed.
+    #[serde(serialize_with = "crate::time::serialize_rfc3339")]
     pub pushed_at: Millis,
 }
 

@@ -43,18 +43,10 @@ pub struct LedgerStats {
     /// Ledger rows.
     pub rows: u64,
     /// When the oldest row was written (None: empty).
-    #[serde(serialize_with = "opt_rfc3339")]
+    #[serde(serialize_with = "crate::time::serialize_rfc3339_opt")]
     pub oldest_at: Option<Millis>,
     /// The store file's size in bytes, its WAL included.
     pub store_bytes: u64,
-}
-
-/// An optional instant as RFC 3339 UTC, or null.
-fn opt_rfc3339<S: serde::Serializer>(ms: &Option<Millis>, s: S) -> Result<S::Ok, S::Error> {
-    match ms {
-        Some(ms) => crate::time::serialize_rfc3339(ms, s),
-        None => s.serialize_none(),
-    }
 }
 
 /// What a prune removed.

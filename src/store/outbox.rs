@@ -71,6 +71,7 @@ pub struct OutboxCounts {
     /// Deliveries given up (after retrying for at least 24 hours) and not yet pruned.
     pub failed: u64,
     /// When the oldest event with a pending delivery was written.
+    #[serde(serialize_with = "crate::time::serialize_rfc3339_opt")]
     pub oldest_pending_at: Option<Millis>,
 }
 
