@@ -15,6 +15,7 @@ use gradient_connector::store::import::import;
 use gradient_connector::store::run_inputs::InventorySize;
 use gradient_connector::store::Store;
 use gradient_connector::time::{now_ms, Millis};
+use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
 pub const SIM: &str = env!("CARGO_BIN_EXE_gradient-sim");
@@ -69,12 +70,20 @@ pub fn config(base_url: &str, store: &Path, rps: u32, in_flight: u32) -> ConfigB
         .set("gradient", "retry_initial_delay_ms", 50)
         .set("gradient", "retry_max_delay_secs", 2)
         .store_path(store)
+        .store_key_file(store_key(store))
         .set("schedule", "cron", "0 0 2 * * *")
         .set("log", "level", "warn");
     for (m, n, u, cat, sub) in SERVICES {
         c = c.service(Service::new(m, n, *u, cat, sub));
     }
     c
+}
+
+/// The store key beside a bench store (made when missing): tokens are sealed under it.
+pub fn store_key(store: &Path) -> PathBuf {
+    let path = store.with_file_name("store-key");
+    gradient_connector::kit::ensure_store_key(&path).unwrap();
+    path
 }
 
 pub fn write_config(dir: &Path, base_url: &str, store: &Path, rps: u32, in_flight: u32) -> PathBuf {
@@ -273,7 +282,13 @@ pub fn http(base: &str, method: &str, path: &str, body: Option<&str>) -> String 
 
 /// Stores tokens for every channel and marks the connectors connected (as `connector add` would).
 pub fn connect_all(store: &Path, sim: &SimProc) {
-    let s = Store::open(store, Duration::from_secs(30)).unwrap();
+    let mut s = Store::open(store, Duration::from_secs(30)).unwrap();
+    let text =
+        gradient_connector::config::keyfile::read_key_file(&store_key(store), 64 * 1024).unwrap();
+    let key = gradient_connector::config::keyfile::parse_store_key(text.expose_secret()).unwrap();
+    s.set_key(Some(std::sync::Arc::new(
+        gradient_connector::store::key::StoreKey::new(key),
+    )));
     for c in &s.channel_ids().unwrap() {
         sim.add_msp(c);
         let t = now_ms();
