@@ -397,3 +397,81 @@ fn a_bad_webhook_secret_stops_the_daemon_at_start_naming_the_key() {
     );
     assert!(!stderr(&out).contains("tooshort"), "{}", stderr(&out));
 }
+
+/// `connector.synced` events of run `run` a receiver got.
+fn synced_of_run(rx: &Receiver, run: i64) -> usize {
+    rx.of("connector.synced", None)
+        .iter()
+        .filter(|g| g.json()["data"]["run"] == run)
+        .count()
+}
+
+#[test]
+fn a_reload_delivers_to_the_new_webhook_and_a_bad_new_secret_keeps_the_old_ones() {
+    let (e, old_rx) = setup();
+    e.import(&two_msps(2, 3).to_jsonl());
+    e.connect("msp-a", "key-a");
+    let d = Daemon::start(&e, &[]);
+    d.signal("USR1");
+    wait_for(
+        "run 1's event at the first receiver",
+        || synced_of_run(&old_rx, 1) == 1,
+        || format!("{:#?}\n{}", old_rx.got(), d.log()),
+    );
+
+    // The console moved: a new receiver, the configuration names only it; SIGHUP.
+    let new_rx = Receiver::start();
+    let moved = e
+        .env
+        .config_builder()
+        .without_webhooks()
+        .webhook(Webhook::new(&new_rx.url, "webhook-secret"));
+    e.env.write_config(&moved);
+    d.signal("HUP");
+    wait_for(
+        "the reload",
+        || d.log().contains("configuration read"),
+        || d.log(),
+    );
+    d.signal("USR1");
+    wait_for(
+        "run 2's event at the new receiver",
+        || synced_of_run(&new_rx, 2) == 1,
+        || format!("{:#?}\n{}", new_rx.got(), d.log()),
+    );
+    assert!(
+        new_rx.got().iter().all(|g| g.verified),
+        "{:#?}",
+        new_rx.got()
+    );
+    assert_eq!(
+        synced_of_run(&old_rx, 2),
+        0,
+        "the old webhook is no longer configured"
+    );
+
+    // A reload naming a webhook whose secret is bad is refused as a whole: delivery stays with
+    // the webhooks that were loaded.
+    let third = Receiver::start();
+    let bad = e.env.write("bad-secret", "whsec_tooshort\n");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o600)).unwrap();
+    e.env.write_config(
+        &e.env
+            .config_builder()
+            .without_webhooks()
+            .webhook(Webhook::new(&third.url, "bad-secret")),
+    );
+    d.signal("HUP");
+    d.wait_log("keeping the old one");
+    assert!(d.log().contains("webhook[0].secret_file"), "{}", d.log());
+    d.signal("USR1");
+    wait_for(
+        "run 3's event at the receiver of the kept configuration",
+        || synced_of_run(&new_rx, 3) == 1,
+        || format!("{:#?}\n{}", new_rx.got(), d.log()),
+    );
+    assert!(third.got().is_empty(), "{:#?}", third.got());
+    let (code, _) = d.stop();
+    assert_eq!(code, 0);
+}

@@ -182,6 +182,44 @@ struct RealDriver {
     status_suffix: String,
     /// Webhook events not delivered yet (refreshed by a task; the core never reads the store).
     undelivered: Arc<std::sync::atomic::AtomicU64>,
+    /// The webhook delivery task: a reload restarts it with the new webhooks and secrets.
+    delivery: SharedDelivery,
+}
+
+/// The webhook delivery task and what stops it.
+struct Delivery {
+    stop: tokio_util::sync::CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The delivery task, shared by the daemon (which stops it at the end) and the driver (which
+/// restarts it on a reload).
+type SharedDelivery = Arc<std::sync::Mutex<Delivery>>;
+
+impl Delivery {
+    /// Starts delivering to `hooks` (must run inside the runtime).
+    fn start(store: crate::store::StoreHandle, hooks: Vec<crate::events::Webhook>) -> Delivery {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = crate::events::spawn(store, hooks, stop.clone());
+        Delivery {
+            stop,
+            task: Some(task),
+        }
+    }
+
+    /// Stops the task (requests in flight are abandoned: they are due again at once, with the
+    /// same `webhook-id`) and hands back its handle.
+    fn stop(&mut self) -> Option<tokio::task::JoinHandle<()>> {
+        self.stop.cancel();
+        self.task.take()
+    }
+}
+
+fn lock_delivery(d: &SharedDelivery) -> std::sync::MutexGuard<'_, Delivery> {
+    match d.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
 }
 
 impl RealDriver {
@@ -233,6 +271,8 @@ impl Driver for RealDriver {
             });
         notify(&[sd_notify::NotifyState::Ready]);
         let (ctx, schedule) = loaded?;
+        // Webhooks and their secrets are read again; a bad one refuses the whole reload.
+        let hooks = crate::events::webhooks(&ctx.config).map_err(|e| e.to_string())?;
         if ctx.config.store.path != old.store.path {
             return Err(format!(
                 "store.path changed ({} → {}): a running daemon never switches stores; restart it to use the new one",
@@ -247,10 +287,14 @@ impl Driver for RealDriver {
             tracing::warn!("{w}");
         }
         tracing::info!(config = %path.display(), services = ctx.config.services.len(), "configuration read");
+        let store = ctx.store.clone();
         match self.ctx.write() {
             Ok(mut c) => *c = ctx,
             Err(p) => *p.into_inner() = ctx,
         }
+        let mut delivery = lock_delivery(&self.delivery);
+        drop(delivery.stop());
+        *delivery = Delivery::start(store, hooks);
         Ok(Reloaded { schedule })
     }
 
@@ -483,13 +527,12 @@ pub async fn run(cfg: Arc<Config>) -> Result<(), DaemonError> {
         let _ = stopper.send(DaemonEvent::Shutdown).await;
     });
     drop(events);
-    let delivery_stop = tokio_util::sync::CancellationToken::new();
-    let delivery = {
+    let delivery: SharedDelivery = {
         let store = match shared.read() {
             Ok(c) => c.store.clone(),
             Err(p) => p.into_inner().store.clone(),
         };
-        crate::events::spawn(store, hooks, delivery_stop.clone())
+        Arc::new(std::sync::Mutex::new(Delivery::start(store, hooks)))
     };
     let undelivered = Arc::new(std::sync::atomic::AtomicU64::new(0));
     {
@@ -513,12 +556,15 @@ pub async fn run(cfg: Arc<Config>) -> Result<(), DaemonError> {
         ctx: shared,
         status_suffix: format!("; api {api_address}"),
         undelivered,
+        delivery: delivery.clone(),
     };
     let core = Core::new(Arc::new(SystemClock), driver, schedule);
     core.run(first, inbox).await;
     stop_api.cancel();
-    delivery_stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(1), delivery).await;
+    let last = lock_delivery(&delivery).stop();
+    if let Some(task) = last {
+        let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
+    }
     Ok(())
 }
 

@@ -220,6 +220,12 @@ impl ConfigBuilder {
         self
     }
 
+    /// Removes every `[[webhook]]` entry (to derive a variant with other webhooks).
+    pub fn without_webhooks(mut self) -> Self {
+        self.webhooks.clear();
+        self
+    }
+
     /// The `[[webhook]]` entries.
     pub fn webhooks(&self) -> &[Webhook] {
         &self.webhooks
