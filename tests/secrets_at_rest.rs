@@ -470,3 +470,47 @@ fn retention_prunes_old_ledger_rows_after_a_run_and_keeps_each_pairs_newest_push
         "the disabled pair keeps its last-known value"
     );
 }
+
+/// A configuration as the contract writes it — no `store.key_file` — works out of the box: the
+/// key is made beside the store at first use (0600), tokens are sealed under it, and
+/// `check-config` warns where the key lives (exit 0) without creating anything.
+#[test]
+fn without_store_key_file_a_key_beside_the_store_is_made_at_first_use_and_check_config_warns() {
+    let e = setup();
+    e.env
+        .write_config(&e.env.config_builder().unset("store", "key_file"));
+    let mut beside = e.env.store_path().into_os_string();
+    beside.push(".key");
+    let beside = std::path::PathBuf::from(beside);
+
+    let out = e.run(&["check-config"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        said.contains("store.key_file") && said.contains("beside the store"),
+        "{said}"
+    );
+    assert!(!beside.exists(), "check-config creates nothing");
+
+    e.connect("msp-a", KEY_A);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&beside).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the key beside the store is private");
+    assert_eq!(e.store().token_keys().unwrap().1, 0, "no plain token");
+    let before = e.sim.snapshot().pushes.len();
+    let out = e.run(&["sync"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        e.sim.snapshot().pushes.len() > before,
+        "the sealed token pushed"
+    );
+    assert_no_token_bytes("the store", &e.env.store_path(), &[KEY_A]);
+    // The key named explicitly must exist: a missing one stays a configuration problem.
+    let named = e
+        .env
+        .config_builder()
+        .store_key_file(e.env.path("missing-store-key"));
+    let cfg = e.env.write_config_as("named.toml", &named);
+    let out = run_bin(&cfg, &["sync"], None);
+    assert_eq!(code(&out), 78, "{}", stderr(&out));
+}

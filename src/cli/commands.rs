@@ -532,7 +532,12 @@ fn check_store(cfg: &Config) -> Result<Vec<Problem>, Problem> {
     if path.exists() {
         let mut store = crate::store::Store::open(path, std::time::Duration::from_secs(5))
             .map_err(|e| problem(e.to_string()))?;
-        if let Ok(key) = cfg.load_store_key() {
+        // A check never makes a key: only one that exists is held against the store's tokens.
+        let key = match cfg.store_key_path().exists() {
+            true => cfg.load_store_key().ok(),
+            false => None,
+        };
+        if let Some(key) = key {
             store.set_key(Some(Arc::new(crate::store::key::StoreKey::new(key))));
             if let Err(e) = store.check_key() {
                 return Err(Problem {

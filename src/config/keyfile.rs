@@ -27,6 +27,9 @@ use super::{
 pub const KEY_FILE_MAX_BYTES: u64 = 64 * 1024;
 /// Name of the systemd credential holding the store key.
 pub const STORE_KEY_CREDENTIAL: &str = "store-key";
+
+/// The store key the package makes, used when `store.key_file` is unset and the file exists.
+pub const DEFAULT_STORE_KEY: &str = "/etc/gradient-connector/store-key";
 /// Bytes of the store key.
 pub const STORE_KEY_BYTES: usize = 32;
 
@@ -131,13 +134,32 @@ pub fn write_new_store_key(path: &Path) -> Result<(), String> {
 
 impl Config {
     /// Where the store key is read from: the systemd credential `store-key` when present, else
-    /// `store.key_file`.
+    /// `store.key_file`; unset, [`DEFAULT_STORE_KEY`] when that file exists, else the key beside
+    /// the store ([`Config::store_key_beside`]).
     pub fn store_key_path(&self) -> PathBuf {
-        credential_or(STORE_KEY_CREDENTIAL, &self.store.key_file)
+        let configured = match &self.store.key_file {
+            Some(p) => p.clone(),
+            None if Path::new(DEFAULT_STORE_KEY).exists() => PathBuf::from(DEFAULT_STORE_KEY),
+            None => self.store_key_beside(),
+        };
+        credential_or(STORE_KEY_CREDENTIAL, &configured)
     }
 
-    /// Loads the store key (one line of standard base64 of 32 bytes). Errors name `store.key_file`
-    /// and the file, never the content, and say how to create a key.
+    /// The key used when nothing names one: `STORE.key` beside the store file.
+    pub fn store_key_beside(&self) -> PathBuf {
+        let mut p = self.store.path.clone().into_os_string();
+        p.push(".key");
+        PathBuf::from(p)
+    }
+
+    /// Whether the key in use is the one kept beside the store (nothing configured it).
+    fn key_is_beside_store(&self) -> bool {
+        self.store_key_path() == self.store_key_beside()
+    }
+
+    /// Loads the store key (one line of standard base64 of 32 bytes). When no key is configured
+    /// and none exists, the key beside the store is created (mode 0600) first. Errors name
+    /// `store.key_file` and the file, never the content, and say how to create a key.
     pub fn load_store_key(&self) -> Result<secrecy::SecretBox<[u8; STORE_KEY_BYTES]>, ConfigError> {
         use secrecy::ExposeSecret;
         let path = self.store_key_path();
@@ -147,6 +169,14 @@ impl Config {
                 message,
             })
         };
+        if self.key_is_beside_store() && !path.exists() {
+            write_new_store_key(&path).map_err(|m| {
+                problem(format!(
+                    "{m}; set store.key_file to a key made with `gradient-connector store new-key PATH`"
+                ))
+            })?;
+            tracing::info!(key = %path.display(), "store.key_file is not set: created a store key beside the store");
+        }
         let text = read_key_file(&path, KEY_FILE_MAX_BYTES).map_err(|m| {
             problem(format!(
                 "{m}; partner tokens are sealed at rest with the store key: create it with `gradient-connector store new-key {}`",
@@ -159,6 +189,29 @@ impl Config {
 
     /// Checks that the store key loads and warns when its file is readable by group or others.
     pub fn check_store_key(&self) -> (Vec<Problem>, Vec<Problem>) {
+        if self.key_is_beside_store() {
+            // Nothing configured: never created by a check; a warning says where the key lives.
+            let path = self.store_key_path();
+            let beside = Problem {
+                key: "store.key_file".into(),
+                message: format!(
+                    "not set: partner tokens are sealed with the key {} beside the store{} — a copy of the store's directory carries it along; set store.key_file to a key kept elsewhere (the package's /etc/gradient-connector/store-key)",
+                    path.display(),
+                    if path.exists() { "" } else { " (created at first use)" }
+                ),
+            };
+            if !path.exists() {
+                return (vec![], vec![beside]);
+            }
+            let (problems, mut warnings) = self.check_store_key_file();
+            warnings.push(beside);
+            return (problems, warnings);
+        }
+        self.check_store_key_file()
+    }
+
+    /// Checks that the store key file in use loads; warns when it is readable by group or others.
+    fn check_store_key_file(&self) -> (Vec<Problem>, Vec<Problem>) {
         match self.load_store_key() {
             Ok(_) => (
                 vec![],

@@ -131,8 +131,9 @@ pub struct StoreConfig {
     pub path: PathBuf,
     /// How long a writer waits for another writer's lock.
     pub busy_timeout: Duration,
-    /// The store key file (the systemd credential `store-key` wins when present).
-    pub key_file: PathBuf,
+    /// The store key file as configured (the systemd credential `store-key` wins when present;
+    /// unset: see [`Config::store_key_path`]).
+    pub key_file: Option<PathBuf>,
     /// Ledger rows and finished runs older than this many days are pruned after each run; 0 keeps
     /// everything.
     pub ledger_retention_days: u32,

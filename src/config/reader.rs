@@ -230,7 +230,7 @@ impl<'a> Reader<'a> {
             Some(StoreConfig {
                 path: s.path("path")?,
                 busy_timeout: Duration::from_secs(s.num("busy_timeout_secs")?),
-                key_file: s.path("key_file")?,
+                key_file: s.opt_path("key_file")?,
                 ledger_retention_days: s.num("ledger_retention_days")?,
             })
         });

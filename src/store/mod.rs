@@ -68,7 +68,7 @@ pub enum StoreError {
     #[error("another sync is running against this store (the daemon, or another `sync`); wait for it to finish or send the daemon SIGUSR1 instead")]
     RunInProgress,
     /// Tokens must be sealed or opened but no store key was given.
-    #[error("the store key is missing: partner tokens are sealed at rest with it; set store.key_file (default /etc/gradient-connector/store-key) or the systemd credential `store-key`, and create a key with `gradient-connector store new-key /etc/gradient-connector/store-key`")]
+    #[error("the store key is missing: partner tokens are sealed at rest with it; set store.key_file or the systemd credential `store-key`, and create a key with `gradient-connector store new-key /etc/gradient-connector/store-key`")]
     KeyMissing,
     /// The stored tokens were sealed with another key than the configured one.
     #[error("the store's tokens were sealed with another key (key id {sealed_with}; the configured store key has id {configured}): point store.key_file at the key the store was sealed with, or paste every token again with `gradient-connector connector add`")]
