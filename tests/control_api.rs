@@ -752,18 +752,7 @@ fn every_route_over_the_unix_socket_answers_with_the_contracts_codes() {
 
 /// Every daemon log file in the environment's directory, concatenated.
 fn daemon_logs(e: &SimEnv) -> String {
-    let mut all = String::new();
-    for entry in std::fs::read_dir(e.env.dir.path()).unwrap() {
-        let p = entry.unwrap().path();
-        let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        if name.starts_with("daemon-") && name.ends_with(".log") {
-            all += &std::fs::read_to_string(&p).unwrap();
-        }
-    }
-    assert!(
-        all.contains("daemon ready"),
-        "a daemon log was found: {all}"
-    );
+    let all = daemon_logs_of(e);
     assert!(
         all.contains(" DEBUG "),
         "the scan covers debug lines: {all}"

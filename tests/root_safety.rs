@@ -9,7 +9,7 @@ use common::*;
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 /// The service user of this test: present on every Debian system, never root.
 const OWNER: &str = "nobody";
@@ -41,7 +41,7 @@ fn run_as(
     args: &[&str],
     stdin: Option<&str>,
 ) -> Output {
-    let mut cmd = match user {
+    let cmd = match user {
         Some(u) => {
             let mut c = Command::new("runuser");
             c.args(["-u", u, "--"]).arg(bin);
@@ -49,25 +49,7 @@ fn run_as(
         }
         None => Command::new(bin),
     };
-    cmd.arg("--config").arg(config).args(args);
-    cmd.env_remove("RUST_LOG")
-        .env_remove("GRADIENT_CONNECTOR_CONFIG");
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    });
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    if let Some(text) = stdin {
-        use std::io::Write;
-        let mut s = child.stdin.take().unwrap();
-        match s.write_all(text.as_bytes()) {
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-            other => other.unwrap(),
-        }
-    }
-    child.wait_with_output().unwrap()
+    run_with(cmd, config, args, stdin)
 }
 
 /// Every file under `dir`: its owner and mode.

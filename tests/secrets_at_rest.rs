@@ -9,7 +9,7 @@ use common::*;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use gradient_connector::kit::Inventory;
@@ -65,7 +65,7 @@ fn setup() -> SimEnv {
 
 /// A run of the binary that must end within `limit` (a key file that hangs it fails the test).
 fn run_within(config: &Path, args: &[&str], limit: Duration) -> std::process::Output {
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .arg("--config")
         .arg(config)
         .args(args)
@@ -74,17 +74,12 @@ fn run_within(config: &Path, args: &[&str], limit: Duration) -> std::process::Ou
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + limit;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!(
-                "{args:?} did not finish within {limit:?} (a key file was read that must not be)"
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
+    let (out, ended) = wait_within(child, limit);
+    assert!(
+        ended,
+        "{args:?} did not finish within {limit:?} (a key file was read that must not be)"
+    );
+    out
 }
 
 #[test]

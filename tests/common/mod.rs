@@ -126,7 +126,12 @@ impl Env {
 }
 
 pub fn run_bin(config: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut cmd = Command::new(BIN);
+    run_with(Command::new(BIN), config, args, stdin)
+}
+
+/// `cmd --config config args…` — `cmd` is the binary, or e.g. `runuser -u USER -- BIN` — without
+/// the caller's `RUST_LOG` and `GRADIENT_CONNECTOR_CONFIG`, with `stdin` written to it.
+pub fn run_with(mut cmd: Command, config: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     cmd.arg("--config").arg(config).args(args);
     cmd.env_remove("RUST_LOG")
         .env_remove("GRADIENT_CONNECTOR_CONFIG");
@@ -147,6 +152,21 @@ pub fn run_bin(config: &Path, args: &[&str], stdin: Option<&str>) -> Output {
         }
     }
     child.wait_with_output().unwrap()
+}
+
+/// Waits for `child` at most `limit`, then kills it: its output, and whether it ended by itself.
+pub fn wait_within(mut child: std::process::Child, limit: Duration) -> (Output, bool) {
+    let deadline = Instant::now() + limit;
+    let mut ended = true;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            ended = false;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child.wait_with_output().unwrap(), ended)
 }
 
 pub fn code(o: &Output) -> i32 {
@@ -452,7 +472,7 @@ pub fn two_msps(workspaces: usize, users_base: usize) -> Inventory {
 /// Runs `gradient-connector run` with `config` and waits for it to exit by itself (a refused
 /// configuration); kills it after `limit` (it would serve for ever if it accepted).
 pub fn run_expecting_exit(config: &Path, limit: Duration) -> Output {
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .arg("--config")
         .arg(config)
         .arg("run")
@@ -463,13 +483,23 @@ pub fn run_expecting_exit(config: &Path, limit: Duration) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + limit;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
+    wait_within(child, limit).0
+}
+
+/// Every daemon log of the test's directory (`daemon-*.log`), concatenated; at least one daemon
+/// said it was ready.
+pub fn daemon_logs_of(e: &SimEnv) -> String {
+    let mut all = String::new();
+    for entry in std::fs::read_dir(e.env.dir.path()).unwrap() {
+        let p = entry.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("daemon-") && name.ends_with(".log") {
+            all += &std::fs::read_to_string(&p).unwrap();
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
-    child.wait_with_output().unwrap()
+    assert!(
+        all.contains("daemon ready"),
+        "a daemon log was found: {all}"
+    );
+    all
 }
