@@ -765,19 +765,7 @@ mod connector_status_tests {
     use crate::store::ledger::LedgerEntry;
 
     fn entry(run: i64, connector: &str, account: &str, outcome: PairOutcome) -> LedgerEntry {
-        LedgerEntry {
-            run_id: run,
-            connector_id: connector.into(),
-            account_id: account.into(),
-            module: "edr".into(),
-            service_id: Some("svc".into()),
-            unit_count: Some(3),
-            outcome,
-            http_status: Some(200),
-            attempts: 1,
-            reason: None,
-            at: 1_000,
-        }
+        LedgerEntry::for_test(run, connector, account, outcome, 1_000)
     }
 
     /// The one-connector path answers exactly what the all-connectors path says of that

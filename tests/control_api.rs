@@ -350,15 +350,6 @@ fn account_ids(e: &SimEnv, org: &str) -> Vec<String> {
     )
 }
 
-/// A port nobody listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 // ---------------------------------------------------------------------------------------------
 // Prometheus text, parsed minimally: `name{label="value",…} value`.
 

@@ -15,14 +15,6 @@ use common::*;
 
 const API_TOKEN: &str = "api-tok-T7sLq2Vx9kWm4RpZ";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// One HTTPS request (HTTP/1.1, `Connection: close`) trusting only `ca_pem`: (status, body), or
 /// the TLS error.
 fn https(

@@ -295,19 +295,7 @@ mod tests {
     use crate::domain::{Cadence, PairOutcome, Trigger};
 
     fn row(run: i64, account: &str) -> LedgerEntry {
-        LedgerEntry {
-            run_id: run,
-            connector_id: "c".into(),
-            account_id: account.into(),
-            module: "m".into(),
-            service_id: Some("s".into()),
-            unit_count: Some(1),
-            outcome: PairOutcome::Pushed,
-            http_status: Some(201),
-            attempts: 1,
-            reason: None,
-            at: 1,
-        }
+        LedgerEntry::for_test(run, "c", account, PairOutcome::Pushed, 1)
     }
 
     #[tokio::test]

@@ -108,6 +108,33 @@ pub struct LedgerEntry {
     pub at: Millis,
 }
 
+impl LedgerEntry {
+    /// A row for unit tests: pair (`connector`, `account`, module `m`, service `s`), count 1,
+    /// one attempt answered 200.
+    #[cfg(test)]
+    pub(crate) fn for_test(
+        run: i64,
+        connector: &str,
+        account: &str,
+        outcome: PairOutcome,
+        at: Millis,
+    ) -> LedgerEntry {
+        LedgerEntry {
+            run_id: run,
+            connector_id: connector.into(),
+            account_id: account.into(),
+            module: "m".into(),
+            service_id: Some("s".into()),
+            unit_count: Some(1),
+            outcome,
+            http_status: Some(200),
+            attempts: 1,
+            reason: None,
+            at,
+        }
+    }
+}
+
 /// A ledger row read back.
 #[derive(Debug, Clone, Serialize)]
 pub struct LedgerRow {

@@ -233,19 +233,7 @@ mod tests {
     use crate::store::ledger::LedgerEntry;
 
     fn entry(run: i64, account: &str, outcome: PairOutcome, at: Millis) -> LedgerEntry {
-        LedgerEntry {
-            run_id: run,
-            connector_id: "c".into(),
-            account_id: account.into(),
-            module: "m".into(),
-            service_id: Some("s".into()),
-            unit_count: Some(1),
-            outcome,
-            http_status: Some(200),
-            attempts: 1,
-            reason: None,
-            at,
-        }
+        LedgerEntry::for_test(run, "c", account, outcome, at)
     }
 
     #[test]
