@@ -76,29 +76,6 @@ pub struct ConnectorView {
     pub disabled: Vec<PairView>,
 }
 
-/// A run in status.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunView {
-    /// Id.
-    pub id: i64,
-    /// Trigger.
-    pub trigger: String,
-    /// Cadence.
-    pub cadence: String,
-    /// Period.
-    pub period: String,
-    /// Start.
-    pub started_at: String,
-    /// End.
-    pub finished_at: Option<String>,
-    /// `ok`, `partial`, `failed`, `interrupted`; null while the run is going (see `running`).
-    pub outcome: Option<String>,
-    /// Counts.
-    pub counts: Tally,
-    /// Message.
-    pub message: Option<String>,
-}
-
 /// A run as the control API's `/v1/runs` lists it: `outcome` is null while the run is going.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct RunItem {
@@ -120,21 +97,35 @@ pub struct RunItem {
     pub counts: Tally,
 }
 
+/// The last run in status: the run as `/v1/runs` lists it, and its message.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunView {
+    /// The run (its fields are this object's own in JSON).
+    #[serde(flatten)]
+    pub run: RunItem,
+    /// Why it failed or was interrupted, when it did.
+    pub message: Option<String>,
+}
+
+fn run_item(r: &RunRow, outcome: Option<String>) -> RunItem {
+    RunItem {
+        id: r.id,
+        trigger: r.trigger.clone(),
+        cadence: r.cadence.clone(),
+        period: r.period.clone(),
+        started_at: format_ms(r.started_at),
+        finished_at: r.finished_at.map(format_ms),
+        outcome,
+        counts: r.tally,
+    }
+}
+
 /// The newest `limit` runs.
 pub fn runs(store: &Store, limit: u32) -> Result<Vec<RunItem>, StoreError> {
     Ok(store
         .runs(limit)?
-        .into_iter()
-        .map(|r| RunItem {
-            id: r.id,
-            trigger: r.trigger,
-            cadence: r.cadence,
-            period: r.period,
-            started_at: format_ms(r.started_at),
-            finished_at: r.finished_at.map(format_ms),
-            outcome: r.outcome.map(|o| o.as_str().to_string()),
-            counts: r.tally,
-        })
+        .iter()
+        .map(|r| run_item(r, r.outcome.map(|o| o.as_str().to_string())))
         .collect())
 }
 
@@ -172,14 +163,7 @@ fn run_view(r: &RunRow, running: bool) -> RunView {
         (None, false) => Some("interrupted".into()),
     };
     RunView {
-        id: r.id,
-        trigger: r.trigger.clone(),
-        cadence: r.cadence.clone(),
-        period: r.period.clone(),
-        started_at: format_ms(r.started_at),
-        finished_at: r.finished_at.map(format_ms),
-        outcome,
-        counts: r.tally,
+        run: run_item(r, outcome),
         message: r.message.clone(),
     }
 }
@@ -359,7 +343,7 @@ pub fn render_status(s: &Status) -> String {
         let _ = writeln!(o, "{}", escape(&line));
     }
     match &s.last_run {
-        Some(r) => {
+        Some(RunView { run: r, message }) => {
             let _ = writeln!(
                 o,
                 "last run: #{} {} ({} {}, {}) started {} — {}",
@@ -371,7 +355,7 @@ pub fn render_status(s: &Status) -> String {
                 r.started_at,
                 r.counts
             );
-            if let Some(m) = &r.message {
+            if let Some(m) = message {
                 let _ = writeln!(o, "  {}", escape(m));
             }
         }
