@@ -221,17 +221,27 @@ impl PartnerSession {
     /// Strict: only a vendor object with a `skus` list whose entries have ids and names is a
     /// catalogue ([`answer::decode_vendor`]); anything else is [`ErrorKind::Decode`].
     pub async fn get_vendor(&self) -> Result<Answer<Vendor>, GradientError> {
+        self.get_list(String::new(), answer::decode_vendor).await
+    }
+
+    /// GET of a list-sized answer (read under the list cap, retried when transient), decoded
+    /// strictly by `decode`.
+    async fn get_list<T>(
+        &self,
+        path: String,
+        decode: impl FnOnce(serde_json::Value) -> Result<T, GradientError>,
+    ) -> Result<Answer<T>, GradientError> {
         let a = self
             .send(
                 Method::GET,
-                String::new(),
+                path,
                 Body::<()>::None,
                 Retry::Transient,
                 On404::NotFound,
                 Cap::List,
             )
             .await?;
-        strict(a, answer::decode_vendor)
+        strict(a, decode)
     }
 
     /// Creates a service; answers the vendor object with its skus.
@@ -295,17 +305,8 @@ impl PartnerSession {
     /// warning: one odd row never fails the whole list; but an answer that is not a list (`null`,
     /// `{"data":null}`, an error object) is [`ErrorKind::Decode`], never "no accounts".
     pub async fn get_accounts(&self) -> Result<Answer<Vec<Account>>, GradientError> {
-        let a = self
-            .send(
-                Method::GET,
-                "/organization/accounts".into(),
-                Body::<()>::None,
-                Retry::Transient,
-                On404::NotFound,
-                Cap::List,
-            )
-            .await?;
-        strict(a, answer::decode_accounts)
+        self.get_list("/organization/accounts".into(), answer::decode_accounts)
+            .await
     }
 
     /// Creates accounts in one bulk call of at most [`MAX_ACCOUNTS_PER_REQUEST`] (more is refused
