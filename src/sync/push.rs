@@ -95,6 +95,14 @@ impl Attempt {
     }
 }
 
+fn pair_key(connector: &str, account: &str, module: &str) -> PairKey {
+    (
+        connector.to_string(),
+        account.to_string(),
+        module.to_string(),
+    )
+}
+
 impl Recorder {
     /// A recorder for run `run_id`.
     pub fn new(ledger: LedgerSink, run_id: i64) -> Recorder {
@@ -107,27 +115,16 @@ impl Recorder {
 
     /// Whether a row for this pair was sent in this run.
     pub fn recorded(&self, connector: &str, account: &str, module: &str) -> bool {
-        let key = (
-            connector.to_string(),
-            account.to_string(),
-            module.to_string(),
-        );
-        self.recorded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&key)
+        self.pairs().contains(&pair_key(connector, account, module))
     }
 
     fn remember(&self, connector: &str, account: &str, module: &str) {
-        let key = (
-            connector.to_string(),
-            account.to_string(),
-            module.to_string(),
-        );
-        self.recorded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key);
+        self.pairs().insert(pair_key(connector, account, module));
+    }
+
+    /// The pairs recorded so far (a poisoned lock still holds a usable set).
+    fn pairs(&self) -> std::sync::MutexGuard<'_, HashSet<PairKey>> {
+        self.recorded.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Records one pair: its ledger row and its place in the connector's report.
