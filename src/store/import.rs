@@ -1067,14 +1067,7 @@ not json
                 ("u-2".to_string(), Some(3))
             ]
         );
-        let intervals: Vec<(i64, i64, Option<i64>)> = s
-            .conn()
-            .prepare("SELECT unit, from_at, to_at FROM unit_intervals ORDER BY unit, from_at")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let intervals = s.unit_intervals_for_test();
         let t = |x: &str| parse_rfc3339(x).unwrap();
         assert_eq!(
             intervals,

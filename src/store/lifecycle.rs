@@ -305,14 +305,7 @@ mod tests {
         assert!(s.future_dated(now).unwrap() >= 5);
         assert!(s.redate_future(now).unwrap() > 0);
         assert_eq!(s.future_dated(now).unwrap(), 0);
-        let iv: Vec<(i64, i64, Option<i64>)> = s
-            .conn()
-            .prepare("SELECT unit, from_at, to_at FROM unit_intervals ORDER BY unit, from_at")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let iv = s.unit_intervals_for_test();
         assert_eq!(iv, vec![(1, 10, Some(now)), (1, now, None)]);
         let names: Vec<(i64, String)> = s
             .conn()

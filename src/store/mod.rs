@@ -203,6 +203,22 @@ impl Store {
     }
 }
 
+#[cfg(test)]
+impl Store {
+    /// Every unit interval `(unit ref, from, to)`, in unit and time order, for unit tests.
+    pub(crate) fn unit_intervals_for_test(
+        &self,
+    ) -> Vec<(i64, crate::time::Millis, Option<crate::time::Millis>)> {
+        self.conn()
+            .prepare("SELECT unit, from_at, to_at FROM unit_intervals ORDER BY unit, from_at")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+}
+
 /// A new store `s.db` in a temporary directory, with a store key, for unit tests; the directory
 /// lasts as long as the returned guard.
 #[cfg(test)]
