@@ -195,6 +195,18 @@ async fn bearer(State(state): State<ApiState>, req: Request, next: Next) -> Resp
 
 async fn ready(State(state): State<ApiState>) -> Response {
     let ctx = state.ctx();
+    // A store that refused a write (a full disk) is not ready until it takes one again.
+    if let Some(reason) = ctx.store.recheck_writable().await {
+        return ApiFailure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unwritable",
+            format!(
+                "the store {} refused its last write: {reason}",
+                ctx.store.path().display()
+            ),
+        )
+        .into_response();
+    }
     let probe = tokio::time::timeout(
         Duration::from_secs(2),
         ctx.store.read(|s| s.last_run().map(|_| ())),

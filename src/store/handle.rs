@@ -7,6 +7,10 @@
 //! another process holds the store (an import), the writer waits and tries again: a row is never
 //! dropped for a busy store. Because jobs run in the order they were sent, a write sent after a
 //! run's rows (closing the run) sees every one of them.
+//!
+//! A row that cannot be written (a full disk, a read-only file) breaks its sink at once
+//! ([`LedgerSink::broken`]): the run stops sending. The handle then counts the store as not
+//! writable ([`StoreHandle::unwritable`], `/readyz`) until a write succeeds again.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -15,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 use super::key::StoreKey;
 use super::ledger::LedgerEntry;
@@ -33,15 +38,38 @@ type SharedKey = Arc<Mutex<Option<Arc<StoreKey>>>>;
 
 enum Job {
     Write(WriteJob),
-    Row(LedgerEntry),
+    Row(LedgerEntry, Arc<Breakage>),
 }
+
+/// Why ledger rows could not be written: one per sink (one per run), and one for the handle.
+#[derive(Debug, Default)]
+struct Breakage {
+    broken: CancellationToken,
+    reason: Mutex<Option<String>>,
+}
+
+impl Breakage {
+    fn set(&self, reason: &str) {
+        if let Ok(mut r) = self.reason.lock() {
+            r.get_or_insert_with(|| reason.to_string());
+        }
+        self.broken.cancel();
+    }
+
+    fn reason(&self) -> Option<String> {
+        self.reason.lock().ok()?.clone()
+    }
+}
+
+/// Whether the store took its last write (`None`) or why not; shared with the writer thread.
+type Health = Arc<Mutex<Option<String>>>;
 
 struct Inner {
     path: PathBuf,
     busy_timeout: Duration,
     jobs: Mutex<Sender<Job>>,
     readers: Mutex<Vec<Store>>,
-    ledger_error: Arc<Mutex<Option<String>>>,
+    health: Health,
     key: SharedKey,
 }
 
@@ -64,12 +92,12 @@ impl StoreHandle {
     /// with its first job. Nothing is opened here.
     pub fn new(path: &Path, busy_timeout: Duration) -> StoreHandle {
         let (tx, rx) = channel::<Job>();
-        let ledger_error = Arc::new(Mutex::new(None));
+        let health: Health = Arc::default();
         let key: SharedKey = Arc::new(Mutex::new(None));
-        let (p, errors, k) = (path.to_path_buf(), ledger_error.clone(), key.clone());
+        let (p, h, k) = (path.to_path_buf(), health.clone(), key.clone());
         let spawned = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(&p, busy_timeout, rx, &errors, &k));
+            .spawn(move || writer_loop(&p, busy_timeout, rx, &h, &k));
         if let Err(e) = spawned {
             // Every job's answer channel is dropped: callers get "the store writer stopped".
             tracing::error!(error = %e, "cannot start the store's writer thread");
@@ -80,7 +108,7 @@ impl StoreHandle {
                 busy_timeout,
                 jobs: Mutex::new(tx),
                 readers: Mutex::new(Vec::new()),
-                ledger_error,
+                health,
                 key,
             }),
         }
@@ -107,11 +135,16 @@ impl StoreHandle {
         F: FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
+        let health = self.inner.health.clone();
         let job: WriteJob = Box::new(move |store| {
             let result = match store {
                 Ok(s) => f(s),
                 Err(e) => Err(e.clone()),
             };
+            if let Err(e @ StoreError::NotWritable(_)) = &result {
+                set_health(&health, Some(e.to_string()));
+            }
+            // The caller may have gone (a run abandoned at shutdown): the write itself happened.
             let _ = tx.send(result);
         });
         self.send(Job::Write(job))?;
@@ -149,7 +182,8 @@ impl StoreHandle {
         .map_err(|e| StoreError::Sqlite(format!("store task failed: {e}")))?
     }
 
-    /// A sink for ledger rows: each row goes to the writer thread as it is sent.
+    /// A sink for one run's ledger rows: each row goes to the writer thread as it is sent, and a
+    /// row that cannot be written breaks the sink ([`LedgerSink::broken`]).
     pub fn ledger(&self) -> Result<LedgerSink, StoreError> {
         let jobs = self
             .inner
@@ -157,12 +191,30 @@ impl StoreHandle {
             .lock()
             .map_err(|_| StoreError::Sqlite("the store's job queue is poisoned".into()))?
             .clone();
-        Ok(LedgerSink { jobs })
+        Ok(LedgerSink {
+            jobs,
+            breakage: Arc::default(),
+        })
     }
 
-    /// The last failure to write ledger rows (other than a busy store, which is waited on), taken.
-    pub fn take_ledger_error(&self) -> Option<String> {
-        self.inner.ledger_error.lock().ok()?.take()
+    /// Why the store's last write failed (a full disk, a read-only file), until a write succeeds
+    /// again; `None` while the store takes writes.
+    pub fn unwritable(&self) -> Option<String> {
+        self.inner.health.lock().ok()?.clone()
+    }
+
+    /// Tries one small write (only while [`StoreHandle::unwritable`] says the store failed, so
+    /// that a store that has room again is seen as such); returns why it still fails.
+    pub async fn recheck_writable(&self) -> Option<String> {
+        self.unwritable()?;
+        let now = crate::time::now_ms();
+        match self.write(move |s| s.probe_write(now)).await {
+            Ok(()) => {
+                set_health(&self.inner.health, None);
+                None
+            }
+            Err(e) => Some(e.to_string()),
+        }
     }
 
     fn send(&self, job: Job) -> Result<(), StoreError> {
@@ -175,28 +227,72 @@ impl StoreHandle {
     }
 }
 
-/// Where a run sends its ledger rows (cheap to clone).
+/// Where a run sends its ledger rows (cheap to clone; clones share one breakage).
 #[derive(Clone)]
 pub struct LedgerSink {
     jobs: Sender<Job>,
+    breakage: Arc<Breakage>,
 }
 
 impl LedgerSink {
-    /// Queues one row for the writer thread.
+    /// Queues one row for the writer thread. When the writer is gone the sink breaks.
     pub fn send(&self, e: LedgerEntry) {
-        // A send error means the writer thread is gone; the run's tally (read back from the
-        // ledger) then shows what was written.
-        let _ = self.jobs.send(Job::Row(e));
+        if self.jobs.send(Job::Row(e, self.breakage.clone())).is_err() {
+            tracing::error!("a ledger row could not be queued: the store's writer thread stopped");
+            self.breakage.set("the store's writer thread stopped");
+        }
     }
+
+    /// Resolves when a row of this sink could not be written: the run must stop sending.
+    pub fn broken(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.breakage.broken.cancelled()
+    }
+
+    /// Why a row of this sink could not be written, if one could not.
+    pub fn failure(&self) -> Option<String> {
+        if self.breakage.broken.is_cancelled() {
+            self.breakage.reason()
+        } else {
+            None
+        }
+    }
+}
+
+fn set_health(health: &Mutex<Option<String>>, state: Option<String>) {
+    if let Ok(mut h) = health.lock() {
+        let was_ok = h.is_none();
+        match (&state, was_ok) {
+            (Some(_), true) => metrics::gauge!("gradient_connector_store_writable").set(0.0),
+            (None, false) => {
+                metrics::gauge!("gradient_connector_store_writable").set(1.0);
+                tracing::info!("the store takes writes again");
+            }
+            _ => {}
+        }
+        *h = state;
+    }
+}
+
+/// A batch of rows could not be written: every run that sent one stops, and the store counts as
+/// not writable.
+fn rows_failed(rows: usize, sinks: &[Arc<Breakage>], e: &StoreError, health: &Health) {
+    tracing::error!(error = %e, rows, "ledger rows could not be written: the run stops sending");
+    metrics::counter!("gradient_connector_store_write_failures_total").increment(1);
+    let reason = e.to_string();
+    for b in sinks {
+        b.set(&reason);
+    }
+    set_health(health, Some(reason));
 }
 
 fn writer_loop(
     path: &Path,
     busy_timeout: Duration,
     rx: Receiver<Job>,
-    errors: &Mutex<Option<String>>,
+    health: &Health,
     key: &SharedKey,
 ) {
+    metrics::gauge!("gradient_connector_store_writable").set(1.0);
     let mut store: Option<Store> = None;
     let mut queue: VecDeque<Job> = VecDeque::new();
     loop {
@@ -211,7 +307,7 @@ fn writer_loop(
             match Store::open(path, busy_timeout) {
                 Ok(s) => store = Some(s),
                 Err(e) => {
-                    fail(job, &e, errors);
+                    fail(job, &e, health);
                     continue;
                 }
             }
@@ -229,17 +325,17 @@ fn writer_loop(
             if let Err(e) = s.seal_plain_tokens() {
                 tracing::error!(error = %e, "plain partner tokens could not be sealed");
                 s.set_key(None);
-                fail(job, &e, errors);
+                fail(job, &e, health);
                 continue;
             }
         }
         match job {
             Job::Write(f) => f(Ok(s)),
-            Job::Row(first) => {
-                let mut batch = vec![first];
+            Job::Row(first, b) => {
+                let mut batch = vec![(first, b)];
                 while batch.len() < BATCH {
                     match rx.try_recv() {
-                        Ok(Job::Row(e)) => batch.push(e),
+                        Ok(Job::Row(e, b)) => batch.push((e, b)),
                         Ok(other) => {
                             queue.push_back(other);
                             break;
@@ -247,26 +343,28 @@ fn writer_loop(
                         Err(_) => break,
                     }
                 }
+                // Rows of a sink that already broke are not written: its run stopped, and rows
+                // after a hole would make the ledger look complete where it is not.
+                batch.retain(|(_, b)| !b.broken.is_cancelled());
+                if batch.is_empty() {
+                    continue;
+                }
                 // Keep rows queued behind a write job in order: rows already taken go first.
-                if let Err(e) = record_waiting(s, &batch) {
-                    tracing::error!(error = %e, rows = batch.len(), "ledger rows could not be written");
-                    if let Ok(mut slot) = errors.lock() {
-                        *slot = Some(e.to_string());
-                    }
+                let (rows, sinks): (Vec<LedgerEntry>, Vec<Arc<Breakage>>) =
+                    batch.into_iter().unzip();
+                match record_waiting(s, &rows) {
+                    Ok(()) => set_health(health, None),
+                    Err(e) => rows_failed(rows.len(), &sinks, &e, health),
                 }
             }
         }
     }
 }
 
-fn fail(job: Job, e: &StoreError, errors: &Mutex<Option<String>>) {
+fn fail(job: Job, e: &StoreError, health: &Health) {
     match job {
         Job::Write(f) => f(Err(e)),
-        Job::Row(_) => {
-            if let Ok(mut slot) = errors.lock() {
-                *slot = Some(e.to_string());
-            }
-        }
+        Job::Row(_, b) => rows_failed(1, &[b], e, health),
     }
 }
 
@@ -321,7 +419,8 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(n["c"].pushed, 5000);
-        assert!(h.take_ledger_error().is_none());
+        assert!(sink.failure().is_none());
+        assert!(h.unwritable().is_none());
     }
 
     #[tokio::test]

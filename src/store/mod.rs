@@ -192,6 +192,16 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// One small write (the time of the probe in `daemon_state`): whether the store takes writes.
+    pub fn probe_write(&self, now: crate::time::Millis) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO daemon_state (key, value) VALUES ('write_probe', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [now.to_string()],
+        )?;
+        Ok(())
+    }
+
     /// The underlying connection: SQL stays inside `store`.
     pub(crate) fn conn(&self) -> &Connection {
         &self.conn

@@ -313,13 +313,17 @@ pub async fn run(
     // the run's deadline, after which every pair not yet recorded is recorded `failed`.
     let deadline = ctx.config.gradient.run_deadline;
     let mut deadline_passed = false;
+    // A ledger row that cannot be written stops the run at once: no further push is sent, and
+    // requests in flight are dropped (they are the only ones Gradient may hold beyond the ledger).
     let result = tokio::select! {
-        r = run_connectors(ctx, &setup, control, &rec, &mut report) => r,
+        biased;
+        _ = rec.ledger.broken() => Err(ledger_broken_message(ctx, rec.ledger.failure())),
         _ = control.abort.cancelled() => Err("stopped by shutdown: requests in flight were abandoned".into()),
         _ = tokio::time::sleep_until(tokio::time::Instant::from_std(started) + deadline) => {
             deadline_passed = true;
             Ok(())
         }
+        r = run_connectors(ctx, &setup, control, &rec, &mut report) => r,
     };
     if deadline_passed {
         let missed = record_after_deadline(&setup, &rec, &mut report, ctx.vendor_key_fp.as_str());
@@ -329,7 +333,12 @@ pub async fn run(
             deadline.as_secs()
         ));
     }
+    let ledger_failure = rec.ledger.failure();
     drop(rec);
+    let result = match (result, ledger_failure) {
+        (Ok(()), Some(e)) => Err(ledger_broken_message(ctx, Some(e))),
+        (r, _) => r,
+    };
     let aborted = tally_from_ledger(ctx, result, &mut report).await;
     let interrupted = control.stop.is_cancelled();
     report.outcome = plan::run_outcome(&report.tally, aborted, interrupted);
@@ -337,7 +346,21 @@ pub async fn run(
         report.message = Some("stopped by shutdown before the run finished".into());
     }
     report.duration_ms = started.elapsed().as_millis() as u64;
-    close(ctx, &report, interrupted).await?;
+    if let Err(e) = close(ctx, &report, interrupted).await {
+        // The store refused the run's close too (a full disk): the report still says what
+        // happened; the next start closes the run as interrupted.
+        if !aborted {
+            return Err(e);
+        }
+        tracing::error!(error = %e, run_id = report.run_id, "the run could not be recorded as closed");
+        report.outcome = RunOutcome::Failed;
+        if let Some(m) = report.message.as_mut() {
+            m.push_str(&format!(
+                "; the run could not be recorded as {} either ({e})",
+                RunOutcome::Failed.as_str()
+            ));
+        }
+    }
     metrics::counter!("gradient_connector_runs_total", "outcome" => report.outcome.as_str())
         .increment(1);
     if report.outcome == RunOutcome::Ok {
@@ -451,9 +474,18 @@ fn record_after_deadline(
     missed
 }
 
+/// Why a run stopped when its ledger could not be written, naming the store.
+fn ledger_broken_message(ctx: &SyncContext, failure: Option<String>) -> String {
+    format!(
+        "the ledger could not be written to the store {} ({}): the run stopped sending at once; free disk space or fix the store's permissions, then sync again",
+        ctx.store.path().display(),
+        failure.as_deref().unwrap_or("the store's writer stopped")
+    )
+}
+
 /// Sets every connector's tally (and the run's) from what the ledger holds — not from what the
 /// tasks counted: this write job runs on the store's writer thread after every row the run sent.
-/// Returns whether the run was aborted (its reason, or a ledger failure, becomes the message).
+/// Returns whether the run was aborted (its reason becomes the message).
 async fn tally_from_ledger(
     ctx: &SyncContext,
     result: Result<(), String>,
@@ -464,16 +496,12 @@ async fn tally_from_ledger(
         .store
         .write(move |s| s.run_tally_by_connector(run_id))
         .await;
-    let aborted = match (result, ctx.store.take_ledger_error()) {
-        (Err(msg), _) => {
+    let aborted = match result {
+        Err(msg) => {
             report.message = Some(msg);
             true
         }
-        (Ok(()), Some(e)) => {
-            report.message = Some(format!("the ledger could not be written: {e}"));
-            true
-        }
-        (Ok(()), None) => false,
+        Ok(()) => false,
     };
     match held {
         Ok(by_connector) => {

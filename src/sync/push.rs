@@ -281,12 +281,15 @@ impl<'a> ConnectorRun<'a> {
             self.report.note = r.note;
         } else if self.report.tally.failed == 0 && !self.scope.control.stop.is_cancelled() {
             let (cid, now) = (self.report.id.clone(), now_ms());
-            let _ = self
+            let marked = self
                 .scope
                 .ctx
                 .store
                 .write(move |s| s.mark_success(&cid, now))
                 .await;
+            if let Err(e) = marked {
+                tracing::error!(connector = %self.report.id, error = %e, "the connector's last success could not be recorded (status and the last-success metric lag behind)");
+            }
         }
         self.report
     }
@@ -418,7 +421,8 @@ impl<'a> ConnectorRun<'a> {
     /// Pushes one pair unless the run is stopping (None: not attempted, not recorded).
     async fn push(&self, pp: &PlannedPush, no_build: bool) -> Option<Attempt> {
         let control = self.scope.control;
-        if control.stop.is_cancelled() {
+        // A ledger row that could not be written stops every push not sent yet.
+        if control.stop.is_cancelled() || self.scope.recorder.ledger.failure().is_some() {
             return None;
         }
         match self.halt.get().max(self.scope.halt.get()) {
