@@ -475,3 +475,72 @@ fn a_reload_delivers_to_the_new_webhook_and_a_bad_new_secret_keeps_the_old_ones(
     let (code, _) = d.stop();
     assert_eq!(code, 0);
 }
+
+#[test]
+fn a_run_killed_mid_way_is_told_at_the_next_start_with_what_the_ledger_shows_pushed() {
+    let (e, rx) = setup();
+    e.import(&two_msps(60, 1).to_jsonl());
+    e.connect("msp-a", "key-a");
+    e.connect("msp-b", "key-b");
+    // Catch-up off: what the restart tells must come from the crashed run, not a new one.
+    e.env.write_config(
+        &e.env
+            .config_builder()
+            .set("schedule", "catch_up", false)
+            .set("gradient", "requests_per_second", 40),
+    );
+    e.sim.set_count_latency(Duration::from_millis(40));
+    let d = Daemon::start(&e, &[]);
+    d.signal("USR1");
+    wait_for(
+        "pushes under way",
+        || e.sim.snapshot().pushes.len() > 30,
+        String::new,
+    );
+    d.kill9();
+    let crashed = runs(&e).last().unwrap().clone();
+    assert_eq!(crashed.4, None, "the run was cut off: {crashed:?}");
+    let before = rx.of("connector.synced", None).len();
+    assert_eq!(before, 0);
+
+    let took_part: BTreeSet<String> = e
+        .store()
+        .run_tally_by_connector(crashed.0)
+        .unwrap()
+        .into_keys()
+        .collect();
+    assert!(!took_part.is_empty());
+    let d = Daemon::start(&e, &[]);
+    for c in &took_part {
+        let c = c.as_str();
+        let ev = rx.wait_for("connector.synced", c, 1)[0].json();
+        assert_eq!(ev["data"]["outcome"], "interrupted", "{ev}");
+        assert_eq!(ev["data"]["run"], crashed.0, "{ev}");
+        // `pushed` is what the ledger shows, and each was accepted by the stand-in.
+        let told = pushed_in(&ev);
+        let ledger: BTreeSet<(String, String, u64)> = e
+            .store()
+            .pushed_in_run(crashed.0)
+            .unwrap()
+            .into_iter()
+            .filter(|(conn, ..)| conn == c)
+            .map(|(_, account, module, n)| {
+                let name = if module == "endpoint_security" {
+                    "Endpoint Security"
+                } else {
+                    "Email Security"
+                };
+                (account, name.to_string(), n)
+            })
+            .collect();
+        assert_eq!(told, ledger, "{c}");
+        assert!(told.is_subset(&accepted(&e, c, 0)), "{c}");
+        assert_eq!(
+            ev["data"]["counts"]["pushed"].as_u64(),
+            Some(ledger.len() as u64)
+        );
+    }
+    let closed = runs(&e).into_iter().find(|r| r.0 == crashed.0).unwrap();
+    assert_eq!(closed.4.as_deref(), Some("interrupted"));
+    d.stop();
+}

@@ -310,13 +310,18 @@ impl Driver for RealDriver {
     }
 
     fn abandoned(&mut self) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        let store = self.ctx().store;
+        let ctx = self.ctx();
         Box::pin(async move {
             let now = now_ms();
-            let marked = store
-                .write(move |s| s.mark_unfinished_interrupted(now))
+            let config = ctx.config.clone();
+            // The abandoned run is this daemon's own: closed and told without the run lock.
+            let closed = ctx
+                .store
+                .write(move |s| crate::sync::interrupted::close_interrupted(s, &config, now))
                 .await;
-            tracing::debug!(?marked, "abandoned run recorded");
+            if let Err(e) = closed {
+                tracing::error!(error = %e, "the abandoned run could not be recorded as interrupted; the next start does it");
+            }
         })
     }
 }
@@ -350,6 +355,9 @@ async fn start_up(
     schedule: &Schedule,
 ) -> Result<Option<RunRequest>, DaemonError> {
     let now = now_ms();
+    // Runs a crash left open are closed and told to the console now, not at the next run.
+    crate::sync::interrupted::close_interrupted_at_start(&ctx.store, ctx.config.clone(), now)
+        .await?;
     let anchor = schedule.latest_at_or_before(now);
     let (last_slot, last_run) = ctx
         .store

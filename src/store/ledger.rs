@@ -579,10 +579,19 @@ impl Store {
     }
 
     /// Marks every unfinished run as interrupted (call only while holding the [`RunLock`]); their
-    /// counts are taken from the ledger rows they wrote. Returns how many.
-    pub fn mark_unfinished_interrupted(&self, now: Millis) -> Result<usize, StoreError> {
-        let n = self.conn().execute(INTERRUPT_UNFINISHED, [now])?;
-        Ok(n)
+    /// counts are taken from the ledger rows they wrote. Returns their ids, oldest first.
+    pub fn mark_unfinished_interrupted(&self, now: Millis) -> Result<Vec<i64>, StoreError> {
+        let ids = {
+            let mut st = self
+                .conn()
+                .prepare("SELECT id FROM runs WHERE finished_at IS NULL ORDER BY id")?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            rows.collect::<Result<Vec<i64>, _>>()?
+        };
+        if !ids.is_empty() {
+            self.conn().execute(INTERRUPT_UNFINISHED, [now])?;
+        }
+        Ok(ids)
     }
 
     /// The newest run.
@@ -943,11 +952,11 @@ mod tests {
             .open_run(Trigger::Schedule, Cadence::Daily, "p", Some(10), 1)
             .unwrap();
         s.record(&[entry(id, "a", 5, PairOutcome::Pushed)]).unwrap();
-        assert_eq!(s.mark_unfinished_interrupted(2).unwrap(), 1);
+        assert_eq!(s.mark_unfinished_interrupted(2).unwrap().len(), 1);
         let r = s.last_run().unwrap().unwrap();
         assert_eq!(r.outcome, Some(RunOutcome::Interrupted));
         assert_eq!(r.tally.pushed, 1);
-        assert_eq!(s.mark_unfinished_interrupted(3).unwrap(), 0);
+        assert!(s.mark_unfinished_interrupted(3).unwrap().is_empty());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! [`plan`] holds the pure decisions; [`push`] one connector's part; ledger rows go to the store's
 //! writer thread ([`crate::store::StoreHandle`]).
 
+pub mod interrupted;
 pub mod plan;
 pub mod push;
 
@@ -388,11 +389,9 @@ async fn open(ctx: &SyncContext, req: &RunRequest) -> Result<(Setup, RunReport),
     let run_id = ctx
         .store
         .write(move |s| {
-            let (id, n) = s.open_run(trigger, cadence, &lbl, slot, now)?;
-            if n > 0 {
-                tracing::warn!("{n} earlier run(s) stopped before finishing (crash or kill); recorded as interrupted");
-            }
-            Ok(id)
+            // Runs a crash left open are closed, and told, before this one opens.
+            interrupted::close_interrupted(s, &config, now)?;
+            Ok(s.open_run(trigger, cadence, &lbl, slot, now)?.0)
         })
         .await?;
     tracing::info!(run_id, trigger = trigger.as_str(), cadence = cadence.as_str(), period = %label, "sync run started");
