@@ -132,7 +132,10 @@ fn a_full_disk_during_a_run_stops_sending_at_once_and_exits_1_naming_the_store()
     assert_eq!(runs.len(), 2, "{runs:?}");
     assert_eq!(runs[0].outcome.map(|o| o.as_str()), Some("ok"));
     assert!(
-        matches!(runs[1].outcome.map(|o| o.as_str()), Some("failed" | "interrupted")),
+        matches!(
+            runs[1].outcome.map(|o| o.as_str()),
+            Some("failed" | "interrupted")
+        ),
         "the stopped run is on record: {runs:?}"
     );
     eprintln!("accepted {accepted}, ledger rows pushed {pushed_rows}");

@@ -383,13 +383,23 @@ impl<D: Driver> Core<D> {
     }
 }
 
-/// Keeps one request of two: one that carries a slot wins (a scheduled report must never be lost
-/// to a manual request), else the newer one.
+/// Merges two queued requests into one that serves both (pure): one that carries a slot wins
+/// its trigger, slot and month (a scheduled report must never be lost to a manual request), else
+/// the newer one; the scope is the union — the same connector stays one connector, anything else
+/// becomes a run of every connector, so no requested connector is ever dropped.
 fn merge(old: Option<RunRequest>, new: RunRequest) -> RunRequest {
-    match old {
-        Some(o) if o.slot_at.is_some() && new.slot_at.is_none() => o,
-        _ => new,
-    }
+    let Some(old) = old else { return new };
+    let connector = match (&old.connector, &new.connector) {
+        (Some(a), Some(b)) if a == b => Some(a.clone()),
+        _ => None,
+    };
+    let mut kept = if old.slot_at.is_some() && new.slot_at.is_none() {
+        old
+    } else {
+        new
+    };
+    kept.connector = connector;
+    kept
 }
 
 async fn sleep_opt(d: Option<Duration>) {

@@ -329,3 +329,63 @@ async fn a_waiting_request_is_told_when_the_run_that_serves_it_ends() {
     assert_eq!(h.started().len(), 2);
     h.stop().await;
 }
+
+fn asked(trigger: Trigger, connector: Option<&str>, slot_at: Option<Millis>) -> RunRequest {
+    RunRequest {
+        trigger,
+        connector: connector.map(ConnectorId::from),
+        month: None,
+        slot_at,
+    }
+}
+
+#[test]
+fn queued_requests_for_different_connectors_merge_into_a_run_of_all() {
+    let a = asked(Trigger::Api, Some("a"), None);
+    let b = asked(Trigger::Api, Some("b"), None);
+    assert_eq!(merge(Some(a.clone()), b.clone()).connector, None);
+    assert_eq!(
+        merge(Some(a.clone()), a.clone()).connector.as_deref(),
+        Some("a")
+    );
+    assert_eq!(merge(None, b.clone()).connector.as_deref(), Some("b"));
+    // A run of all absorbs one connector, either way round.
+    let all = asked(Trigger::Signal, None, None);
+    assert_eq!(merge(Some(a.clone()), all.clone()).connector, None);
+    assert_eq!(merge(Some(all), a.clone()).connector, None);
+    // A slot keeps its trigger and slot, and its scope grows with the manual request's.
+    let slot = asked(Trigger::Schedule, None, Some(START));
+    let m = merge(Some(slot), b);
+    assert_eq!(
+        (m.trigger, m.slot_at, m.connector),
+        (Trigger::Schedule, Some(START), None)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn queued_requests_for_two_connectors_run_both_and_each_waiter_is_told() {
+    let h = harness(NEVER, &[], None);
+    h.sync_now().await;
+    pass(Duration::from_secs(1)).await;
+    let mut told = Vec::new();
+    for c in ["a", "b"] {
+        let (tx, rx) = oneshot::channel();
+        h.send(DaemonEvent::SyncNow {
+            trigger: Trigger::Api,
+            connector: Some(ConnectorId::from(c)),
+            done: Some(tx),
+        })
+        .await;
+        told.push(rx);
+    }
+    for rx in told {
+        assert!(matches!(rx.await.unwrap(), RunEnd::Ran(_)));
+    }
+    let started = h.started();
+    assert_eq!(started.len(), 2, "one run plus one queued");
+    assert_eq!(
+        started[1].0.connector, None,
+        "the queued run serves a and b"
+    );
+    h.stop().await;
+}
