@@ -204,3 +204,52 @@ fn the_daemon_on_a_full_disk_logs_counts_and_is_not_ready_until_the_store_takes_
     d.stop();
     drop(fs);
 }
+
+#[test]
+fn a_deadline_after_partial_progress_records_each_pair_once_and_keeps_what_was_pushed() {
+    let e = SimEnv::new("run_deadline_secs = 2", "");
+    e.import_inventory(&two_msps(40, 1));
+    e.connect("msp-a", "key-a");
+    e.connect("msp-b", "key-b");
+    e.sim
+        .set_count_latency(std::time::Duration::from_millis(500));
+    let out = e.run(&["sync"]);
+    assert_eq!(code(&out), 75, "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        !stderr(&out).contains("second ledger row"),
+        "a pair was recorded twice: {}",
+        stderr(&out)
+    );
+    let store = e.store();
+    let run = store.runs(1).unwrap().remove(0);
+    let rows: Vec<LedgerEntry> = ledger_rows(&store)
+        .into_iter()
+        .filter(|r| r.run_id == run.id)
+        .collect();
+    assert_eq!(rows.len(), 160, "every planned pair has one row");
+    let pushed: Vec<&LedgerEntry> = rows
+        .iter()
+        .filter(|r| r.outcome == PairOutcome::Pushed)
+        .collect();
+    let failed = rows
+        .iter()
+        .filter(|r| r.outcome == PairOutcome::Failed)
+        .count();
+    assert!(
+        !pushed.is_empty() && failed > 0,
+        "partial progress: {} pushed, {failed} failed",
+        pushed.len()
+    );
+    assert_eq!(pushed.len() + failed, 160);
+    assert_eq!(run.tally.pushed as usize, pushed.len());
+    // Each pushed row is a count the stand-in accepted.
+    let snap = e.sim.snapshot();
+    for r in pushed {
+        assert!(
+            snap.pushes.iter().any(|p| p.status == 201
+                && p.org_id.as_deref() == Some(r.connector_id.as_str())
+                && p.account_id.as_str() == Some(r.account_id.as_str())),
+            "{r:?}"
+        );
+    }
+}

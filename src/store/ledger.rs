@@ -633,10 +633,13 @@ impl Store {
     pub fn record(&mut self, entries: &[LedgerEntry]) -> Result<(), StoreError> {
         let tx = self.conn_mut().transaction()?;
         {
+            // One row per pair of a run (the schema's `ledger_one_per_pair`): a second row for a
+            // pair is a bug upstream; the first row, written when Gradient answered, stands.
             let mut insert = tx.prepare_cached(
                 "INSERT INTO ledger (run_id, connector_id, account_id, module, service_id, unit_count,
                     outcome, http_status, attempts, reason, at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 ON CONFLICT (run_id, connector_id, account_id, module) DO NOTHING",
             )?;
             let mut last = tx.prepare_cached(
                 "INSERT INTO last_known (connector_id, account_id, module, unit_count, pushed_at, run_id)
@@ -646,7 +649,7 @@ impl Store {
             )?;
             for e in entries {
                 let count = e.unit_count.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
-                insert.execute(params![
+                let written = insert.execute(params![
                     e.run_id,
                     e.connector_id,
                     e.account_id,
@@ -659,6 +662,16 @@ impl Store {
                     e.reason,
                     e.at
                 ])?;
+                if written == 0 {
+                    tracing::error!(
+                        run_id = e.run_id,
+                        connector = %e.connector_id,
+                        account = %crate::domain::escape(&e.account_id),
+                        module = %e.module,
+                        "a second ledger row for a pair of this run was refused; the first stands"
+                    );
+                    continue;
+                }
                 if e.outcome == PairOutcome::Pushed {
                     if let Some(c) = count {
                         last.execute(params![

@@ -247,11 +247,11 @@ mod tests {
                 .unwrap();
             runs.push(run);
         }
-        // Old run 0: a1 pushed (a1's newest push), a2 pushed (superseded), a2 failed.
+        // Old run 0: a1 pushed (a1's newest push), a2 pushed (superseded), a3 failed.
         s.record(&[
             entry(runs[0], "a1", PairOutcome::Pushed, 0),
             entry(runs[0], "a2", PairOutcome::Pushed, 0),
-            entry(runs[0], "a2", PairOutcome::Failed, 1),
+            entry(runs[0], "a3", PairOutcome::Failed, 1),
         ])
         .unwrap();
         // Run 1 (also old): a2 pushed again; run 2 (new) has nothing.
@@ -263,7 +263,7 @@ mod tests {
         let pruned = s.prune_ledger(2 * day).unwrap();
         assert_eq!(
             pruned.ledger_rows, 2,
-            "a2's superseded push and its failure"
+            "a2's superseded push and a3's failure"
         );
         let left: Vec<(String, PairOutcome)> = s
             .conn()

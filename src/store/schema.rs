@@ -230,6 +230,16 @@ pub const MIGRATIONS: &[&str] = &[
     // `token_key_id` the id of the store key it was sealed with (NULL: plain text left by an older
     // build, sealed by the next open that has the key).
     "ALTER TABLE connectors ADD COLUMN token_key_id TEXT;",
+    // 8: at most one ledger row per (run, connector, account, service). Duplicates an older build
+    // may have written are dropped first, keeping a `pushed` row over any other, then the first.
+    "DELETE FROM ledger WHERE id IN (
+        SELECT id FROM (
+            SELECT id, row_number() OVER (
+                PARTITION BY run_id, connector_id, account_id, module
+                ORDER BY outcome = 'pushed' DESC, id) AS n
+            FROM ledger)
+        WHERE n > 1);
+     CREATE UNIQUE INDEX ledger_one_per_pair ON ledger(run_id, connector_id, account_id, module);",
 ];
 
 /// Applies every migration newer than the store's `user_version`, each in its own transaction.
@@ -366,6 +376,54 @@ mod tests {
             0,
             "no dangling reference"
         );
+    }
+
+    #[test]
+    fn migration_8_keeps_one_row_per_pair_of_a_run_preferring_pushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        {
+            let mut c = Connection::open(&path).unwrap();
+            let tx = c.transaction().unwrap();
+            for m in &MIGRATIONS[..7] {
+                tx.execute_batch(m).unwrap();
+            }
+            tx.execute_batch(
+                "INSERT INTO runs (id, trigger, cadence, period, started_at) VALUES (1, 'cli', 'daily', 'p', 0);
+                 INSERT INTO ledger (run_id, connector_id, account_id, module, outcome, attempts, at) VALUES
+                    (1, 'c', 'a', 'm', 'pushed', 1, 1), (1, 'c', 'a', 'm', 'failed', 0, 2),
+                    (1, 'c', 'b', 'm', 'failed', 0, 3), (1, 'c', 'b', 'm', 'pushed', 1, 4),
+                    (1, 'c', 'd', 'm', 'unmapped', 1, 5);",
+            )
+            .unwrap();
+            tx.pragma_update(None, "user_version", 7).unwrap();
+            tx.commit().unwrap();
+        }
+        let store = crate::store::Store::open(&path, std::time::Duration::from_secs(1)).unwrap();
+        let rows: Vec<(String, String)> = store
+            .conn()
+            .prepare("SELECT account_id, outcome FROM ledger ORDER BY account_id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let pair = |a: &str, o: &str| (a.to_string(), o.to_string());
+        assert_eq!(
+            rows,
+            vec![
+                pair("a", "pushed"),
+                pair("b", "pushed"),
+                pair("d", "unmapped")
+            ]
+        );
+        // The schema itself now refuses a second row for a pair of a run.
+        let again = store.conn().execute(
+            "INSERT INTO ledger (run_id, connector_id, account_id, module, outcome, attempts, at)
+             VALUES (1, 'c', 'a', 'm', 'failed', 0, 9)",
+            [],
+        );
+        assert!(again.is_err());
     }
 
     #[test]
