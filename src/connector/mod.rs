@@ -374,10 +374,13 @@ impl Lifecycle<'_> {
         };
         if let Some(unmapped) = accounts.unmapped.clone() {
             let (cid, now) = (id.to_string(), now_ms());
-            let _ = self
+            let recorded = self
                 .store
                 .write(move |s| s.record_gradient_view(&cid, None, None, Some(&unmapped), now))
                 .await;
+            if let Err(e) = recorded {
+                tracing::warn!(connector = %id, error = %e, "the unmapped accounts could not be recorded; status shows them after the next run");
+            }
         }
         (services_ready, accounts)
     }
