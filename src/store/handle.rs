@@ -61,8 +61,19 @@ impl Breakage {
     }
 }
 
+/// How long after a refused write the store is taken to be unwritable before a probe tries again
+/// (so a readiness check right after a full disk says so, and one later sees the room freed).
+pub const REPROBE_AFTER: Duration = Duration::from_secs(10);
+
+/// Why the store refused its last write, and when it was last seen refusing one.
+#[derive(Debug, Clone)]
+struct Refusal {
+    reason: String,
+    seen: std::time::Instant,
+}
+
 /// Whether the store took its last write (`None`) or why not; shared with the writer thread.
-type Health = Arc<Mutex<Option<String>>>;
+type Health = Arc<Mutex<Option<Refusal>>>;
 
 struct Inner {
     path: PathBuf,
@@ -200,13 +211,17 @@ impl StoreHandle {
     /// Why the store's last write failed (a full disk, a read-only file), until a write succeeds
     /// again; `None` while the store takes writes.
     pub fn unwritable(&self) -> Option<String> {
-        self.inner.health.lock().ok()?.clone()
+        Some(self.inner.health.lock().ok()?.as_ref()?.reason.clone())
     }
 
-    /// Tries one small write (only while [`StoreHandle::unwritable`] says the store failed, so
-    /// that a store that has room again is seen as such); returns why it still fails.
+    /// While the store is unwritable: once [`REPROBE_AFTER`] has passed since it last refused a
+    /// write, tries one small write, so that a store with room again is seen as such. Returns why
+    /// it is still unwritable.
     pub async fn recheck_writable(&self) -> Option<String> {
-        self.unwritable()?;
+        let refusal = self.inner.health.lock().ok()?.clone()?;
+        if refusal.seen.elapsed() < REPROBE_AFTER {
+            return Some(refusal.reason);
+        }
         let now = crate::time::now_ms();
         match self.write(move |s| s.probe_write(now)).await {
             Ok(()) => {
@@ -258,7 +273,7 @@ impl LedgerSink {
     }
 }
 
-fn set_health(health: &Mutex<Option<String>>, state: Option<String>) {
+fn set_health(health: &Mutex<Option<Refusal>>, state: Option<String>) {
     if let Ok(mut h) = health.lock() {
         let was_ok = h.is_none();
         match (&state, was_ok) {
@@ -269,7 +284,10 @@ fn set_health(health: &Mutex<Option<String>>, state: Option<String>) {
             }
             _ => {}
         }
-        *h = state;
+        *h = state.map(|reason| Refusal {
+            reason,
+            seen: std::time::Instant::now(),
+        });
     }
 }
 
