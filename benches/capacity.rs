@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use gradient_connector::config::Config;
 use gradient_connector::domain::{MonthlyCount, Trigger, UnitKind};
-use gradient_connector::kit::{Inventory, OCTOBER_2026};
+use gradient_connector_kit::{Inventory, OCTOBER_2026};
 use gradient_connector::store::counting;
 use gradient_connector::store::run_inputs::CountQuestion;
 use gradient_connector::store::Store;

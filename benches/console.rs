@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gradient_connector::config::Config;
-use gradient_connector::kit::Webhook;
+use gradient_connector_kit::Webhook;
 use gradient_connector::time::now_ms;
 use serde_json::{json, Value};
 

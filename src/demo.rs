@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::domain::{ConnectorState, Trigger, UnitKind};
-use crate::kit::{ConfigBuilder, Inventory, Service, OCTOBER_2026};
+use crate::domain::{ConnectorState, Trigger};
+use serde_json::json;
 use crate::sim::{Mapping, Sim, SimOptions, SimSnapshot};
 use crate::sync::{RunControl, RunReport, RunRequest, SyncContext};
 
@@ -83,21 +83,37 @@ const MSPS: &[Msp] = &[
     },
 ];
 
-/// The demo's services: the two standard ones and a backup service.
-fn services() -> [Service; 3] {
+/// The demo's services, as the configuration's `[[service]]` tables: endpoint and e-mail security,
+/// and a backup service. (module, name, unit, category, subcategory, description)
+const SERVICES: [[&str; 6]; 3] = [
     [
-        Service::endpoint_security(),
-        Service::email_security(),
-        Service::new(
-            "cloud_backup",
-            "Cloud Backup",
-            UnitKind::Devices,
-            "backup",
-            "cloud backup",
-        )
-        .description("Backed-up devices"),
-    ]
-}
+        "endpoint_security",
+        "Endpoint Security",
+        "devices",
+        "security",
+        "endpoint detection and response (EDR)",
+        "Protected devices",
+    ],
+    [
+        "email_security",
+        "Email Security",
+        "users",
+        "security",
+        "email security",
+        "Protected mailboxes",
+    ],
+    [
+        "cloud_backup",
+        "Cloud Backup",
+        "devices",
+        "backup",
+        "cloud backup",
+        "Backed-up devices",
+    ],
+];
+
+/// When the sample inventory's history starts.
+const SINCE: &str = "2026-10-01T00:00:00Z";
 
 const MODULES: [&str; 3] = ["endpoint_security", "email_security", "cloud_backup"];
 
@@ -115,34 +131,63 @@ fn slug(name: &str) -> String {
         .collect()
 }
 
-/// The sample inventory: history from the 1st of last month.
-fn sample_inventory(rng: &mut fastrand::Rng) -> Inventory {
-    let mut inv = Inventory::new();
+/// The sample inventory, as the import's JSON Lines: history from October 2026.
+fn sample_inventory(rng: &mut fastrand::Rng) -> String {
+    let mut lines: Vec<serde_json::Value> = Vec::new();
     for m in MSPS {
-        inv.undated().channel(m.id, m.name);
-        inv.at(OCTOBER_2026);
+        lines.push(json!({"type": "channel", "id": m.id, "name": m.name}));
         for (i, c) in m.customers.iter().enumerate() {
             let ws = format!("{}-{}", &m.id[4..], slug(c));
-            inv.workspace(&ws, m.id, c);
+            lines.push(json!({"type": "workspace", "id": ws, "channel": m.id, "name": c, "at": SINCE}));
             for (k, module) in MODULES.iter().enumerate() {
                 // Not every customer bought every module.
                 if (i + k) % 4 == 3 {
                     continue;
                 }
-                inv.module(&ws, module, true);
+                lines.push(json!({"type": "module", "workspace": ws, "module": module, "enabled": true, "at": SINCE}));
             }
             let users = rng.usize(5..60);
             for u in 0..users {
                 let protected = rng.u8(0..10) != 0;
-                inv.user(&ws, &format!("{ws}-u{u}"), protected);
+                lines.push(json!({"type": "user", "workspace": ws, "id": format!("{ws}-u{u}"), "protected": protected, "at": SINCE}));
             }
             for d in 0..rng.usize(users / 2..users + 20) {
                 let protected = rng.u8(0..8) != 0;
-                inv.device(&ws, &format!("{ws}-d{d}"), protected);
+                lines.push(json!({"type": "device", "workspace": ws, "id": format!("{ws}-d{d}"), "protected": protected, "at": SINCE}));
             }
         }
     }
-    inv
+    jsonl(&lines)
+}
+
+/// Records as JSON Lines.
+fn jsonl(records: &[serde_json::Value]) -> String {
+    records.iter().map(|r| format!("{r}\n")).collect()
+}
+
+/// The demo's configuration file: Gradient at `base_url`, files beside it, the API off.
+fn config_text(base_url: &str) -> String {
+    // Every value is ours (a loopback url, fixed words); JSON strings are valid TOML strings.
+    let q = |s: &str| serde_json::Value::from(s).to_string();
+    let mut text = format!(
+        "[gradient]\nbase_url = {}\nvendor_api_key_file = \"vendor-api-key\"\nretry_initial_delay_ms = 20\n\n\
+         [store]\npath = \"store.db\"\nkey_file = \"store-key\"\n\n\
+         [schedule]\ncadence = \"daily\"\ncron = \"0 0 2 * * *\"\ntimezone = \"UTC\"\n\n\
+         [log]\nlevel = \"off\"\n\n[api]\nlisten = \"\"\n",
+        q(base_url)
+    );
+    for [module, name, unit, category, subcategory, description] in SERVICES {
+        text.push_str(&format!(
+            "\n[[service]]\nmodule = {}\nname = {}\ndescription = {}\nunit = {}\ncategory = {}\nsubcategory = {}\n",
+            q(module),
+            q(name),
+            q(description),
+            q(unit),
+            q(category),
+            q(subcategory)
+        ));
+    }
+    text
 }
 
 fn step<T, E: std::fmt::Display>(step: &'static str, r: Result<T, E>) -> Result<T, DemoError> {
@@ -159,22 +204,12 @@ fn write_files(dir: &Path, base_url: &str) -> Result<PathBuf, DemoError> {
     let key = dir.join("vendor-api-key");
     std::fs::write(&key, VENDOR_KEY).map_err(setup)?;
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).map_err(setup)?;
-    crate::kit::ensure_store_key(&dir.join("store-key")).map_err(DemoError::Setup)?;
-    let config = dir.join("gradient-connector.toml");
-    let mut builder = ConfigBuilder::new(base_url)
-        .vendor_key_file("vendor-api-key")
-        .store_key_file("store-key")
-        .set("gradient", "retry_initial_delay_ms", 20)
-        .store_path("store.db")
-        .set("schedule", "cadence", "daily")
-        .set("schedule", "cron", "0 0 2 * * *")
-        .set("schedule", "timezone", "UTC")
-        .set("log", "level", "off")
-        .set("api", "listen", "");
-    for service in services() {
-        builder = builder.service(service);
+    let store_key = dir.join("store-key");
+    if !store_key.exists() {
+        crate::config::keyfile::write_new_store_key(&store_key).map_err(DemoError::Setup)?;
     }
-    builder.write(&config).map_err(setup)?;
+    let config = dir.join("gradient-connector.toml");
+    std::fs::write(&config, config_text(base_url)).map_err(setup)?;
     Ok(config)
 }
 
@@ -237,7 +272,7 @@ async fn tour(keep: Option<&Path>) -> Result<(), DemoError> {
     let inventory = sample_inventory(&mut rng);
     let summary = {
         let loc = crate::sync::store_handle(&config);
-        let text = inventory.to_jsonl();
+        let text = inventory;
         step(
             "import",
             loc.write(move |s| {
@@ -286,10 +321,10 @@ async fn tour(keep: Option<&Path>) -> Result<(), DemoError> {
     println!("\n3. First sync: {}", first.summary());
 
     // Two customers switch a module off; Harbor's mapping is partial.
-    let off = Inventory::new()
-        .module("northwind-contoso-ltd", "endpoint_security", false)
-        .module("bluesky-coho-winery", "email_security", false)
-        .to_jsonl();
+    let off = jsonl(&[
+        json!({"type": "module", "workspace": "northwind-contoso-ltd", "module": "endpoint_security", "enabled": false}),
+        json!({"type": "module", "workspace": "bluesky-coho-winery", "module": "email_security", "enabled": false}),
+    ]);
     let loc = crate::sync::store_handle(&config);
     step(
         "import",

@@ -5,7 +5,7 @@ mod common;
 use common::*;
 
 use gradient_connector::domain::UnitKind;
-use gradient_connector::kit::{ConfigBuilder, Inventory, Service};
+use gradient_connector_kit::{ConfigBuilder, Inventory, Service};
 
 /// `check-config` with `broken` written beside the standard environment: exit 78; its stderr.
 fn refused(broken: ConfigBuilder) -> String {

@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use common::*;
-use gradient_connector::kit::{ConfigBuilder, Inventory, Units};
+use gradient_connector_kit::{ConfigBuilder, Inventory, Units};
 use gradient_connector::sim::Fault;
 use serde_json::{json, Value};
 
@@ -486,7 +486,7 @@ fn every_route_over_the_unix_socket_answers_with_the_contracts_codes() {
     assert_eq!(r["unreported_modules"], json!([]), "{r}");
     // A module id no [[service]] names is imported and listed, not silently dropped.
     let mut edr = Inventory::new();
-    edr.module(&gradient_connector::kit::workspace_id(0, 0), "EDR", true);
+    edr.module(&gradient_connector_kit::workspace_id(0, 0), "EDR", true);
     let r = api.inventory(&edr.to_jsonl()).expect(200);
     assert_eq!(
         r["unreported_modules"],

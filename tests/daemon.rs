@@ -5,7 +5,7 @@ mod common;
 use common::*;
 
 use gradient_connector::domain::UnitKind;
-use gradient_connector::kit::{ConfigBuilder, Inventory, Service, OCTOBER_2026};
+use gradient_connector_kit::{ConfigBuilder, Inventory, Service, OCTOBER_2026};
 
 use std::time::Duration;
 

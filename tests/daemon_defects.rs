@@ -18,7 +18,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use gradient_connector::domain::PairOutcome;
-use gradient_connector::kit::{Inventory, Units};
+use gradient_connector_kit::{Inventory, Units};
 use gradient_connector::store::ledger::{HistoryFilter, RunLock, RunRow};
 use gradient_connector::store::Store;
 

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use gradient_connector::domain::PairOutcome;
-use gradient_connector::kit::{msp_id, workspace_id, Inventory, Units};
+use gradient_connector_kit::{msp_id, workspace_id, Inventory, Units};
 use gradient_connector::store::ledger::{HistoryFilter, LedgerEntry};
 use serde_json::Value;
 

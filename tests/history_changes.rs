@@ -6,7 +6,7 @@ mod common;
 use common::*;
 
 use gradient_connector::domain::UnitKind;
-use gradient_connector::kit::Inventory;
+use gradient_connector_kit::Inventory;
 use serde_json::Value;
 
 fn history_json(e: &SimEnv, args: &[&str]) -> Vec<Value> {

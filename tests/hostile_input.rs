@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use gradient_connector::kit::Inventory;
+use gradient_connector_kit::Inventory;
 
 #[test]
 fn a_record_from_the_future_is_a_bad_line_and_nothing_is_applied() {

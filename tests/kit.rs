@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use gradient_connector::config::Config;
 use gradient_connector::domain::UnitKind;
-use gradient_connector::kit::{ConfigBuilder, Inventory, Units};
+use gradient_connector_kit::{ConfigBuilder, Inventory, Units};
 use gradient_connector::store::counting::ServiceUnit;
 use gradient_connector::store::import::import;
 use gradient_connector::store::run_inputs::{CountQuestion, InventorySize};

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::process::Command;
 
 use gradient_connector::domain::PairOutcome;
-use gradient_connector::kit::{msp_id, Inventory, Units};
+use gradient_connector_kit::{msp_id, Inventory, Units};
 use gradient_connector::store::ledger::{HistoryFilter, LedgerEntry};
 use gradient_connector::store::Store;
 

@@ -8,7 +8,7 @@ use common::*;
 use std::process::Command;
 use std::time::Duration;
 
-use gradient_connector::kit::{Inventory, Units};
+use gradient_connector_kit::{Inventory, Units};
 
 /// A large inventory file (two MSPs × 150 workspaces, 20 devices and 30 users each).
 /// Returns the file and its number of records.

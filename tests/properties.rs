@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use gradient_connector::config::{Config, ConfigError};
 use gradient_connector::domain::UnitKind;
-use gradient_connector::kit::Inventory as Records;
+use gradient_connector_kit::Inventory as Records;
 use gradient_connector::store::import::{import, ImportError};
 use gradient_connector::store::run_inputs::CountQuestion;
 use gradient_connector::store::Store;

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine;
-use gradient_connector::kit::Inventory;
+use gradient_connector_kit::Inventory;
 
 const KEY_A: &str = "partner-AAAA-5e1f0c7d";
 const KEY_B: &str = "partner-BBBB-9a2d4e61";
@@ -247,7 +247,7 @@ fn key_files_that_are_not_regular_files_are_refused_at_once_in_one_report() {
         .config_builder()
         .vendor_key_file(&fifo)
         .store_key_file("/dev/zero")
-        .webhook(gradient_connector::kit::Webhook::new(
+        .webhook(gradient_connector_kit::Webhook::new(
             "http://127.0.0.1:9/hook",
             &hook_fifo,
         ));

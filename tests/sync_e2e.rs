@@ -2,7 +2,7 @@
 
 mod common;
 use common::*;
-use gradient_connector::kit::Inventory;
+use gradient_connector_kit::Inventory;
 use serde_json::Value;
 
 fn setup() -> SimEnv {

@@ -5,7 +5,7 @@
 mod common;
 use common::*;
 
-use gradient_connector::kit::Inventory;
+use gradient_connector_kit::Inventory;
 
 #[test]
 fn a_module_no_service_names_is_imported_and_listed_in_the_summary_and_status() {

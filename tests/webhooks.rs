@@ -14,7 +14,7 @@ use std::time::Duration;
 use base64::Engine;
 use common::*;
 use gradient_connector::domain::EventKind;
-use gradient_connector::kit::{ConfigBuilder, Webhook};
+use gradient_connector_kit::{ConfigBuilder, Webhook};
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use gradient_connector::domain::UnitKind;
-use gradient_connector::kit::{ConfigBuilder, Inventory, Service};
+use gradient_connector_kit::{ConfigBuilder, Inventory, Service};
 use gradient_connector::store::counting::ServiceUnit;
 use gradient_connector::store::import::import;
 use gradient_connector::store::run_inputs::InventorySize;
@@ -82,7 +82,7 @@ pub fn config(base_url: &str, store: &Path, rps: u32, in_flight: u32) -> ConfigB
 /// The store key beside a bench store (made when missing): tokens are sealed under it.
 pub fn store_key(store: &Path) -> PathBuf {
     let path = store.with_file_name("store-key");
-    gradient_connector::kit::ensure_store_key(&path).unwrap();
+    gradient_connector_kit::ensure_store_key(&path).unwrap();
     path
 }
 

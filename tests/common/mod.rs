@@ -6,7 +6,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use gradient_connector::domain::UnitKind;
-use gradient_connector::kit::{ConfigBuilder, Inventory, OCTOBER_2026, STANDARD_MODULES};
+use gradient_connector_kit::{ConfigBuilder, Inventory, OCTOBER_2026, STANDARD_MODULES};
 use gradient_connector::store::Store;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_gradient-connector");
@@ -58,7 +58,7 @@ impl Env {
     /// configuration.
     pub fn with_config(config: ConfigBuilder) -> Env {
         let dir = tempfile::tempdir().unwrap();
-        gradient_connector::kit::ensure_store_key(&dir.path().join("store-key")).unwrap();
+        gradient_connector_kit::ensure_store_key(&dir.path().join("store-key")).unwrap();
         let config = if config.get("store", "key_file").is_none() {
             config.store_key_file("store-key")
         } else {

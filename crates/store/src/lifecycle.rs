@@ -230,7 +230,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::domain::{Cadence, PairOutcome, Trigger};
-    use crate::store::ledger::LedgerEntry;
+    use crate::ledger::LedgerEntry;
 
     fn entry(run: i64, account: &str, outcome: PairOutcome, at: Millis) -> LedgerEntry {
         LedgerEntry::for_test(run, "c", account, outcome, at)
@@ -238,7 +238,7 @@ mod tests {
 
     #[test]
     fn retention_keeps_each_pairs_newest_push_and_last_known() {
-        let (_d, mut s) = crate::store::temp_store();
+        let (_d, mut s) = crate::temp_store();
         let day = 86_400_000;
         let mut runs = Vec::new();
         for i in 0..3 {
@@ -288,7 +288,7 @@ mod tests {
 
     #[test]
     fn future_dated_history_is_redated_to_now() {
-        let (_d, mut s) = crate::store::temp_store();
+        let (_d, mut s) = crate::temp_store();
         let now = 1_000_000;
         let far: i64 = 253_402_214_400_000; // 9999-12-31
         s.conn()
@@ -321,7 +321,7 @@ mod tests {
     #[test]
     fn a_backup_is_private_whole_and_never_overwrites() {
         use std::os::unix::fs::PermissionsExt;
-        let (d, s) = crate::store::temp_store();
+        let (d, s) = crate::temp_store();
         s.conn()
             .execute("INSERT INTO channels VALUES ('c', 'C', 1)", [])
             .unwrap();

@@ -948,7 +948,7 @@ fn apply_unit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::temp_store;
+    use crate::temp_store;
 
     fn run(s: &mut Store, text: &str) -> Result<ImportSummary, ImportError> {
         import(

@@ -12,6 +12,8 @@
 //! under the store key ([`key`]); [`lifecycle`] owns backup, integrity check, ledger retention and
 //! the repair of future-dated history.
 
+use gradient_connector_domain::{domain, time};
+
 pub mod counting;
 pub mod handle;
 pub mod import;
@@ -231,8 +233,8 @@ impl Store {
 
 /// A new store `s.db` in a temporary directory, with a store key, for unit tests; the directory
 /// lasts as long as the returned guard.
-#[cfg(test)]
-pub(crate) fn temp_store() -> (tempfile::TempDir, Store) {
+#[cfg(any(test, feature = "test-support"))]
+pub fn temp_store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(&dir.path().join("s.db"), Duration::from_secs(1)).unwrap();
     store.set_key(Some(std::sync::Arc::new(key::StoreKey::new(

@@ -15,6 +15,9 @@
 //! `lastSyncedAt` is a 1900 sentinel until the first accepted count; the status update's `data` is a
 //! string; a count never turns an `inactive` integration `active` (only a `pending` one).
 
+use gradient_connector_domain::time;
+use gradient_vendor_api as gradient;
+
 mod server;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};

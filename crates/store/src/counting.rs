@@ -405,7 +405,7 @@ fn month_peaks(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{import::import, Store};
+    use crate::{import::import, Store};
     use crate::time::{parse_rfc3339, Month};
 
     fn t(s: &str) -> Millis {
@@ -413,7 +413,7 @@ mod tests {
     }
 
     fn store_with(lines: &str) -> (tempfile::TempDir, Store) {
-        let (dir, mut s) = crate::store::temp_store();
+        let (dir, mut s) = crate::temp_store();
         let head = r#"{"type":"channel","id":"c","name":"C","at":"2026-01-01T00:00:00Z"}
 {"type":"workspace","id":"w1","channel":"c","name":"W1","at":"2026-01-01T00:00:00Z"}
 {"type":"workspace","id":"w2","channel":"c","name":"W2","at":"2026-01-01T00:00:00Z"}

@@ -89,12 +89,14 @@ macro_rules! string_id {
             }
         }
 
+        #[cfg(feature = "sqlite")]
         impl rusqlite::ToSql for $name {
             fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
                 self.0.to_sql()
             }
         }
 
+        #[cfg(feature = "sqlite")]
         impl rusqlite::types::FromSql for $name {
             fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
                 String::column_result(v).map(Self)
@@ -152,6 +154,7 @@ macro_rules! word_enum {
             }
         }
 
+        #[cfg(feature = "sqlite")]
         impl rusqlite::ToSql for $name {
             fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
                 Ok(rusqlite::types::ToSqlOutput::from(self.as_str()))
@@ -159,6 +162,7 @@ macro_rules! word_enum {
         }
 
         /// A stored word that is not one of ours is a decode error, never a default.
+        #[cfg(feature = "sqlite")]
         impl rusqlite::types::FromSql for $name {
             fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
                 let text = v.as_str()?;

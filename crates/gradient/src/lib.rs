@@ -17,6 +17,8 @@
 //! decoded strictly. Creations (services, accounts) are repeated only when the request surely did
 //! not land (429, a refused connection).
 
+use gradient_connector_domain::{domain, time};
+
 pub mod answer;
 pub mod error;
 pub mod limiter;

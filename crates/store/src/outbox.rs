@@ -289,7 +289,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::temp_store;
+    use crate::temp_store;
 
     fn urls(u: &[&str]) -> Vec<String> {
         u.iter().map(|s| s.to_string()).collect()

@@ -3,10 +3,12 @@
 //! ([`ConfigBuilder`], rendered as TOML by the `toml` crate, every key checked against the key
 //! table). Nothing in the daemon's own code paths uses it.
 
-mod config;
+use gradient_connector::{config, domain, time};
+
+mod config_builder;
 mod inventory;
 
-pub use config::{ensure_store_key, ConfigBuilder, Service, Webhook};
+pub use config_builder::{ensure_store_key, ConfigBuilder, Service, Webhook};
 pub use inventory::{
     msp_id, unit_id, workspace_id, ChannelRecord, Inventory, ModuleRecord, Record, UnitRecord,
     Units, WorkspaceRecord, OCTOBER_2026, STANDARD_MODULES,

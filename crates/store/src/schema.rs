@@ -272,7 +272,7 @@ mod tests {
     use super::*;
 
     /// The first column of the first row of `sql`.
-    fn value<T: rusqlite::types::FromSql>(store: &crate::store::Store, sql: &str) -> T {
+    fn value<T: rusqlite::types::FromSql>(store: &crate::Store, sql: &str) -> T {
         store.conn().query_row(sql, [], |r| r.get(0)).unwrap()
     }
 
@@ -280,21 +280,21 @@ mod tests {
     fn migrations_apply_once_and_record_the_version() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
-        let store = crate::store::Store::open(&path, std::time::Duration::from_secs(1)).unwrap();
+        let store = crate::Store::open(&path, std::time::Duration::from_secs(1)).unwrap();
         assert_eq!(
             value::<i64>(&store, "PRAGMA user_version"),
             MIGRATIONS.len() as i64
         );
         drop(store);
         // Re-opening applies nothing and keeps data.
-        let store = crate::store::Store::open(&path, std::time::Duration::from_secs(1)).unwrap();
+        let store = crate::Store::open(&path, std::time::Duration::from_secs(1)).unwrap();
         assert_eq!(value::<i64>(&store, "SELECT count(*) FROM channels"), 0);
     }
 
     #[test]
     fn store_file_is_private_and_wal() {
         use std::os::unix::fs::PermissionsExt;
-        let (_dir, store) = crate::store::temp_store();
+        let (_dir, store) = crate::temp_store();
         let mode = std::fs::metadata(store.path())
             .unwrap()
             .permissions()
@@ -329,7 +329,7 @@ mod tests {
             tx.pragma_update(None, "user_version", 2).unwrap();
             tx.commit().unwrap();
         }
-        let store = crate::store::Store::open(&path, std::time::Duration::from_secs(1)).unwrap();
+        let store = crate::Store::open(&path, std::time::Duration::from_secs(1)).unwrap();
         let rows: Vec<(String, String, String, i64, Option<i64>)> = store
             .conn()
             .prepare(
@@ -399,7 +399,7 @@ mod tests {
             tx.pragma_update(None, "user_version", 7).unwrap();
             tx.commit().unwrap();
         }
-        let store = crate::store::Store::open(&path, std::time::Duration::from_secs(1)).unwrap();
+        let store = crate::Store::open(&path, std::time::Duration::from_secs(1)).unwrap();
         let rows: Vec<(String, String)> = store
             .conn()
             .prepare("SELECT account_id, outcome FROM ledger ORDER BY account_id")
@@ -434,7 +434,7 @@ mod tests {
             let c = Connection::open(&path).unwrap();
             c.pragma_update(None, "user_version", 99).unwrap();
         }
-        let err = crate::store::Store::open(&path, std::time::Duration::from_secs(1)).unwrap_err();
+        let err = crate::Store::open(&path, std::time::Duration::from_secs(1)).unwrap_err();
         assert!(
             err.to_string().contains("upgrade gradient-connector"),
             "{err}"

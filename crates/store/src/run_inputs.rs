@@ -205,13 +205,13 @@ fn statement(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::temp_store;
+    use crate::temp_store;
 
     #[test]
     fn a_run_reads_one_consistent_snapshot_and_leaves_no_transaction_open() {
         let (_d, mut s) = temp_store();
         let text = "{\"type\":\"channel\",\"id\":\"c\",\"name\":\"C\"}\n{\"type\":\"workspace\",\"id\":\"w\",\"channel\":\"c\",\"name\":\"W\"}\n";
-        crate::store::import::import(&mut s, text.as_bytes(), 1_000).unwrap();
+        crate::import::import(&mut s, text.as_bytes(), 1_000).unwrap();
         let inputs = s
             .load_run_inputs(None, &[], CountQuestion::AsOf(2_000))
             .unwrap();

@@ -327,7 +327,7 @@ mod tests {
 
     #[test]
     fn tokens_are_sealed_in_the_store_and_rotation_reseals_them() {
-        let (_d, mut s) = crate::store::temp_store();
+        let (_d, mut s) = crate::temp_store();
         s.set_key(None);
         let t = SecretString::from("tok-abc".to_string());
         // Without a key a token can be neither written nor read.
@@ -359,7 +359,7 @@ mod tests {
 
     #[test]
     fn plain_tokens_left_by_an_older_build_are_sealed() {
-        let (_d, mut s) = crate::store::temp_store();
+        let (_d, mut s) = crate::temp_store();
         s.conn()
             .execute(
                 "INSERT INTO connectors (id, token, state, updated_at) VALUES ('c', 'plain-tok', 'connected', 1)",
@@ -387,7 +387,7 @@ mod tests {
 
     #[test]
     fn forgotten_and_replaced_tokens_leave_no_bytes_in_the_file_or_the_wal() {
-        let (_d, mut s) = crate::store::temp_store();
+        let (_d, mut s) = crate::temp_store();
         let secure: i64 = s
             .conn()
             .query_row("PRAGMA secure_delete", [], |r| r.get(0))

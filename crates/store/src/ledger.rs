@@ -111,8 +111,8 @@ pub struct LedgerEntry {
 impl LedgerEntry {
     /// A row for unit tests: pair (`connector`, `account`, module `m`, service `s`), count 1,
     /// one attempt answered 200.
-    #[cfg(test)]
-    pub(crate) fn for_test(
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn for_test(
         run: i64,
         connector: &str,
         account: &str,
@@ -872,7 +872,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::temp_store;
+    use crate::temp_store;
 
     fn entry(run: i64, acct: &str, n: u64, o: PairOutcome) -> LedgerEntry {
         LedgerEntry {
