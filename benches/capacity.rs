@@ -25,12 +25,12 @@ use std::time::{Duration, Instant};
 
 use gradient_connector::config::Config;
 use gradient_connector::domain::{MonthlyCount, Trigger, UnitKind};
-use gradient_connector_kit::{Inventory, OCTOBER_2026};
 use gradient_connector::store::counting;
 use gradient_connector::store::run_inputs::CountQuestion;
 use gradient_connector::store::Store;
 use gradient_connector::sync::{self, RunControl, RunRequest, SyncContext};
 use gradient_connector::time::{now_ms, Millis, Month};
+use gradient_connector_kit::{Inventory, OCTOBER_2026};
 use serde_json::{json, Value};
 
 mod support;
@@ -291,6 +291,10 @@ fn measure_scale(dir: &Path, scale: f64, now: Millis, rt: &tokio::runtime::Runti
     results
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "the benchmark's sections in the order they run and print"
+)]
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("child") {
@@ -778,6 +782,7 @@ fn scaling(results: &Figures) -> Value {
 /// The figures as tables: per scale (each scale's column, the growth from the smallest to the
 /// largest against the scaling goal, and the absolute target at the largest), then the figures
 /// that do not depend on the store's size.
+#[expect(clippy::too_many_lines, reason = "one table, row after row as printed")]
 fn print_table(r: &Value) {
     // Small figures (a smoke run's seconds) keep three significant digits.
     let cell = |v: Option<f64>| match v {

@@ -24,8 +24,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gradient_connector::config::Config;
-use gradient_connector_kit::Webhook;
 use gradient_connector::time::now_ms;
+use gradient_connector_kit::Webhook;
 use serde_json::{json, Value};
 
 mod support;
@@ -208,6 +208,10 @@ fn wait_delivered(arrivals: &Arrivals, run: i64, n: usize, limit: Duration) -> O
     }
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "the benchmark's steps in the order they run"
+)]
 fn main() {
     let runs: usize = std::env::var("BENCH_RUNS")
         .ok()

@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::domain::{ConnectorState, Trigger};
-use serde_json::json;
 use crate::sim::{Mapping, Sim, SimOptions, SimSnapshot};
 use crate::sync::{RunControl, RunReport, RunRequest, SyncContext};
+use serde_json::json;
 
 /// Errors of the demo.
 #[derive(Debug, thiserror::Error)]
@@ -138,7 +138,9 @@ fn sample_inventory(rng: &mut fastrand::Rng) -> String {
         lines.push(json!({"type": "channel", "id": m.id, "name": m.name}));
         for (i, c) in m.customers.iter().enumerate() {
             let ws = format!("{}-{}", &m.id[4..], slug(c));
-            lines.push(json!({"type": "workspace", "id": ws, "channel": m.id, "name": c, "at": SINCE}));
+            lines.push(
+                json!({"type": "workspace", "id": ws, "channel": m.id, "name": c, "at": SINCE}),
+            );
             for (k, module) in MODULES.iter().enumerate() {
                 // Not every customer bought every module.
                 if (i + k) % 4 == 3 {
@@ -234,6 +236,10 @@ async fn sync_once(ctx: &SyncContext) -> Result<RunReport, DemoError> {
 }
 
 /// The tour, step by step as it is printed (long on purpose: it reads top to bottom like the output).
+#[expect(
+    clippy::too_many_lines,
+    reason = "the tour reads top to bottom like its output"
+)]
 async fn tour(keep: Option<&Path>) -> Result<(), DemoError> {
     let started = std::time::Instant::now();
     let temp;

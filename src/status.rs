@@ -320,6 +320,10 @@ fn human_bytes(n: u64) -> String {
 
 /// The status as a human report.
 /// (Long on purpose: the report's sections in the order they are printed.)
+#[expect(
+    clippy::too_many_lines,
+    reason = "the report's sections in the order they are printed"
+)]
 pub fn render_status(s: &Status) -> String {
     let mut o = String::new();
     let _ = writeln!(

@@ -15,8 +15,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use common::*;
-use gradient_connector_kit::{ConfigBuilder, Inventory, Units};
 use gradient_connector::sim::Fault;
+use gradient_connector_kit::{ConfigBuilder, Inventory, Units};
 use serde_json::{json, Value};
 
 /// Partner tokens the stand-in knows (org `msp-0` and `msp-1`), one it does not, and the API
@@ -443,6 +443,10 @@ fn sum_of(samples: &[Sample], name: &str) -> f64 {
 // ---------------------------------------------------------------------------------------------
 // 1 (and 3). Every route over the unix socket.
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one walk through every route, in the order a console uses them"
+)]
 #[test]
 fn every_route_over_the_unix_socket_answers_with_the_contracts_codes() {
     let e = sim_env(|c| c.set("gradient", "max_attempts", 2));
@@ -872,6 +876,10 @@ fn a_non_loopback_listen_without_tls_files_is_refused_naming_the_key() {
 // ---------------------------------------------------------------------------------------------
 // 4. Metrics after a run.
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one run, then every series it should have moved"
+)]
 #[test]
 fn metrics_after_a_run_count_what_the_stand_in_accepted() {
     let e = sim_env(|c| c);

@@ -18,9 +18,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use gradient_connector::domain::PairOutcome;
-use gradient_connector_kit::{Inventory, Units};
 use gradient_connector::store::ledger::{HistoryFilter, RunLock, RunRow};
 use gradient_connector::store::Store;
+use gradient_connector_kit::{Inventory, Units};
 
 // ---------------------------------------------------------------------------------------------
 // helpers

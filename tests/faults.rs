@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use gradient_connector::domain::PairOutcome;
-use gradient_connector_kit::{msp_id, workspace_id, Inventory, Units};
 use gradient_connector::store::ledger::{HistoryFilter, LedgerEntry};
+use gradient_connector_kit::{msp_id, workspace_id, Inventory, Units};
 use serde_json::Value;
 
 /// `msps` MSPs × `per` workspaces, both modules enabled, workspace k with k%7+1 devices and k%5 users.

@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use gradient_connector::config::Config;
 use gradient_connector::domain::UnitKind;
-use gradient_connector_kit::{ConfigBuilder, Inventory, Units};
 use gradient_connector::store::counting::ServiceUnit;
 use gradient_connector::store::import::import;
 use gradient_connector::store::run_inputs::{CountQuestion, InventorySize};
 use gradient_connector::store::Store;
 use gradient_connector::time::parse_rfc3339;
+use gradient_connector_kit::{ConfigBuilder, Inventory, Units};
 
 fn temp_store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();

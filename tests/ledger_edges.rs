@@ -8,9 +8,9 @@ use std::io::Write;
 use std::process::Command;
 
 use gradient_connector::domain::PairOutcome;
-use gradient_connector_kit::{msp_id, Inventory, Units};
 use gradient_connector::store::ledger::{HistoryFilter, LedgerEntry};
 use gradient_connector::store::Store;
+use gradient_connector_kit::{msp_id, Inventory, Units};
 
 fn inventory(msps: usize, per: usize) -> Inventory {
     Inventory::msps(msps, per, |k| Units {

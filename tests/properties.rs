@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use gradient_connector::config::{Config, ConfigError};
 use gradient_connector::domain::UnitKind;
-use gradient_connector_kit::Inventory as Records;
 use gradient_connector::store::import::{import, ImportError};
 use gradient_connector::store::run_inputs::CountQuestion;
 use gradient_connector::store::Store;
+use gradient_connector_kit::Inventory as Records;
 use proptest::prelude::*;
 
 fn json_value() -> impl Strategy<Value = String> {

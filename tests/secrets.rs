@@ -39,6 +39,10 @@ fn assert_clean(what: &str, out: &std::process::Output) {
     }
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "every command, one after another, under one scan"
+)]
 #[test]
 fn no_command_prints_a_key_at_debug_or_trace() {
     let e = SimEnv::new("", "");

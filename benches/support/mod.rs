@@ -9,12 +9,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use gradient_connector::domain::UnitKind;
-use gradient_connector_kit::{ConfigBuilder, Inventory, Service};
 use gradient_connector::store::counting::ServiceUnit;
 use gradient_connector::store::import::import;
 use gradient_connector::store::run_inputs::InventorySize;
 use gradient_connector::store::Store;
 use gradient_connector::time::{now_ms, Millis};
+use gradient_connector_kit::{ConfigBuilder, Inventory, Service};
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 

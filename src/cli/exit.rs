@@ -87,9 +87,6 @@ pub enum CommandError {
     /// Run as root against a store another user owns: refused, nothing touched.
     #[error(transparent)]
     ForeignStore(#[from] super::root_guard::ForeignStore),
-    /// The package's man pages or completions could not be written.
-    #[error(transparent)]
-    Manual(#[from] super::manual::ManualError),
     /// Output could not be written or encoded.
     #[error("cannot write the output: {0}")]
     Output(String),
@@ -123,7 +120,6 @@ impl CommandError {
             CommandError::Usage(_) => Exit::Usage,
             CommandError::KeyFile(_) | CommandError::StoreDamaged { .. } => Exit::Failed,
             CommandError::ForeignStore(_) => Exit::Failed,
-            CommandError::Manual(_) => Exit::Failed,
             CommandError::Output(_) => Exit::Failed,
         }
     }

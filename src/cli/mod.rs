@@ -4,7 +4,6 @@
 
 mod commands;
 mod exit;
-mod manual;
 mod progress;
 mod root_guard;
 mod store;
@@ -182,11 +181,6 @@ pub enum StoreCommand {
 
 /// Entry point of the `gradient-connector` binary.
 pub fn main() -> ExitCode {
-    // Packaging only, outside clap's command line so that no page or completion offers it.
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if args.get(1).is_some_and(|a| a == manual::PACKAGE_ASSETS) {
-        return run_package_assets(&args[2..]).into();
-    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -199,28 +193,6 @@ pub fn main() -> ExitCode {
         }
     };
     run(cli).into()
-}
-
-/// `gradient-connector package-assets DIR`: the man pages and completions of this binary, for the
-/// package (`packaging/build-deb` runs it for each build it packages).
-fn run_package_assets(args: &[std::ffi::OsString]) -> Exit {
-    let [dir] = args else {
-        eprintln!("usage: gradient-connector {} DIR", manual::PACKAGE_ASSETS);
-        return Exit::Usage;
-    };
-    match manual::write_package_assets(std::path::Path::new(dir)) {
-        Ok(files) => {
-            for f in files {
-                println!("{}", f.display());
-            }
-            Exit::Ok
-        }
-        Err(e) => {
-            let e = CommandError::from(e);
-            eprintln!("error: {e}");
-            e.exit()
-        }
-    }
 }
 
 /// Runs one parsed command line and returns its exit code: the one place a result becomes a code.

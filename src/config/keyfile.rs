@@ -52,7 +52,7 @@ pub fn read_key_file(path: &Path, max: u64) -> Result<SecretString, String> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         // Opening a FIFO without a writer would block; a non-blocking open returns at once.
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .custom_flags((rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY).bits() as i32)
         .open(path)
         .map_err(|e| {
             format!("cannot read {shown}: {e}; create it (mode 0600) or point the key at it")

@@ -624,8 +624,6 @@ pub fn synced_events(
 }
 
 /// Catalogue, then every connector. `Err` carries the reason the run was aborted.
-/// (Long on purpose: the phases of the connectors' part — stale rejections, catalogue, the rest —
-/// share the report being built.)
 async fn run_connectors(
     ctx: &SyncContext,
     setup: &Setup,
@@ -634,6 +632,73 @@ async fn run_connectors(
     report: &mut RunReport,
 ) -> Result<(), String> {
     let now = now_ms();
+    let (participants, rejected_before) = take_part(ctx, setup, rec, report, now);
+    if participants.is_empty() {
+        if report.connectors.is_empty() {
+            report.message = Some("no connected connector: add one with `gradient-connector connector add ID --token-file PATH`".into());
+        }
+        return Ok(());
+    }
+
+    // The catalogue, read once with the first token Gradient accepts.
+    let (service_ids, rejected_here) = resolve_catalogue(ctx, &participants, control).await?;
+    let ids: Vec<&str> = participants.iter().map(|p| p.row.id.as_str()).collect();
+    let mut plans = plans_for(setup, &ids, &service_ids);
+    let mut work: Vec<(Participant, ConnectorPlan)> = Vec::new();
+    for p in participants {
+        let plan = plans.remove(&p.row.id).unwrap_or_default();
+        if let Some(err) = rejected_here.get(&p.row.id) {
+            let mut cr = reject_connector(ctx, &p.row, err).await;
+            rec.rejected(&mut cr, &plan, now);
+            rec.disabled(&mut cr, &plan, now);
+            report.connectors.push(cr);
+        } else {
+            work.push((p, plan));
+        }
+    }
+
+    let halt = HaltFlag::default();
+    let scope = Scope {
+        ctx,
+        control,
+        recorder: rec.clone(),
+        halt: &halt,
+    };
+    let parallel = ctx.config.gradient.client.max_in_flight.max(1);
+    let scope = &scope;
+    let results: Vec<ConnectorReport> = stream::iter(work)
+        .map(|(p, plan)| {
+            let workspaces = setup.by_channel.get(&p.row.id).cloned().unwrap_or_default();
+            ConnectorRun::new(scope, p, plan, workspaces).run()
+        })
+        .buffer_unordered(parallel)
+        .collect()
+        .await;
+    report.connectors.extend(results);
+    report.connectors.sort_by(|a, b| a.id.cmp(&b.id));
+    if every_one_rejected(report, &rejected_before) {
+        return Err(format!(
+            "Gradient rejected the token of every connector ({}) in this run: the vendor key is the likely cause, not the MSPs. Check gradient.vendor_api_key_file (or the vendor-api-key credential; under systemd a new key needs a restart), then run `gradient-connector connector verify --all` — no MSP has to paste again",
+            report.connectors.len()
+        ));
+    }
+    if halt.get() == Halt::Forbidden {
+        return Err("Gradient answered 403 (it detected an anomaly in our usage): the run stopped sending; contact Gradient support before the next run".into());
+    }
+    Ok(())
+}
+
+/// Who takes part in a run: connected (and unverified) connectors with a token. A connector still
+/// rejected under today's vendor key sends nothing — its pairs are recorded `rejected` here; one
+/// rejected under another vendor key is verified again. Returns the participants and the ids of
+/// the connectors rejected before this run.
+fn take_part<'s>(
+    ctx: &SyncContext,
+    setup: &'s Setup,
+    rec: &Recorder,
+    report: &mut RunReport,
+    now: Millis,
+) -> (Vec<Participant>, Vec<&'s str>) {
     let mut participants = Vec::new();
     // A connector rejected with another vendor key than today's is verified again: the vendor key
     // was the likely cause, and it has changed.
@@ -680,66 +745,7 @@ async fn run_connectors(
             }
         }
     }
-    if participants.is_empty() {
-        if report.connectors.is_empty() {
-            report.message = Some("no connected connector: add one with `gradient-connector connector add ID --token-file PATH`".into());
-        }
-        return Ok(());
-    }
-
-    // The catalogue, read once with the first token Gradient accepts.
-    let (service_ids, rejected_here) = resolve_catalogue(ctx, &participants, control).await?;
-    let ids: Vec<&str> = participants.iter().map(|p| p.row.id.as_str()).collect();
-    let mut plans = plans_for(setup, &ids, &service_ids);
-    let mut active = Vec::new();
-    for p in participants {
-        if let Some(err) = rejected_here.get(&p.row.id) {
-            let mut cr = reject_connector(ctx, &p.row, err).await;
-            let plan = plans.remove(&p.row.id).unwrap_or_default();
-            rec.rejected(&mut cr, &plan, now);
-            rec.disabled(&mut cr, &plan, now);
-            report.connectors.push(cr);
-        } else {
-            active.push(p);
-        }
-    }
-
-    let halt = HaltFlag::default();
-    let scope = Scope {
-        ctx,
-        control,
-        recorder: rec.clone(),
-        halt: &halt,
-    };
-    let parallel = ctx.config.gradient.client.max_in_flight.max(1);
-    let work: Vec<(Participant, ConnectorPlan)> = active
-        .into_iter()
-        .map(|p| {
-            let plan = plans.remove(&p.row.id).unwrap_or_default();
-            (p, plan)
-        })
-        .collect();
-    let scope = &scope;
-    let results: Vec<ConnectorReport> = stream::iter(work)
-        .map(|(p, plan)| {
-            let workspaces = setup.by_channel.get(&p.row.id).cloned().unwrap_or_default();
-            ConnectorRun::new(scope, p, plan, workspaces).run()
-        })
-        .buffer_unordered(parallel)
-        .collect()
-        .await;
-    report.connectors.extend(results);
-    report.connectors.sort_by(|a, b| a.id.cmp(&b.id));
-    if every_one_rejected(report, &rejected_before) {
-        return Err(format!(
-            "Gradient rejected the token of every connector ({}) in this run: the vendor key is the likely cause, not the MSPs. Check gradient.vendor_api_key_file (or the vendor-api-key credential; under systemd a new key needs a restart), then run `gradient-connector connector verify --all` — no MSP has to paste again",
-            report.connectors.len()
-        ));
-    }
-    if halt.get() == Halt::Forbidden {
-        return Err("Gradient answered 403 (it detected an anomaly in our usage): the run stopped sending; contact Gradient support before the next run".into());
-    }
-    Ok(())
+    (participants, rejected_before)
 }
 
 /// Whether at least two connectors took part and Gradient rejected every one of them in this run.

@@ -6,8 +6,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use gradient_connector::domain::UnitKind;
-use gradient_connector_kit::{ConfigBuilder, Inventory, OCTOBER_2026, STANDARD_MODULES};
 use gradient_connector::store::Store;
+use gradient_connector_kit::{ConfigBuilder, Inventory, OCTOBER_2026, STANDARD_MODULES};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_gradient-connector");
 

@@ -425,6 +425,10 @@ impl PartnerSession {
 
     /// One request with its retry loop (long on purpose: pacing, the attempt, classification and
     /// the backoff decision share the loop's state; split, they would pass it all around).
+    #[expect(
+        clippy::too_many_lines,
+        reason = "the retry loop: attempts, pacing, classification and backoff share the loop's state"
+    )]
     async fn send<B: Serialize + ?Sized>(
         &self,
         method: Method,

@@ -405,8 +405,8 @@ fn month_peaks(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{import::import, Store};
     use crate::time::{parse_rfc3339, Month};
+    use crate::{import::import, Store};
 
     fn t(s: &str) -> Millis {
         parse_rfc3339(s).unwrap()

@@ -1,8 +1,7 @@
 //! The manual pages (clap_mangen) and shell completions (clap_complete, for bash, zsh and fish),
-//! generated from the clap definition of this very binary, so that what the package installs always
-//! matches the command line it ships. `packaging/build-deb` runs `gradient-connector
-//! package-assets DIR` of each build it packages (a word clap does not know, so that no page or
-//! completion offers it).
+//! generated from the product's own clap definition (`gradient_connector::cli::Cli`), so that what
+//! the package installs always matches the command line it ships. `packaging/build-deb` runs
+//! `cargo xtask package-assets DIR` for each build it packages.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -11,13 +10,10 @@ use clap::CommandFactory;
 use clap_complete::Shell;
 use clap_mangen::roff::{bold, roman, Roff};
 
-use super::Cli;
+use gradient_connector::cli::Cli;
 
 /// The binary's name, as installed and as completed.
 const BIN: &str = "gradient-connector";
-
-/// The first argument that writes the package assets instead of running a command.
-pub const PACKAGE_ASSETS: &str = "package-assets";
 
 /// What could not be written.
 #[derive(Debug, thiserror::Error)]
