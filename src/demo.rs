@@ -162,6 +162,24 @@ fn sample_inventory(rng: &mut fastrand::Rng) -> String {
     jsonl(&lines)
 }
 
+/// Imports JSON Lines through the store's writer, as `import` does.
+async fn import(
+    store: &crate::store::StoreHandle,
+    text: String,
+) -> Result<crate::store::import::ImportSummary, String> {
+    let imported = store
+        .write(move |s| {
+            Ok(crate::store::import::import(
+                s,
+                text.as_bytes(),
+                crate::time::now_ms(),
+            ))
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    imported.map_err(|e| e.to_string())
+}
+
 /// Records as JSON Lines.
 fn jsonl(records: &[serde_json::Value]) -> String {
     records.iter().map(|r| format!("{r}\n")).collect()
@@ -278,15 +296,7 @@ async fn tour(keep: Option<&Path>) -> Result<(), DemoError> {
     let inventory = sample_inventory(&mut rng);
     let summary = {
         let loc = crate::sync::store_handle(&config);
-        let text = inventory;
-        step(
-            "import",
-            loc.write(move |s| {
-                crate::store::import::import(s, text.as_bytes(), crate::time::now_ms())
-                    .map_err(|e| crate::store::StoreError::Sqlite(e.to_string()))
-            })
-            .await,
-        )?
+        step("import", import(&loc, inventory).await)?
     };
     println!("\n1. Imported the vendor's inventory: {summary}");
 
@@ -332,14 +342,7 @@ async fn tour(keep: Option<&Path>) -> Result<(), DemoError> {
         json!({"type": "module", "workspace": "bluesky-coho-winery", "module": "email_security", "enabled": false}),
     ]);
     let loc = crate::sync::store_handle(&config);
-    step(
-        "import",
-        loc.write(move |s| {
-            crate::store::import::import(s, off.as_bytes(), crate::time::now_ms())
-                .map_err(|e| crate::store::StoreError::Sqlite(e.to_string()))
-        })
-        .await,
-    )?;
+    step("import", import(&loc, off).await)?;
     let second = sync_once(&ctx).await?;
     println!("4. Contoso switched Endpoint Security off, Coho Winery Email Security; Harbor mapped only part of its customers.");
     println!("   Second sync: {}", second.summary());

@@ -192,7 +192,7 @@ fn the_daemon_on_a_full_disk_logs_counts_and_is_not_ready_until_the_store_takes_
         metrics.contains("gradient_connector_store_write_failures_total"),
         "{metrics}"
     );
-    // Room again: ready again, with no restart (a probe write tries again 10 s after a refusal).
+    // Room again: ready again, with no restart (a probe write tries again 3 s after a refusal).
     std::fs::remove_file(&filler).unwrap();
     wait_for(
         "/readyz ready again",

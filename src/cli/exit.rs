@@ -141,9 +141,15 @@ mod tests {
 
     #[test]
     fn store_failures_during_import_are_not_bad_data() {
-        let full = CommandError::Import(ImportError::Store(StoreError::NotWritable(
-            "database or disk is full".into(),
-        )));
+        let disk_full = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            None,
+        );
+        let full = CommandError::Import(ImportError::Store(StoreError::from(disk_full)));
+        assert!(matches!(
+            full,
+            CommandError::Import(ImportError::Store(StoreError::NotWritable(_)))
+        ));
         assert_eq!(full.exit(), Exit::Failed);
         let bad = CommandError::Import(ImportError::BadLines {
             lines: vec![],

@@ -380,7 +380,7 @@ fn month_peaks(
     while let Some(r) = rows.next()? {
         let text = |i: usize| -> Result<&str, StoreError> {
             r.get_ref(i)?.as_str().map_err(|e| {
-                StoreError::Sqlite(format!("unit_intervals holds a non-text key: {e}"))
+                StoreError::Damaged(format!("unit_intervals holds a non-text key: {e}"))
             })
         };
         let (ws, kind) = (text(0)?, text(1)?);

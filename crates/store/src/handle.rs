@@ -63,7 +63,7 @@ impl Breakage {
 
 /// How long after a refused write the store is taken to be unwritable before a probe tries again
 /// (so a readiness check right after a full disk says so, and one later sees the room freed).
-pub const REPROBE_AFTER: Duration = Duration::from_secs(10);
+pub const REPROBE_AFTER: Duration = Duration::from_secs(3);
 
 /// Why the store refused its last write, and when it was last seen refusing one.
 #[derive(Debug, Clone)]
@@ -159,8 +159,7 @@ impl StoreHandle {
             let _ = tx.send(result);
         });
         self.send(Job::Write(job))?;
-        rx.await
-            .map_err(|_| StoreError::Sqlite("the store's writer thread stopped".into()))?
+        rx.await.map_err(|_| StoreError::WriterStopped)?
     }
 
     /// Runs `f` with a reading connection on tokio's blocking pool.
@@ -174,7 +173,7 @@ impl StoreHandle {
             let pooled = inner
                 .readers
                 .lock()
-                .map_err(|_| StoreError::Sqlite("the reader pool is poisoned".into()))?
+                .map_err(|_| StoreError::Poisoned("the reader pool"))?
                 .pop();
             let mut store = match pooled {
                 Some(s) => s,
@@ -190,7 +189,7 @@ impl StoreHandle {
             result
         })
         .await
-        .map_err(|e| StoreError::Sqlite(format!("store task failed: {e}")))?
+        .map_err(|e| StoreError::Task(Arc::new(e)))?
     }
 
     /// A sink for one run's ledger rows: each row goes to the writer thread as it is sent, and a
@@ -200,7 +199,7 @@ impl StoreHandle {
             .inner
             .jobs
             .lock()
-            .map_err(|_| StoreError::Sqlite("the store's job queue is poisoned".into()))?
+            .map_err(|_| StoreError::Poisoned("the job queue"))?
             .clone();
         Ok(LedgerSink {
             jobs,
@@ -236,9 +235,9 @@ impl StoreHandle {
         self.inner
             .jobs
             .lock()
-            .map_err(|_| StoreError::Sqlite("the store's job queue is poisoned".into()))?
+            .map_err(|_| StoreError::Poisoned("the job queue"))?
             .send(job)
-            .map_err(|_| StoreError::Sqlite("the store's writer thread stopped".into()))
+            .map_err(|_| StoreError::WriterStopped)
     }
 }
 

@@ -74,9 +74,7 @@ impl StoreKey {
     pub fn seal(&self, connector: &str, token: &SecretString) -> Result<String, StoreError> {
         let mut nonce = [0u8; NONCE_BYTES];
         getrandom::fill(&mut nonce).map_err(|e| {
-            StoreError::Sqlite(format!(
-                "no random bytes from the operating system to seal a token: {e}"
-            ))
+            StoreError::Seal(format!("no random bytes from the operating system: {e}"))
         })?;
         let aad = aad(connector);
         let sealed = self
@@ -88,7 +86,7 @@ impl StoreKey {
                     aad: &aad,
                 },
             )
-            .map_err(|_| StoreError::Sqlite("a token could not be sealed".into()))?;
+            .map_err(|_| StoreError::Seal("the cipher refused it".into()))?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&sealed);
         Ok(base64::engine::general_purpose::STANDARD.encode(out))
@@ -267,7 +265,7 @@ impl Store {
         };
         for (id, stored, key_id) in &rows {
             let token = unseal(old.as_ref(), id, stored.clone(), key_id.clone())?
-                .ok_or_else(|| StoreError::Sqlite("a token vanished during rotation".into()))?;
+                .ok_or_else(|| StoreError::Damaged("a token vanished during rotation".into()))?;
             tx.execute(
                 "UPDATE connectors SET token = ?2, token_key_id = ?3 WHERE id = ?1",
                 params![id, new.seal(id, &token)?, new.id()],

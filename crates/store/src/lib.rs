@@ -28,6 +28,7 @@ pub mod schema;
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use handle::{LedgerSink, StoreHandle};
@@ -65,7 +66,7 @@ pub enum StoreError {
     Busy,
     /// The disk is full or the file is read-only.
     #[error("the store cannot be written ({0}); free disk space or fix the file's permissions")]
-    NotWritable(String),
+    NotWritable(#[source] Arc<rusqlite::Error>),
     /// Another run (the daemon's or a `sync`) holds the run lock.
     #[error("another sync is running against this store (the daemon, or another `sync`); wait for it to finish or send the daemon SIGUSR1 instead")]
     RunInProgress,
@@ -88,7 +89,24 @@ pub enum StoreError {
     },
     /// Any other SQLite error.
     #[error("store error: {0}")]
-    Sqlite(String),
+    Sqlite(#[source] Arc<rusqlite::Error>),
+    /// The file holds something this build cannot read (a damaged or altered store).
+    #[error("the store holds data this gradient-connector cannot read ({0}); run `gradient-connector store check`, and restore the latest backup if it reports problems")]
+    Damaged(String),
+    /// A token could not be sealed (no random bytes, or the cipher refused).
+    #[error("a partner token could not be sealed: {0}")]
+    Seal(String),
+    /// The store's writer thread is gone (it panicked or could not start).
+    #[error("the store's writer thread stopped; restart gradient-connector")]
+    WriterStopped,
+    /// A lock of the store handle was poisoned by a panic elsewhere.
+    #[error(
+        "an internal lock of the store ({0}) was poisoned by a panic; restart gradient-connector"
+    )]
+    Poisoned(&'static str),
+    /// A blocking store task failed (it panicked or was cancelled at shutdown).
+    #[error("a store task failed: {0}")]
+    Task(#[source] Arc<tokio::task::JoinError>),
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -97,9 +115,9 @@ impl From<rusqlite::Error> for StoreError {
         match e.sqlite_error_code() {
             Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => StoreError::Busy,
             Some(ErrorCode::DiskFull) | Some(ErrorCode::ReadOnly) | Some(ErrorCode::CannotOpen) => {
-                StoreError::NotWritable(e.to_string())
+                StoreError::NotWritable(Arc::new(e))
             }
-            _ => StoreError::Sqlite(e.to_string()),
+            _ => StoreError::Sqlite(Arc::new(e)),
         }
     }
 }
@@ -167,7 +185,7 @@ impl Store {
             .conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Sqlite(format!(
+            return Err(StoreError::Damaged(format!(
                 "the store could not switch to WAL mode (got {mode})"
             )));
         }
@@ -241,4 +259,23 @@ pub fn temp_store() -> (tempfile::TempDir, Store) {
         secrecy::SecretBox::new(Box::new([42; key::KEY_BYTES])),
     ))));
     (dir, store)
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::StoreError;
+
+    #[test]
+    fn sqlite_errors_keep_their_source_and_disk_full_is_not_writable() {
+        let e = StoreError::from(rusqlite::Error::InvalidQuery);
+        assert!(matches!(e, StoreError::Sqlite(_)));
+        assert!(std::error::Error::source(&e).is_some(), "{e}");
+        let full = StoreError::from(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            None,
+        ));
+        assert!(matches!(full, StoreError::NotWritable(_)), "{full}");
+        assert!(std::error::Error::source(&full).is_some());
+        assert!(full.to_string().contains("free disk space"), "{full}");
+    }
 }

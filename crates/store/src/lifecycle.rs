@@ -100,7 +100,7 @@ impl Store {
             let _: String = out.query_row("PRAGMA journal_mode = DELETE", [], |r| r.get(0))?;
             let check: String = out.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
             if check != "ok" {
-                return Err(StoreError::Sqlite(format!(
+                return Err(StoreError::Damaged(format!(
                     "the backup does not pass SQLite's check: {check}"
                 )));
             }

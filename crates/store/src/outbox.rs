@@ -399,7 +399,7 @@ mod tests {
                 &hooks,
                 1,
             )?;
-            Err(StoreError::Sqlite("the state change failed".into()))
+            Err(StoreError::Damaged("the state change failed".into()))
         });
         assert!(r.is_err());
         assert_eq!(s.outbox_counts().unwrap().pending, 0, "rolled back");
