@@ -14,6 +14,7 @@
 
 use gradient_connector_domain::{domain, time};
 
+pub mod connectors;
 pub mod counting;
 pub mod handle;
 pub mod import;
@@ -23,6 +24,7 @@ pub mod lifecycle;
 pub mod outbox;
 pub mod ownership;
 pub mod run_inputs;
+pub mod runs;
 pub mod schema;
 
 use std::fs::OpenOptions;
