@@ -198,9 +198,13 @@ type SharedDelivery = Arc<std::sync::Mutex<Delivery>>;
 
 impl Delivery {
     /// Starts delivering to `hooks` (must run inside the runtime).
-    fn start(store: crate::store::StoreHandle, hooks: Vec<crate::events::Webhook>) -> Delivery {
+    fn start(
+        store: crate::store::StoreHandle,
+        hooks: Vec<crate::events::Webhook>,
+        pending: Arc<std::sync::atomic::AtomicU64>,
+    ) -> Delivery {
         let stop = tokio_util::sync::CancellationToken::new();
-        let task = crate::events::spawn(store, hooks, stop.clone());
+        let task = crate::events::spawn(store, hooks, stop.clone(), pending);
         Delivery {
             stop,
             task: Some(task),
@@ -294,7 +298,7 @@ impl Driver for RealDriver {
         }
         let mut delivery = lock_delivery(&self.delivery);
         drop(delivery.stop());
-        *delivery = Delivery::start(store, hooks);
+        *delivery = Delivery::start(store, hooks, self.undelivered.clone());
         Ok(Reloaded { schedule })
     }
 
@@ -535,31 +539,20 @@ pub async fn run(cfg: Arc<Config>) -> Result<(), DaemonError> {
         let _ = stopper.send(DaemonEvent::Shutdown).await;
     });
     drop(events);
+    // Webhook events not delivered yet, for `STATUS=`: kept by the delivery task itself (nothing
+    // polls the store when there is no webhook).
+    let undelivered = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let delivery: SharedDelivery = {
         let store = match shared.read() {
             Ok(c) => c.store.clone(),
             Err(p) => p.into_inner().store.clone(),
         };
-        Arc::new(std::sync::Mutex::new(Delivery::start(store, hooks)))
-    };
-    let undelivered = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    {
-        let (count, store) = (
+        Arc::new(std::sync::Mutex::new(Delivery::start(
+            store,
+            hooks,
             undelivered.clone(),
-            match shared.read() {
-                Ok(c) => c.store.clone(),
-                Err(p) => p.into_inner().store.clone(),
-            },
-        );
-        tokio::spawn(async move {
-            loop {
-                if let Ok(c) = store.read(|s| s.outbox_counts()).await {
-                    count.store(c.pending, std::sync::atomic::Ordering::Relaxed);
-                }
-                tokio::time::sleep(Duration::from_secs(10)).await;
-            }
-        });
-    }
+        )))
+    };
     let driver = RealDriver {
         ctx: shared,
         status_suffix: format!("; api {api_address}"),

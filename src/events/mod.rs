@@ -13,6 +13,8 @@
 //! Secrets are read from files (`config::WebhookSecret`), kept in a `SecretSlice`, and appear in no
 //! log, error or `Debug`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -145,9 +147,17 @@ fn client() -> Result<reqwest::Client, String> {
 /// Starts the delivery task: it runs until `stop` is cancelled (requests in flight are abandoned
 /// then; they are tried again, with the same `webhook-id`, after a restart). With no webhook it
 /// ends at once.
-pub fn spawn(store: StoreHandle, hooks: Vec<Webhook>, stop: CancellationToken) -> JoinHandle<()> {
+/// `pending` is kept at the number of events not delivered yet (for the daemon's `STATUS=` line),
+/// refreshed after each pass; with no webhook there is nothing to deliver and nothing is polled.
+pub fn spawn(
+    store: StoreHandle,
+    hooks: Vec<Webhook>,
+    stop: CancellationToken,
+    pending: Arc<AtomicU64>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         if hooks.is_empty() {
+            pending.store(0, Ordering::Relaxed);
             return;
         }
         let client = match client() {
@@ -162,6 +172,7 @@ pub fn spawn(store: StoreHandle, hooks: Vec<Webhook>, stop: CancellationToken) -
             store,
             hooks,
             client,
+            pending,
         };
         tokio::select! {
             _ = task.run() => {}
@@ -175,6 +186,7 @@ struct Deliverer {
     store: StoreHandle,
     hooks: Vec<Webhook>,
     client: reqwest::Client,
+    pending: Arc<AtomicU64>,
 }
 
 impl Deliverer {
@@ -191,6 +203,9 @@ impl Deliverer {
                 pruned_at = Some(now);
             }
             let delivered = self.pass(now).await;
+            if let Ok(c) = self.store.read(|s| s.outbox_counts()).await {
+                self.pending.store(c.pending, Ordering::Relaxed);
+            }
             if delivered > 0 {
                 continue; // there may be more due
             }
