@@ -25,7 +25,8 @@ use tokio::task::JoinHandle;
 use crate::domain::{ConnectorId, Trigger};
 use crate::schedule::Schedule;
 use crate::sync::{RunControl, RunRequest};
-use crate::time::{format_ms, now_ms, Millis};
+use crate::time::{format_ms, Millis};
+pub use crate::time::{Clock, SystemClock};
 
 /// How long in-flight requests may finish after a stop signal; then they are abandoned. The stop's
 /// whole budget — this grace, twice [`ABANDON_WAIT`] (the run records itself; the core records an
@@ -59,22 +60,6 @@ pub enum DaemonEvent {
     Shutdown,
     /// The watchdog asks whether the core is alive; the core answers at once.
     Probe(oneshot::Sender<()>),
-}
-
-/// Wall-clock time, injected so that tests can run the schedule under paused tokio time.
-pub trait Clock: Send + Sync + 'static {
-    /// Now, in milliseconds since the epoch.
-    fn now(&self) -> Millis;
-}
-
-/// The real clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Millis {
-        now_ms()
-    }
 }
 
 /// A run that ran (whatever its outcome).

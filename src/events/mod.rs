@@ -13,6 +13,8 @@
 //! Secrets are read from files (`config::WebhookSecret`), kept in a `SecretSlice`, and appear in no
 //! log, error or `Debug`.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +30,7 @@ use url::Url;
 use crate::config::{Config, ConfigError, WebhookSecret};
 use crate::store::outbox::{self, Due};
 use crate::store::StoreHandle;
-use crate::time::{now_ms, Millis};
+use crate::time::{now_ms, Clock, Millis, SystemClock};
 
 /// How often the outbox is read when nothing woke the task (events written by other processes).
 pub const POLL: Duration = Duration::from_secs(10);
@@ -171,8 +173,9 @@ pub fn spawn(
         let task = Deliverer {
             store,
             hooks,
-            client,
+            transport: Http(client),
             pending,
+            clock: Arc::new(SystemClock),
         };
         tokio::select! {
             _ = task.run() => {}
@@ -181,15 +184,40 @@ pub fn spawn(
     })
 }
 
-/// The delivery loop's state.
-struct Deliverer {
-    store: StoreHandle,
-    hooks: Vec<Webhook>,
-    client: reqwest::Client,
-    pending: Arc<AtomicU64>,
+/// How one delivery attempt reaches its webhook: HTTP in production ([`Http`]), a script in the
+/// loop's tests.
+trait Transport: Send + Sync {
+    /// One attempt: Ok on 2xx; the error names the status or the network failure.
+    fn post<'a>(
+        &'a self,
+        hook: &'a Webhook,
+        due: &'a Due,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
 }
 
-impl Deliverer {
+/// The delivery task's HTTP client.
+struct Http(reqwest::Client);
+
+impl Transport for Http {
+    fn post<'a>(
+        &'a self,
+        hook: &'a Webhook,
+        due: &'a Due,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+        Box::pin(post(&self.0, hook, due))
+    }
+}
+
+/// The delivery loop's state: where events come from, where they go, and what time it is.
+struct Deliverer<T: Transport> {
+    store: StoreHandle,
+    hooks: Vec<Webhook>,
+    transport: T,
+    pending: Arc<AtomicU64>,
+    clock: Arc<dyn Clock>,
+}
+
+impl<T: Transport> Deliverer<T> {
     fn urls(&self) -> Vec<String> {
         self.hooks.iter().map(|h| h.url.to_string()).collect()
     }
@@ -197,7 +225,7 @@ impl Deliverer {
     async fn run(self) {
         let mut pruned_at: Option<Millis> = None;
         loop {
-            let now = now_ms();
+            let now = self.clock.now();
             if pruned_at.is_none_or(|at| now - at >= 3_600_000) {
                 self.prune(now).await;
                 pruned_at = Some(now);
@@ -219,7 +247,7 @@ impl Deliverer {
                     None
                 });
             let wait = next
-                .map(|at| Duration::from_millis(at.saturating_sub(now_ms()).max(0) as u64))
+                .map(|at| Duration::from_millis(at.saturating_sub(self.clock.now()).max(0) as u64))
                 .unwrap_or(POLL)
                 .min(POLL);
             tokio::select! {
@@ -269,8 +297,8 @@ impl Deliverer {
         let Some(hook) = self.hooks.iter().find(|h| h.url.as_str() == d.url) else {
             return;
         };
-        let result = post(&self.client, hook, &d).await;
-        let now = now_ms();
+        let result = self.transport.post(hook, &d).await;
+        let now = self.clock.now();
         let (id, url) = (d.event_id.clone(), d.url.clone());
         let shown = url_for_logs(&d.url);
         let recorded = match result {
@@ -396,6 +424,121 @@ mod tests {
             failed < 40,
             "about 34 attempts in a day, not a flood: {failed}"
         );
+    }
+
+    /// Wall time that follows tokio's (paused) clock from a fixed start.
+    struct PausedClock {
+        start_ms: Millis,
+        start: tokio::time::Instant,
+    }
+
+    impl Clock for PausedClock {
+        fn now(&self) -> Millis {
+            self.start_ms + self.start.elapsed().as_millis() as Millis
+        }
+    }
+
+    /// A receiver that answers from a script and notes when each attempt came.
+    #[derive(Default)]
+    struct Scripted {
+        answers: std::sync::Mutex<std::collections::VecDeque<Result<(), String>>>,
+        came_at: std::sync::Mutex<Vec<tokio::time::Instant>>,
+    }
+
+    impl Transport for Arc<Scripted> {
+        fn post<'a>(
+            &'a self,
+            _hook: &'a Webhook,
+            _due: &'a Due,
+        ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+            self.came_at
+                .lock()
+                .unwrap()
+                .push(tokio::time::Instant::now());
+            let answer = self.answers.lock().unwrap().pop_front().unwrap_or(Ok(()));
+            Box::pin(async move { answer })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_loop_retries_after_5_10_and_20_s_then_delivers_and_counts_nothing_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StoreHandle::new(&dir.path().join("s.db"), Duration::from_secs(1));
+        let clock = Arc::new(PausedClock {
+            start_ms: 1_800_000_000_000,
+            start: tokio::time::Instant::now(),
+        });
+        let url = "http://127.0.0.1:9/hooks";
+        let (targets, now) = (vec![url.to_string()], clock.now());
+        store
+            .write(move |s| {
+                s.enqueue_event(
+                    crate::domain::EventKind::ConnectorConnected,
+                    &serde_json::json!({"connector": "c"}),
+                    &targets,
+                    now,
+                )
+            })
+            .await
+            .unwrap();
+        let script = Arc::new(Scripted::default());
+        script.answers.lock().unwrap().extend([
+            Err("HTTP 500".to_string()),
+            Err("HTTP 500".to_string()),
+            Err("HTTP 500".to_string()),
+            Ok(()),
+        ]);
+        let pending = Arc::new(AtomicU64::new(99));
+        let loop_ = Deliverer {
+            store: store.clone(),
+            hooks: vec![Webhook {
+                url: Url::parse(url).unwrap(),
+                secret: WebhookSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap(),
+            }],
+            transport: script.clone(),
+            pending: pending.clone(),
+            clock,
+        };
+        let started = tokio::time::Instant::now();
+        let delivered = async {
+            while script.came_at.lock().unwrap().len() < 4 || pending.load(Ordering::Relaxed) != 0 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        tokio::select! {
+            _ = loop_.run() => panic!("the delivery loop ended"),
+            _ = delivered => {}
+            _ = tokio::time::sleep(Duration::from_secs(600)) => panic!("not delivered in 10 min"),
+        }
+        let came_at = script.came_at.lock().unwrap().clone();
+        let offsets: Vec<u64> = came_at
+            .iter()
+            .map(|t| t.duration_since(started).as_millis() as u64)
+            .collect();
+        // First attempt at once; then 5, 10 and 20 s after each failure (a little later at most,
+        // never earlier).
+        let gaps: Vec<u64> = offsets.windows(2).map(|w| w[1] - w[0]).collect();
+        for (gap, due) in gaps.iter().zip([5_000u64, 10_000, 20_000]) {
+            assert!(
+                (due..due + 1_000).contains(gap),
+                "attempts at {offsets:?} ms"
+            );
+        }
+        // (Paused time moves on while the store works on its own threads: "at once" is a little
+        // later here, well before the first retry would be due.)
+        assert!(offsets[0] < 5_000, "{offsets:?}");
+        let (id, _) = store
+            .read(|s| s.events_of(crate::domain::EventKind::ConnectorConnected))
+            .await
+            .unwrap()
+            .remove(0);
+        let state = store
+            .read(move |s| s.deliveries(&id))
+            .await
+            .unwrap()
+            .remove(0);
+        assert_eq!(state.attempts, 4);
+        assert!(state.delivered_at.is_some());
     }
 
     #[test]

@@ -177,6 +177,23 @@ impl Period {
     }
 }
 
+/// Where "now" comes from: the system's clock in production, an injected one in tests (the daemon
+/// core's queue and timer, the webhook delivery loop).
+pub trait Clock: Send + Sync + 'static {
+    /// Now, in milliseconds since the epoch.
+    fn now(&self) -> Millis;
+}
+
+/// The real clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Millis {
+        now_ms()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
