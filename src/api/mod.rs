@@ -8,6 +8,7 @@
 //! its own events); the API never runs a sync itself.
 
 pub mod client;
+pub mod connections;
 pub mod metrics;
 pub mod routes;
 pub mod serve;

@@ -5,12 +5,12 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use secrecy::SecretString;
-use tokio::net::{TcpListener, TcpStream, UnixListener};
+use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 
+use super::connections::Limits;
 use super::{ApiError, ApiState};
 use crate::config::{keyfile, ApiConfig, ApiListen};
 
@@ -129,71 +129,34 @@ fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, Ap
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Serves until `stop`. Over TCP every route but the health checks needs the bearer token.
-pub async fn serve(bound: Bound, state: ApiState, stop: CancellationToken) {
+/// Serves until `stop`. Over TCP every route but the health checks needs the bearer token. Every
+/// listener holds up against hostile clients the same way ([`super::connections`]).
+pub async fn serve(bound: Bound, state: ApiState, limits: Limits, stop: CancellationToken) {
+    use super::connections::{serve as serve_connections, Listener};
     match bound {
         Bound::Unix(l, path) => {
             let app = super::routes::router(state, false);
-            let shutdown = stop.clone();
-            if let Err(e) = axum::serve(l, app)
-                .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                .await
-            {
-                tracing::error!(error = %e, "the control API stopped");
+            serve_connections(Listener::Unix(l), app, limits, stop).await;
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::debug!(error = %e, "the control API's socket file could not be removed");
             }
-            let _ = std::fs::remove_file(path);
         }
         Bound::Tcp(l) => {
             let app = super::routes::router(state, true);
-            if let Err(e) = axum::serve(l, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-            {
-                tracing::error!(error = %e, "the control API stopped");
-            }
+            serve_connections(Listener::Tcp(l, None), app, limits, stop).await;
         }
         Bound::Tls(l, acceptor) => {
             let app = super::routes::router(state, true);
-            let listener = TlsListener { inner: l, acceptor };
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-            {
-                tracing::error!(error = %e, "the control API stopped");
-            }
+            serve_connections(Listener::Tcp(l, Some(acceptor)), app, limits, stop).await;
         }
     }
 }
 
-/// TCP connections that finish a TLS handshake (within 10 s) before they are served.
-struct TlsListener {
-    inner: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = tokio_rustls::server::TlsStream<TcpStream>;
-    type Addr = std::net::SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let (tcp, addr) = match self.inner.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::debug!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            match tokio::time::timeout(Duration::from_secs(10), self.acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => return (tls, addr),
-                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!("TLS handshake timed out"),
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.inner.local_addr()
+/// The hostile-client limits of a configuration.
+pub fn limits(cfg: &ApiConfig) -> Limits {
+    Limits {
+        max_connections: cfg.max_connections,
+        head: super::connections::HEAD_TIMEOUT,
+        idle: super::connections::IDLE_TIMEOUT,
     }
 }

@@ -246,6 +246,10 @@ pub struct ApiConfig {
     pub tls_cert_file: Option<PathBuf>,
     /// TLS private key (PEM).
     pub tls_key_file: Option<PathBuf>,
+    /// Connections served at once (more are refused at accept).
+    pub max_connections: usize,
+    /// Largest `POST /v1/inventory` body, in bytes.
+    pub max_inventory_bytes: u64,
 }
 
 /// One `[[webhook]]`: a receiver of events (the vendor's console).

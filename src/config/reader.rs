@@ -287,6 +287,8 @@ impl<'a> Reader<'a> {
                 token_file: s.path("token_file")?,
                 tls_cert_file: s.opt_path("tls_cert_file")?,
                 tls_key_file: s.opt_path("tls_key_file")?,
+                max_connections: s.num("max_connections")?,
+                max_inventory_bytes: s.num::<u64>("max_inventory_mib")? * 1024 * 1024,
             };
             if let ApiListen::Tcp(addr) = &cfg.listen {
                 let tls = cfg.tls_cert_file.is_some() || cfg.tls_key_file.is_some();

@@ -490,7 +490,8 @@ async fn start_api(
     };
     let address = cfg.api.listen.to_string();
     tracing::info!(api = %address, "control API listening");
-    tokio::spawn(crate::api::serve::serve(bound, state, stop));
+    let limits = crate::api::serve::limits(&cfg.api);
+    tokio::spawn(crate::api::serve::serve(bound, state, limits, stop));
     Ok(address)
 }
 
