@@ -141,3 +141,138 @@ fn two_thousand_idle_connections_leave_healthz_answering_and_a_run_unaffected() 
     let status = daemon.wait().unwrap();
     assert!(status.success(), "{status:?}\n{}", read_log());
 }
+
+/// The daemon's peak resident memory (VmHWM), in MiB.
+fn peak_rss_mib(pid: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib / 1024
+}
+
+/// Starts a POST /v1/inventory of `len` bytes: the head, on a connection of its own.
+fn start_post(port: u16, len: u64) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "POST /v1/inventory HTTP/1.1\r\nhost: t\r\nauthorization: Bearer {API_TOKEN}\r\ncontent-type: application/x-ndjson\r\ncontent-length: {len}\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    s
+}
+
+/// Reads one answer: (status, body).
+fn answer_of(mut s: TcpStream) -> (u16, String) {
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (
+        status,
+        text.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default(),
+    )
+}
+
+#[test]
+fn a_200_mib_inventory_post_is_streamed_and_a_second_one_meanwhile_gets_409() {
+    let (e, port) = tcp_env();
+    let d = Daemon::start(&e, &[]);
+    let before = peak_rss_mib(&d.pid());
+    // 200 MiB of blank lines (32 KiB each), then one record: the import reads it all, memory
+    // stays flat.
+    let record = "{\"type\":\"channel\",\"id\":\"msp-big\",\"name\":\"Big Post IT\"}\n";
+    let mut blank = vec![b' '; 1 << 20];
+    for end in (32 * 1024 - 1..1 << 20).step_by(32 * 1024) {
+        blank[end] = b'\n';
+    }
+    let len = 200 * (1 << 20) + record.len() as u64;
+    let mut first = start_post(port, len);
+    // 32 MiB written is more than the sockets' buffers hold: the daemon is reading the body, so
+    // the first import is under way.
+    for _ in 0..32 {
+        first.write_all(&blank).unwrap();
+    }
+    // While the first import is under way, a second one is refused.
+    let second = start_post(port, 1);
+    let mut second = second;
+    let _ = second.write_all(b"\n");
+    let (status, body) = answer_of(second);
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("import_running"), "{body}");
+    for _ in 32..200 {
+        first.write_all(&blank).unwrap();
+    }
+    first.write_all(record.as_bytes()).unwrap();
+    let (status, body) = answer_of(first);
+    assert_eq!(status, 200, "{body}");
+    let summary: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(summary["lines"], 1, "{summary}");
+    let peak = peak_rss_mib(&d.pid());
+    eprintln!("daemon peak RSS: {before} MiB before, {peak} MiB after a 200 MiB post");
+    assert!(peak < 100, "peak RSS {peak} MiB during a 200 MiB post");
+    let st = e.status_json();
+    assert!(st.to_string().contains("msp-big") || e.store().channel_exists("msp-big").unwrap());
+    d.stop();
+}
+
+#[test]
+fn an_inventory_over_the_cap_gets_413_and_a_broken_one_applies_nothing() {
+    let port = free_port();
+    let e = SimEnv::with_config(|c| {
+        c.set("api", "listen", format!("127.0.0.1:{port}"))
+            .set("api", "token_file", "api-token")
+            .set("api", "max_inventory_mib", 1)
+    });
+    let f = e.env.write("api-token", &format!("{API_TOKEN}\n"));
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let d = Daemon::start(&e, &[]);
+    let record = "{\"type\":\"channel\",\"id\":\"msp-cap\",\"name\":\"Cap IT\"}\n";
+    // Declared too large: refused before the body is read.
+    let s = start_post(port, 2 << 20);
+    let (status, body) = answer_of(s);
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("api.max_inventory_mib"), "{body}");
+    // Sent in chunks without a length, and too large: refused once the cap is passed.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "POST /v1/inventory HTTP/1.1\r\nhost: t\r\nauthorization: Bearer {API_TOKEN}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    write!(s, "{:x}\r\n{record}\r\n", record.len()).unwrap();
+    let blank = vec![b'\n'; 64 * 1024];
+    for _ in 0..40 {
+        if write!(s, "{:x}\r\n", blank.len()).is_err()
+            || s.write_all(&blank).is_err()
+            || s.write_all(b"\r\n").is_err()
+        {
+            break;
+        }
+    }
+    let _ = s.write_all(b"0\r\n\r\n");
+    let (status, body) = answer_of(s);
+    assert_eq!(status, 413, "{body}");
+    // A body that breaks off applies nothing either.
+    let mut s = start_post(port, 1000);
+    s.write_all(record.as_bytes()).unwrap();
+    drop(s);
+    // Nothing of either was applied; a good one still is.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!e.store().channel_exists("msp-cap").unwrap());
+    let mut s = start_post(port, record.len() as u64);
+    s.write_all(record.as_bytes()).unwrap();
+    let (status, body) = answer_of(s);
+    assert_eq!(status, 200, "{body}");
+    assert!(e.store().channel_exists("msp-cap").unwrap());
+    d.stop();
+}

@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod connections;
+pub mod inventory;
 pub mod metrics;
 pub mod routes;
 pub mod serve;
@@ -44,6 +45,8 @@ pub struct ApiState {
     pub token: Option<Arc<SecretString>>,
     /// The Prometheus exposition.
     pub metrics: Option<metrics::Exposition>,
+    /// Held by the inventory import under way (one at a time).
+    pub imports: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl ApiState {

@@ -21,18 +21,14 @@ use subtle::ConstantTimeEq;
 use super::{ApiState, SyncAsk};
 use crate::connector::{validate_token, ConnectorError, PasteOptions};
 use crate::domain::ConnectorId;
-use crate::store::import::ImportError;
 use crate::store::ledger::HistoryFilter;
 use crate::store::StoreError;
 
 /// Largest JSON body.
 const JSON_LIMIT: usize = 64 * 1024;
-/// Largest inventory body (JSON Lines).
-const INVENTORY_LIMIT: usize = 256 * 1024 * 1024;
-/// A request's time limit (an inventory import gets [`INVENTORY_TIMEOUT`]).
+/// A request's time limit (reading its body included; `POST /v1/inventory` and a `sync` that waits
+/// for its run have none: see [`super::inventory`] and [`sync`]).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// An inventory import's time limit.
-const INVENTORY_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// An error answer.
 pub struct ApiFailure {
@@ -43,13 +39,20 @@ pub struct ApiFailure {
 }
 
 impl ApiFailure {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An error answer: status, the contract's code, what to do.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiFailure {
             status,
             code,
             message: message.into(),
             lines: None,
         }
+    }
+
+    /// With the bad lines of an import.
+    pub fn with_lines(mut self, lines: Value) -> Self {
+        self.lines = Some(lines);
+        self
     }
 }
 
@@ -104,9 +107,11 @@ impl From<ConnectorError> for ApiFailure {
     }
 }
 
-type Answer = Result<Response, ApiFailure>;
+/// A handler's answer.
+pub type Answer = Result<Response, ApiFailure>;
 
-fn ok(v: impl serde::Serialize) -> Answer {
+/// 200 with `v` as JSON.
+pub fn ok(v: impl serde::Serialize) -> Answer {
     Ok(Json(v).into_response())
 }
 
@@ -134,20 +139,11 @@ pub fn router(state: ApiState, authenticate: bool) -> Router {
                 .into_response(),
             }
         }));
+    // The inventory is streamed into the import: no body limit but its own cap
+    // (`api.max_inventory_mib`), no overall time limit but a deadline between two pieces.
     let inventory = Router::new()
-        .route("/v1/inventory", post(inventory))
-        .layer(DefaultBodyLimit::max(INVENTORY_LIMIT))
-        .layer(middleware::from_fn(|req: Request, next: Next| async move {
-            match tokio::time::timeout(INVENTORY_TIMEOUT, next.run(req)).await {
-                Ok(r) => r,
-                Err(_) => ApiFailure::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "timeout",
-                    "the import took too long",
-                )
-                .into_response(),
-            }
-        }));
+        .route("/v1/inventory", post(super::inventory::post))
+        .layer(DefaultBodyLimit::disable());
     let mut protected = v1.merge(inventory);
     if authenticate {
         protected = protected.layer(middleware::from_fn_with_state(state.clone(), bearer));
@@ -461,61 +457,4 @@ async fn metrics(State(state): State<ApiState>) -> Answer {
         header::HeaderValue::from_static("text/plain; version=0.0.4"),
     );
     Ok((headers, text).into_response())
-}
-
-async fn inventory(State(state): State<ApiState>, body: Bytes) -> Answer {
-    let ctx = state.ctx();
-    let path = ctx.config.store.path.clone();
-    let busy = ctx.config.store.busy_timeout;
-    let config = ctx.config.clone();
-    // Like `gradient-connector import`: its own connection, one transaction.
-    let result = tokio::task::spawn_blocking(move || {
-        let mut store = crate::store::Store::open(&path, busy)?;
-        let mut summary =
-            crate::store::import::import(&mut store, &body[..], crate::time::now_ms())
-                .map_err(ImportOrStore::Import)?;
-        summary.unreported = store.unreported_modules(&config.service_modules())?;
-        Ok(summary)
-    })
-    .await
-    .map_err(|e| ApiFailure::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
-    match result {
-        Ok(summary) => ok(json!({
-            "lines": summary.lines,
-            "applied": summary.applied,
-            "unchanged": summary.unchanged,
-            "unreported_modules": summary.unreported,
-        })),
-        Err(ImportOrStore::Import(ImportError::BadLines { lines, total })) => {
-            let listed: Vec<Value> = lines
-                .iter()
-                .map(|b| json!({"line": b.line, "reason": b.reason}))
-                .collect();
-            Err(ApiFailure {
-                status: StatusCode::UNPROCESSABLE_ENTITY,
-                code: "bad_import",
-                message: format!("{total} bad line(s); nothing was applied"),
-                lines: Some(Value::Array(listed)),
-            })
-        }
-        Err(ImportOrStore::Import(ImportError::Store(e))) | Err(ImportOrStore::Store(e)) => {
-            Err(e.into())
-        }
-        Err(ImportOrStore::Import(e)) => Err(ApiFailure::new(
-            StatusCode::BAD_REQUEST,
-            "bad_import",
-            e.to_string(),
-        )),
-    }
-}
-
-enum ImportOrStore {
-    Import(ImportError),
-    Store(StoreError),
-}
-
-impl From<StoreError> for ImportOrStore {
-    fn from(e: StoreError) -> Self {
-        ImportOrStore::Store(e)
-    }
 }

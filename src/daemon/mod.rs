@@ -487,6 +487,7 @@ async fn start_api(
         queue: asks,
         token,
         metrics: exposition,
+        imports: Arc::default(),
     };
     let address = cfg.api.listen.to_string();
     tracing::info!(api = %address, "control API listening");
