@@ -276,3 +276,79 @@ fn an_inventory_over_the_cap_gets_413_and_a_broken_one_applies_nothing() {
     assert!(e.store().channel_exists("msp-cap").unwrap());
     d.stop();
 }
+
+#[test]
+#[ignore = "a run longer than the API's 60 s request limit; run by .ci/run with --ignored"]
+fn sync_through_a_running_daemon_waits_for_a_run_longer_than_a_minute() {
+    let e = SimEnv::with_config(|c| c.set("gradient", "max_in_flight", 2));
+    e.import(&two_msps(40, 2).to_jsonl());
+    e.connect("msp-a", "key-a");
+    e.connect("msp-b", "key-b");
+    // 160 pushes, two at a time, each answered after 0.9 s: about 72 s.
+    e.sim.set_count_latency(Duration::from_millis(900));
+    let d = Daemon::start(&e, &[]);
+    let t = Instant::now();
+    let out = e.run(&["sync"]);
+    let took = t.elapsed();
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    assert!(took > Duration::from_secs(61), "the run took only {took:?}");
+    assert!(
+        stderr(&out).contains("a daemon is running: the sync goes through it"),
+        "{}",
+        stderr(&out)
+    );
+    // The same report as a local run, of the daemon's run.
+    assert!(stdout(&out).contains("pushed=160"), "{}", stdout(&out));
+    let runs = runs(&e);
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].1, "api");
+    d.stop();
+}
+
+#[test]
+fn one_run_is_read_by_its_id_with_its_counts_so_far_while_it_goes() {
+    let e = SimEnv::with_config(|c| c.set("gradient", "max_in_flight", 1));
+    e.import(&two_msps(10, 2).to_jsonl());
+    e.connect("msp-a", "key-a");
+    e.sim.set_count_latency(Duration::from_millis(100));
+    let d = Daemon::start(&e, &[]);
+    d.signal("USR1");
+    let socket = e.env.path("api.sock");
+    let get = |path: &str| -> (u16, serde_json::Value) {
+        let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let body = text.split_once("\r\n\r\n").unwrap().1;
+        (
+            status,
+            serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        )
+    };
+    wait_for(
+        "a run with pushes recorded",
+        || {
+            let (_, v) = get("/v1/runs/1");
+            v["outcome"].is_null() && v["counts"]["pushed"].as_u64().unwrap_or(0) > 0
+        },
+        || format!("{:?}", get("/v1/runs/1")),
+    );
+    wait_for(
+        "the run to end",
+        || get("/v1/runs/1").1["outcome"] == "ok",
+        || format!("{:?}", get("/v1/runs/1")),
+    );
+    let (status, v) = get("/v1/runs/1");
+    assert_eq!(status, 200);
+    assert_eq!(v["counts"]["pushed"], 20, "{v}");
+    assert_eq!(v["id"], 1);
+    let (status, v) = get("/v1/runs/99");
+    assert_eq!(status, 404);
+    assert_eq!(v["error"]["code"], "unknown_run", "{v}");
+    d.stop();
+}

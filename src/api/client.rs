@@ -5,10 +5,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper::Request;
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
 /// Why a call through the daemon failed.
@@ -39,50 +35,43 @@ pub async fn daemon_answers(socket: &Path) -> bool {
     )
 }
 
-/// One request; returns the status and the JSON answer (Null when empty).
+/// One request; returns the status and the JSON answer (Null when empty). No time limit: a `sync`
+/// that waits for its run waits as long as the run takes.
 pub async fn call(
     socket: &Path,
     method: &str,
     uri: &str,
     body: Option<&Value>,
 ) -> Result<(u16, Value), ClientError> {
-    let stream =
-        tokio::net::UnixStream::connect(socket)
-            .await
-            .map_err(|e| ClientError::Unreachable {
+    // Installing twice is harmless; reqwest needs a process-wide provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder()
+        .unix_socket(socket)
+        .build()
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let method = reqwest::Method::from_bytes(method.as_bytes())
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let mut req = client
+        .request(method, format!("http://gradient-connector{uri}"))
+        .header("content-type", "application/json");
+    if let Some(v) = body {
+        req = req.body(serde_json::to_vec(v).map_err(|e| ClientError::Protocol(e.to_string()))?);
+    }
+    let resp = req.send().await.map_err(|e| {
+        if e.is_connect() {
+            ClientError::Unreachable {
                 path: socket.display().to_string(),
                 reason: e.to_string(),
-            })?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| ClientError::Protocol(e.to_string()))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let bytes = match body {
-        Some(v) => {
-            Bytes::from(serde_json::to_vec(v).map_err(|e| ClientError::Protocol(e.to_string()))?)
+            }
+        } else {
+            ClientError::Protocol(e.to_string())
         }
-        None => Bytes::new(),
-    };
-    let req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("host", "gradient-connector")
-        .header("content-type", "application/json")
-        .body(Full::new(bytes))
-        .map_err(|e| ClientError::Protocol(e.to_string()))?;
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    })?;
     let status = resp.status().as_u16();
     let body = resp
-        .into_body()
-        .collect()
+        .bytes()
         .await
-        .map_err(|e| ClientError::Protocol(e.to_string()))?
-        .to_bytes();
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
     let value = if body.is_empty() {
         Value::Null
     } else {

@@ -123,8 +123,8 @@ pub fn router(state: ApiState, authenticate: bool) -> Router {
         .route("/v1/connectors/{id}", get(connector).delete(disconnect))
         .route("/v1/connectors/{id}/token", put(paste))
         .route("/v1/connectors/{id}/accounts/sync", post(sync_accounts))
-        .route("/v1/sync", post(sync))
         .route("/v1/runs", get(runs))
+        .route("/v1/runs/{id}", get(run))
         .route("/v1/history", get(history))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(JSON_LIMIT))
@@ -144,7 +144,12 @@ pub fn router(state: ApiState, authenticate: bool) -> Router {
     let inventory = Router::new()
         .route("/v1/inventory", post(super::inventory::post))
         .layer(DefaultBodyLimit::disable());
-    let mut protected = v1.merge(inventory);
+    // `POST /v1/sync` with `wait` answers when its run ends, however long that takes: no overall
+    // time limit (its small body is still read within `REQUEST_TIMEOUT`).
+    let waiting = Router::new()
+        .route("/v1/sync", post(sync))
+        .layer(DefaultBodyLimit::max(JSON_LIMIT));
+    let mut protected = v1.merge(inventory).merge(waiting);
     if authenticate {
         protected = protected.layer(middleware::from_fn_with_state(state.clone(), bearer));
     }
@@ -327,7 +332,17 @@ struct SyncBody {
     wait: bool,
 }
 
-async fn sync(State(state): State<ApiState>, body: Bytes) -> Answer {
+async fn sync(State(state): State<ApiState>, body: axum::body::Body) -> Answer {
+    let body = tokio::time::timeout(REQUEST_TIMEOUT, axum::body::to_bytes(body, JSON_LIMIT))
+        .await
+        .map_err(|_| {
+            ApiFailure::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "the body did not arrive in time",
+            )
+        })?
+        .map_err(bad_json)?;
     let body: SyncBody = if body.iter().all(u8::is_ascii_whitespace) {
         SyncBody::default()
     } else {
@@ -383,6 +398,28 @@ async fn runs(State(state): State<ApiState>, Query(q): Query<RunsQuery>) -> Answ
         .read(move |s| crate::status::runs(s, limit))
         .await?;
     ok(json!({ "runs": runs }))
+}
+
+async fn run(State(state): State<ApiState>, Path(id): Path<String>) -> Answer {
+    let unknown = || {
+        ApiFailure::new(
+            StatusCode::NOT_FOUND,
+            "unknown_run",
+            format!("there is no run {id:?}; GET /v1/runs lists them"),
+        )
+    };
+    let Ok(run_id) = id.parse::<i64>() else {
+        return Err(unknown());
+    };
+    let ctx = state.ctx();
+    match ctx
+        .store
+        .read(move |s| crate::status::run(s, run_id))
+        .await?
+    {
+        Some(item) => ok(item),
+        None => Err(unknown()),
+    }
 }
 
 async fn history(

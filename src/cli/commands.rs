@@ -152,15 +152,19 @@ async fn sync(
         print!("{}", crate::status::render_dry_run(&plan));
         return Ok(());
     }
+    // Pairs recorded so far, on a terminal (the run itself logs only its start and summary): read
+    // from the store, so it shows a run in the daemon as well as one in this process.
+    let progress = || {
+        super::progress::wanted(&cfg, quiet).then(|| {
+            super::progress::SyncProgress::start(cfg.store.path.clone(), cfg.store.busy_timeout)
+        })
+    };
     if req.month.is_none() {
         if let Some(socket) = daemon_socket(&cfg).await {
-            return sync_via_daemon(&socket, req.connector, json).await;
+            return sync_via_daemon(&socket, req.connector, json, progress()).await;
         }
     }
-    // Pairs recorded so far, on a terminal (the run itself logs only its start and summary).
-    let progress = super::progress::wanted(&cfg, quiet).then(|| {
-        super::progress::SyncProgress::start(cfg.store.path.clone(), cfg.store.busy_timeout)
-    });
+    let progress = progress();
     let ctx = SyncContext::new(cfg)?;
     run_and_report(&ctx, req, json, progress).await
 }
@@ -192,16 +196,22 @@ fn client_error(e: crate::api::client::ClientError) -> CommandError {
     }
 }
 
-/// `sync` through the running daemon: queued like SIGUSR1, answered when that run has finished.
-async fn sync_via_daemon(socket: &Path, connector: Option<ConnectorId>, json: bool) -> Done {
+/// `sync` through the running daemon: queued like SIGUSR1, answered when that run has finished —
+/// however long it takes (the answer has no time limit) — then reported as a local run is.
+async fn sync_via_daemon(
+    socket: &Path,
+    connector: Option<ConnectorId>,
+    json: bool,
+    progress: Option<super::progress::SyncProgress>,
+) -> Done {
     tracing::info!(socket = %socket.display(), "a daemon is running: the sync goes through it");
     let mut body = serde_json::json!({"wait": true});
     if let Some(c) = &connector {
         body["connector"] = serde_json::Value::String(c.to_string());
     }
-    let (status, v) = crate::api::client::call(socket, "POST", "/v1/sync", Some(&body))
-        .await
-        .map_err(client_error)?;
+    let answered = crate::api::client::call(socket, "POST", "/v1/sync", Some(&body)).await;
+    drop(progress);
+    let (status, v) = answered.map_err(client_error)?;
     if status == 404 {
         let id = connector.unwrap_or_default();
         return Err(crate::sync::SyncError::UnknownConnector(id).into());

@@ -128,11 +128,30 @@ fn run_item(r: &RunRow, outcome: Option<String>) -> RunItem {
 
 /// The newest `limit` runs.
 pub fn runs(store: &Store, limit: u32) -> Result<Vec<RunItem>, StoreError> {
-    Ok(store
+    store
         .runs(limit)?
         .iter()
-        .map(|r| run_item(r, r.outcome.map(|o| o.as_str().to_string())))
-        .collect())
+        .map(|r| live_item(store, r))
+        .collect()
+}
+
+/// One run (`GET /v1/runs/{id}`); None when there is no such run.
+pub fn run(store: &Store, id: i64) -> Result<Option<RunItem>, StoreError> {
+    store.run(id)?.map(|r| live_item(store, &r)).transpose()
+}
+
+/// A run as the API shows it: a run still going has `outcome` null and the counts its ledger holds
+/// so far (its record gets its counts when it closes).
+fn live_item(store: &Store, r: &RunRow) -> Result<RunItem, StoreError> {
+    let mut item = run_item(r, r.outcome.map(|o| o.as_str().to_string()));
+    if r.finished_at.is_none() {
+        let mut so_far = Tally::default();
+        for t in store.run_tally_by_connector(r.id)?.values() {
+            so_far.merge(t);
+        }
+        item.counts = so_far;
+    }
+    Ok(item)
 }
 
 /// The whole status.
