@@ -136,7 +136,8 @@ async fn every_route_round_trips() {
     assert_eq!(org.count("2", &sid), Some(7.0));
     assert_eq!(org.count("a/1 é", &sid), Some(3.0));
     assert_eq!(org.rebuilds, 1);
-    assert_eq!(org.status_history, vec!["pending", "active"]);
+    // A count never changes the status: only the vendor's PATCH does.
+    assert_eq!(org.status_history, vec!["pending"]);
     assert!(snap.pushes[0].no_build && !snap.pushes[1].no_build);
     assert!(snap.pushes[0].unit_count.is_u64() && snap.pushes[0].account_id.is_string());
 }
@@ -497,6 +498,15 @@ async fn integration_status_last_synced_and_the_status_answer() {
     let i = s.get_integration().await.unwrap().value;
     let synced = i.last_synced_at.expect("synced after a count");
     assert!(synced >= before - 1000, "{synced} < {before}");
+    assert_eq!(
+        i.status.as_deref(),
+        Some("pending"),
+        "a count does not activate"
+    );
+    s.set_integration_status(IntegrationStatus::Active)
+        .await
+        .unwrap();
+    let i = s.get_integration().await.unwrap().value;
     assert_eq!(i.status.as_deref(), Some("active"));
 }
 

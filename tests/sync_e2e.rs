@@ -43,13 +43,33 @@ fn first_sync_pushes_exact_counts_and_the_second_creates_nothing() {
     let snap = e.sim.snapshot();
     assert_eq!(snap.services.len(), 2, "each service created once");
     // Requests of the first run: 1 catalogue read (the services were created when the first MSP
-    // connected), then per connector one integration read (its status now), one accounts read and
-    // 6 pushes.
+    // connected), then per connector one integration read (its status now), one accounts read,
+    // 6 pushes and — its first accepted counts — the status set `active` by us.
     let run1 = &snap.requests[before..];
-    assert_eq!(run1.len(), 1 + 2 * (2 + 6), "{run1:#?}");
+    assert_eq!(run1.len(), 1 + 2 * (2 + 6 + 1), "{run1:#?}");
     for msp in ["msp-a", "msp-b"] {
         let org = snap.org(msp).unwrap();
         assert_eq!(org.status, "active");
+        assert_eq!(org.status_history, vec!["pending", "active"]);
+        // We sent it, after a count Gradient accepted.
+        let ours: Vec<usize> = run1
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| {
+                r.org_id.as_deref() == Some(msp)
+                    && r.method == "PATCH"
+                    && r.path.ends_with("/organization/status/active")
+            })
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(ours.len(), 1, "one activation by us: {run1:#?}");
+        let first_count = run1
+            .iter()
+            .position(|r| {
+                r.org_id.as_deref() == Some(msp) && r.path.ends_with("/count") && r.status == 201
+            })
+            .unwrap();
+        assert!(first_count < ours[0], "active only after an accepted count");
         assert_eq!(org.rebuilds, 1, "one rebuild per connector per run");
         let pushes: Vec<_> = snap
             .pushes
@@ -77,6 +97,7 @@ fn first_sync_pushes_exact_counts_and_the_second_creates_nothing() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let snap = e.sim.snapshot();
     assert_eq!(snap.services.len(), 2);
+    // Gradient shows the integrations active now: the second run sends no status.
     let run2 = &snap.requests[before..];
     assert_eq!(run2.len(), 1 + 2 * (2 + 6), "{run2:#?}");
     assert!(
@@ -402,4 +423,30 @@ fn period_flag_counts_a_calendar_month_and_connector_flag_limits_the_run() {
     let before = e.sim.snapshot().pushes.len();
     assert_eq!(code(&e.run(&["sync", "--period", "2026-09"])), 0);
     assert_eq!(e.sim.snapshot().pushes.len(), before);
+}
+
+#[test]
+fn an_integration_gradient_shows_other_than_active_is_set_active_again_by_the_next_run() {
+    let e = setup();
+    let out = e.run(&["sync"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // Something on Gradient's side put msp-a's integration back to pending.
+    e.sim.set_status("msp-a", "pending");
+    let before = e.sim.snapshot().requests.len();
+    let out = e.run(&["sync"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let snap = e.sim.snapshot();
+    let activations = |msp: &str| {
+        snap.requests[before..]
+            .iter()
+            .filter(|r| {
+                r.org_id.as_deref() == Some(msp)
+                    && r.method == "PATCH"
+                    && r.path.ends_with("/organization/status/active")
+            })
+            .count()
+    };
+    assert_eq!(activations("msp-a"), 1, "set active again");
+    assert_eq!(activations("msp-b"), 0, "already active: nothing sent");
+    assert_eq!(snap.org("msp-a").unwrap().status, "active");
 }

@@ -235,6 +235,8 @@ pub struct ConnectorRun<'a> {
     workspaces: Vec<WorkspaceRow>,
     halt: HaltFlag,
     report: ConnectorReport,
+    /// The integration's status as Gradient showed it at this run's set-up.
+    gradient_status: Option<String>,
 }
 
 impl<'a> ConnectorRun<'a> {
@@ -257,6 +259,7 @@ impl<'a> ConnectorRun<'a> {
             workspaces,
             halt: HaltFlag::default(),
             report,
+            gradient_status: None,
         }
     }
 
@@ -269,6 +272,7 @@ impl<'a> ConnectorRun<'a> {
             return self.report;
         }
         self.push_all().await;
+        self.activate().await;
         if self.halt.get() == Halt::TokenRejected {
             let err = GradientError {
                 kind: ErrorKind::Unauthorized,
@@ -294,6 +298,46 @@ impl<'a> ConnectorRun<'a> {
         self.report
     }
 
+    /// Sets the integration `active` once this run pushed a count Gradient accepted, unless
+    /// Gradient already showed it `active` at set-up ("set as pending when ready for initial
+    /// mapping, as active when ready for sync": Gradient's newer spec; nothing turns it active for
+    /// us). Best effort: a failure is logged and the next run tries again.
+    async fn activate(&mut self) {
+        let pushed = self.report.tally.pushed > 0;
+        if !pushed || self.gradient_status.as_deref() == Some("active") {
+            return;
+        }
+        if self.halt.get() != Halt::Sending || self.scope.halt.get() != Halt::Sending {
+            return;
+        }
+        let id = self.report.id.clone();
+        match self
+            .who
+            .session
+            .set_integration_status(crate::gradient::IntegrationStatus::Active)
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(connector = %id, was = ?self.gradient_status, "integration set active in Gradient");
+                self.gradient_status = Some("active".into());
+                let now = now_ms();
+                let cid = id.clone();
+                let recorded = self
+                    .scope
+                    .ctx
+                    .store
+                    .write(move |s| s.set_gradient_status(&cid, "active", now))
+                    .await;
+                if let Err(e) = recorded {
+                    tracing::warn!(connector = %id, error = %e, "could not record the integration's status");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(connector = %id, error = %e, "the integration could not be set active; the next run tries again")
+            }
+        }
+    }
+
     /// Set-up calls: verification (unverified only) or a read of the integration (its status as
     /// Gradient shows it now), then accounts. A failure decides every pair.
     async fn set_up(&mut self) -> Result<(), GradientError> {
@@ -313,6 +357,7 @@ impl<'a> ConnectorRun<'a> {
             let i = self.who.session.get_integration().await?.value;
             (i.status, i.last_synced_at)
         };
+        self.gradient_status = status.clone();
         let acc = ensure_accounts(&self.who.session, &id, &self.workspaces).await?;
         self.report.accounts_created = acc.created;
         self.report.accounts_renamed = acc.renamed;

@@ -13,7 +13,7 @@
 //! holding an id that already exists is refused as a whole with 409; a service needs a
 //! `description`; `supportArticle`/`supportContact` are kept; the vendor PATCH stores the profile;
 //! `lastSyncedAt` is a 1900 sentinel until the first accepted count; the status update's `data` is a
-//! string; a count never turns an `inactive` integration `active` (only a `pending` one).
+//! string; a count never changes an integration's status (the vendor sets `active`, as Gradient's newer spec says).
 
 use gradient_connector_domain::time;
 use gradient_vendor_api as gradient;
@@ -533,6 +533,15 @@ impl Sim {
     /// The MSP disconnects in Gradient: all accounts deleted, key invalid, status inactive.
     pub fn disconnect(&self, org_id: &str) {
         lock(&self.state).disconnect(org_id);
+    }
+
+    /// Gradient shows the integration in `status` (as if changed on Gradient's side), without a
+    /// request of ours.
+    pub fn set_status(&self, org_id: &str, status: &str) {
+        if let Some(o) = lock(&self.state).orgs.get_mut(org_id) {
+            o.status = status.to_string();
+            o.status_history.push(status.to_string());
+        }
     }
 
     /// The MSP connects again with a new key (no accounts).

@@ -686,11 +686,8 @@ fn set_count(
             o.rebuilds += 1;
         }
         o.last_synced_at = Some(crate::time::format_ms(crate::time::now_ms()));
-        // Gradient turns a pending integration active on usage; an inactive one stays inactive.
-        if o.status == "pending" {
-            o.status = "active".into();
-            o.status_history.push("active".into());
-        }
+        // No source says Gradient turns an integration active by itself: the vendor sets it
+        // (the newer spec; CIPP sends `active` when it syncs). The status is left as it is.
         answer(201, json!({"status": 201, "message": "Unit count set"}))
     })();
     let push = ReceivedPush {
