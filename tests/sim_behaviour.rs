@@ -468,3 +468,217 @@ async fn admin_calls_for_an_unknown_msp_answer_404() {
         .await;
     assert_eq!(st, 401);
 }
+
+/// The stand-in answers what the public clients send (Gradient's SDK, CIPP, gradient-cli).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stand_in_answers_the_public_clients_as_gradient_does() {
+    use reqwest::Method;
+    use serde_json::json;
+    let sim = gradient_connector::sim::Sim::start(Default::default())
+        .await
+        .unwrap();
+    sim.add_msp("o", "O", "k");
+    sim.set_mapping(
+        "o",
+        gradient_connector::sim::Mapping::Explicit {
+            accounts: vec!["a".into()],
+            service_ids: vec![],
+        },
+    );
+    let r = Raw::new(&sim, "k").await;
+    let accounts = format!("{V}/organization/accounts");
+    // CIPP creates one account with a bare object; bulk creation takes an array.
+    let (st, body) = r
+        .call(
+            Method::POST,
+            &accounts,
+            Some(json!({"id": "a", "name": "A"})),
+        )
+        .await;
+    assert_eq!(st, 201, "{body}");
+    let (st, _) = r
+        .call(
+            Method::POST,
+            &accounts,
+            Some(json!([{"id": "b", "name": "B"}])),
+        )
+        .await;
+    assert_eq!(st, 201);
+    // The account list's filters.
+    let (_, only_b) = r
+        .call(Method::GET, &format!("{accounts}?accountIds=b"), None)
+        .await;
+    assert_eq!(only_b.as_array().map(Vec::len), Some(1), "{only_b}");
+    assert_eq!(only_b[0]["id"], "b");
+    let (_, mapped) = r
+        .call(
+            Method::GET,
+            &format!("{accounts}?returnUnmapped=false"),
+            None,
+        )
+        .await;
+    assert_eq!(mapped.as_array().map(Vec::len), Some(1), "{mapped}");
+    assert_eq!(mapped[0]["id"], "a");
+    let (_, all) = r.call(Method::GET, &accounts, None).await;
+    assert_eq!(all.as_array().map(Vec::len), Some(2));
+    // Bulk PATCH of accounts; an unknown id changes nothing.
+    let (st, body) = r
+        .call(
+            Method::PATCH,
+            &accounts,
+            Some(json!([{"id": "a", "name": "A2"}])),
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body[0]["name"], "A2");
+    let (st, _) = r
+        .call(
+            Method::PATCH,
+            &accounts,
+            Some(json!([{"id": "zz", "name": "Z"}])),
+        )
+        .await;
+    assert_eq!(st, 404);
+    // The SDK's vendor PATCH sends all four keys, null for those it leaves alone.
+    let (st, body) = r
+        .call(
+            Method::PATCH,
+            V,
+            Some(
+                json!({"name": null, "description": null, "vendorSupportPageUrl": null,
+                        "integrationPortalUrl": "https://portal.example/x"}),
+            ),
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(
+        sim.snapshot().vendor.integration_portal_url.as_deref(),
+        Some("https://portal.example/x")
+    );
+    // Organization-scoped services, and PATCH of a vendor service.
+    let org_services = format!("{V}/organization/services");
+    let (st, created) = r
+        .call(
+            Method::POST,
+            &org_services,
+            Some(json!({"name": "Org S", "isArrears": true})),
+        )
+        .await;
+    assert_eq!(st, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    let (st, one) = r
+        .call(
+            Method::PATCH,
+            &format!("{org_services}/{id}"),
+            Some(json!({"isActive": false})),
+        )
+        .await;
+    assert_eq!((st, &one["isActive"]), (200, &json!(false)), "{one}");
+    let (st, many) = r
+        .call(
+            Method::PATCH,
+            &org_services,
+            Some(json!([{"id": id, "name": "Org S2"}])),
+        )
+        .await;
+    assert_eq!((st, &many[0]["name"]), (200, &json!("Org S2")), "{many}");
+    let (_, svc) = r
+        .call(
+            Method::POST,
+            &format!("{V}/service"),
+            Some(json!({"name": "S", "description": "d", "category": "backup", "subcategory": "cloud backup"})),
+        )
+        .await;
+    let sid = svc["skus"][0]["id"].as_str().unwrap().to_string();
+    let (st, patched) = r
+        .call(
+            Method::PATCH,
+            &format!("{V}/service/{sid}"),
+            Some(json!({"description": "d2"})),
+        )
+        .await;
+    assert_eq!(
+        (st, &patched["data"]["description"]),
+        (200, &json!("d2")),
+        "{patched}"
+    );
+    // Alerts and their debug route.
+    let (st, alert) = r
+        .call(
+            Method::POST,
+            &format!("{V}/alerting/a"),
+            Some(json!({"title": "t", "description": "d", "alertId": "x", "priority": 1, "status": 1})),
+        )
+        .await;
+    assert_eq!(st, 201);
+    let message = alert["messageId"].as_str().unwrap().to_string();
+    let (st, debug) = r
+        .call(Method::GET, &format!("{V}/alerting/debug/{message}"), None)
+        .await;
+    assert_eq!(st, 200, "{debug}");
+    // no_build as the SDK writes it (True) and as gradient-cli does (true); the deprecated
+    // clientOId alone still names the account.
+    sim.set_mapping("o", gradient_connector::sim::Mapping::All);
+    for flag in ["True", "true"] {
+        let (st, _) = r
+            .call(
+                Method::POST,
+                &format!("{V}/service/{sid}/count?no_build={flag}"),
+                Some(json!({"accountId": "a", "unitCount": 1})),
+            )
+            .await;
+        assert_eq!(st, 201);
+    }
+    let (st, _) = r
+        .call(
+            Method::POST,
+            &format!("{V}/service/{sid}/count"),
+            Some(json!({"clientOId": "b", "unitCount": 3})),
+        )
+        .await;
+    assert_eq!(st, 201);
+    let snap = sim.snapshot();
+    assert!(snap.pushes[0].no_build && snap.pushes[1].no_build);
+    assert_eq!(snap.org("o").unwrap().count("b", &sid), Some(3.0));
+}
+
+/// The rate window counts a request at its arrival, whatever its latency: 20 requests that arrive
+/// at 0 s and 20 more at 1.2 s are all within a limit of 20/s, even though slow answers to the
+/// first and fast answers to the second leave the stand-in together at about 1.5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_counts_requests_at_their_arrival() {
+    use reqwest::Method;
+    use std::time::Duration;
+    let sim = gradient_connector::sim::Sim::start(Default::default())
+        .await
+        .unwrap();
+    sim.add_msp("o", "O", "k");
+    sim.set_rate_limit(20);
+    let r = std::sync::Arc::new(Raw::new(&sim, "k").await);
+    let burst = |r: std::sync::Arc<Raw>| {
+        (0..20)
+            .map(|_| {
+                let r = r.clone();
+                tokio::spawn(async move { r.call(Method::GET, V, None).await.0 })
+            })
+            .collect::<Vec<_>>()
+    };
+    sim.set_latency(Duration::from_millis(1500));
+    let first = burst(r.clone());
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    sim.set_latency(Duration::from_millis(300));
+    let second = burst(r.clone());
+    let mut statuses = Vec::new();
+    for h in first.into_iter().chain(second) {
+        statuses.push(h.await.unwrap());
+    }
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    // And at its arrival a 21st request in one second is refused.
+    sim.set_latency(Duration::ZERO);
+    let third = burst(r.clone());
+    let (st, _) = r.call(Method::GET, V, None).await;
+    for h in third {
+        h.await.unwrap();
+    }
+    assert_eq!(st, 429);
+}

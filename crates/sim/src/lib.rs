@@ -18,6 +18,7 @@
 use gradient_connector_domain::time;
 use gradient_vendor_api as gradient;
 
+mod newer;
 mod server;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -352,6 +353,8 @@ pub(crate) struct State {
     throttle_ratio: f64,
     throttle_retry_after: Option<u64>,
     latency: Duration,
+    /// Each request's latency is `latency` ± up to this (uniform): a real network's jitter.
+    latency_spread: Duration,
     count_latency: Duration,
     outage_until: Option<Instant>,
     faults: Vec<Fault>,
@@ -360,6 +363,8 @@ pub(crate) struct State {
     orgs: BTreeMap<String, Org>,
     keys: HashMap<String, String>,
     windows: HashMap<String, VecDeque<Instant>>,
+    /// Organization-scoped services of the newer spec, by organization: id → the service.
+    org_services: HashMap<String, BTreeMap<String, serde_json::Value>>,
     pushes: Vec<ReceivedPush>,
     requests: Vec<RequestLogEntry>,
     vendor: SimVendorProfile,
@@ -382,6 +387,7 @@ impl State {
             throttle_ratio: 0.0,
             throttle_retry_after: None,
             latency: Duration::ZERO,
+            latency_spread: Duration::ZERO,
             count_latency: Duration::ZERO,
             outage_until: None,
             faults: Vec::new(),
@@ -390,6 +396,7 @@ impl State {
             orgs: BTreeMap::new(),
             keys: HashMap::new(),
             windows: HashMap::new(),
+            org_services: HashMap::new(),
             pushes: Vec::new(),
             requests: Vec::new(),
             vendor: SimVendorProfile::default(),
@@ -601,7 +608,16 @@ impl Sim {
 
     /// Delays every vendor-API answer.
     pub fn set_latency(&self, latency: Duration) {
-        lock(&self.state).latency = latency;
+        let mut s = lock(&self.state);
+        s.latency = latency;
+        s.latency_spread = Duration::ZERO;
+    }
+
+    /// Answers every request after `latency` ± up to `spread` (uniform), as a real network does.
+    pub fn set_latency_jitter(&self, latency: Duration, spread: Duration) {
+        let mut s = lock(&self.state);
+        s.latency = latency;
+        s.latency_spread = spread;
     }
 
     /// Delays only set-unit-count answers (the catalogue and accounts stay fast).
@@ -656,7 +672,7 @@ POST /_sim/msp/{id}/disconnect; POST /_sim/msp/{id}/reconnect {key}; PUT /_sim/m
 {method,path_prefix,status,count,retry_after_secs}; POST /_sim/hostile {method,path,path_prefix,count,\n\
 behaviour} with behaviour one of {\"body\":{status,body}}, {\"lands_then\":{status,body}},\n\
 \"lands_then_silent\", \"silent\", {\"huge\":{status,bytes}}; POST /_sim/throttle {ratio,retry_after_secs};\n\
-POST /_sim/latency {ms}; POST /_sim/rate-limit {per_second}; GET /_sim/state (every request\n\
+POST /_sim/latency {ms, spread_ms}; POST /_sim/rate-limit {per_second}; GET /_sim/state (every request\n\
 with its body). An admin call naming an unknown MSP answers 404."
 )]
 struct SimCli {

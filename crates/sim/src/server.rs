@@ -40,7 +40,7 @@ pub(crate) fn router(state: Shared) -> Router {
 }
 
 /// An answer: status, JSON body (or a raw one), optional Retry-After.
-struct Answer {
+pub(crate) struct Answer {
     status: u16,
     body: Value,
     raw: Option<Raw>,
@@ -55,7 +55,7 @@ enum Raw {
     Huge(u64),
 }
 
-fn answer(status: u16, body: Value) -> Answer {
+pub(crate) fn answer(status: u16, body: Value) -> Answer {
     Answer {
         status,
         body,
@@ -104,7 +104,7 @@ fn huge_body(bytes: u64) -> axum::body::Body {
     axum::body::Body::from_stream(chunks)
 }
 
-fn error(status: u16, message: impl Into<String>) -> Answer {
+pub(crate) fn error(status: u16, message: impl Into<String>) -> Answer {
     answer(
         status,
         json!({"statusCode": status, "message": message.into()}),
@@ -129,7 +129,7 @@ impl IntoResponse for Answer {
     }
 }
 
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -169,18 +169,29 @@ async fn vendor_api(
     headers: HeaderMap,
     body: Bytes,
 ) -> Answer {
-    // Requests are logged at their arrival, as a rate limiter counts them.
-    let (mut latency, arrived_ms) = {
-        let s = lock(&state);
-        (s.latency, s.now_ms())
+    // Requests are logged, and counted against the rate limit, at their arrival — as Gradient's
+    // limiter counts them — before the (jittered) latency delays the answer.
+    let (latency, arrived_ms, over) = {
+        let mut s = lock(&state);
+        let mut latency = s.latency;
+        if !s.latency_spread.is_zero() {
+            let spread = s.latency_spread.as_millis() as i64;
+            let jitter = fastrand::i64(-spread..=spread);
+            latency = std::time::Duration::from_millis(
+                (latency.as_millis() as i64 + jitter).max(0) as u64,
+            );
+        }
+        if method == Method::POST && uri.path().ends_with("/count") {
+            latency += s.count_latency;
+        }
+        let over = authenticate(&s, &headers)
+            .is_some_and(|org| uri.path().starts_with(PREFIX) && over_rate(&mut s, &org));
+        (latency, s.now_ms(), over)
     };
-    if method == Method::POST && uri.path().ends_with("/count") {
-        latency += lock(&state).count_latency;
-    }
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    let (ans, silent) = respond(&state, &method, &uri, &headers, &body, arrived_ms);
+    let (ans, silent) = respond(&state, &method, &uri, &headers, &body, arrived_ms, over);
     if silent {
         // Accepted, never answered: the client gives up (and the connection closes) first.
         std::future::pending::<()>().await;
@@ -197,6 +208,7 @@ fn respond(
     headers: &HeaderMap,
     body: &Bytes,
     arrived_ms: u64,
+    over_rate_at_arrival: bool,
 ) -> (Answer, bool) {
     let (method, body) = (method.clone(), body.clone());
     let path = uri.path().to_string();
@@ -244,7 +256,7 @@ fn respond(
             retry_after: s.throttle_retry_after,
             ..error(429, "Too many requests")
         }
-    } else if over_rate(&mut s, org.as_deref().unwrap_or_default()) {
+    } else if over_rate_at_arrival {
         error(429, "Too many requests")
     } else {
         routed = true;
@@ -331,7 +343,11 @@ fn record_push(
 }
 
 fn no_build(query: Option<&str>) -> bool {
-    query.is_some_and(|q| q.split('&').any(|kv| kv == "no_build=true"))
+    // Gradient's SDK writes `True` (PowerShell's rendering), gradient-cli `true`.
+    query.is_some_and(|q| {
+        q.split('&')
+            .any(|kv| kv.eq_ignore_ascii_case("no_build=true"))
+    })
 }
 
 fn take_fault(s: &mut State, method: &Method, path: &str) -> Option<Fault> {
@@ -370,7 +386,7 @@ fn over_rate(s: &mut State, org: &str) -> bool {
     false
 }
 
-fn sku_json(k: &SimService) -> Value {
+pub(crate) fn sku_json(k: &SimService) -> Value {
     json!({
         "id": k.id, "_id": k.id, "name": k.name, "description": k.description,
         "category": k.category, "subcategory": k.subcategory,
@@ -401,7 +417,8 @@ fn patch_vendor(s: &mut State, body: &[u8]) -> Answer {
         "vendorSupportPageUrl",
     ];
     for f in FIELDS {
-        if v.get(f).is_some_and(|x| !x.is_string()) {
+        // The SDK sends all four keys, `null` for those it leaves unchanged.
+        if v.get(f).is_some_and(|x| !x.is_string() && !x.is_null()) {
             return error(400, format!("{f} must be a string"));
         }
     }
@@ -421,7 +438,7 @@ fn patch_vendor(s: &mut State, body: &[u8]) -> Answer {
     wrapped(200, vendor_object(s))
 }
 
-fn wrapped(status: u16, data: Value) -> Answer {
+pub(crate) fn wrapped(status: u16, data: Value) -> Answer {
     answer(
         status,
         json!({"status": status, "message": "ok", "data": data}),
@@ -451,7 +468,7 @@ fn mapped(m: &Mapping, account: &str, service: &str) -> bool {
     }
 }
 
-fn account_json(a: &SimAccount, m: &Mapping) -> Value {
+pub(crate) fn account_json(a: &SimAccount, m: &Mapping) -> Value {
     let is_mapped = match m {
         Mapping::All => true,
         Mapping::Explicit { accounts, .. } => accounts.contains(&a.id),
@@ -554,19 +571,24 @@ fn route(
             let Some(o) = s.orgs.get(org_id) else {
                 return answer(200, json!([]));
             };
+            let filter = super::newer::AccountFilter::from_query(query);
             answer(
                 200,
                 Value::Array(
                     o.accounts
                         .iter()
                         .map(|a| account_json(a, &o.mapping))
+                        .filter(|a| filter.keeps(a))
                         .collect(),
                 ),
             )
         }
         ("POST", ["organization", "accounts"]) => {
-            let Ok(Value::Array(items)) = json_body() else {
-                return error(400, "body must be an array of accounts");
+            // An array (bulk), or — the newer spec, CIPP for one tenant — one bare object.
+            let items = match json_body() {
+                Ok(Value::Array(items)) => items,
+                Ok(one @ Value::Object(_)) => vec![one],
+                _ => return error(400, "body must be an account or an array of accounts"),
             };
             let mut new = Vec::new();
             for item in &items {
@@ -646,7 +668,8 @@ fn route(
             201,
             json!({"messageId": "m-1", "alertId": "a-1", "correlationID": "c-1"}),
         ),
-        _ => error(404, format!("Cannot {method} {path}")),
+        _ => super::newer::route(s, org_id, method.as_str(), &segs, body)
+            .unwrap_or_else(|| error(404, format!("Cannot {method} {path}"))),
     }
 }
 
@@ -658,7 +681,12 @@ fn set_count(
     body: &[u8],
 ) -> Answer {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let account = v.get("accountId").cloned().unwrap_or(Value::Null);
+    // `clientOId` is the deprecated name of `accountId`, still read when it comes alone.
+    let account = v
+        .get("accountId")
+        .or_else(|| v.get("clientOId"))
+        .cloned()
+        .unwrap_or(Value::Null);
     let count = v.get("unitCount").cloned().unwrap_or(Value::Null);
     let nb = no_build(query);
     let result = (|| {
@@ -786,10 +814,15 @@ async fn admin_throttle(AxState(state): AxState<Shared>, Json(t): Json<Throttle>
 #[derive(Deserialize)]
 struct Latency {
     ms: u64,
+    /// ± up to this many milliseconds per request (uniform).
+    #[serde(default)]
+    spread_ms: u64,
 }
 
 async fn admin_latency(AxState(state): AxState<Shared>, Json(l): Json<Latency>) -> StatusCode {
-    lock(&state).latency = std::time::Duration::from_millis(l.ms);
+    let mut s = lock(&state);
+    s.latency = std::time::Duration::from_millis(l.ms);
+    s.latency_spread = std::time::Duration::from_millis(l.spread_ms);
     StatusCode::NO_CONTENT
 }
 
