@@ -137,7 +137,7 @@ fn bulk_patch_accounts(s: &mut State, org_id: &str, body: Option<Value>) -> Answ
 }
 
 fn create_org_service(s: &mut State, org_id: &str, v: Value) -> Answer {
-    if !v["name"].as_str().is_some_and(|n| !n.trim().is_empty()) {
+    if v["name"].as_str().is_none_or(|n| n.trim().is_empty()) {
         return error(400, "name is required");
     }
     let id = s.new_id();
