@@ -470,6 +470,10 @@ async fn admin_calls_for_an_unknown_msp_answer_404() {
 }
 
 /// The stand-in answers what the public clients send (Gradient's SDK, CIPP, gradient-cli).
+#[expect(
+    clippy::too_many_lines,
+    reason = "one client's calls in order, each checked against the stand-in's state"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stand_in_answers_the_public_clients_as_gradient_does() {
     use reqwest::Method;
