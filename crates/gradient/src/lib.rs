@@ -514,6 +514,7 @@ impl PartnerSession {
             let (err, retry_after, unsent) = match result {
                 Ok((status, retry_after, bytes)) if status.is_success() => {
                     tracing::debug!(%method, route = %path, status = status.as_u16(), attempt, "gradient answered");
+                    inner.pacer.answered();
                     match answer::success_value(status.as_u16(), &bytes) {
                         Ok(value) => {
                             return Ok(Answer {
@@ -533,7 +534,7 @@ impl PartnerSession {
                                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                             tracing::warn!(%method, route = %format!("{API_PREFIX}{}", path.split('?').next().unwrap_or_default()), status = status.as_u16(), said = code, "Gradient answered a success whose body is an error; treated as that error");
                             (
-                                self.refused(said, &bytes, &method, &path, on_404),
+                                self.refused(said, retry_after, &bytes, &method, &path, on_404),
                                 retry_after,
                                 false,
                             )
@@ -545,7 +546,7 @@ impl PartnerSession {
                     // A 429 is refused before any work: safe to repeat.
                     let throttled = status == StatusCode::TOO_MANY_REQUESTS;
                     (
-                        self.refused(status, &bytes, &method, &path, on_404),
+                        self.refused(status, retry_after, &bytes, &method, &path, on_404),
                         retry_after,
                         throttled,
                     )
@@ -583,13 +584,17 @@ impl PartnerSession {
     fn refused(
         &self,
         status: StatusCode,
+        retry_after: Option<Duration>,
         bytes: &[u8],
         method: &Method,
         path: &str,
         on_404: On404,
     ) -> GradientError {
         if status == StatusCode::TOO_MANY_REQUESTS {
-            self.client.inner.pacer.throttled();
+            // Every request waits out Retry-After, not only this one's retry.
+            self.client.inner.pacer.throttled(retry_after);
+        } else {
+            self.client.inner.pacer.answered();
         }
         if status == StatusCode::UNAUTHORIZED {
             self.rejected.store(true, Ordering::Relaxed);

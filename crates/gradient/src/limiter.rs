@@ -1,48 +1,64 @@
-//! The daemon-wide request pacing every request to Gradient passes: a rate limiter at
-//! `requests_per_second` (no bursts, so no one-second window exceeds the rate by more than one
-//! request), a bound on requests in flight, and a slow-down after a 429.
+//! The daemon-wide request pacing every request to Gradient passes: requests leave one at a time,
+//! evenly spaced at the current rate (no bursts, so no one-second window holds more than the rate
+//! and one), with at most `max_in_flight` waiting for answers.
 //!
-//! Slow-down rule: after any 429, for [`SLOW_DOWN_FOR`] every request must also pass a second limiter
-//! at half the configured rate (at least 1/s); each further 429 extends the period.
+//! The rate adapts the way congestion control does (AIMD): it starts at the configured
+//! `requests_per_second`; each 429 multiplies it by [`DECREASE`] (never below [`FLOOR`] per
+//! second) and, when Gradient sends `Retry-After`, holds every request until then; each answer that
+//! is not a 429 adds back `1 / rate` — about one request per second for each second of clean
+//! answers — up to the configured rate. A few 429s from jittered arrivals or a neighbour sharing the
+//! vendor's limit cost a few percent for a few seconds, not half a run.
+//!
+//! Time is tokio's, so the rule is tested under paused time.
 
-use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::time::Duration;
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::time::Instant;
 
-/// How long the slower pace lasts after a 429.
-pub const SLOW_DOWN_FOR: Duration = Duration::from_secs(30);
+/// Each 429 multiplies the rate by this.
+pub const DECREASE: f64 = 0.9;
+/// The slowest the pace goes, in requests per second.
+pub const FLOOR: f64 = 1.0;
 
 /// Pacing shared by every request of one daemon.
 #[derive(Debug)]
 pub struct Pacer {
-    normal: DefaultDirectRateLimiter,
-    slow: DefaultDirectRateLimiter,
+    configured: f64,
+    state: Mutex<Pace>,
     in_flight: Semaphore,
-    origin: Instant,
-    /// Milliseconds since `origin` until which the slow limiter applies (0 = never).
-    slow_until_ms: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Pace {
+    /// Requests per second now.
+    rate: f64,
+    /// The earliest a request may leave.
+    next: Instant,
 }
 
 impl Pacer {
     /// A pacer at `per_second` requests per second with at most `max_in_flight` at once.
     pub fn new(per_second: u32, max_in_flight: usize) -> Pacer {
-        let rate = NonZeroU32::new(per_second.max(1)).unwrap_or(NonZeroU32::MIN);
-        let half = NonZeroU32::new((per_second / 2).max(1)).unwrap_or(NonZeroU32::MIN);
+        let configured = f64::from(per_second.max(1));
         Pacer {
-            normal: RateLimiter::direct(Quota::per_second(rate).allow_burst(NonZeroU32::MIN)),
-            slow: RateLimiter::direct(Quota::per_second(half).allow_burst(NonZeroU32::MIN)),
+            configured,
+            state: Mutex::new(Pace {
+                rate: configured,
+                next: Instant::now(),
+            }),
             in_flight: Semaphore::new(max_in_flight.max(1)),
-            origin: Instant::now(),
-            slow_until_ms: AtomicU64::new(0),
         }
     }
 
-    /// Waits for a place among the requests in flight, then for a slot in the rate. The order
-    /// matters: taking rate slots first would let callers queued on the semaphore bank their slots
-    /// and leave together after a stall, bursting above the rate.
+    fn pace(&self) -> std::sync::MutexGuard<'_, Pace> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits for a place among the requests in flight, then for the request's slot in the pace.
+    /// The order matters: taking slots first would let callers queued on the semaphore bank their
+    /// slots and leave together after a stall, bursting above the rate.
     pub async fn admit(&self) -> SemaphorePermit<'_> {
         // The semaphore is never closed, so acquire cannot fail; wait again if it ever did.
         let permit = loop {
@@ -51,57 +67,121 @@ impl Pacer {
             }
             tokio::task::yield_now().await;
         };
-        self.normal.until_ready().await;
-        if self.is_slowed() {
-            self.slow.until_ready().await;
-        }
+        let slot = {
+            let mut p = self.pace();
+            let slot = p.next.max(Instant::now());
+            p.next = slot + interval(p.rate);
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
         permit
     }
 
-    /// Records a 429: slow down for a while.
-    pub fn throttled(&self) {
-        let until = self.now_ms() + SLOW_DOWN_FOR.as_millis() as u64;
-        self.slow_until_ms.fetch_max(until, Ordering::Relaxed);
+    /// Gradient answered 429: slow down, and hold every request until `retry_after` has passed.
+    pub fn throttled(&self, retry_after: Option<Duration>) {
+        let mut p = self.pace();
+        p.rate = (p.rate * DECREASE).max(FLOOR);
+        let now = Instant::now();
+        let resume = now + retry_after.unwrap_or(Duration::ZERO);
+        p.next = p.next.max(resume).max(now + interval(p.rate));
+        metrics::gauge!("gradient_connector_gradient_pace_per_second").set(p.rate);
     }
 
-    /// Whether the slower pace applies now.
+    /// Gradient answered something other than 429: climb back towards the configured rate.
+    pub fn answered(&self) {
+        let mut p = self.pace();
+        if p.rate < self.configured {
+            p.rate = (p.rate + 1.0 / p.rate).min(self.configured);
+            metrics::gauge!("gradient_connector_gradient_pace_per_second").set(p.rate);
+        }
+    }
+
+    /// Requests per second now.
+    pub fn rate(&self) -> f64 {
+        self.pace().rate
+    }
+
+    /// Whether the pace is below the configured rate (after 429s).
     pub fn is_slowed(&self) -> bool {
-        self.slow_until_ms.load(Ordering::Relaxed) > self.now_ms()
+        self.rate() < self.configured
     }
+}
 
-    fn now_ms(&self) -> u64 {
-        self.origin.elapsed().as_millis() as u64
-    }
+fn interval(rate: f64) -> Duration {
+    Duration::from_secs_f64(1.0 / rate.max(FLOOR))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_429_slows_requests_down_for_a_while() {
-        let p = Pacer::new(100, 4);
-        assert!(!p.is_slowed());
-        p.throttled();
-        assert!(p.is_slowed());
-        // The window is SLOW_DOWN_FOR long from the 429.
-        let until = p.slow_until_ms.load(Ordering::Relaxed);
-        assert!(until >= SLOW_DOWN_FOR.as_millis() as u64);
-    }
-
-    #[tokio::test]
-    async fn slowed_pacing_halves_the_rate() {
-        let p = Pacer::new(40, 4);
-        p.throttled();
+    async fn admit_n(p: &Pacer, n: usize) -> Duration {
         let t = Instant::now();
-        for _ in 0..6 {
+        for _ in 0..n {
             drop(p.admit().await);
         }
-        // 6 requests at 20/s (half of 40/s) need at least ~250 ms after the first.
+        t.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_leave_evenly_at_the_rate() {
+        let p = Pacer::new(10, 4);
+        // 51 requests at 10/s: the first at once, the last 5 s later — never sooner.
+        let took = admit_n(&p, 51).await;
         assert!(
-            t.elapsed() >= Duration::from_millis(200),
-            "{:?}",
-            t.elapsed()
+            (Duration::from_millis(4990)..Duration::from_millis(5100)).contains(&took),
+            "{took:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stall_banks_no_burst() {
+        let p = Pacer::new(10, 4);
+        admit_n(&p, 3).await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        // After ten idle seconds, 11 requests still take a second.
+        let took = admit_n(&p, 11).await;
+        assert!(took >= Duration::from_millis(990), "{took:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_429_costs_a_tenth_and_clean_answers_climb_back() {
+        let p = Pacer::new(100, 8);
+        p.throttled(None);
+        assert!((p.rate() - 90.0).abs() < 1e-9, "{}", p.rate());
+        for _ in 0..4 {
+            p.throttled(None);
+        }
+        assert!(
+            (p.rate() - 100.0 * 0.9f64.powi(5)).abs() < 1e-9,
+            "{}",
+            p.rate()
+        );
+        // The floor.
+        for _ in 0..200 {
+            p.throttled(None);
+        }
+        assert!((p.rate() - FLOOR).abs() < 1e-9, "{}", p.rate());
+        // Additive climb: about one request per second for each second of clean answers.
+        let p = Pacer::new(100, 8);
+        p.throttled(None);
+        let mut answers = 0;
+        while p.is_slowed() {
+            drop(p.admit().await);
+            p.answered();
+            answers += 1;
+        }
+        // From 90/s back to 100/s: ~950 clean answers (about ten seconds of them), not one.
+        assert!((900..1000).contains(&answers), "{answers}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_holds_every_request_until_it_passes() {
+        let p = Pacer::new(50, 8);
+        drop(p.admit().await);
+        p.throttled(Some(Duration::from_secs(3)));
+        let t = Instant::now();
+        drop(p.admit().await);
+        assert!(t.elapsed() >= Duration::from_secs(3), "{:?}", t.elapsed());
     }
 }
