@@ -450,3 +450,43 @@ fn an_integration_gradient_shows_other_than_active_is_set_active_again_by_the_ne
     assert_eq!(activations("msp-b"), 0, "already active: nothing sent");
     assert_eq!(snap.org("msp-a").unwrap().status, "active");
 }
+
+#[test]
+fn the_catalogue_and_every_msps_set_up_are_one_round_trip_before_the_pushes() {
+    let e = setup();
+    let out = e.run(&["sync"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // Each answer now takes 400 ms: what is read before pushing must be read together.
+    e.sim.set_latency(std::time::Duration::from_millis(400));
+    let before = e.sim.snapshot().requests.len();
+    let out = e.run(&["sync"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let snap = e.sim.snapshot();
+    let run = &snap.requests[before..];
+    let catalogue = run
+        .iter()
+        .find(|r| r.method == "GET" && r.path == "/api/vendor-api")
+        .unwrap()
+        .at_ms;
+    for msp in ["msp-a", "msp-b"] {
+        let of = |pred: &dyn Fn(&str) -> bool| {
+            run.iter()
+                .filter(|r| r.org_id.as_deref() == Some(msp) && pred(&r.path))
+                .map(|r| r.at_ms)
+                .min()
+                .unwrap()
+        };
+        let integration = of(&|p| p == "/api/vendor-api/organization");
+        let accounts = of(&|p| p == "/api/vendor-api/organization/accounts");
+        let first_push = of(&|p| p.ends_with("/count"));
+        // Sent while the catalogue read is still waiting for its answer …
+        assert!(integration < catalogue + 200, "{msp}: {run:#?}");
+        assert!(accounts < catalogue + 200, "{msp}: {run:#?}");
+        // … so the first push leaves one round trip after the run's first request, not three.
+        assert!(
+            first_push < catalogue + 400 + 300,
+            "{msp}: first push at +{} ms: {run:#?}",
+            first_push - catalogue
+        );
+    }
+}

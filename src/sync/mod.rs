@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures::future::FutureExt;
 use futures::stream::{self, StreamExt};
 use secrecy::SecretString;
 use serde::Serialize;
@@ -640,23 +641,14 @@ async fn run_connectors(
         return Ok(());
     }
 
-    // The catalogue, read once with the first token Gradient accepts.
-    let (service_ids, rejected_here) = resolve_catalogue(ctx, &participants, control).await?;
-    let ids: Vec<&str> = participants.iter().map(|p| p.row.id.as_str()).collect();
-    let mut plans = plans_for(setup, &ids, &service_ids);
-    let mut work: Vec<(Participant, ConnectorPlan)> = Vec::new();
-    for p in participants {
-        let plan = plans.remove(&p.row.id).unwrap_or_default();
-        if let Some(err) = rejected_here.get(&p.row.id) {
-            let mut cr = reject_connector(ctx, &p.row, err).await;
-            rec.rejected(&mut cr, &plan, now);
-            rec.disabled(&mut cr, &plan, now);
-            report.connectors.push(cr);
-        } else {
-            work.push((p, plan));
-        }
-    }
-
+    // The catalogue, read once with the first token Gradient accepts, while every connector's
+    // set-up (its integration and its accounts) runs: a connector starts pushing as soon as both
+    // its own set-up and the catalogue are done.
+    let readers: Vec<(String, PartnerSession)> = participants
+        .iter()
+        .map(|p| (p.row.id.clone(), p.session.clone()))
+        .collect();
+    let catalogue = resolve_catalogue(ctx, readers, control).boxed().shared();
     let halt = HaltFlag::default();
     let scope = Scope {
         ctx,
@@ -665,15 +657,24 @@ async fn run_connectors(
         halt: &halt,
     };
     let parallel = ctx.config.gradient.client.max_in_flight.max(1);
-    let scope = &scope;
-    let results: Vec<ConnectorReport> = stream::iter(work)
-        .map(|(p, plan)| {
+    let (scope, catalogue_ref) = (&scope, &catalogue);
+    let results: Vec<ConnectorReport> = stream::iter(participants)
+        .map(|p| async move {
             let workspaces = setup.by_channel.get(&p.row.id).cloned().unwrap_or_default();
-            ConnectorRun::new(scope, p, plan, workspaces).run()
+            let (prepared, read) =
+                futures::join!(push::prepare(ctx, &p, &workspaces), catalogue_ref.clone());
+            // The catalogue could not be read: the run fails before any push (below).
+            let (service_ids, _) = read.ok()?;
+            let plan = plans_for(setup, &[p.row.id.as_str()], &service_ids)
+                .remove(&p.row.id)
+                .unwrap_or_default();
+            Some(ConnectorRun::new(scope, p, plan).run(prepared).await)
         })
         .buffer_unordered(parallel)
+        .filter_map(|r| async move { r })
         .collect()
         .await;
+    catalogue.await?;
     report.connectors.extend(results);
     report.connectors.sort_by(|a, b| a.id.cmp(&b.id));
     if every_one_rejected(report, &rejected_before) {
@@ -783,27 +784,26 @@ fn plans_for(
 }
 
 /// Reads the catalogue with the first accepted token and creates missing services once.
-/// Returns module → service id, and the connectors whose token was rejected on the way.
+/// Returns module → service id, and the connectors whose token was rejected on the way (each of
+/// those hears it again from its own set-up, which decides its pairs).
 async fn resolve_catalogue(
     ctx: &SyncContext,
-    participants: &[Participant],
+    readers: Vec<(String, PartnerSession)>,
     control: &RunControl,
 ) -> Result<(HashMap<String, String>, HashMap<String, GradientError>), String> {
     let mut rejected = HashMap::new();
-    let mut reader = None;
-    let mut vendor = None;
-    for p in participants {
+    let mut found = None;
+    for (id, session) in readers {
         if control.stop.is_cancelled() {
             return Err("stopped before the catalogue was read".into());
         }
-        match p.session.get_vendor().await {
+        match session.get_vendor().await {
             Ok(v) => {
-                vendor = Some(v.value);
-                reader = Some(p);
+                found = Some((session, v.value));
                 break;
             }
             Err(e) if e.kind == ErrorKind::Unauthorized => {
-                rejected.insert(p.row.id.clone(), e);
+                rejected.insert(id, e);
             }
             Err(e) => {
                 return Err(format!(
@@ -812,12 +812,12 @@ async fn resolve_catalogue(
             }
         }
     }
-    let (Some(reader), Some(vendor)) = (reader, vendor) else {
+    let Some((reader, vendor)) = found else {
         // Every token was rejected: nothing to read with.
         return Ok((HashMap::new(), rejected));
     };
-    let ids = ensure_services(&reader.session, &vendor, &ctx.config.services, &ctx.store).await;
-    ensure_vendor_profile(ctx, &reader.session, &vendor).await;
+    let ids = ensure_services(&reader, &vendor, &ctx.config.services, &ctx.store).await;
+    ensure_vendor_profile(ctx, &reader, &vendor).await;
     Ok((ids, rejected))
 }
 

@@ -215,6 +215,72 @@ fn note(cr: &mut ConnectorReport, p: &PlannedPush, a: &Attempt) {
     }
 }
 
+/// What a connector's set-up found: run while the catalogue is read, before any push.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// An unverified token was verified now.
+    verified: bool,
+    /// The integration's status as Gradient shows it.
+    status: Option<String>,
+    /// Accounts created in Gradient.
+    accounts_created: usize,
+    /// Accounts renamed in Gradient.
+    accounts_renamed: usize,
+}
+
+/// A connector's set-up calls: verification (unverified only) or a read of the integration (its
+/// status as Gradient shows it now) together with the account reconciliation — one round trip for
+/// a connected connector — then what Gradient showed is recorded. A failure decides every pair.
+pub async fn prepare(
+    ctx: &SyncContext,
+    who: &Participant,
+    workspaces: &[WorkspaceRow],
+) -> Result<Prepared, GradientError> {
+    let id = who.row.id.clone();
+    let (verified, status, synced_at, acc) = if who.row.state == ConnectorState::Unverified {
+        let st = verify(
+            &ctx.store,
+            &ctx.config.webhooks,
+            &id,
+            who.row.token_set_at,
+            &who.session,
+        )
+        .await?;
+        let acc = ensure_accounts(&who.session, &id, workspaces).await?;
+        (true, Some(st), None, acc)
+    } else {
+        let (integration, acc) = futures::join!(
+            who.session.get_integration(),
+            ensure_accounts(&who.session, &id, workspaces)
+        );
+        let i = integration?.value;
+        (false, i.status, i.last_synced_at, acc?)
+    };
+    let (created, renamed) = (acc.created, acc.renamed);
+    let (now, shown) = (now_ms(), status.clone());
+    let recorded = ctx
+        .store
+        .write(move |s| {
+            s.record_gradient_view(
+                &id,
+                shown.as_deref(),
+                synced_at,
+                acc.unmapped.as_deref(),
+                now,
+            )
+        })
+        .await;
+    if let Err(e) = recorded {
+        tracing::warn!(connector = %who.row.id, error = %e, "could not record Gradient's view of the integration");
+    }
+    Ok(Prepared {
+        verified,
+        status,
+        accounts_created: created,
+        accounts_renamed: renamed,
+    })
+}
+
 /// What every connector of one run shares.
 pub struct Scope<'a> {
     /// Configuration, store and client.
@@ -232,7 +298,6 @@ pub struct ConnectorRun<'a> {
     scope: &'a Scope<'a>,
     who: Participant,
     plan: ConnectorPlan,
-    workspaces: Vec<WorkspaceRow>,
     halt: HaltFlag,
     report: ConnectorReport,
     /// The integration's status as Gradient showed it at this run's set-up.
@@ -241,12 +306,7 @@ pub struct ConnectorRun<'a> {
 
 impl<'a> ConnectorRun<'a> {
     /// A connector about to take part.
-    pub fn new(
-        scope: &'a Scope<'a>,
-        who: Participant,
-        plan: ConnectorPlan,
-        workspaces: Vec<WorkspaceRow>,
-    ) -> Self {
+    pub fn new(scope: &'a Scope<'a>, who: Participant, plan: ConnectorPlan) -> Self {
         let report = ConnectorReport {
             id: who.row.id.clone(),
             state: Some(who.row.state),
@@ -256,20 +316,30 @@ impl<'a> ConnectorRun<'a> {
             scope,
             who,
             plan,
-            workspaces,
             halt: HaltFlag::default(),
             report,
             gradient_status: None,
         }
     }
 
-    /// Runs the connector's part; returns its report.
-    pub async fn run(mut self) -> ConnectorReport {
+    /// Runs the connector's part after its set-up ([`prepare`], which ran while the catalogue
+    /// was read); returns its report.
+    pub async fn run(mut self, prepared: Result<Prepared, GradientError>) -> ConnectorReport {
         let rec = self.scope.recorder.clone();
         rec.disabled(&mut self.report, &self.plan, now_ms());
-        if let Err(e) = self.set_up().await {
-            self.set_up_failed(&e).await;
-            return self.report;
+        match prepared {
+            Err(e) => {
+                self.set_up_failed(&e).await;
+                return self.report;
+            }
+            Ok(p) => {
+                if p.verified {
+                    self.report.state = Some(ConnectorState::Connected);
+                }
+                self.gradient_status = p.status;
+                self.report.accounts_created = p.accounts_created;
+                self.report.accounts_renamed = p.accounts_renamed;
+            }
         }
         self.push_all().await;
         self.activate().await;
@@ -336,50 +406,6 @@ impl<'a> ConnectorRun<'a> {
                 tracing::warn!(connector = %id, error = %e, "the integration could not be set active; the next run tries again")
             }
         }
-    }
-
-    /// Set-up calls: verification (unverified only) or a read of the integration (its status as
-    /// Gradient shows it now), then accounts. A failure decides every pair.
-    async fn set_up(&mut self) -> Result<(), GradientError> {
-        let id = self.report.id.clone();
-        let (status, synced_at) = if self.who.row.state == ConnectorState::Unverified {
-            let st = verify(
-                &self.scope.ctx.store,
-                &self.scope.ctx.config.webhooks,
-                &id,
-                self.who.row.token_set_at,
-                &self.who.session,
-            )
-            .await?;
-            self.report.state = Some(ConnectorState::Connected);
-            (Some(st), None)
-        } else {
-            let i = self.who.session.get_integration().await?.value;
-            (i.status, i.last_synced_at)
-        };
-        self.gradient_status = status.clone();
-        let acc = ensure_accounts(&self.who.session, &id, &self.workspaces).await?;
-        self.report.accounts_created = acc.created;
-        self.report.accounts_renamed = acc.renamed;
-        let now = now_ms();
-        let recorded = self
-            .scope
-            .ctx
-            .store
-            .write(move |s| {
-                s.record_gradient_view(
-                    &id,
-                    status.as_deref(),
-                    synced_at,
-                    acc.unmapped.as_deref(),
-                    now,
-                )
-            })
-            .await;
-        if let Err(e) = recorded {
-            tracing::warn!(connector = %self.report.id, error = %e, "could not record Gradient's view of the integration");
-        }
-        Ok(())
     }
 
     async fn set_up_failed(&mut self, e: &GradientError) {
