@@ -31,6 +31,9 @@ use serde_json::{json, Value};
 mod support;
 use support::*;
 
+#[path = "edges.rs"]
+mod edges;
+
 const CONNECTORS: usize = 500;
 
 /// One HTTP/1.1 exchange on a kept-alive unix-socket connection: (status, body).
@@ -213,6 +216,17 @@ fn wait_delivered(arrivals: &Arrivals, run: i64, n: usize, limit: Duration) -> O
     reason = "the benchmark's steps in the order they run"
 )]
 fn main() {
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("edges") {
+        let temp = tempfile::tempdir().unwrap();
+        let sim = SimProc::start(0);
+        let figures = edges::measure(temp.path(), &sim.url);
+        let out = target_dir().join("console-edges.json");
+        if let Err(e) = std::fs::write(&out, serde_json::to_string_pretty(&figures).unwrap()) {
+            eprintln!("cannot write {}: {e}", out.display());
+        }
+        drop(sim);
+        return;
+    }
     let runs: usize = std::env::var("BENCH_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -383,8 +397,12 @@ fn main() {
     println!(
         "webhooks: all {CONNECTORS} connector.synced of a run delivered at worst {worst_delivery:.2} s after its end (goal: ≤ 60 s)"
     );
+    let edge_dir = dir.join("edges");
+    std::fs::create_dir_all(&edge_dir).unwrap();
+    let edges = edges::measure(&edge_dir, &sim.url);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let results = json!({
+        "edges": edges,
         "cores": cores,
         "connectors": CONNECTORS,
         "get_connector_ms": {"requests": latencies.len(), "p50": p50, "p99": p99, "max": max, "goal_p99": 20.0, "idle_p50": idle_p50, "idle_p99": idle_p99},
