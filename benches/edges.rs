@@ -27,6 +27,7 @@ fn daemon(dir: &Path, base_url: &str) -> (std::process::Child, std::path::PathBu
     std::fs::write(dir.join("vendor-api-key"), "sim-vendor-key").unwrap();
     config(base_url, &store, 90, 8)
         .set("api", "listen", format!("unix:{}", socket.display()))
+        .set("api", "max_inventory_mib", 2048)
         .write(&cfg)
         .unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_gradient-connector"))

@@ -122,7 +122,7 @@ pub static KEYS: &[Key] = &[
     key("gradient", "vendor_api_key_file", Kind::Path, Def("/etc/gradient-connector/vendor-api-key"),
         "the vendor key (one line, mode 0600); under systemd the credential `vendor-api-key` in `$CREDENTIALS_DIRECTORY` wins"),
     key("gradient", "requests_per_second", int(1, 100), Def("90"),
-        "whole daemon; Gradient's documented limit is 100/s"),
+        "whole daemon, evenly spaced; Gradient's documented limit is 100/s. Each 429 slows the pace by a tenth (a `Retry-After` holds every request), and clean answers bring it back at 10% of this rate per second"),
     key("gradient", "max_in_flight", int(1, 256), Def("64"),
         "concurrent requests; a run reaches its rate only with `requests_per_second` × latency in flight (Little's law), so keep it at least `requests_per_second` / 2 for latencies up to 500 ms"),
     key("gradient", "request_timeout_secs", int(1, 600), Def("30"), "per request"),

@@ -1,13 +1,13 @@
 //! The daemon-wide request pacing every request to Gradient passes: requests leave one at a time,
-//! evenly spaced at the current rate (no bursts, so no one-second window holds more than the rate
-//! and one), with at most `max_in_flight` waiting for answers.
+//! evenly spaced at the current rate less [`SLACK`] (no bursts, and a timer that wakes late never
+//! packs more than the rate into one second), with at most `max_in_flight` waiting for answers.
 //!
 //! The rate adapts the way congestion control does (AIMD): it starts at the configured
 //! `requests_per_second`; each 429 multiplies it by [`DECREASE`] (never below [`FLOOR`] per
 //! second) and, when Gradient sends `Retry-After`, holds every request until then; each answer that
 //! is not a 429 adds back [`CLIMB`] of the configured rate per second of clean answers (a little on
 //! each answer), up to the configured rate. A 429 from jittered arrivals or a neighbour sharing the
-//! vendor's limit costs about a second of 5% less, not half a run.
+//! vendor's limit costs about half a second of 5% less, not half a run.
 //!
 //! Time is tokio's, so the rule is tested under paused time.
 
@@ -22,7 +22,10 @@ pub const DECREASE: f64 = 0.9;
 /// The slowest the pace goes, in requests per second.
 pub const FLOOR: f64 = 1.0;
 /// While answers are clean, the rate climbs by this share of the configured rate per second.
-pub const CLIMB: f64 = 0.05;
+pub const CLIMB: f64 = 0.1;
+/// Each interval is this much longer than `1 / rate`: a timer that wakes a little late must not
+/// pack more than the rate into one second of arrivals (at 100/s, 5 ms of slack per second).
+pub const SLACK: f64 = 0.005;
 
 /// Pacing shared by every request of one daemon.
 #[derive(Debug)]
@@ -111,7 +114,7 @@ impl Pacer {
 }
 
 fn interval(rate: f64) -> Duration {
-    Duration::from_secs_f64(1.0 / rate.max(FLOOR))
+    Duration::from_secs_f64((1.0 + SLACK) / rate.max(FLOOR))
 }
 
 #[cfg(test)]
@@ -129,10 +132,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn requests_leave_evenly_at_the_rate() {
         let p = Pacer::new(10, 4);
-        // 51 requests at 10/s: the first at once, the last 5 s later — never sooner.
+        // 51 requests at 10/s: the first at once, the last 5 s (and the slack) later — never
+        // sooner.
         let took = admit_n(&p, 51).await;
         assert!(
-            (Duration::from_millis(4990)..Duration::from_millis(5100)).contains(&took),
+            (Duration::from_millis(5000)..Duration::from_millis(5100)).contains(&took),
             "{took:?}"
         );
     }
@@ -165,7 +169,7 @@ mod tests {
             p.throttled(None);
         }
         assert!((p.rate() - FLOOR).abs() < 1e-9, "{}", p.rate());
-        // Additive climb: 5% of the configured rate per second of clean answers.
+        // Additive climb: 10% of the configured rate per second of clean answers.
         let p = Pacer::new(100, 8);
         p.throttled(None);
         let mut answers = 0;
@@ -174,8 +178,8 @@ mod tests {
             p.answered();
             answers += 1;
         }
-        // From 90/s back to 100/s: ~190 clean answers (about two seconds of them), not one.
-        assert!((150..250).contains(&answers), "{answers}");
+        // From 90/s back to 100/s: ~95 clean answers (about a second of them), not one.
+        assert!((80..120).contains(&answers), "{answers}");
     }
 
     #[tokio::test(start_paused = true)]
