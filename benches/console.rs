@@ -31,7 +31,7 @@ use serde_json::{json, Value};
 mod support;
 use support::*;
 
-#[path = "edges.rs"]
+#[path = "support/edges.rs"]
 mod edges;
 
 const CONNECTORS: usize = 500;

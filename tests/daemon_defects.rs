@@ -372,9 +372,9 @@ fn a_scheduled_slot_during_a_cli_sync_still_runs() {
         .expect("a scheduled run carries its slot");
     let s1 = s0 + 5_000;
 
-    // A CLI sync that holds the run lock across S1: every request answers after 1.5 s (vendor,
-    // accounts, two pushes ≈ 6 s from about S0 + 0.2 s).
-    e.sim.set_latency(Duration::from_millis(1500));
+    // A CLI sync that holds the run lock across S1: every request answers after 2.5 s (the
+    // catalogue with the set-ups, the first push, the rebuilding push ≈ 7.5 s from about S0 + 0.2 s).
+    e.sim.set_latency(Duration::from_millis(2500));
     // Another process holding the lock: a sync whose configuration does not reach the daemon's
     // control API (a CLI that finds the daemon's socket goes through the daemon instead).
     let standalone = e.env.write_config_as(
