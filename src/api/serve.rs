@@ -104,7 +104,9 @@ fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, Ap
     let cert_pem = cert_pem.expose_secret();
     let key_pem = read(key).map_err(|r| setup("private key (api.tls_key_file)", r))?;
     let key_pem = key_pem.expose_secret();
-    let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
         .collect::<Result<_, _>>()
         .map_err(|e| setup("certificate (api.tls_cert_file)", e.to_string()))?;
     if certs.is_empty() {
@@ -113,14 +115,13 @@ fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, Ap
             "no PEM certificate in the file".into(),
         ));
     }
-    let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
-        .map_err(|e| setup("private key (api.tls_key_file)", e.to_string()))?
-        .ok_or_else(|| {
-            setup(
-                "private key (api.tls_key_file)",
-                "no PEM private key in the file".into(),
-            )
-        })?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => setup(
+            "private key (api.tls_key_file)",
+            "no PEM private key in the file".into(),
+        ),
+        other => setup("private key (api.tls_key_file)", other.to_string()),
+    })?;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = rustls::ServerConfig::builder()
         .with_no_client_auth()

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use futures::stream::{self, StreamExt};
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -88,7 +88,8 @@ pub fn webhooks(config: &Config) -> Result<Vec<Webhook>, ConfigError> {
 /// The `webhook-signature` header's value: `v1,` + base64 of HMAC-SHA256 of
 /// `"{id}.{timestamp}.{body}"` keyed with `key` (the decoded secret).
 pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &str) -> String {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes a key of any size");
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes a key of any size");
     mac.update(id.as_bytes());
     mac.update(b".");
     mac.update(timestamp.to_string().as_bytes());

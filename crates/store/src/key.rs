@@ -52,7 +52,7 @@ impl std::fmt::Debug for StoreKey {
 impl StoreKey {
     /// A key from its 32 bytes.
     pub fn new(key: SecretBox<[u8; KEY_BYTES]>) -> StoreKey {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.expose_secret())
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key.expose_secret())
             .expect("HMAC takes a key of any length");
         mac.update(KEY_ID_LABEL);
         let tag = mac.finalize().into_bytes();
