@@ -324,3 +324,92 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod final_zero_tests {
+    use super::*;
+
+    fn plans(ids: &[&str]) -> HashMap<String, ConnectorPlan> {
+        ids.iter()
+            .map(|id| {
+                (
+                    id.to_string(),
+                    ConnectorPlan {
+                        connector_id: id.to_string(),
+                        ..ConnectorPlan::default()
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn known(
+        entries: &[(&str, &str, &str, u64)],
+    ) -> HashMap<String, HashMap<(String, String), u64>> {
+        let mut out: HashMap<String, HashMap<(String, String), u64>> = HashMap::new();
+        for (c, a, m, n) in entries {
+            out.entry(c.to_string())
+                .or_default()
+                .insert((a.to_string(), m.to_string()), *n);
+        }
+        out
+    }
+
+    #[test]
+    fn a_leaving_account_gets_one_zero_per_service_gradient_holds_a_non_zero_for() {
+        let mut p = plans(&["old", "other"]);
+        let services: HashMap<String, String> = [("edr".to_string(), "sku-edr".to_string())].into();
+        let lk = known(&[
+            ("old", "ws-1", "edr", 7),
+            ("old", "ws-1", "mail", 3),
+            ("old", "ws-1", "backup", 0), // Gradient holds 0 already: nothing owed
+            ("old", "ws-2", "edr", 5),    // another account: untouched
+            ("other", "ws-1", "edr", 9),  // the same id under another MSP: untouched
+        ]);
+        add_final_zeros(
+            &mut p,
+            &[("old".to_string(), "ws-1".to_string())],
+            &services,
+            &lk,
+        );
+        let pushes = &p["old"].pushes;
+        let got: Vec<(&str, &str, u64, Option<u64>, Option<&str>, bool)> = pushes
+            .iter()
+            .map(|x| {
+                (
+                    x.account_id.as_str(),
+                    x.module.as_str(),
+                    x.unit_count,
+                    x.previous,
+                    x.service_id.as_deref(),
+                    x.final_zero,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("ws-1", "edr", 0, Some(7), Some("sku-edr"), true),
+                ("ws-1", "mail", 0, Some(3), None, true),
+            ]
+        );
+        assert!(p["other"].pushes.is_empty());
+    }
+
+    #[test]
+    fn nothing_is_owed_to_a_connector_not_in_the_run_or_without_known_counts() {
+        let mut p = plans(&["a"]);
+        let lk = known(&[("b", "ws", "edr", 4)]);
+        add_final_zeros(
+            &mut p,
+            &[
+                ("b".to_string(), "ws".to_string()),
+                ("a".to_string(), "ws".to_string()),
+            ],
+            &HashMap::new(),
+            &lk,
+        );
+        assert!(p["a"].pushes.is_empty());
+        assert!(!p.contains_key("b"));
+    }
+}
