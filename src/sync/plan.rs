@@ -373,7 +373,8 @@ mod final_zero_tests {
             &lk,
         );
         let pushes = &p["old"].pushes;
-        let got: Vec<(&str, &str, u64, Option<u64>, Option<&str>, bool)> = pushes
+        type Row<'a> = (&'a str, &'a str, u64, Option<u64>, Option<&'a str>, bool);
+        let got: Vec<Row> = pushes
             .iter()
             .map(|x| {
                 (
