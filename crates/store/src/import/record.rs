@@ -1,0 +1,181 @@
+//! Inventory records: the JSON form of each line and the checks that need no store (ids, names,
+//! times).
+
+use serde::Deserialize;
+
+use super::*;
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub(super) enum Record {
+    Channel(ChannelRecord),
+    Workspace(WorkspaceRecord),
+    Module(ModuleRecord),
+    User(UnitRecord),
+    Device(UnitRecord),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ChannelRecord {
+    pub(super) id: String,
+    pub(super) name: String,
+    pub(super) at: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct WorkspaceRecord {
+    pub(super) id: String,
+    /// Required unless `removed`.
+    pub(super) channel: Option<String>,
+    /// Required unless `removed`.
+    pub(super) name: Option<String>,
+    /// The workspace left the vendor: its MSP's account gets one final zero per service.
+    pub(super) removed: Option<bool>,
+    pub(super) at: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ModuleRecord {
+    pub(super) workspace: String,
+    pub(super) module: String,
+    pub(super) enabled: bool,
+    pub(super) at: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct UnitRecord {
+    pub(super) workspace: String,
+    pub(super) id: String,
+    pub(super) protected: bool,
+    pub(super) at: Option<String>,
+}
+
+/// One line, parsed and checked against everything that does not need the store.
+pub struct ParsedLine {
+    pub(super) record: Record,
+    pub(super) at: Millis,
+}
+
+impl ParsedLine {
+    /// The record type (`channel`, `workspace`, `module`, `user`, `device`).
+    pub fn kind(&self) -> &'static str {
+        match self.record {
+            Record::Channel(_) => "channel",
+            Record::Workspace(_) => "workspace",
+            Record::Module(_) => "module",
+            Record::User(_) => "user",
+            Record::Device(_) => "device",
+        }
+    }
+
+    /// When it takes effect.
+    pub fn at(&self) -> Millis {
+        self.at
+    }
+}
+
+/// Parses and checks one line (JSON, type, fields, ids, names, time); `now` is the default `at`.
+pub fn parse_line(text: &str, now: Millis) -> Result<ParsedLine, String> {
+    let record: Record = serde_json::from_str(text).map_err(|e| json_reason(&e, text))?;
+    let at = match &record {
+        Record::Channel(r) => {
+            check_id("id", &r.id)?;
+            check_name(&r.name)?;
+            at_or(&r.at, now)?
+        }
+        Record::Workspace(r) => {
+            check_id("id", &r.id)?;
+            if r.removed != Some(true) {
+                let channel = r.channel.as_deref().ok_or("missing field `channel`")?;
+                let name = r.name.as_deref().ok_or("missing field `name`")?;
+                check_id("channel", channel)?;
+                check_name(name)?;
+            }
+            at_or(&r.at, now)?
+        }
+        Record::Module(r) => {
+            check_id("workspace", &r.workspace)?;
+            check_id("module", &r.module)?;
+            at_or(&r.at, now)?
+        }
+        Record::User(r) | Record::Device(r) => {
+            check_id("workspace", &r.workspace)?;
+            check_id("id", &r.id)?;
+            at_or(&r.at, now)?
+        }
+    };
+    Ok(ParsedLine { record, at })
+}
+
+pub(super) fn json_reason(e: &serde_json::Error, text: &str) -> String {
+    let msg = e.to_string();
+    if e.is_syntax() || e.is_eof() {
+        return format!("not valid JSON ({msg})");
+    }
+    if msg.starts_with("unknown variant") || msg.contains("missing field `type`") {
+        return format!("{msg}; \"type\" must be one of channel, workspace, module, user, device");
+    }
+    if !text.starts_with('{') {
+        return "each line must be one JSON object".into();
+    }
+    // serde's own words name the field: "missing field `id`", "invalid type: integer `5`, expected a string".
+    msg.split(" at line ").next().unwrap_or(&msg).to_string()
+}
+
+pub(super) fn check_id(field: &str, v: &str) -> Result<(), String> {
+    if v.is_empty() {
+        return Err(format!("\"{field}\" must not be empty"));
+    }
+    if v.chars().count() > MAX_ID_CHARS {
+        return Err(format!(
+            "\"{field}\" is longer than {MAX_ID_CHARS} characters"
+        ));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(format!("\"{field}\" contains control characters"));
+    }
+    if v.trim() != v {
+        return Err(format!(
+            "\"{field}\" has leading or trailing white space: {v:?}"
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn check_name(v: &str) -> Result<(), String> {
+    if v.trim().is_empty() {
+        return Err("\"name\" must not be empty".into());
+    }
+    if v.chars().count() > MAX_NAME_CHARS {
+        return Err(format!(
+            "\"name\" is longer than {MAX_NAME_CHARS} characters"
+        ));
+    }
+    if v.chars().any(char::is_control) {
+        return Err("\"name\" contains control characters (e.g. a line break)".into());
+    }
+    Ok(())
+}
+
+/// How far in the future an `at` may be (clock skew between the vendor's systems and ours).
+pub const MAX_FUTURE_MS: Millis = 5 * 60 * 1000;
+
+pub(super) fn at_or(at: &Option<String>, now: Millis) -> Result<Millis, String> {
+    match at {
+        None => Ok(now),
+        Some(s) => {
+            let t = parse_rfc3339(s).map_err(|e| format!("\"at\": {e}"))?;
+            // The future is judged by the wall clock (an import's `now` may be set back in tests).
+            if t > now.max(crate::time::now_ms()) + MAX_FUTURE_MS {
+                return Err(format!(
+                    "\"at\" {s} is more than 5 minutes in the future; a record takes effect when it happened — fix the exporter's clock or date"
+                ));
+            }
+            Ok(t)
+        }
+    }
+}
