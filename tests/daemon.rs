@@ -117,8 +117,23 @@ fn sighup_with_a_broken_config_keeps_the_old_one_and_a_good_one_adds_a_service()
         .service_id("Cloud Backup")
         .expect("new service created");
     assert_eq!(snap.org("msp-a").unwrap().count("ws-1", backup), Some(1.0));
+    // The reload swapped the configuration, not the store handle: still one writer thread.
+    assert_eq!(
+        threads_named(&d.pid(), "store-writer"),
+        1,
+        "a reload started a second store writer"
+    );
     let (code, _) = d.stop();
     assert_eq!(code, 0);
+}
+
+/// How many of a process's threads carry `name`.
+fn threads_named(pid: &str, name: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the daemon's threads")
+        .filter_map(Result::ok)
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))
+        .count()
 }
 
 #[test]

@@ -91,12 +91,42 @@ pub struct Reloaded {
     pub schedule: Schedule,
 }
 
+/// A reload in progress: it reads files, so it runs as its own task, never on the core's loop.
+pub type ReloadFuture = Pin<Box<dyn Future<Output = Result<Reloaded, ReloadError>> + Send>>;
+
+/// Why a reload kept the old configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file (or a file it names) is not a valid configuration.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The vendor key or the client could not be set up from it.
+    #[error(transparent)]
+    Context(#[from] crate::sync::SyncError),
+    /// `store.path` changed: a running daemon never switches stores.
+    #[error("store.path changed ({} → {}): a running daemon never switches stores; restart it to use the new one", .old.display(), .new.display())]
+    StoreMoved {
+        /// The store in use.
+        old: std::path::PathBuf,
+        /// The store the new file names.
+        new: std::path::PathBuf,
+    },
+    /// The reload's task failed.
+    #[error("the reload task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    /// A test driver's refusal.
+    #[error("{0}")]
+    Refused(String),
+}
+
 /// The core's hands: everything that touches the store, the network or the configuration.
 pub trait Driver: Send + 'static {
     /// Starts one run; it must honour `control` (stop = no new request, abort = drop in-flight ones).
     fn start_run(&mut self, req: RunRequest, control: RunControl) -> RunFuture;
-    /// Re-reads the configuration; `Err` keeps the old one (the reason is logged by the caller).
-    fn reload(&mut self) -> Result<Reloaded, String>;
+    /// Re-reads the configuration (off the core's loop: the future runs as a task and swaps the
+    /// configuration-derived values when it succeeds); `Err` keeps the old one (the reason is
+    /// logged by the caller).
+    fn reload(&mut self) -> ReloadFuture;
     /// The next slot changed (for `status`); must not block.
     fn next_slot_changed(&mut self, next: Option<Millis>);
     /// The status line changed (sd_notify STATUS); must not block.
@@ -124,6 +154,10 @@ pub struct Core<D: Driver> {
     pending_waiters: Vec<oneshot::Sender<RunEnd>>,
     retry: Option<(tokio::time::Instant, Duration)>,
     last_summary: String,
+    /// The reload in progress.
+    reloading: Option<JoinHandle<Result<Reloaded, ReloadError>>>,
+    /// A SIGHUP came during a reload: read the file again when it ends.
+    reload_again: bool,
 }
 
 impl<D: Driver> Core<D> {
@@ -139,6 +173,8 @@ impl<D: Driver> Core<D> {
             pending_waiters: Vec::new(),
             retry: None,
             last_summary: "none yet".into(),
+            reloading: None,
+            reload_again: false,
         };
         core.plan_next(core.clock.now());
         core
@@ -262,8 +298,19 @@ impl<D: Driver> Core<D> {
         }
     }
 
+    /// Starts a reload unless one is running (then one more follows it: the file may have changed
+    /// again after the running one read it).
     fn reload(&mut self) {
-        match self.driver.reload() {
+        if self.reloading.is_some() {
+            self.reload_again = true;
+            return;
+        }
+        self.reloading = Some(tokio::spawn(self.driver.reload()));
+    }
+
+    fn reloaded(&mut self, result: Result<Reloaded, ReloadError>) {
+        self.reloading = None;
+        match result {
             Ok(r) => {
                 self.schedule = r.schedule;
                 // The next slot is recomputed from now; a run in flight keeps its configuration.
@@ -277,6 +324,9 @@ impl<D: Driver> Core<D> {
             }
         }
         self.publish();
+        if std::mem::take(&mut self.reload_again) {
+            self.reload();
+        }
     }
 
     /// Runs the loop until [`DaemonEvent::Shutdown`] (or every sender is gone), then stops.
@@ -299,6 +349,7 @@ impl<D: Driver> Core<D> {
                     self.request(RunRequest { trigger: Trigger::Schedule, connector: None, month: None, slot_at: Some(slot) });
                 }
                 end = join_current(&mut self.current) => self.finished(end),
+                r = join_reload(&mut self.reloading) => self.reloaded(r),
                 _ = sleep_until_opt(self.retry.map(|(at, _)| at)), if self.current.is_none() => {
                     match self.pending.take() {
                         Some(req) => self.start(req),
@@ -397,6 +448,15 @@ async fn sleep_opt(d: Option<Duration>) {
 async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn join_reload(
+    reloading: &mut Option<JoinHandle<Result<Reloaded, ReloadError>>>,
+) -> Result<Reloaded, ReloadError> {
+    match reloading {
+        Some(h) => h.await.unwrap_or_else(|e| Err(ReloadError::Task(e))),
         None => std::future::pending().await,
     }
 }

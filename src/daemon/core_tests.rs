@@ -34,6 +34,10 @@ struct Seen {
     abandoned: usize,
     next_slots: Vec<Option<Millis>>,
     reload_cron: Option<String>,
+    /// How long each reload takes (a slow file system).
+    reload_takes: Duration,
+    /// Reloads started.
+    reloads: usize,
 }
 
 struct FakeDriver {
@@ -74,14 +78,25 @@ impl Driver for FakeDriver {
         })
     }
 
-    fn reload(&mut self) -> Result<Reloaded, String> {
-        let cron = self.seen.lock().unwrap().reload_cron.clone();
-        match cron {
-            Some(c) => Ok(Reloaded {
-                schedule: Schedule::new(&c, chrono_tz::UTC).map_err(|e| e.to_string())?,
-            }),
-            None => Err("schedule.cron: invalid".into()),
-        }
+    fn reload(&mut self) -> ReloadFuture {
+        let seen = self.seen.clone();
+        Box::pin(async move {
+            let takes = {
+                let mut s = seen.lock().unwrap();
+                s.reloads += 1;
+                s.reload_takes
+            };
+            tokio::time::sleep(takes).await;
+            // The file as it is at the end of the read.
+            let cron = seen.lock().unwrap().reload_cron.clone();
+            match cron {
+                Some(c) => Ok(Reloaded {
+                    schedule: Schedule::new(&c, chrono_tz::UTC)
+                        .map_err(|e| ReloadError::Refused(e.to_string()))?,
+                }),
+                None => Err(ReloadError::Refused("schedule.cron: invalid".into())),
+            }
+        })
     }
 
     fn next_slot_changed(&mut self, next: Option<Millis>) {
@@ -245,6 +260,48 @@ async fn the_core_answers_the_watchdog_during_a_run_and_a_burst_of_signals() {
             .unwrap();
         pass(Duration::from_millis(200)).await;
     }
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_reload_runs_off_the_loop_and_a_sighup_during_it_reads_the_file_once_more() {
+    let h = harness("0 0 2 * * *", &[], None);
+    {
+        let mut s = h.seen.lock().unwrap();
+        s.reload_takes = Duration::from_secs(30);
+        s.reload_cron = Some("0 30 1 * * *".into());
+    }
+    h.send(DaemonEvent::Reload).await;
+    pass(Duration::from_secs(1)).await;
+    // Three more SIGHUPs while the file is read: one more read after it, not three.
+    for _ in 0..3 {
+        h.send(DaemonEvent::Reload).await;
+    }
+    for _ in 0..20 {
+        let (tx, rx) = oneshot::channel();
+        h.send(DaemonEvent::Probe(tx)).await;
+        tokio::time::timeout(Duration::from_millis(10), rx)
+            .await
+            .expect("probe answered within 10 ms during a reload")
+            .unwrap();
+        pass(Duration::from_millis(500)).await;
+    }
+    assert_eq!(h.seen.lock().unwrap().reloads, 1, "one reload at a time");
+    assert_eq!(
+        h.seen.lock().unwrap().next_slots.len(),
+        1,
+        "nothing replanned before the read ends"
+    );
+    pass(Duration::from_secs(20)).await;
+    assert_eq!(
+        h.seen.lock().unwrap().reloads,
+        2,
+        "the SIGHUPs during it: one more read"
+    );
+    pass(Duration::from_secs(40)).await;
+    assert_eq!(h.seen.lock().unwrap().reloads, 2);
+    let slots = h.seen.lock().unwrap().next_slots.clone();
+    assert_eq!(slots.len(), 3, "replanned after each read: {slots:?}");
     h.stop().await;
 }
 

@@ -29,7 +29,10 @@ use crate::store::StoreError;
 use crate::sync::{RunControl, RunRequest, SyncContext, SyncError};
 use crate::time::{format_ms, now_ms, Millis};
 pub use core::SHUTDOWN_GRACE;
-use core::{Core, DaemonEvent, Driver, Reloaded, RunDone, RunEnd, RunFuture, SystemClock};
+use core::{
+    Core, DaemonEvent, Driver, ReloadError, ReloadFuture, Reloaded, RunDone, RunEnd, RunFuture,
+    SystemClock,
+};
 
 /// Why the daemon could not start (or had to stop).
 #[derive(Debug, thiserror::Error)]
@@ -175,6 +178,33 @@ pub fn catch_up_request(
     })
 }
 
+/// A reload's file work: the configuration, the vendor key and the webhooks' secrets, checked
+/// against the running daemon's (`old`). The store handle and the client's pacer carry over.
+fn read_reload(
+    old: &SyncContext,
+) -> Result<(SyncContext, Vec<crate::events::Webhook>), ReloadError> {
+    let path = old.config.source.clone();
+    let cfg = Config::load(&path)?;
+    if cfg.store.path != old.config.store.path {
+        return Err(ReloadError::StoreMoved {
+            old: old.config.store.path.clone(),
+            new: cfg.store.path.clone(),
+        });
+    }
+    // Webhooks and their secrets are read again; a bad one refuses the whole reload.
+    let hooks = crate::events::webhooks(&cfg)?;
+    // The last step that can fail: it puts the store key in force on the running handle.
+    let ctx = old.reloaded(Arc::new(cfg))?;
+    if ctx.config.api.listen != old.config.api.listen {
+        tracing::warn!(old = %old.config.api.listen, new = %ctx.config.api.listen, "api.listen changed: the control API keeps its address until a restart");
+    }
+    for w in &ctx.config.warnings {
+        tracing::warn!("{w}");
+    }
+    tracing::info!(config = %path.display(), services = ctx.config.services.len(), "configuration read");
+    Ok((ctx, hooks))
+}
+
 /// The core's hands in production: runs go to [`crate::sync::run`], store work to blocking threads.
 struct RealDriver {
     ctx: SharedContext,
@@ -259,47 +289,33 @@ impl Driver for RealDriver {
         })
     }
 
-    fn reload(&mut self) -> Result<Reloaded, String> {
-        match sd_notify::NotifyState::monotonic_usec_now() {
-            Ok(usec) => notify(&[sd_notify::NotifyState::Reloading, usec]),
-            Err(_) => notify(&[sd_notify::NotifyState::Reloading]),
-        }
-        let old = self.ctx().config;
-        let path = old.source.clone();
-        let loaded = Config::load(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|cfg| {
-                let schedule = cfg.schedule.parsed.clone();
-                let ctx = SyncContext::new(Arc::new(cfg)).map_err(|e| e.to_string())?;
-                Ok((ctx, schedule))
-            });
-        notify(&[sd_notify::NotifyState::Ready]);
-        let (ctx, schedule) = loaded?;
-        // Webhooks and their secrets are read again; a bad one refuses the whole reload.
-        let hooks = crate::events::webhooks(&ctx.config).map_err(|e| e.to_string())?;
-        if ctx.config.store.path != old.store.path {
-            return Err(format!(
-                "store.path changed ({} → {}): a running daemon never switches stores; restart it to use the new one",
-                old.store.path.display(),
-                ctx.config.store.path.display()
-            ));
-        }
-        if ctx.config.api.listen != old.api.listen {
-            tracing::warn!(old = %old.api.listen, new = %ctx.config.api.listen, "api.listen changed: the control API keeps its address until a restart");
-        }
-        for w in &ctx.config.warnings {
-            tracing::warn!("{w}");
-        }
-        tracing::info!(config = %path.display(), services = ctx.config.services.len(), "configuration read");
-        let store = ctx.store.clone();
-        match self.ctx.write() {
-            Ok(mut c) => *c = ctx,
-            Err(p) => *p.into_inner() = ctx,
-        }
-        let mut delivery = lock_delivery(&self.delivery);
-        drop(delivery.stop());
-        *delivery = Delivery::start(store, hooks, self.undelivered.clone());
-        Ok(Reloaded { schedule })
+    fn reload(&mut self) -> ReloadFuture {
+        let (shared, delivery, undelivered) = (
+            self.ctx.clone(),
+            self.delivery.clone(),
+            self.undelivered.clone(),
+        );
+        let old = self.ctx();
+        Box::pin(async move {
+            match sd_notify::NotifyState::monotonic_usec_now() {
+                Ok(usec) => notify(&[sd_notify::NotifyState::Reloading, usec]),
+                Err(_) => notify(&[sd_notify::NotifyState::Reloading]),
+            }
+            // Files are read on a blocking thread: the core answers the watchdog meanwhile.
+            let read = tokio::task::spawn_blocking(move || read_reload(&old)).await;
+            notify(&[sd_notify::NotifyState::Ready]);
+            let (ctx, hooks) = read??;
+            let schedule = ctx.config.schedule.parsed.clone();
+            let store = ctx.store.clone();
+            match shared.write() {
+                Ok(mut c) => *c = ctx,
+                Err(p) => *p.into_inner() = ctx,
+            }
+            let mut delivery = lock_delivery(&delivery);
+            drop(delivery.stop());
+            *delivery = Delivery::start(store, hooks, undelivered);
+            Ok(Reloaded { schedule })
+        })
     }
 
     fn next_slot_changed(&mut self, _next: Option<Millis>) {}

@@ -8,6 +8,8 @@
 //! writer thread ([`crate::store::StoreHandle`]).
 
 pub mod interrupted;
+mod stop;
+pub use stop::{RunStop, StopKind};
 pub mod plan;
 pub mod push;
 
@@ -80,6 +82,26 @@ impl SyncContext {
             GradientClient::new(config.gradient.client.clone(), key).map_err(SyncError::Client)?;
         Ok(SyncContext {
             store: store_handle(&config).with_key(store_key),
+            config,
+            client,
+            vendor_key_fp,
+        })
+    }
+
+    /// The context a reload puts in force: the new configuration, vendor key and store key,
+    /// **this** store handle (its one writer) and a client sharing this one's pacer and, when it can,
+    /// its connection pool. Reads the vendor key file: call it off the daemon's core loop.
+    pub fn reloaded(&self, config: Arc<Config>) -> Result<SyncContext, SyncError> {
+        // A rotated store key (`store rotate-key`, then the file replaced) takes effect here.
+        let store_key = Arc::new(StoreKey::new(config.load_store_key()?));
+        let key = config.load_vendor_key()?;
+        let vendor_key_fp = crate::connector::key_fingerprint(&key);
+        let client = self
+            .client
+            .reconfigured(config.gradient.client.clone(), key)
+            .map_err(SyncError::Client)?;
+        Ok(SyncContext {
+            store: self.store.clone().with_key(store_key),
             config,
             client,
             vendor_key_fp,
@@ -172,6 +194,9 @@ pub struct RunReport {
     /// The run was closed by its deadline (`[gradient] run_deadline_secs`).
     #[serde(default)]
     pub deadline_passed: bool,
+    /// What stopped the run before its end, if anything did.
+    #[serde(default)]
+    pub stopped_by: Option<StopKind>,
 }
 
 impl RunReport {
@@ -183,7 +208,7 @@ impl RunReport {
             RunOutcome::Interrupted | RunOutcome::Partial => true,
             RunOutcome::Failed => {
                 self.tally.failed + self.tally.rejected > 0
-                    && (self.message.is_none() || self.deadline_passed)
+                    && self.stopped_by.is_none_or(StopKind::is_transient)
             }
         }
     }
@@ -319,8 +344,8 @@ pub async fn run(
     // requests in flight are dropped (they are the only ones Gradient may hold beyond the ledger).
     let result = tokio::select! {
         biased;
-        _ = rec.ledger.broken() => Err(ledger_broken_message(ctx, rec.ledger.failure())),
-        _ = control.abort.cancelled() => Err("stopped by shutdown: requests in flight were abandoned".into()),
+        _ = rec.ledger.broken() => Err(ledger_broken(ctx, rec.ledger.failure())),
+        _ = control.abort.cancelled() => Err(RunStop::Shutdown),
         _ = tokio::time::sleep_until(tokio::time::Instant::from_std(started) + deadline) => {
             deadline_passed = true;
             Ok(())
@@ -330,6 +355,7 @@ pub async fn run(
     if deadline_passed {
         let missed = record_after_deadline(&setup, &rec, &mut report, ctx.vendor_key_fp.as_str());
         report.deadline_passed = true;
+        report.stopped_by = Some(StopKind::Deadline);
         report.message = Some(format!(
             "the run's deadline ([gradient] run_deadline_secs = {}) passed: requests still waiting for Gradient were abandoned and the {missed} pair(s) not pushed yet were recorded failed; they are retried at the next run",
             deadline.as_secs()
@@ -338,7 +364,7 @@ pub async fn run(
     let ledger_failure = rec.ledger.failure();
     drop(rec);
     let result = match (result, ledger_failure) {
-        (Ok(()), Some(e)) => Err(ledger_broken_message(ctx, Some(e))),
+        (Ok(()), Some(e)) => Err(ledger_broken(ctx, Some(e))),
         (r, _) => r,
     };
     let aborted = tally_from_ledger(ctx, result, &mut report).await;
@@ -407,6 +433,7 @@ async fn open(ctx: &SyncContext, req: &RunRequest) -> Result<(Setup, RunReport),
         duration_ms: 0,
         connectors: Vec::new(),
         deadline_passed: false,
+        stopped_by: None,
     };
     Ok((setup, report))
 }
@@ -475,12 +502,11 @@ fn record_after_deadline(
 }
 
 /// Why a run stopped when its ledger could not be written, naming the store.
-fn ledger_broken_message(ctx: &SyncContext, failure: Option<String>) -> String {
-    format!(
-        "the ledger could not be written to the store {} ({}): the run stopped sending at once; free disk space or fix the store's permissions, then sync again",
-        ctx.store.path().display(),
-        failure.as_deref().unwrap_or("the store's writer stopped")
-    )
+fn ledger_broken(ctx: &SyncContext, failure: Option<String>) -> RunStop {
+    RunStop::LedgerUnwritable {
+        store: ctx.store.path().to_path_buf(),
+        cause: failure.unwrap_or_else(|| "the store's writer stopped".into()),
+    }
 }
 
 /// Sets every connector's tally (and the run's) from what the ledger holds — not from what the
@@ -488,7 +514,7 @@ fn ledger_broken_message(ctx: &SyncContext, failure: Option<String>) -> String {
 /// Returns whether the run was aborted (its reason becomes the message).
 async fn tally_from_ledger(
     ctx: &SyncContext,
-    result: Result<(), String>,
+    result: Result<(), RunStop>,
     report: &mut RunReport,
 ) -> bool {
     let run_id = report.run_id;
@@ -497,8 +523,9 @@ async fn tally_from_ledger(
         .write(move |s| s.run_tally_by_connector(run_id))
         .await;
     let aborted = match result {
-        Err(msg) => {
-            report.message = Some(msg);
+        Err(stop) => {
+            report.message = Some(stop.to_string());
+            report.stopped_by = Some(stop.kind());
             true
         }
         Ok(()) => false,
@@ -631,7 +658,7 @@ async fn run_connectors(
     control: &RunControl,
     rec: &Recorder,
     report: &mut RunReport,
-) -> Result<(), String> {
+) -> Result<(), RunStop> {
     let now = now_ms();
     let (participants, rejected_before) = take_part(ctx, setup, rec, report, now);
     if participants.is_empty() {
@@ -678,13 +705,12 @@ async fn run_connectors(
     report.connectors.extend(results);
     report.connectors.sort_by(|a, b| a.id.cmp(&b.id));
     if every_one_rejected(report, &rejected_before) {
-        return Err(format!(
-            "Gradient rejected the token of every connector ({}) in this run: the vendor key is the likely cause, not the MSPs. Check gradient.vendor_api_key_file (or the vendor-api-key credential; under systemd a new key needs a restart), then run `gradient-connector connector verify --all` — no MSP has to paste again",
-            report.connectors.len()
-        ));
+        return Err(RunStop::EveryTokenRejected {
+            connectors: report.connectors.len(),
+        });
     }
     if halt.get() == Halt::Forbidden {
-        return Err("Gradient answered 403 (it detected an anomaly in our usage): the run stopped sending; contact Gradient support before the next run".into());
+        return Err(RunStop::Forbidden);
     }
     Ok(())
 }
@@ -790,12 +816,12 @@ async fn resolve_catalogue(
     ctx: &SyncContext,
     readers: Vec<(String, PartnerSession)>,
     control: &RunControl,
-) -> Result<(HashMap<String, String>, HashMap<String, GradientError>), String> {
+) -> Result<(HashMap<String, String>, HashMap<String, GradientError>), RunStop> {
     let mut rejected = HashMap::new();
     let mut found = None;
     for (id, session) in readers {
         if control.stop.is_cancelled() {
-            return Err("stopped before the catalogue was read".into());
+            return Err(RunStop::StoppedBeforeCatalogue);
         }
         match session.get_vendor().await {
             Ok(v) => {
@@ -805,11 +831,7 @@ async fn resolve_catalogue(
             Err(e) if e.kind == ErrorKind::Unauthorized => {
                 rejected.insert(id, e);
             }
-            Err(e) => {
-                return Err(format!(
-                    "the service catalogue could not be read, so nothing was pushed (no service is created without reading the catalogue first): {e}"
-                ));
-            }
+            Err(e) => return Err(RunStop::CatalogueUnreadable(e)),
         }
     }
     let Some((reader, vendor)) = found else {

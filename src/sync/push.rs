@@ -344,12 +344,8 @@ impl<'a> ConnectorRun<'a> {
         self.push_all().await;
         self.activate().await;
         if self.halt.get() == Halt::TokenRejected {
-            let err = GradientError {
-                kind: ErrorKind::Unauthorized,
-                status: Some(401),
-                attempts: 1,
-                message: String::new(),
-            };
+            let mut err = GradientError::new(ErrorKind::Unauthorized, Some(401), "");
+            err.attempts = 1;
             let r = reject_connector(self.scope.ctx, &self.who.row, &err).await;
             self.report.state = r.state;
             self.report.note = r.note;

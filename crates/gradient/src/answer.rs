@@ -100,11 +100,10 @@ pub(crate) fn success_value(status: u16, bytes: &[u8]) -> Result<Value, BodyVerd
         return Ok(Value::Null);
     }
     let v: Value = serde_json::from_slice(bytes).map_err(|e| {
-        BodyVerdict::Undecodable(GradientError::new(
-            ErrorKind::Decode,
-            Some(status),
-            format!("the answer is not JSON: {e}"),
-        ))
+        let message = format!("the answer is not JSON: {e}");
+        let mut g = GradientError::caused_by(ErrorKind::Decode, message, e);
+        g.status = Some(status);
+        BodyVerdict::Undecodable(g)
     })?;
     match error_in_body(&v) {
         Some((code, message)) => Err(BodyVerdict::SaysFailed(code, message)),
@@ -123,6 +122,11 @@ pub(crate) enum BodyVerdict {
 
 fn decode_error(msg: impl Into<String>) -> GradientError {
     GradientError::new(ErrorKind::Decode, None, msg.into())
+}
+
+/// A decode error that keeps the decoder's own error as its source.
+fn decode_failure(msg: String, e: serde_json::Error) -> GradientError {
+    GradientError::caused_by(ErrorKind::Decode, msg, e)
 }
 
 /// The whole path of a catalogue answer: JSON, not an error object, a strict vendor object.
@@ -178,7 +182,7 @@ pub fn decode_vendor(v: Value) -> Result<Vendor, GradientError> {
         checked.push(strict_sku(i, s)?);
     }
     let mut vendor: Vendor = serde_json::from_value(Value::Object(m))
-        .map_err(|e| decode_error(format!("the vendor object cannot be read: {e}")))?;
+        .map_err(|e| decode_failure(format!("the vendor object cannot be read: {e}"), e))?;
     vendor.skus = checked;
     Ok(vendor)
 }
@@ -202,7 +206,7 @@ fn strict_sku(i: usize, v: Value) -> Result<Sku, GradientError> {
         _ => return Err(decode_error(format!("catalogue entry {i} has no name"))),
     }
     let mut sku: Sku = serde_json::from_value(v)
-        .map_err(|e| decode_error(format!("catalogue entry {i} cannot be read: {e}")))?;
+        .map_err(|e| decode_failure(format!("catalogue entry {i} cannot be read: {e}"), e))?;
     // The id judged above (an empty `id` beside a good `_id` must not win).
     sku.id = id;
     Ok(sku)
@@ -228,7 +232,7 @@ pub fn decode_accounts(v: Value) -> Result<Vec<Account>, GradientError> {
 pub fn decode_integration(v: Value) -> Result<Integration, GradientError> {
     match unwrap(v, "organizationId") {
         Value::Object(m) => serde_json::from_value(Value::Object(m))
-            .map_err(|e| decode_error(format!("the integration cannot be read: {e}"))),
+            .map_err(|e| decode_failure(format!("the integration cannot be read: {e}"), e)),
         _ => Err(decode_error("the integration is not an object")),
     }
 }

@@ -1,6 +1,7 @@
 //! The one error type of the Gradient client: every answer that is not a success is classified here.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// What kind of failure Gradient (or the network) gave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -68,7 +69,7 @@ impl ErrorKind {
 }
 
 /// A failed call to Gradient. Never contains a key or the `GRADIENT-TOKEN` header.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone)]
 pub struct GradientError {
     /// The class of failure.
     pub kind: ErrorKind,
@@ -78,15 +79,41 @@ pub struct GradientError {
     pub attempts: u32,
     /// Gradient's message (truncated), or what went wrong.
     pub message: String,
+    /// The failure underneath (the transport's or the decoder's error), kept for `source()`;
+    /// shared, so one error can reach every waiter of a run.
+    pub source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+/// `source()` is the failure underneath itself (not the `Arc` around it), so callers can downcast.
+impl std::error::Error for GradientError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
 }
 
 impl GradientError {
-    pub(crate) fn new(kind: ErrorKind, status: Option<u16>, message: impl Into<String>) -> Self {
+    /// An error of `kind` with Gradient's (or our) message, no attempt counted yet.
+    pub fn new(kind: ErrorKind, status: Option<u16>, message: impl Into<String>) -> Self {
         GradientError {
             kind,
             status,
             attempts: 0,
             message: truncate(message.into()),
+            source: None,
+        }
+    }
+
+    /// The same, keeping the failure underneath as its `source()`.
+    pub(crate) fn caused_by(
+        kind: ErrorKind,
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        GradientError {
+            source: Some(Arc::new(source)),
+            ..GradientError::new(kind, None, message)
         }
     }
 

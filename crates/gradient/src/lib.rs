@@ -22,17 +22,17 @@ use gradient_connector_domain::{domain, time};
 pub mod answer;
 pub mod error;
 pub mod limiter;
+mod transport;
 pub mod types;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use reqwest::header::{HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE, RETRY_AFTER};
-use reqwest::{Method, StatusCode};
+use reqwest::header::HeaderValue;
+use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
-use serde::Serialize;
 
 pub use error::{ErrorKind, GradientError};
 pub use types::{
@@ -41,6 +41,7 @@ pub use types::{
 };
 
 use limiter::Pacer;
+use transport::{decode_with, strict, Body, Cap, On404, Retry};
 use types::{account_list, unwrap_data, UnitCountBody};
 
 /// The authentication header's name.
@@ -79,7 +80,8 @@ struct Inner {
     http: reqwest::Client,
     base: String,
     vendor_key: SecretString,
-    pacer: Pacer,
+    /// Shared by every client a reload derives from the first: one pacer per daemon.
+    pacer: Arc<Pacer>,
     settings: ClientSettings,
 }
 
@@ -100,28 +102,63 @@ impl std::fmt::Debug for GradientClient {
 impl GradientClient {
     /// Builds the client (TLS with rustls/ring, one pool, no redirects).
     pub fn new(settings: ClientSettings, vendor_key: SecretString) -> Result<Self, GradientError> {
-        // Installing twice is harmless; reqwest needs a process-wide provider.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("gradient-connector/", env!("CARGO_PKG_VERSION")))
-            .timeout(settings.request_timeout)
-            .connect_timeout(settings.request_timeout.min(Duration::from_secs(10)))
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(settings.max_in_flight.max(1))
-            .build()
-            .map_err(|e| {
-                GradientError::new(ErrorKind::Config, None, format!("HTTP client: {e}"))
-            })?;
+        let http = http_client(&settings)?;
+        let pacer = Arc::new(Pacer::new(
+            settings.requests_per_second,
+            settings.max_in_flight,
+        ));
+        Ok(GradientClient::with(http, pacer, settings, vendor_key))
+    }
+
+    fn with(
+        http: reqwest::Client,
+        pacer: Arc<Pacer>,
+        settings: ClientSettings,
+        vendor_key: SecretString,
+    ) -> Self {
         let base = settings.base_url.as_str().trim_end_matches('/').to_string();
-        Ok(GradientClient {
+        GradientClient {
             inner: Arc::new(Inner {
                 http,
                 base,
                 vendor_key,
-                pacer: Pacer::new(settings.requests_per_second, settings.max_in_flight),
+                pacer,
                 settings,
             }),
-        })
+        }
+    }
+
+    /// The client a reload puts in force: new settings and vendor key, the **same** pacer
+    /// (reconfigured; what 429s taught it is kept) and the same connection pool unless the
+    /// timeouts or the places in flight changed. Sessions of this client (a run in flight) keep
+    /// their settings. Must run inside the runtime.
+    pub fn reconfigured(
+        &self,
+        settings: ClientSettings,
+        vendor_key: SecretString,
+    ) -> Result<Self, GradientError> {
+        let old = &self.inner.settings;
+        let http = if old.request_timeout == settings.request_timeout
+            && old.max_in_flight == settings.max_in_flight
+        {
+            self.inner.http.clone()
+        } else {
+            http_client(&settings)?
+        };
+        self.inner
+            .pacer
+            .reconfigure(settings.requests_per_second, settings.max_in_flight);
+        Ok(GradientClient::with(
+            http,
+            self.inner.pacer.clone(),
+            settings,
+            vendor_key,
+        ))
+    }
+
+    /// Whether two clients share one pacer (a reload's client and the first one do).
+    pub fn shares_pacer_with(&self, other: &GradientClient) -> bool {
+        Arc::ptr_eq(&self.inner.pacer, &other.inner.pacer)
     }
 
     /// A session for one connector's partner key: the header is built once here.
@@ -146,6 +183,20 @@ impl GradientClient {
     pub fn is_slowed(&self) -> bool {
         self.inner.pacer.is_slowed()
     }
+}
+
+/// The HTTP client of the settings (TLS with rustls/ring, one pool, no redirects).
+fn http_client(settings: &ClientSettings) -> Result<reqwest::Client, GradientError> {
+    // Installing twice is harmless; reqwest needs a process-wide provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .user_agent(concat!("gradient-connector/", env!("CARGO_PKG_VERSION")))
+        .timeout(settings.request_timeout)
+        .connect_timeout(settings.request_timeout.min(Duration::from_secs(10)))
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(settings.max_in_flight.max(1))
+        .build()
+        .map_err(|e| GradientError::caused_by(ErrorKind::Config, format!("HTTP client: {e}"), e))
 }
 
 /// The client bound to one connector's token. Once Gradient answered 401 for the token, the
@@ -183,39 +234,6 @@ fn segment(id: &str) -> Result<String, GradientError> {
         }
     }
     Ok(out)
-}
-
-/// Which failures a request may be repeated after.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Retry {
-    /// 429, 5xx, network errors and timeouts (idempotent requests).
-    Transient,
-    /// Only when the request surely did not take effect: 429 or a failed connection.
-    OnlyUnsent,
-}
-
-/// What a 404 means on a route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum On404 {
-    /// The count route: the account or service is not mapped (normal).
-    NotMapped,
-    /// Every other route: the route itself was not found (base URL or vendor key).
-    NotFound,
-}
-
-/// How large a route's answer may be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Cap {
-    /// A list (the catalogue, accounts): `max_list_body`.
-    List,
-    /// Anything else: `max_body`.
-    Small,
-}
-
-/// A request's body.
-enum Body<'a, B: Serialize + ?Sized> {
-    None,
-    Json(&'a B),
 }
 
 impl PartnerSession {
@@ -404,330 +422,13 @@ impl PartnerSession {
             Err(e) => Err(e),
         }
     }
-
-    /// Sends one request with pacing and retries; answers the 2xx body as JSON (Null when empty).
-    async fn call<B: Serialize + ?Sized>(
-        &self,
-        method: Method,
-        path: String,
-        body: Body<'_, B>,
-    ) -> Result<Answer<serde_json::Value>, GradientError> {
-        self.send(
-            method,
-            path,
-            body,
-            Retry::Transient,
-            On404::NotFound,
-            Cap::Small,
-        )
-        .await
-    }
-
-    /// One request with its retry loop (long on purpose: pacing, the attempt, classification and
-    /// the backoff decision share the loop's state; split, they would pass it all around).
-    #[expect(
-        clippy::too_many_lines,
-        reason = "the retry loop: attempts, pacing, classification and backoff share the loop's state"
-    )]
-    async fn send<B: Serialize + ?Sized>(
-        &self,
-        method: Method,
-        path: String,
-        body: Body<'_, B>,
-        retry: Retry,
-        on_404: On404,
-        cap: Cap,
-    ) -> Result<Answer<serde_json::Value>, GradientError> {
-        let inner = &self.client.inner;
-        let small = inner.settings.max_body.max(1);
-        let cap = match cap {
-            Cap::List => inner.settings.max_list_body.max(1),
-            Cap::Small => small,
-        };
-        let url = format!("{}{API_PREFIX}{path}", inner.base);
-        let body_bytes = match body {
-            Body::None => None,
-            Body::Json(b) => Some(serde_json::to_vec(b).map_err(|e| {
-                GradientError::new(ErrorKind::Invalid, None, format!("cannot encode body: {e}"))
-            })?),
-        };
-        let max_attempts = inner.settings.max_attempts.max(1);
-        let header = HeaderName::from_static("gradient-token");
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let permit = inner.pacer.admit().await;
-            if self.rejected.load(Ordering::Relaxed) {
-                drop(permit);
-                let mut e = GradientError::new(
-                    ErrorKind::Unauthorized,
-                    None,
-                    "not sent: Gradient already rejected this token",
-                );
-                e.attempts = attempt - 1;
-                return Err(e);
-            }
-            let mut req = inner
-                .http
-                .request(method.clone(), &url)
-                .header(header.clone(), self.token.clone())
-                .header(ACCEPT, "application/json");
-            if let Some(b) = &body_bytes {
-                req = req.header(CONTENT_TYPE, "application/json").body(b.clone());
-            }
-            let sent_at = std::time::Instant::now();
-            let result = match req.send().await {
-                Ok(resp) => {
-                    let status = resp.status();
-                    let retry_after = resp
-                        .headers()
-                        .get(RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(parse_retry_after);
-                    if status.is_success() {
-                        match answer::read_capped(resp, cap).await {
-                            Ok(bytes) => Ok((status, retry_after, bytes)),
-                            Err(answer::ReadError::TooLarge) => {
-                                Err((answer::too_large(status.as_u16(), cap), false))
-                            }
-                            Err(answer::ReadError::Transport(e)) => {
-                                Err((transport_error(&e), false))
-                            }
-                        }
-                    } else {
-                        // An error's message needs no more than the small cap; the rest is
-                        // never read.
-                        Ok((status, retry_after, answer::read_prefix(resp, small).await))
-                    }
-                }
-                Err(e) => Err((transport_error(&e), e.is_connect())),
-            };
-            drop(permit);
-            let status_label = match &result {
-                Ok((status, _, _)) => status.as_u16().to_string(),
-                Err(_) => "error".to_string(),
-            };
-            metrics::counter!("gradient_connector_gradient_requests_total", "status" => status_label)
-                .increment(1);
-            metrics::histogram!("gradient_connector_gradient_request_duration_seconds")
-                .record(sent_at.elapsed().as_secs_f64());
-            let (err, retry_after, unsent) = match result {
-                Ok((status, retry_after, bytes)) if status.is_success() => {
-                    tracing::debug!(%method, route = %path, status = status.as_u16(), attempt, "gradient answered");
-                    inner.pacer.answered();
-                    match answer::success_value(status.as_u16(), &bytes) {
-                        Ok(value) => {
-                            return Ok(Answer {
-                                value,
-                                status: status.as_u16(),
-                                attempts: attempt,
-                            })
-                        }
-                        Err(answer::BodyVerdict::Undecodable(mut g)) => {
-                            g.attempts = attempt;
-                            return Err(g);
-                        }
-                        // A success whose body says it failed is that failure (it may have
-                        // landed: never "unsent").
-                        Err(answer::BodyVerdict::SaysFailed(code, _)) => {
-                            let said = StatusCode::from_u16(code)
-                                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                            tracing::warn!(%method, route = %format!("{API_PREFIX}{}", path.split('?').next().unwrap_or_default()), status = status.as_u16(), said = code, "Gradient answered a success whose body is an error; treated as that error");
-                            (
-                                self.refused(said, retry_after, &bytes, &method, &path, on_404),
-                                retry_after,
-                                false,
-                            )
-                        }
-                    }
-                }
-                Ok((status, retry_after, bytes)) => {
-                    tracing::debug!(%method, route = %path, status = status.as_u16(), attempt, "gradient refused");
-                    // A 429 is refused before any work: safe to repeat.
-                    let throttled = status == StatusCode::TOO_MANY_REQUESTS;
-                    (
-                        self.refused(status, retry_after, &bytes, &method, &path, on_404),
-                        retry_after,
-                        throttled,
-                    )
-                }
-                Err((e, _)) if e.kind == ErrorKind::TooLarge => {
-                    let mut e = e;
-                    e.attempts = attempt;
-                    return Err(e);
-                }
-                Err((e, connect_failed)) => {
-                    tracing::debug!(%method, route = %path, attempt, error = %e.message, "gradient unreachable");
-                    (e, None, connect_failed)
-                }
-            };
-            let may_retry = match retry {
-                Retry::Transient => err.kind.is_transient(),
-                Retry::OnlyUnsent => err.kind.is_transient() && unsent,
-            };
-            if !may_retry || attempt >= max_attempts {
-                let mut err = err;
-                err.attempts = attempt;
-                return Err(err);
-            }
-            let delay = retry_after
-                .map(|d| d.min(inner.settings.retry_max_delay))
-                .unwrap_or_else(|| backoff(&inner.settings, attempt));
-            tokio::time::sleep(delay).await;
-        }
-    }
-}
-
-impl PartnerSession {
-    /// Classifies a refusal (a non-2xx, or a 2xx whose body is an error object) and applies its
-    /// side effects: a 429 slows the pacer, a 401 stops this session.
-    fn refused(
-        &self,
-        status: StatusCode,
-        retry_after: Option<Duration>,
-        bytes: &[u8],
-        method: &Method,
-        path: &str,
-        on_404: On404,
-    ) -> GradientError {
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            // Every request waits out Retry-After, not only this one's retry.
-            self.client.inner.pacer.throttled(retry_after);
-        } else {
-            self.client.inner.pacer.answered();
-        }
-        if status == StatusCode::UNAUTHORIZED {
-            self.rejected.store(true, Ordering::Relaxed);
-        }
-        classify(status, bytes, method, path, on_404)
-    }
-}
-
-/// Decodes an answer's value with a strict decoder, keeping its status and attempts.
-fn strict<T>(
-    a: Answer<serde_json::Value>,
-    f: impl FnOnce(serde_json::Value) -> Result<T, GradientError>,
-) -> Result<Answer<T>, GradientError> {
-    let (status, attempts) = (a.status, a.attempts);
-    match f(a.value) {
-        Ok(value) => Ok(Answer {
-            value,
-            status,
-            attempts,
-        }),
-        Err(mut g) => {
-            g.status = Some(status);
-            g.attempts = attempts;
-            Err(g)
-        }
-    }
-}
-
-impl<T> Answer<T> {
-    fn map<U>(self, f: impl FnOnce(T) -> U) -> Answer<U> {
-        Answer {
-            value: f(self.value),
-            status: self.status,
-            attempts: self.attempts,
-        }
-    }
-}
-
-fn decode_with<T>(
-    a: Answer<serde_json::Value>,
-    f: impl FnOnce(serde_json::Value) -> Result<T, serde_json::Error>,
-) -> Result<Answer<T>, GradientError> {
-    let (status, attempts) = (a.status, a.attempts);
-    match f(a.value) {
-        Ok(value) => Ok(Answer {
-            value,
-            status,
-            attempts,
-        }),
-        Err(e) => {
-            let mut g = GradientError::new(
-                ErrorKind::Decode,
-                Some(status),
-                format!("unexpected answer shape: {e}"),
-            );
-            g.attempts = attempts;
-            Err(g)
-        }
-    }
-}
-
-/// Full-jitter exponential backoff: uniform in `[0, min(cap, base * 2^(attempt-1))]`.
-fn backoff(s: &ClientSettings, attempt: u32) -> Duration {
-    let base = s.retry_initial_delay.as_millis() as u64;
-    let ceiling = base
-        .saturating_mul(1u64 << (attempt.saturating_sub(1)).min(20))
-        .min(s.retry_max_delay.as_millis() as u64);
-    Duration::from_millis(fastrand::u64(0..=ceiling))
-}
-
-/// `Retry-After` as delta-seconds or an HTTP date.
-fn parse_retry_after(v: &str) -> Option<Duration> {
-    let v = v.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = httpdate::parse_http_date(v).ok()?;
-    Some(
-        when.duration_since(std::time::SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
-}
-
-fn transport_error(e: &reqwest::Error) -> GradientError {
-    // reqwest's Display names the URL (no secrets: the token travels only in a header).
-    let text = std::error::Error::source(e)
-        .map(|s| format!("{e}: {s}"))
-        .unwrap_or_else(|| e.to_string());
-    if e.is_timeout() {
-        GradientError::new(ErrorKind::Timeout, None, text)
-    } else {
-        GradientError::new(ErrorKind::Network, None, text)
-    }
-}
-
-/// Classifies a non-2xx answer, keeping Gradient's message; a 404 off the count route also names
-/// the route (`path` as sent after the prefix; its query is left out).
-fn classify(
-    status: StatusCode,
-    body: &[u8],
-    method: &Method,
-    path: &str,
-    on_404: On404,
-) -> GradientError {
-    let message = serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| {
-            v.get("message").map(|m| match m {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            })
-        })
-        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string());
-    let kind = match status.as_u16() {
-        401 => ErrorKind::Unauthorized,
-        403 => ErrorKind::Forbidden,
-        404 if on_404 == On404::NotMapped => ErrorKind::NotMapped,
-        404 => {
-            let route = path.split('?').next().unwrap_or_default();
-            let message = format!("{method} {API_PREFIX}{route} was not found: {message}");
-            return GradientError::new(ErrorKind::NotFound, Some(404), message);
-        }
-        409 => ErrorKind::Conflict,
-        429 => ErrorKind::RateLimited,
-        500..=599 => ErrorKind::Server,
-        _ => ErrorKind::Invalid,
-    };
-    GradientError::new(kind, Some(status.as_u16()), message)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::*;
+    use reqwest::StatusCode;
 
     #[test]
     fn segments_are_encoded_and_dot_ids_refused() {
@@ -804,6 +505,68 @@ mod tests {
         for attempt in 1..30 {
             assert!(backoff(&s, attempt) <= Duration::from_millis(250));
         }
+    }
+
+    #[test]
+    fn a_decode_error_keeps_the_decoders_error_as_its_source() {
+        let a = Answer {
+            value: serde_json::json!({"id": 5}),
+            status: 200,
+            attempts: 2,
+        };
+        let e = decode_with(a, serde_json::from_value::<Vec<String>>).unwrap_err();
+        assert_eq!(
+            (e.kind, e.status, e.attempts),
+            (ErrorKind::Decode, Some(200), 2)
+        );
+        let source = std::error::Error::source(&e).expect("a source");
+        assert!(source.downcast_ref::<serde_json::Error>().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_transport_error_keeps_reqwests_error_as_its_source() {
+        // A port nothing listens on: the connection is refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let e = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{port}/"))
+            .send()
+            .await
+            .unwrap_err();
+        let g = transport_error(e);
+        assert_eq!(g.kind, ErrorKind::Network);
+        let source = std::error::Error::source(&g).expect("a source");
+        assert!(source.downcast_ref::<reqwest::Error>().is_some());
+        assert!(g.message.contains("127.0.0.1"), "{}", g.message);
+    }
+
+    #[tokio::test]
+    async fn a_reloaded_client_shares_the_pacer_and_keeps_what_429s_taught_it() {
+        let settings = ClientSettings {
+            base_url: url::Url::parse("http://127.0.0.1:9/").unwrap(),
+            requests_per_second: 100,
+            max_in_flight: 8,
+            request_timeout: Duration::from_secs(5),
+            max_attempts: 1,
+            retry_initial_delay: Duration::from_millis(10),
+            retry_max_delay: Duration::from_millis(100),
+            max_list_body: 1 << 20,
+            max_body: 1 << 16,
+        };
+        let first = GradientClient::new(settings.clone(), SecretString::from("k1")).unwrap();
+        first.inner.pacer.throttled(None);
+        let second = first
+            .reconfigured(settings, SecretString::from("k2"))
+            .unwrap();
+        assert!(second.shares_pacer_with(&first));
+        assert!(second.is_slowed(), "the reload forgot the 429");
+        let fresh =
+            GradientClient::new(first.inner.settings.clone(), SecretString::from("k1")).unwrap();
+        assert!(!fresh.shares_pacer_with(&first));
     }
 
     #[test]

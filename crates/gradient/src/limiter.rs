@@ -11,7 +11,7 @@
 //!
 //! Time is tokio's, so the rule is tested under paused time.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
@@ -30,17 +30,20 @@ pub const SLACK: f64 = 0.005;
 /// Pacing shared by every request of one daemon.
 #[derive(Debug)]
 pub struct Pacer {
-    configured: f64,
     state: Mutex<Pace>,
-    in_flight: Semaphore,
+    in_flight: Arc<Semaphore>,
 }
 
 #[derive(Debug)]
 struct Pace {
+    /// The configured rate, requests per second (changed by a reload).
+    configured: f64,
     /// Requests per second now.
     rate: f64,
     /// The earliest a request may leave.
     next: Instant,
+    /// The configured requests in flight (changed by a reload).
+    max_in_flight: usize,
 }
 
 impl Pacer {
@@ -48,12 +51,42 @@ impl Pacer {
     pub fn new(per_second: u32, max_in_flight: usize) -> Pacer {
         let configured = f64::from(per_second.max(1));
         Pacer {
-            configured,
             state: Mutex::new(Pace {
+                configured,
                 rate: configured,
                 next: Instant::now(),
+                max_in_flight: max_in_flight.max(1),
             }),
-            in_flight: Semaphore::new(max_in_flight.max(1)),
+            in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
+        }
+    }
+
+    /// A reload's new settings, for the same pacer: the rate in force keeps what 429s taught it
+    /// (never above the new configured rate), more places in flight open at once, and fewer take
+    /// effect as requests in flight finish (a task holds back the difference; must run inside the
+    /// runtime).
+    pub fn reconfigure(&self, per_second: u32, max_in_flight: usize) {
+        let configured = f64::from(per_second.max(1));
+        let wanted = max_in_flight.max(1);
+        let had = {
+            let mut p = self.pace();
+            p.rate = p.rate.min(configured);
+            if p.configured < configured && p.rate >= p.configured {
+                p.rate = configured;
+            }
+            p.configured = configured;
+            std::mem::replace(&mut p.max_in_flight, wanted)
+        };
+        if wanted > had {
+            self.in_flight.add_permits(wanted - had);
+        } else if wanted < had {
+            let fewer = u32::try_from(had - wanted).unwrap_or(u32::MAX);
+            let sem = self.in_flight.clone();
+            tokio::spawn(async move {
+                if let Ok(p) = sem.acquire_many(fewer).await {
+                    p.forget();
+                }
+            });
         }
     }
 
@@ -95,9 +128,9 @@ impl Pacer {
     /// Gradient answered something other than 429: climb back towards the configured rate.
     pub fn answered(&self) {
         let mut p = self.pace();
-        if p.rate < self.configured {
+        if p.rate < p.configured {
             // `rate` answers come per second: each adds its share of CLIMB × configured.
-            p.rate = (p.rate + CLIMB * self.configured / p.rate).min(self.configured);
+            p.rate = (p.rate + CLIMB * p.configured / p.rate).min(p.configured);
             metrics::gauge!("gradient_connector_gradient_pace_per_second").set(p.rate);
         }
     }
@@ -109,7 +142,8 @@ impl Pacer {
 
     /// Whether the pace is below the configured rate (after 429s).
     pub fn is_slowed(&self) -> bool {
-        self.rate() < self.configured
+        let p = self.pace();
+        p.rate < p.configured
     }
 }
 
@@ -190,5 +224,59 @@ mod tests {
         let t = Instant::now();
         drop(p.admit().await);
         assert!(t.elapsed() >= Duration::from_secs(3), "{:?}", t.elapsed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_changes_the_rate_and_the_places_in_flight_of_the_same_pacer() {
+        let p = Pacer::new(10, 2);
+        // 10/s: 20 requests take ~2 s.
+        let t = admit_n(&p, 20).await;
+        assert!(t >= Duration::from_millis(1900), "{t:?}");
+        p.reconfigure(100, 4);
+        assert!((p.rate() - 100.0).abs() < 1e-9);
+        let t = admit_n(&p, 20).await;
+        assert!(t < Duration::from_millis(300), "{t:?}");
+        // Four places now: a fifth request waits for one of them.
+        let held: Vec<_> = futures_util_join(&p, 4).await;
+        assert_eq!(held.len(), 4);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(5), p.admit())
+                .await
+                .is_err(),
+            "a fifth request got a place"
+        );
+        drop(held);
+        // Fewer places take effect as requests finish: back to one.
+        p.reconfigure(100, 1);
+        tokio::task::yield_now().await;
+        let one = p.admit().await;
+        assert!(
+            tokio::time::timeout(Duration::from_secs(5), p.admit())
+                .await
+                .is_err(),
+            "a second request got a place after the reload to one"
+        );
+        drop(one);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_keeps_what_429s_taught_the_pacer() {
+        let p = Pacer::new(100, 8);
+        p.throttled(None);
+        let slowed = p.rate();
+        assert!(slowed < 100.0);
+        p.reconfigure(100, 8);
+        assert!((p.rate() - slowed).abs() < 1e-9, "a reload forgot the 429");
+        assert!(p.is_slowed());
+        p.reconfigure(50, 8);
+        assert!(p.rate() <= 50.0);
+    }
+
+    async fn futures_util_join(p: &Pacer, n: usize) -> Vec<SemaphorePermit<'_>> {
+        let mut v = Vec::new();
+        for _ in 0..n {
+            v.push(p.admit().await);
+        }
+        v
     }
 }
