@@ -12,6 +12,10 @@
 mod accounts;
 mod services;
 mod token;
+mod verify;
+
+use verify::*;
+pub use verify::{verify, Verified};
 
 pub use accounts::{account_changes, ensure_accounts, AccountChanges, AccountSync};
 pub use services::{ensure_services, resolve_services, ServiceResolution};
@@ -193,17 +197,6 @@ pub struct AddReport {
     pub accounts_renamed: usize,
     /// Whether the inventory knows the channel.
     pub channel_known: bool,
-}
-
-fn unavailable(id: &str, e: &GradientError) -> ConnectorError {
-    if e.kind == ErrorKind::Unauthorized {
-        return ConnectorError::TokenRejected { id: id.to_string() };
-    }
-    ConnectorError::GradientUnavailable {
-        id: id.to_string(),
-        reason: e.to_string(),
-        transient: e.kind.is_transient(),
-    }
 }
 
 impl Lifecycle<'_> {
@@ -594,81 +587,3 @@ impl Lifecycle<'_> {
 
 /// The `reason` of `connector.token_rejected`: what the MSP's admin should read.
 pub const REJECTED_FOR_CONSOLE: &str = "Gradient rejected the partner API key (HTTP 401): the MSP probably generated a newer one in Gradient; paste the new key to reconnect";
-
-/// A pasted token Gradient accepted, whose organization no other connector holds.
-struct CheckedPaste {
-    integration: Integration,
-    organization_id: String,
-    channel_known: bool,
-    workspaces: Vec<WorkspaceRow>,
-}
-
-/// One connector's result of `connector verify`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Verified {
-    /// Connector id.
-    pub id: String,
-    /// Its state now.
-    pub state: ConnectorState,
-    /// What happened.
-    pub note: String,
-}
-
-/// Sets the integration `pending` unless Gradient already says `active`; returns the status now.
-async fn set_pending(
-    session: &PartnerSession,
-    integration: &Integration,
-) -> Result<String, GradientError> {
-    let status = integration.status.clone().unwrap_or_default();
-    if status == "active" {
-        return Ok(status);
-    }
-    session
-        .set_integration_status(IntegrationStatus::Pending)
-        .await?;
-    Ok("pending".into())
-}
-
-/// Verifies a token stored earlier (an `unverified` connector, or one rejected with another vendor
-/// key) before a run uses it: reads the integration, sets it `pending` unless `active`, records the
-/// connector connected (and, when it was not, writes `connector.connected` for `webhooks`).
-/// Returns the status Gradient now shows.
-pub async fn verify(
-    store: &StoreHandle,
-    webhooks: &[WebhookConfig],
-    row_id: &str,
-    token_set_at: Option<Millis>,
-    session: &PartnerSession,
-) -> Result<String, GradientError> {
-    let integration = session.get_integration().await?.value;
-    let status = set_pending(session, &integration).await?;
-    let (id, st, name, org, hooks) = (
-        row_id.to_string(),
-        status.clone(),
-        integration.name.clone(),
-        integration.organization_id.clone(),
-        webhooks.to_vec(),
-    );
-    let now = now_ms();
-    match store
-        .write(move |s| {
-            connect_and_tell(
-                s,
-                &hooks,
-                &id,
-                token_set_at,
-                Some(&st),
-                name.as_deref(),
-                org.as_deref(),
-                now,
-            )
-        })
-        .await
-    {
-        Ok(told) => woke(told),
-        Err(e) => {
-            tracing::error!(connector = %row_id, error = %e, "could not record the verified token")
-        }
-    }
-    Ok(status)
-}
