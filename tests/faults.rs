@@ -116,7 +116,22 @@ fn a_30_second_outage_loses_nothing_and_creates_nothing_twice() {
 
 #[test]
 fn a_throttling_storm_loses_nothing_and_never_speeds_up() {
-    for retry_after in [None, Some(1)] {
+    // The two storms (without and with Retry-After) run side by side, each with its own stand-in.
+    std::thread::scope(|s| {
+        let storms: Vec<_> = [None, Some(1)]
+            .into_iter()
+            .map(|retry_after| s.spawn(move || throttling_storm(retry_after)))
+            .collect();
+        for storm in storms {
+            if let Err(panic) = storm.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+    });
+}
+
+fn throttling_storm(retry_after: Option<u64>) {
+    {
         let e = setup(
             2,
             15,

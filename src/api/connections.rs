@@ -102,31 +102,28 @@ pub async fn serve(listener: Listener, app: Router, limits: Limits, stop: Cancel
         };
         let slot = match slots.clone().try_acquire_owned() {
             Ok(slot) => slot,
-            Err(_) => match open.evict_oldest_idle() {
-                // The evicted connection gives its slot back as it ends.
-                true => match tokio::time::timeout(
-                    Duration::from_secs(1),
-                    slots.clone().acquire_owned(),
-                )
-                .await
-                {
-                    Ok(Ok(slot)) => slot,
-                    _ => {
+            Err(_) => {
+                // The evicted connection's place passes to the new one at once (the evicted
+                // task forgets its permit as it ends): a flood of connections is accepted at
+                // the pace of accept, not of closing.
+                let place = open.evict_oldest_idle().then(|| {
+                    slots.add_permits(1);
+                    slots.clone().try_acquire_owned().ok()
+                });
+                match place.flatten() {
+                    Some(slot) => slot,
+                    None => {
                         refuse(accepted, limits);
                         continue;
                     }
-                },
-                false => {
-                    refuse(accepted, limits);
-                    continue;
                 }
-            },
+            }
         };
         let (app, stop) = (app.clone(), stop.clone());
         let (id, activity, evict) = open.register();
         let open = open.clone();
         tokio::spawn(async move {
-            let _slot = slot;
+            let slot = slot;
             metrics::gauge!("gradient_connector_api_connections").increment(1.0);
             let served = async {
                 if let Some(stream) = handshake(accepted, limits.head).await {
@@ -138,6 +135,10 @@ pub async fn serve(listener: Listener, app: Router, limits: Limits, stop: Cancel
                 _ = evict.cancelled() => {
                     tracing::debug!("control API connection closed to make room for a new one");
                 }
+            }
+            if evict.is_cancelled() {
+                // Its place went to the connection that evicted it.
+                slot.forget();
             }
             open.forget(id);
             metrics::gauge!("gradient_connector_api_connections").decrement(1.0);
