@@ -226,7 +226,8 @@ fn write_files(dir: &Path, base_url: &str) -> Result<PathBuf, DemoError> {
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).map_err(setup)?;
     let store_key = dir.join("store-key");
     if !store_key.exists() {
-        crate::config::keyfile::write_new_store_key(&store_key).map_err(DemoError::Setup)?;
+        crate::config::keyfile::write_new_store_key(&store_key)
+            .map_err(|e| DemoError::Setup(e.to_string()))?;
     }
     let config = dir.join("gradient-connector.toml");
     std::fs::write(&config, config_text(base_url)).map_err(setup)?;

@@ -35,7 +35,7 @@ pub fn load_token(cfg: &ApiConfig) -> Result<SecretString, ApiError> {
     let text = keyfile::read_key_file(&path, keyfile::KEY_FILE_MAX_BYTES).map_err(|reason| {
         ApiError::Setup {
             what: "token file (api.token_file)",
-            reason,
+            reason: reason.to_string(),
         }
     })?;
     let t = text.expose_secret().trim();
@@ -99,7 +99,9 @@ pub fn check_tls(cert: &Path, key: &Path) -> Result<(), ApiError> {
 fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, ApiError> {
     let setup = |what, reason: String| ApiError::Setup { what, reason };
     use secrecy::ExposeSecret;
-    let read = |p: &Path| keyfile::read_key_file(p, keyfile::KEY_FILE_MAX_BYTES);
+    let read = |p: &Path| {
+        keyfile::read_key_file(p, keyfile::KEY_FILE_MAX_BYTES).map_err(|e| e.to_string())
+    };
     let cert_pem = read(cert).map_err(|r| setup("certificate (api.tls_cert_file)", r))?;
     let cert_pem = cert_pem.expose_secret();
     let key_pem = read(key).map_err(|r| setup("private key (api.tls_key_file)", r))?;

@@ -76,6 +76,9 @@ pub enum CommandError {
     /// A key file given on the command line (`store new-key`, `store rotate-key`) is unusable.
     #[error("{0}")]
     KeyFile(String),
+    /// A key file could not be read or written (the I/O error is the source).
+    #[error(transparent)]
+    KeyFileIo(#[from] crate::config::keyfile::KeyFileError),
     /// `store check` found problems.
     #[error("the store {} fails SQLite's integrity check:\n  {}\nrestore the latest backup (`gradient-connector store backup` makes one) or rebuild the store", path.display(), problems.join("\n  "))]
     StoreDamaged {
@@ -118,7 +121,9 @@ impl CommandError {
             CommandError::Daemon(_) => Exit::Failed,
             CommandError::Demo(_) => Exit::Failed,
             CommandError::Usage(_) => Exit::Usage,
-            CommandError::KeyFile(_) | CommandError::StoreDamaged { .. } => Exit::Failed,
+            CommandError::KeyFile(_)
+            | CommandError::KeyFileIo(_)
+            | CommandError::StoreDamaged { .. } => Exit::Failed,
             CommandError::ForeignStore(_) => Exit::Failed,
             CommandError::Output(_) => Exit::Failed,
         }

@@ -32,7 +32,7 @@ fn open(cfg: &Config) -> Result<Store, CommandError> {
 }
 
 fn new_key(path: &Path) -> Done {
-    keyfile::write_new_store_key(path).map_err(CommandError::KeyFile)?;
+    keyfile::write_new_store_key(path)?;
     println!(
         "wrote a new store key to {} (mode 0600); point store.key_file at it",
         path.display()
@@ -42,8 +42,7 @@ fn new_key(path: &Path) -> Done {
 
 fn rotate_key(cfg: &Config, new_key_file: &Path) -> Done {
     let current = Arc::new(StoreKey::new(cfg.load_store_key()?));
-    let text = keyfile::read_key_file(new_key_file, keyfile::KEY_FILE_MAX_BYTES)
-        .map_err(CommandError::KeyFile)?;
+    let text = keyfile::read_key_file(new_key_file, keyfile::KEY_FILE_MAX_BYTES)?;
     let new = keyfile::parse_store_key(text.expose_secret()).map_err(|m| {
         CommandError::KeyFile(format!("the new key file {} {m}", new_key_file.display()))
     })?;

@@ -45,41 +45,92 @@ pub fn credential_or(credential: &str, configured: &Path) -> PathBuf {
     configured.to_path_buf()
 }
 
+/// Why a key file could not be read or written. Each message says what is wrong with the file
+/// and what to do; the I/O error underneath is the `source()`. Never contains the key.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    /// The file could not be opened.
+    #[error("cannot read {}: {source}; create it (mode 0600) or point the key at it", .path.display())]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// The file could not be read (or its metadata).
+    #[error("cannot read {}: {source}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// Not a regular file.
+    #[error("{} is not a regular file (a FIFO, device or directory is never read); point the key at a regular file holding the secret", .path.display())]
+    NotRegular {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Larger than the cap.
+    #[error("{} is larger than {max} bytes: it must hold the secret alone", .path.display())]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The cap.
+        max: u64,
+    },
+    /// Not UTF-8 text.
+    #[error("{} is not UTF-8 text", .path.display())]
+    NotText {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The system gave no random bytes for a new key.
+    #[error("no random bytes from the system: {0}")]
+    NoRandom(String),
+    /// A new key's file exists already.
+    #[error("{} already exists; a key is never overwritten (a store sealed with it would lose its tokens): choose a new path", .path.display())]
+    Exists {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A new key's file could not be created or written.
+    #[error("cannot write {}: {source}", .path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+}
+
 /// Reads a key file of at most `max` bytes as text (a leading UTF-8 byte-order mark removed).
 /// Only a regular file is read. The error says what is wrong with the file and what to do.
-pub fn read_key_file(path: &Path, max: u64) -> Result<SecretString, String> {
-    let shown = path.display();
+pub fn read_key_file(path: &Path, max: u64) -> Result<SecretString, KeyFileError> {
+    let at = || path.to_path_buf();
     let file = std::fs::OpenOptions::new()
         .read(true)
         // Opening a FIFO without a writer would block; a non-blocking open returns at once.
         .custom_flags((rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY).bits() as i32)
         .open(path)
-        .map_err(|e| {
-            format!("cannot read {shown}: {e}; create it (mode 0600) or point the key at it")
-        })?;
+        .map_err(|source| KeyFileError::Open { path: at(), source })?;
     let meta = file
         .metadata()
-        .map_err(|e| format!("cannot read {shown}: {e}"))?;
+        .map_err(|source| KeyFileError::Read { path: at(), source })?;
     if !meta.is_file() {
-        return Err(format!(
-            "{shown} is not a regular file (a FIFO, device or directory is never read); point the key at a regular file holding the secret"
-        ));
+        return Err(KeyFileError::NotRegular { path: at() });
     }
     if meta.len() > max {
-        return Err(format!(
-            "{shown} is larger than {max} bytes: it must hold the secret alone"
-        ));
+        return Err(KeyFileError::TooLarge { path: at(), max });
     }
     let mut raw = Vec::new();
     file.take(max + 1)
         .read_to_end(&mut raw)
-        .map_err(|e| format!("cannot read {shown}: {e}"))?;
+        .map_err(|source| KeyFileError::Read { path: at(), source })?;
     if raw.len() as u64 > max {
-        return Err(format!(
-            "{shown} is larger than {max} bytes: it must hold the secret alone"
-        ));
+        return Err(KeyFileError::TooLarge { path: at(), max });
     }
-    let text = String::from_utf8(raw).map_err(|_| format!("{shown} is not UTF-8 text"))?;
+    let text = String::from_utf8(raw).map_err(|_| KeyFileError::NotText { path: at() })?;
     Ok(SecretString::from(
         text.trim_start_matches('\u{feff}').to_string(),
     ))
@@ -107,9 +158,9 @@ pub fn parse_store_key(text: &str) -> Result<SecretBox<[u8; STORE_KEY_BYTES]>, S
 
 /// Writes a fresh store key (32 bytes from the operating system's random source, standard
 /// base64, one line) to a new file `path` of mode 0600. An existing file is never overwritten.
-pub fn write_new_store_key(path: &Path) -> Result<(), String> {
+pub fn write_new_store_key(path: &Path) -> Result<(), KeyFileError> {
     let mut key = [0u8; STORE_KEY_BYTES];
-    getrandom::fill(&mut key).map_err(|e| format!("no random bytes from the system: {e}"))?;
+    getrandom::fill(&mut key).map_err(|e| KeyFileError::NoRandom(e.to_string()))?;
     let line = format!(
         "{}\n",
         base64::engine::general_purpose::STANDARD.encode(key)
@@ -120,16 +171,21 @@ pub fn write_new_store_key(path: &Path) -> Result<(), String> {
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => format!(
-                "{} already exists; a key is never overwritten (a store sealed with it would lose its tokens): choose a new path",
-                path.display()
-            ),
-            _ => format!("cannot create {}: {e}", path.display()),
+        .map_err(|source| match source.kind() {
+            std::io::ErrorKind::AlreadyExists => KeyFileError::Exists {
+                path: path.to_path_buf(),
+            },
+            _ => KeyFileError::Write {
+                path: path.to_path_buf(),
+                source,
+            },
         })?;
     f.write_all(line.as_bytes())
         .and_then(|_| f.sync_all())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        .map_err(|source| KeyFileError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 impl Config {
@@ -278,9 +334,11 @@ impl Config {
         let mut problems = Vec::new();
         let mut check = |key: String, file: PathBuf, parse: &dyn Fn(&str) -> Result<(), String>| {
             use secrecy::ExposeSecret;
-            let found = read_key_file(&file, KEY_FILE_MAX_BYTES).and_then(|t| {
-                parse(t.expose_secret()).map_err(|m| format!("{}: {m}", file.display()))
-            });
+            let found = read_key_file(&file, KEY_FILE_MAX_BYTES)
+                .map_err(|e| e.to_string())
+                .and_then(|t| {
+                    parse(t.expose_secret()).map_err(|m| format!("{}: {m}", file.display()))
+                });
             if let Err(message) = found {
                 problems.push(Problem { key, message });
             }
@@ -333,16 +391,22 @@ mod tests {
             .status()
             .unwrap();
         assert!(made.success());
-        let e = read_key_file(&fifo, KEY_FILE_MAX_BYTES).unwrap_err();
-        assert!(e.contains("not a regular file"), "{e}");
-        let e = read_key_file(Path::new("/dev/zero"), KEY_FILE_MAX_BYTES).unwrap_err();
-        assert!(e.contains("not a regular file"), "{e}");
-        let e = read_key_file(d.path(), KEY_FILE_MAX_BYTES).unwrap_err();
-        assert!(e.contains("not a regular file"), "{e}");
+        for not_regular in [fifo.as_path(), Path::new("/dev/zero"), d.path()] {
+            let e = read_key_file(not_regular, KEY_FILE_MAX_BYTES).unwrap_err();
+            assert!(matches!(e, KeyFileError::NotRegular { .. }), "{e:?}");
+            assert!(e.to_string().contains("not a regular file"), "{e}");
+        }
+        let e = read_key_file(&d.path().join("missing"), KEY_FILE_MAX_BYTES).unwrap_err();
+        let io = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(
+            io.map(std::io::Error::kind),
+            Some(std::io::ErrorKind::NotFound),
+            "{e:?}"
+        );
         let big = d.path().join("big");
         std::fs::write(&big, vec![b'a'; 70_000]).unwrap();
         let e = read_key_file(&big, KEY_FILE_MAX_BYTES).unwrap_err();
-        assert!(e.contains("larger than 65536 bytes"), "{e}");
+        assert!(e.to_string().contains("larger than 65536 bytes"), "{e}");
         let ok = d.path().join("ok");
         std::fs::write(&ok, "\u{feff}secret\n").unwrap();
         assert_eq!(
@@ -367,7 +431,8 @@ mod tests {
         assert_eq!(text.len(), 45, "44 base64 characters and a newline");
         parse_store_key(&text).unwrap();
         let e = write_new_store_key(&p).unwrap_err();
-        assert!(e.contains("already exists"), "{e}");
+        assert!(matches!(e, KeyFileError::Exists { .. }), "{e:?}");
+        assert!(e.to_string().contains("already exists"), "{e}");
         assert_eq!(std::fs::read_to_string(&p).unwrap(), text);
         let e = parse_store_key("c2hvcnQ=").unwrap_err();
         assert!(e.contains("exactly 32 bytes, found 5"), "{e}");

@@ -316,8 +316,8 @@ impl WebhookConfig {
             key: format!("{WEBHOOK}[{index}].secret_file"),
             message,
         };
-        let text =
-            keyfile::read_key_file(&self.secret_file, WEBHOOK_SECRET_MAX_BYTES).map_err(problem)?;
+        let text = keyfile::read_key_file(&self.secret_file, WEBHOOK_SECRET_MAX_BYTES)
+            .map_err(|e| problem(e.to_string()))?;
         WebhookSecret::parse(text.expose_secret())
             .map_err(|m| problem(format!("{}: {m}", self.secret_file.display())))
     }
@@ -436,7 +436,8 @@ impl Config {
                 message,
             })
         };
-        let text = keyfile::read_key_file(&path, keyfile::KEY_FILE_MAX_BYTES).map_err(problem)?;
+        let text = keyfile::read_key_file(&path, keyfile::KEY_FILE_MAX_BYTES)
+            .map_err(|e| problem(e.to_string()))?;
         let key = text.expose_secret().trim();
         if key.is_empty() {
             return Err(problem(format!(

@@ -296,7 +296,7 @@ impl ConfigBuilder {
 
 /// Makes sure a store key exists at `path`: an existing file is kept (a store sealed with it keeps
 /// its tokens), a missing one is created fresh (mode 0600) the way `store new-key` does.
-pub fn ensure_store_key(path: &Path) -> Result<(), String> {
+pub fn ensure_store_key(path: &Path) -> Result<(), crate::config::keyfile::KeyFileError> {
     if path.exists() {
         return Ok(());
     }
