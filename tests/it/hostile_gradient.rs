@@ -3,10 +3,9 @@
 //! never repeated blindly, answers are read under a cap, a run ends at its deadline, `pushed`
 //! follows what the body says, and Gradient's text never reaches a terminal raw.
 
-mod common;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use gradient_connector::domain::PairOutcome;
 use gradient_connector::sim::{Behaviour, Hostile, SimSnapshot};
 use gradient_connector::store::ledger::{HistoryFilter, LedgerRow};

@@ -1,8 +1,7 @@
 //! One time format: every instant in every `--json` output is an RFC 3339 UTC string (never epoch
 //! milliseconds). The real binary after a sync against the stand-in.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use serde_json::Value;
 

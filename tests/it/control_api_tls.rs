@@ -3,15 +3,13 @@
 //! needs the bearer token, a client that does not trust the certificate gets no answer, and
 //! plain HTTP on the TLS port gets no HTTP answer at all.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const API_TOKEN: &str = "api-tok-T7sLq2Vx9kWm4RpZ";
 

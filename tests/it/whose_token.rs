@@ -1,9 +1,7 @@
 //! Whose token is it (real binary ↔ gradient-sim): pastes that fail safe, one organization per
 //! connector, vendor-key faults, services at paste, offboarding, and 404 outside the count route.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const MSPS: [&str; 2] = ["msp-a", "msp-b"];

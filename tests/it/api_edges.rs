@@ -3,8 +3,7 @@
 //! arrive together. (The per-connection timeouts are `api::connections`' unit tests, under paused
 //! time.)
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -1,7 +1,6 @@
 //! The real binary: check-config on good and broken configs, import atomicity, usage errors.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 #[test]
 fn example_config_passes_check_config() {

@@ -1,9 +1,7 @@
 //! Hostile input from the inventory and the command line (real binary): a record from the future
 //! is a bad line, and a month that has not ended cannot be counted.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use gradient_connector_kit::Inventory;
 
 #[test]

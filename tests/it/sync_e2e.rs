@@ -1,7 +1,6 @@
 //! The sync run end to end: the real binary against the gradient-sim stand-in on 127.0.0.1.
 
-mod common;
-use common::*;
+use crate::common::*;
 use gradient_connector_kit::Inventory;
 use serde_json::Value;
 
@@ -225,8 +224,10 @@ fn key_rotation_rejects_one_msp_and_a_new_token_heals_it() {
     );
     let snap = e.sim.snapshot();
     let run = &snap.requests[before..];
+    // The set-up's three concurrent requests (catalogue, integration, accounts) may all be on the
+    // wire when the first 401 comes back; nothing is sent with the token after it.
     assert!(
-        run.iter().filter(|r| r.status == 401).count() <= 1,
+        run.iter().filter(|r| r.status == 401).count() <= 3,
         "{run:#?}"
     );
     assert_eq!(

@@ -4,8 +4,6 @@
 //! through a running daemon. The HTTP/1.1 client is this file's own (std sockets, `Connection:
 //! close`), so the test does not lean on the crate's `api::client`.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -14,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use gradient_connector::sim::Fault;
 use gradient_connector_kit::{ConfigBuilder, Inventory, Units};
 use serde_json::{json, Value};

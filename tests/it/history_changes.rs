@@ -2,8 +2,7 @@
 //! a change) and `history --since-last-run` (the changes of the newest run). The real binary
 //! against the stand-in.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use gradient_connector::domain::UnitKind;
 use gradient_connector_kit::Inventory;

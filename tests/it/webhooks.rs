@@ -3,16 +3,14 @@
 //! receiver checks every signature with its own HMAC, not the connector's signing code); delivered
 //! at least once, across failures and a daemon restart, always with the same `webhook-id`.
 
-mod common;
-
 use std::collections::{BTreeSet, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::*;
 use base64::Engine;
-use common::*;
 use gradient_connector::domain::EventKind;
 use gradient_connector_kit::{ConfigBuilder, Webhook};
 use hmac::{Hmac, KeyInit, Mac};

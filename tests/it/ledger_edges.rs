@@ -1,8 +1,7 @@
 //! The ledger at the edges, through the real binary: a full disk stops a run at once, a crash is
 //! told to the console at the next start, and the ledger never holds two rows for one pair of a run.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::io::Write;
 use std::process::Command;

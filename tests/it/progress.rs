@@ -2,8 +2,7 @@
 //! when it is a terminal (a pty made by `script -qec`), and never when stderr is not a terminal,
 //! with `--quiet`, or with `log.format = "json"`. The real binary.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::process::Command;
 use std::time::Duration;

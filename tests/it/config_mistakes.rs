@@ -1,8 +1,7 @@
 //! Common configuration mistakes are caught by `check-config` (exit 78, every problem in one
 //! report) and by a reload (SIGHUP keeps the old configuration and logs why). The real binary.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use gradient_connector::domain::UnitKind;
 use gradient_connector_kit::{ConfigBuilder, Inventory, Service};

@@ -8,8 +8,7 @@
 //! 4. a schedule slot that finds the run lock held by a CLI `sync` still runs once it is free;
 //! 5. a CLI `sync` against a Gradient that never answers stops within 10 s of SIGTERM.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::net::TcpListener;
 use std::os::unix::process::ExitStatusExt;

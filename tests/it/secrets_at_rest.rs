@@ -4,8 +4,7 @@
 //! config problem, key files that are not regular files, online backup while the daemon runs, the
 //! integrity check on a damaged copy, and the repair of future-dated history.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -3,8 +3,7 @@
 //! owner's next sync works. Needs root (CI runs as root): unprivileged, the case is skipped with a
 //! line on stderr, unless `GRADIENT_CONNECTOR_TEST_PRIVILEGED=1` makes that a failure.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;

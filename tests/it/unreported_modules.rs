@@ -2,8 +2,7 @@
 //! `endpoint_security`) are imported (exit 0) but never pushed: the import summary and `status`
 //! (human and JSON) list them. The real binary.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use gradient_connector_kit::Inventory;
 

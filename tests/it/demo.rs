@@ -1,7 +1,6 @@
 //! `gradient-connector demo`: the whole product in one command, on 127.0.0.1 only.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 #[test]
 fn demo_tours_the_product_and_leaves_nothing_behind() {

@@ -1,8 +1,7 @@
 //! Nothing lost, nothing invented: the real binary against a misbehaving stand-in and store.
 //! Tests longer than a minute are `#[ignore]`d and run explicitly by .ci/run.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -1,8 +1,7 @@
 //! No secret leaks: every command, at debug and trace log levels, with known keys; neither key nor
 //! the base64 GRADIENT-TOKEN header may appear in stdout or stderr.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use base64::Engine;
 

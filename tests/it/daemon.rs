@@ -1,8 +1,7 @@
 //! `gradient-connector run` as production runs it: signals, schedule, reload, shutdown, catch-up,
 //! systemd notification. The real binary against the in-process stand-in.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use gradient_connector::domain::UnitKind;
 use gradient_connector_kit::{ConfigBuilder, Inventory, Service, OCTOBER_2026};
