@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 
 use super::routes::{ok, Answer, ApiFailure};
 use super::ApiState;
-use crate::store::import::{ImportError, ImportSummary};
+use crate::store::import::{ImportError, ImportSummary, SnapshotRules};
 
 /// Longest wait for the next piece of an inventory body.
 pub const CHUNK_DEADLINE: Duration = Duration::from_secs(30);
@@ -38,7 +38,13 @@ enum Cut {
 }
 
 /// The route.
-pub async fn post(State(state): State<ApiState>, headers: HeaderMap, body: Body) -> Answer {
+pub async fn post(
+    State(state): State<ApiState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    let (snapshot, allow_shrink) = options(query.as_deref())?;
     let Ok(_only_one) = state.imports.clone().try_lock_owned() else {
         return Err(ApiFailure::new(
             StatusCode::CONFLICT,
@@ -59,11 +65,19 @@ pub async fn post(State(state): State<ApiState>, headers: HeaderMap, body: Body)
     let cut = Arc::new(AtomicU8::new(Cut::None as u8));
     let forwarding = tokio::spawn(forward(body, pieces, cap, cut.clone()));
     let config = ctx.config.clone();
+    let rules = snapshot.then_some(SnapshotRules {
+        max_shrink_percent: config.inventory.max_snapshot_shrink_percent,
+        allow_shrink,
+    });
     let imported = ctx
         .store
         .write(move |s| {
             let input = BufReader::with_capacity(READ_BUFFER, BodyReader::new(from_body));
-            let result = crate::store::import::import(s, input, crate::time::now_ms());
+            let now = crate::time::now_ms();
+            let result = match rules {
+                Some(rules) => crate::store::import::import_snapshot(s, input, now, rules),
+                None => crate::store::import::import(s, input, now),
+            };
             Ok(match result {
                 Ok(mut summary) => {
                     summary.unreported = s.unreported_modules(&config.service_modules())?;
@@ -95,13 +109,46 @@ pub async fn post(State(state): State<ApiState>, headers: HeaderMap, body: Body)
     }
 }
 
+/// `snapshot` and `allow_shrink` from the query (`true` or `false` each; nothing else).
+fn options(query: Option<&str>) -> Result<(bool, bool), ApiFailure> {
+    let (mut snapshot, mut allow_shrink) = (false, false);
+    for (k, v) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        let flag = match v.as_ref() {
+            "true" => true,
+            "false" => false,
+            _ => return Err(bad_query(&format!("{k} must be true or false"))),
+        };
+        match k.as_ref() {
+            "snapshot" => snapshot = flag,
+            "allow_shrink" => allow_shrink = flag,
+            other => {
+                return Err(bad_query(&format!(
+                    "unknown parameter {other:?}; known: snapshot, allow_shrink"
+                )))
+            }
+        }
+    }
+    if allow_shrink && !snapshot {
+        return Err(bad_query("allow_shrink applies only with snapshot=true"));
+    }
+    Ok((snapshot, allow_shrink))
+}
+
+fn bad_query(message: &str) -> ApiFailure {
+    ApiFailure::new(StatusCode::BAD_REQUEST, "bad_request", message.to_string())
+}
+
 fn answer(summary: &ImportSummary) -> Value {
-    json!({
+    let mut v = json!({
         "lines": summary.lines,
         "applied": summary.applied,
         "unchanged": summary.unchanged,
         "unreported_modules": summary.unreported,
-    })
+    });
+    if let Some(implied) = &summary.snapshot {
+        v["snapshot"] = json!(implied);
+    }
+    v
 }
 
 fn too_large(cap: u64) -> ApiFailure {
@@ -130,6 +177,15 @@ fn import_failure(e: ImportError) -> ApiFailure {
             .with_lines(Value::Array(listed))
         }
         ImportError::Store(e) => e.into(),
+        ImportError::SnapshotShrink { ref channels, .. } => {
+            let listed = json!(channels);
+            ApiFailure::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "snapshot_shrink",
+                e.to_string(),
+            )
+            .with_detail("channels", listed)
+        }
         other => ApiFailure::new(StatusCode::BAD_REQUEST, "bad_import", other.to_string()),
     }
 }

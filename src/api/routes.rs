@@ -35,7 +35,8 @@ pub struct ApiFailure {
     status: StatusCode,
     code: &'static str,
     message: String,
-    lines: Option<Value>,
+    /// A detail beside the message: (`lines`, the bad lines of an import), (`channels`, ...).
+    detail: Option<(&'static str, Value)>,
 }
 
 impl ApiFailure {
@@ -45,13 +46,18 @@ impl ApiFailure {
             status,
             code,
             message: message.into(),
-            lines: None,
+            detail: None,
         }
     }
 
     /// With the bad lines of an import.
-    pub fn with_lines(mut self, lines: Value) -> Self {
-        self.lines = Some(lines);
+    pub fn with_lines(self, lines: Value) -> Self {
+        self.with_detail("lines", lines)
+    }
+
+    /// With a detail under `key` beside the message.
+    pub fn with_detail(mut self, key: &'static str, value: Value) -> Self {
+        self.detail = Some((key, value));
         self
     }
 }
@@ -59,8 +65,8 @@ impl ApiFailure {
 impl IntoResponse for ApiFailure {
     fn into_response(self) -> Response {
         let mut error = json!({"code": self.code, "message": self.message});
-        if let Some(lines) = self.lines {
-            error["lines"] = lines;
+        if let Some((key, value)) = self.detail {
+            error[key] = value;
         }
         let mut r = (self.status, Json(json!({ "error": error }))).into_response();
         if self.status == StatusCode::UNAUTHORIZED {

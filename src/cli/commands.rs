@@ -23,7 +23,18 @@ pub fn execute(cli: Cli) -> Done {
     let quiet = cli.quiet;
     match cli.command {
         Command::CheckConfig => check_config(&config_path),
-        Command::Import { file } => import(load(&config_path)?, file.as_deref(), quiet),
+        Command::Import {
+            file,
+            snapshot,
+            allow_shrink,
+        } => {
+            let cfg = load(&config_path)?;
+            let snapshot = snapshot.then_some(crate::store::import::SnapshotRules {
+                max_shrink_percent: cfg.inventory.max_snapshot_shrink_percent,
+                allow_shrink,
+            });
+            import(cfg, file.as_deref(), snapshot, quiet)
+        }
         // The demo makes its own configuration: a --config (before or after `demo`) would be
         // silently ignored, so it is refused.
         Command::Demo { keep, config } => {
@@ -446,7 +457,12 @@ fn history(cfg: &Config, filter: HistoryFilter, since_last_run: bool, json: bool
     Ok(())
 }
 
-fn import(cfg: Config, file: Option<&Path>, quiet: bool) -> Done {
+fn import(
+    cfg: Config,
+    file: Option<&Path>,
+    snapshot: Option<crate::store::import::SnapshotRules>,
+    quiet: bool,
+) -> Done {
     let mut store = open_store(&cfg)?;
     let stdin = || {
         Box::new(std::io::BufReader::with_capacity(
@@ -480,7 +496,11 @@ fn import(cfg: Config, file: Option<&Path>, quiet: bool) -> Done {
     } else {
         (reader, None)
     };
-    let imported = crate::store::import::import(&mut store, reader, crate::time::now_ms());
+    let now = crate::time::now_ms();
+    let imported = match snapshot {
+        Some(rules) => crate::store::import::import_snapshot(&mut store, reader, now, rules),
+        None => crate::store::import::import(&mut store, reader, now),
+    };
     if let Some(bar) = bar {
         super::progress::clear(&bar);
     }

@@ -101,7 +101,9 @@ impl CommandError {
         match self {
             CommandError::Config(_) => Exit::Config,
             CommandError::Store(e) => store_exit(e),
-            CommandError::Import(ImportError::BadLines { .. }) => Exit::DataErr,
+            CommandError::Import(
+                ImportError::BadLines { .. } | ImportError::SnapshotShrink { .. },
+            ) => Exit::DataErr,
             CommandError::Import(ImportError::Store(e)) => store_exit(e),
             CommandError::Import(_) => Exit::Failed,
             CommandError::Sync(SyncError::Config(_)) => Exit::Config,

@@ -60,6 +60,15 @@ pub enum Command {
     Import {
         /// The file; `-` or absent reads standard input.
         file: Option<PathBuf>,
+        /// The file is a snapshot: the whole current state of every channel it names (as of its
+        /// first line `{"type":"snapshot","at":"…"}`, default now). What such a channel holds and
+        /// the file does not list is unprotected, disabled or removed; other channels are untouched.
+        #[arg(long)]
+        snapshot: bool,
+        /// Accept a snapshot that drops more than `inventory.max_snapshot_shrink_percent` of a
+        /// channel's units or workspaces (refused otherwise: exit 65).
+        #[arg(long, requires = "snapshot")]
+        allow_shrink: bool,
     },
     /// Manage connectors (one per MSP channel): add or replace a token, disconnect, list.
     Connector {

@@ -174,6 +174,8 @@ pub static KEYS: &[Key] = &[
         "connections served at once; more are closed at accept (never queued). Each connection has 10 s to send its request head (and finish a TLS handshake); an idle keep-alive connection is closed after 60 s"),
     key("api", "max_inventory_mib", Kind::Int { min: 1, max: 1_048_576 }, Def("1024"),
         "largest `POST /v1/inventory` body, in MiB (streamed into the import: memory does not grow with it; larger bodies get 413 and nothing is applied)"),
+    key("inventory", "max_snapshot_shrink_percent", int(0, 100), Def("50"),
+        "a snapshot (`import --snapshot`, `POST /v1/inventory?snapshot=true`) that would unprotect more than this share of a channel's protected units, or remove more than this share of its workspaces, is refused whole (exit 65; API 422 `snapshot_shrink`): a truncated export must never zero an MSP's bill; `--allow-shrink` accepts one"),
     key("log", "format", Kind::Word(LogFormat::words), Def("text"),
         "`text` (no timestamps under journald) or `json`"),
     key("log", "level", Kind::LogFilter, Def("info"),

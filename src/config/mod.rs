@@ -139,6 +139,14 @@ pub struct StoreConfig {
     pub ledger_retention_days: u32,
 }
 
+/// `[inventory]`: how the vendor's inventory comes in.
+#[derive(Debug, Clone)]
+pub struct InventoryConfig {
+    /// The largest share (percent) of a channel's protected units or workspaces a snapshot may
+    /// drop without `--allow-shrink`.
+    pub max_snapshot_shrink_percent: u32,
+}
+
 /// `[schedule]`: when runs happen and what they count.
 #[derive(Debug, Clone)]
 pub struct ScheduleConfig {
@@ -334,6 +342,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// `[schedule]`
     pub schedule: ScheduleConfig,
+    /// `[inventory]`.
+    pub inventory: InventoryConfig,
     /// `[log]`
     pub log: LogConfig,
     /// `[[service]]`

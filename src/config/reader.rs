@@ -10,8 +10,8 @@ use config::{Value, ValueKind};
 
 use super::keys::{self, kind_name, Fallback, Kind, Val, SERVICE, WEBHOOK};
 use super::{
-    ApiConfig, ApiListen, Config, GradientConfig, LogConfig, Problem, ScheduleConfig,
-    ServiceConfig, StoreConfig, WebhookConfig,
+    ApiConfig, ApiListen, Config, GradientConfig, InventoryConfig, LogConfig, Problem,
+    ScheduleConfig, ServiceConfig, StoreConfig, WebhookConfig,
 };
 use crate::domain::EventKind;
 use crate::gradient::ClientSettings;
@@ -205,6 +205,7 @@ impl<'a> Reader<'a> {
         let gradient = self.section(&mut root, "gradient");
         let store = self.section(&mut root, "store");
         let schedule = self.section(&mut root, "schedule");
+        let inventory = self.section(&mut root, "inventory");
         let log = self.section(&mut root, "log");
         let api = self.section(&mut root, "api");
         let gradient = self.finish(gradient, |s| {
@@ -235,6 +236,11 @@ impl<'a> Reader<'a> {
             })
         });
         let schedule = self.schedule(schedule);
+        let inventory = self.finish(inventory, |s| {
+            Some(InventoryConfig {
+                max_snapshot_shrink_percent: s.num("max_snapshot_shrink_percent")?,
+            })
+        });
         let log = self.finish(log, |s| {
             Some(LogConfig {
                 format: s.word("format")?,
@@ -249,6 +255,7 @@ impl<'a> Reader<'a> {
             gradient: gradient?,
             store: store?,
             schedule: schedule?,
+            inventory: inventory?,
             log: log?,
             services: services?,
             api: api?,

@@ -1083,3 +1083,48 @@ fn the_cli_goes_through_a_running_daemon() {
     assert_no_secrets(&api.seen(), "an API answer");
     assert_no_secrets(&[daemon_logs(&e)], "the daemon's log");
 }
+
+#[test]
+fn a_snapshot_posted_to_the_api_is_refused_422_when_it_shrinks_too_far_and_taken_with_allow_shrink()
+{
+    let e = sim_env(|c| c);
+    let d = Daemon::start(&e, &[]);
+    let api = Api::unix(&e);
+    api.inventory(&inventory().to_jsonl()).expect(200);
+    // msp-0's export names its channel and nothing else: its 2 workspaces and every unit would go.
+    let now = gradient_connector::time::format_ms(gradient_connector::time::now_ms());
+    let mut snap = Inventory::snapshot(&now);
+    snap.channel("msp-0", "Acme IT");
+    let body = snap.to_jsonl();
+    let post = |target: &str| {
+        api.call(
+            "POST",
+            target,
+            &[],
+            Some(("application/x-ndjson", body.as_bytes())),
+        )
+    };
+    let refused = post("/v1/inventory?snapshot=true").expect_error(422, "snapshot_shrink");
+    assert_eq!(
+        refused["error"]["channels"][0]["channel"], "msp-0",
+        "{refused}"
+    );
+    assert_eq!(
+        refused["error"]["channels"][0]["workspaces_dropped"], 2,
+        "{refused}"
+    );
+    post("/v1/inventory?allow_shrink=true").expect_error(400, "bad_request");
+    post("/v1/inventory?snapshot=maybe").expect_error(400, "bad_request");
+    let taken = post("/v1/inventory?snapshot=true&allow_shrink=true").expect(200);
+    assert_eq!(taken["snapshot"]["removed"], 2, "{taken}");
+    // Only msp-1's workspaces are left: it was not named.
+    let left: Vec<String> = e
+        .store()
+        .workspaces()
+        .unwrap()
+        .into_iter()
+        .map(|w| w.channel_id)
+        .collect();
+    assert_eq!(left, ["msp-1", "msp-1"]);
+    drop(d);
+}

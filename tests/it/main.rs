@@ -29,6 +29,7 @@ mod root_safety;
 mod secrets;
 mod secrets_at_rest;
 mod sim_behaviour;
+mod snapshots;
 mod sync_e2e;
 mod unreported_modules;
 mod webhooks;

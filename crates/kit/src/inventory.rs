@@ -28,6 +28,16 @@ pub enum Record {
     User(UnitRecord),
     /// A device, protected or not.
     Device(UnitRecord),
+    /// A snapshot's header: the first line of `import --snapshot`.
+    Snapshot(SnapshotRecord),
+}
+
+/// `{"type":"snapshot","at":...}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SnapshotRecord {
+    /// The instant the snapshot's state is as of.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
 }
 
 /// `{"type":"channel",...}`.
@@ -128,6 +138,16 @@ impl Inventory {
     /// An empty inventory; records added have no `at` until [`Inventory::at`] is called.
     pub fn new() -> Inventory {
         Inventory::default()
+    }
+
+    /// A snapshot (for `import --snapshot`): its header, as of `at`, then what is added.
+    pub fn snapshot(at: &str) -> Inventory {
+        Inventory {
+            records: vec![Record::Snapshot(SnapshotRecord {
+                at: Some(at.to_string()),
+            })],
+            at: None,
+        }
     }
 
     /// Records added from now on take effect at `at` (RFC 3339, written as given).

@@ -71,6 +71,9 @@ pub(super) fn apply_line(
         Record::Module(r) => apply_module(tx, seen, r, at),
         Record::User(r) => apply_unit(tx, seen, "users", r, at),
         Record::Device(r) => apply_unit(tx, seen, "devices", r, at),
+        Record::Snapshot(_) => Err(LineError::Bad(
+            "a snapshot header is valid only as the first line of a snapshot import (`import --snapshot`)".into(),
+        )),
     }?;
     Ok((kind, effect))
 }

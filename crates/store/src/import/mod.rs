@@ -44,6 +44,14 @@ pub enum ImportError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A snapshot would drop more than the allowed share of a channel: nothing was applied.
+    #[error("the snapshot was refused, nothing was applied: it would drop more than {max_percent}% of a channel's protected units or workspaces ({}); a truncated export must never zero an MSP's bill. If the customers really left, import it again with --allow-shrink (API: allow_shrink=true), or raise inventory.max_snapshot_shrink_percent", .channels.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    SnapshotShrink {
+        /// Each channel over the share, with its figures.
+        channels: Vec<Shrink>,
+        /// The share allowed (`inventory.max_snapshot_shrink_percent`).
+        max_percent: u32,
+    },
 }
 
 fn render_bad(lines: &[BadLine], total: usize) -> String {
@@ -78,6 +86,8 @@ pub struct ImportSummary {
     /// Modules enabled in the inventory that no `[[service]]` names, so never pushed (filled by the
     /// caller, which knows the configuration: [`Store::unreported_modules`]).
     pub unreported: Vec<UnreportedModule>,
+    /// A snapshot's implied changes (None for a records import).
+    pub snapshot: Option<Implied>,
 }
 
 /// A module id enabled in the inventory that no configured `[[service]]` names (`EDR` where the
@@ -149,6 +159,13 @@ impl std::fmt::Display for ImportSummary {
             per.join(", "),
             self.unchanged
         )?;
+        if let Some(i) = &self.snapshot {
+            write!(
+                f,
+                "\nsnapshot: {} unit(s) unprotected, {} module(s) disabled, {} workspace(s) removed that the file did not list",
+                i.unprotected, i.disabled, i.removed
+            )?;
+        }
         if let Some(line) = unreported_line(&self.unreported) {
             write!(f, "\n{line}")?;
         }
@@ -158,17 +175,39 @@ impl std::fmt::Display for ImportSummary {
 
 mod apply;
 mod record;
+mod snapshot;
 #[cfg(test)]
 mod tests;
 
 use apply::*;
 pub use record::{parse_line, ParsedLine, MAX_FUTURE_MS};
+pub use snapshot::{Implied, Shrink, SnapshotRules};
 
 /// Imports JSON Lines from `input` into the store in one transaction, at import time `now`.
 pub fn import<R: BufRead + Send>(
     store: &mut Store,
     input: R,
     now: Millis,
+) -> Result<ImportSummary, ImportError> {
+    import_with(store, input, now, None)
+}
+
+/// Imports a snapshot (see [`snapshot`](self::snapshot)): the file states the whole state of every
+/// channel it names, as of its header's `at` (default `now`).
+pub fn import_snapshot<R: BufRead + Send>(
+    store: &mut Store,
+    input: R,
+    now: Millis,
+    rules: SnapshotRules,
+) -> Result<ImportSummary, ImportError> {
+    import_with(store, input, now, Some(rules))
+}
+
+fn import_with<R: BufRead + Send>(
+    store: &mut Store,
+    input: R,
+    now: Millis,
+    snapshot: Option<SnapshotRules>,
 ) -> Result<ImportSummary, ImportError> {
     // A larger page cache keeps the index pages of a big import in memory (32 MiB at most).
     // The import looks up every reference it writes (a workspace's channel, a unit's or module's
@@ -178,7 +217,7 @@ pub fn import<R: BufRead + Send>(
         .conn()
         .execute_batch("PRAGMA cache_size = -32768; PRAGMA foreign_keys = OFF")
         .map_err(StoreError::from)?;
-    let result = apply_all(store, input, now);
+    let result = apply_all(store, input, now, snapshot);
     let restored = store
         .conn()
         .execute_batch(&format!(
@@ -209,6 +248,7 @@ fn apply_all<R: BufRead + Send>(
     store: &mut Store,
     input: R,
     now: Millis,
+    snapshot: Option<SnapshotRules>,
 ) -> Result<ImportSummary, ImportError> {
     let tx = store
         .conn_mut()
@@ -218,15 +258,36 @@ fn apply_all<R: BufRead + Send>(
     let mut bad: Vec<BadLine> = Vec::new();
     let mut total_bad = 0usize;
     let mut seen = Seen::new(&tx).map_err(StoreError::from)?;
+    if snapshot.is_some() {
+        snapshot::start(&tx).map_err(StoreError::from)?;
+    }
+    // The snapshot's instant: its header's `at`, else the import's.
+    let mut snapshot_at = now;
+    let mut first = true;
     let (send, receive) = std::sync::mpsc::sync_channel::<Vec<ReadLine>>(BATCHES_IN_FLIGHT);
     let read = std::thread::scope(|scope| {
         let reader = std::thread::Builder::new()
             .name("import-reader".into())
-            .spawn_scoped(scope, move || read_lines(input, now, send))
+            .spawn_scoped(scope, move || {
+                read_lines(input, now, snapshot.is_some(), send)
+            })
             .map_err(|e| ImportError::Read(format!("cannot start the reading thread: {e}")))?;
         for batch in receive {
             for ReadLine { line, parsed } in batch {
                 summary.lines += 1;
+                let is_first = std::mem::take(&mut first);
+                if let Ok(p) = &parsed {
+                    if matches!(p.record, record::Record::Snapshot(_))
+                        && snapshot.is_some()
+                        && is_first
+                    {
+                        snapshot_at = p.at;
+                        continue;
+                    }
+                    if snapshot.is_some() {
+                        snapshot::note(&tx, &p.record).map_err(StoreError::from)?;
+                    }
+                }
                 let applied = parsed
                     .map_err(LineError::Bad)
                     .and_then(|p| apply_line(&tx, &mut seen, p));
@@ -248,7 +309,6 @@ fn apply_all<R: BufRead + Send>(
             .join()
             .unwrap_or_else(|_| Err(ImportError::Read("the reading thread failed".into())))
     });
-    drop(seen);
     // On any error, dropping the transaction rolls it back.
     read?;
     if total_bad > 0 {
@@ -257,6 +317,10 @@ fn apply_all<R: BufRead + Send>(
             total: total_bad,
         });
     }
+    if let Some(rules) = snapshot {
+        summary.snapshot = Some(snapshot::complete(&tx, &mut seen, snapshot_at, rules)?);
+    }
+    drop(seen);
     tx.commit().map_err(StoreError::from)?;
     // Keep the query planner's statistics in step with the inventory (SQLite limits the work of
     // `optimize`; a failure here costs only plan quality, never data).
@@ -270,12 +334,14 @@ fn apply_all<R: BufRead + Send>(
 /// applying side stops listening.
 fn read_lines<R: BufRead>(
     mut input: R,
-    now: Millis,
+    mut now: Millis,
+    snapshot: bool,
     send: std::sync::mpsc::SyncSender<Vec<ReadLine>>,
 ) -> Result<(), ImportError> {
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     let mut line = 0usize;
     let mut batch = Vec::with_capacity(BATCH_LINES);
+    let mut first = true;
     loop {
         buf.clear();
         let n = read_line_bounded(&mut input, &mut buf)
@@ -295,6 +361,14 @@ fn read_lines<R: BufRead>(
                 Ok(text) => parse_line(text.trim(), now),
             }
         };
+        // A snapshot's header (its first record) sets the default `at` of every line after it.
+        if std::mem::take(&mut first) && snapshot {
+            if let Ok(p) = &parsed {
+                if p.kind() == "snapshot" {
+                    now = p.at();
+                }
+            }
+        }
         batch.push(ReadLine { line, parsed });
         if batch.len() == BATCH_LINES {
             let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_LINES));

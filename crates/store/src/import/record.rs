@@ -13,6 +13,14 @@ pub(super) enum Record {
     Module(ModuleRecord),
     User(UnitRecord),
     Device(UnitRecord),
+    /// A snapshot's header (its first line): the instant the file's state is as of.
+    Snapshot(SnapshotRecord),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SnapshotRecord {
+    pub(super) at: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -69,6 +77,7 @@ impl ParsedLine {
             Record::Module(_) => "module",
             Record::User(_) => "user",
             Record::Device(_) => "device",
+            Record::Snapshot(_) => "snapshot",
         }
     }
 
@@ -107,6 +116,7 @@ pub fn parse_line(text: &str, now: Millis) -> Result<ParsedLine, String> {
             check_id("id", &r.id)?;
             at_or(&r.at, now)?
         }
+        Record::Snapshot(r) => at_or(&r.at, now)?,
     };
     Ok(ParsedLine { record, at })
 }

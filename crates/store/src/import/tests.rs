@@ -273,3 +273,193 @@ fn overlong_line_is_rejected_without_holding_it() {
     assert!(err.contains("line 1: line is longer"), "{err}");
     assert!(!err.contains("line 2"), "{err}");
 }
+
+const SNAP_RULES: SnapshotRules = SnapshotRules {
+    max_shrink_percent: 50,
+    allow_shrink: false,
+};
+
+fn snap(s: &mut Store, text: &str, rules: SnapshotRules) -> Result<ImportSummary, ImportError> {
+    import_snapshot(
+        s,
+        text.as_bytes(),
+        parse_rfc3339("2026-11-10T00:00:00Z").unwrap(),
+        rules,
+    )
+}
+
+/// Protected units now, per workspace and kind.
+fn protected(s: &Store) -> Vec<(String, String, i64)> {
+    let mut stmt = s
+        .conn()
+        .prepare("SELECT workspace_id, kind, COUNT(*) FROM units WHERE protected = 1 GROUP BY 1, 2 ORDER BY 1, 2")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+}
+
+fn removed(s: &Store, ws: &str) -> Option<i64> {
+    s.conn()
+        .query_row(
+            "SELECT removed_at FROM workspaces WHERE id = ?1",
+            [ws],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+fn enabled(s: &Store, ws: &str, module: &str) -> bool {
+    s.conn()
+        .query_row(
+            "SELECT enabled FROM modules WHERE workspace_id = ?1 AND module = ?2",
+            [ws, module],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+/// Two channels: msp-1 (ws-1 with 4 users and 2 devices, ws-2 with 2 users), msp-2 (ws-3).
+const TWO_CHANNELS: &str = r#"{"type":"channel","id":"msp-1","name":"Acme IT"}
+{"type":"channel","id":"msp-2","name":"Beta IT"}
+{"type":"workspace","id":"ws-1","channel":"msp-1","name":"Contoso"}
+{"type":"workspace","id":"ws-2","channel":"msp-1","name":"Fabrikam"}
+{"type":"workspace","id":"ws-3","channel":"msp-2","name":"Initech"}
+{"type":"module","workspace":"ws-1","module":"edr","enabled":true}
+{"type":"module","workspace":"ws-1","module":"email","enabled":true}
+{"type":"module","workspace":"ws-2","module":"edr","enabled":true}
+{"type":"module","workspace":"ws-3","module":"edr","enabled":true}
+{"type":"user","workspace":"ws-1","id":"u-1","protected":true}
+{"type":"user","workspace":"ws-1","id":"u-2","protected":true}
+{"type":"user","workspace":"ws-1","id":"u-3","protected":true}
+{"type":"user","workspace":"ws-1","id":"u-4","protected":true}
+{"type":"device","workspace":"ws-1","id":"d-1","protected":true}
+{"type":"device","workspace":"ws-1","id":"d-2","protected":true}
+{"type":"user","workspace":"ws-2","id":"u-5","protected":true}
+{"type":"user","workspace":"ws-2","id":"u-6","protected":true}
+{"type":"user","workspace":"ws-3","id":"u-7","protected":true}
+"#;
+
+/// msp-1's nightly export: u-4, d-2 and the email module left ws-1; ws-2 is unchanged.
+const MSP1_SNAPSHOT: &str = r#"{"type":"snapshot","at":"2026-11-05T00:00:00Z"}
+{"type":"channel","id":"msp-1","name":"Acme IT"}
+{"type":"workspace","id":"ws-1","channel":"msp-1","name":"Contoso"}
+{"type":"workspace","id":"ws-2","channel":"msp-1","name":"Fabrikam"}
+{"type":"module","workspace":"ws-1","module":"edr","enabled":true}
+{"type":"module","workspace":"ws-2","module":"edr","enabled":true}
+{"type":"user","workspace":"ws-1","id":"u-1","protected":true}
+{"type":"user","workspace":"ws-1","id":"u-2","protected":true}
+{"type":"user","workspace":"ws-1","id":"u-3","protected":true}
+{"type":"device","workspace":"ws-1","id":"d-1","protected":true}
+{"type":"user","workspace":"ws-2","id":"u-5","protected":true}
+{"type":"user","workspace":"ws-2","id":"u-6","protected":true}
+"#;
+
+#[test]
+fn a_snapshot_unprotects_disables_and_leaves_other_channels_alone_and_twice_changes_nothing() {
+    let (_d, mut s) = temp_store();
+    run(&mut s, TWO_CHANNELS).unwrap();
+    let sum = snap(&mut s, MSP1_SNAPSHOT, SNAP_RULES).unwrap();
+    assert_eq!(
+        sum.snapshot,
+        Some(Implied {
+            unprotected: 2,
+            disabled: 1,
+            removed: 0
+        }),
+        "{sum}"
+    );
+    assert!(sum.to_string().contains("2 unit(s) unprotected"), "{sum}");
+    assert_eq!(
+        protected(&s),
+        [
+            ("ws-1".to_string(), "devices".to_string(), 1),
+            ("ws-1".into(), "users".into(), 3),
+            ("ws-2".into(), "users".into(), 2),
+            ("ws-3".into(), "users".into(), 1),
+        ]
+    );
+    assert!(!enabled(&s, "ws-1", "email"));
+    assert!(enabled(&s, "ws-3", "edr"), "msp-2 is not named: untouched");
+    // At the header's instant, not the import's.
+    let closed: i64 = s
+        .conn()
+        .query_row(
+            "SELECT to_at FROM unit_intervals i JOIN units u ON u.ref = i.unit WHERE u.id = 'u-4'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(closed, parse_rfc3339("2026-11-05T00:00:00Z").unwrap());
+    let again = snap(&mut s, MSP1_SNAPSHOT, SNAP_RULES).unwrap();
+    assert_eq!(again.snapshot, Some(Implied::default()), "{again}");
+    assert_eq!(again.applied.values().sum::<usize>(), 0, "{again}");
+}
+
+#[test]
+fn a_workspace_the_snapshot_does_not_list_is_removed() {
+    let (_d, mut s) = temp_store();
+    run(&mut s, TWO_CHANNELS).unwrap();
+    // ws-2 (2 of msp-1's 8 units, 1 of its 2 workspaces: 50%, at the limit) is gone.
+    let without_ws2: String = MSP1_SNAPSHOT
+        .lines()
+        .filter(|l| !l.contains("ws-2"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let sum = snap(&mut s, &without_ws2, SNAP_RULES).unwrap();
+    assert_eq!(sum.snapshot.map(|i| i.removed), Some(1), "{sum}");
+    assert!(removed(&s, "ws-2").is_some());
+    assert!(removed(&s, "ws-1").is_none());
+}
+
+#[test]
+fn the_shrink_guard_refuses_a_truncated_export_naming_the_channel_and_allow_shrink_accepts_it() {
+    let (_d, mut s) = temp_store();
+    run(&mut s, TWO_CHANNELS).unwrap();
+    // The export stopped after its second line: every unit of msp-1 would go.
+    let truncated = MSP1_SNAPSHOT.lines().take(3).collect::<Vec<_>>().join("\n");
+    let before = protected(&s);
+    let e = snap(&mut s, &truncated, SNAP_RULES).unwrap_err();
+    let ImportError::SnapshotShrink {
+        channels,
+        max_percent,
+    } = &e
+    else {
+        panic!("{e}")
+    };
+    assert_eq!(*max_percent, 50);
+    assert_eq!(
+        channels,
+        &[Shrink {
+            channel: "msp-1".into(),
+            units: 8,
+            units_dropped: 8,
+            workspaces: 2,
+            workspaces_dropped: 1,
+        }]
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains("\"msp-1\": 8 of 8 protected unit(s)") && text.contains("--allow-shrink"),
+        "{text}"
+    );
+    assert_eq!(protected(&s), before, "nothing applied");
+    let allowed = SnapshotRules {
+        allow_shrink: true,
+        ..SNAP_RULES
+    };
+    let sum = snap(&mut s, &truncated, allowed).unwrap();
+    assert_eq!(sum.snapshot.map(|i| i.unprotected), Some(8), "{sum}");
+}
+
+#[test]
+fn a_snapshot_header_is_a_bad_line_anywhere_but_first_and_in_a_records_import() {
+    let (_d, mut s) = temp_store();
+    let header = r#"{"type":"snapshot","at":"2026-11-05T00:00:00Z"}"#;
+    let e = run(&mut s, &format!("{header}\n")).unwrap_err();
+    assert!(e.to_string().contains("only as the first line"), "{e}");
+    let late = format!("{}{header}\n", TWO_CHANNELS);
+    let e = snap(&mut s, &late, SNAP_RULES).unwrap_err();
+    assert!(e.to_string().contains("line 19"), "{e}");
+}
