@@ -268,16 +268,36 @@ fn report_outcome(report: &crate::sync::RunReport, json: bool) -> Done {
         return Ok(());
     }
     Err(CommandError::RunIncomplete {
-        message: report.message.clone().unwrap_or_else(|| {
-            format!(
-                "run {} ended {}: {}; failed and rejected pairs are retried at the next run",
-                report.run_id,
-                report.outcome.as_str(),
-                report.tally
-            )
-        }),
+        message: report.message.clone().unwrap_or_else(|| incomplete(report)),
         transient: report.is_transient(),
     })
+}
+
+/// What an incomplete run leaves to do: failed pairs are retried at the next run; a rejected
+/// token is never used again until the MSP's new token is pasted.
+fn incomplete(report: &crate::sync::RunReport) -> String {
+    let mut text = format!(
+        "run {} ended {}: {}",
+        report.run_id,
+        report.outcome.as_str(),
+        report.tally
+    );
+    if report.tally.failed > 0 {
+        text.push_str("; failed pairs are retried at the next run");
+    }
+    let rejected: Vec<&str> = report
+        .connectors
+        .iter()
+        .filter(|c| c.state == Some(crate::domain::ConnectorState::TokenRejected))
+        .map(|c| c.id.as_str())
+        .collect();
+    if !rejected.is_empty() {
+        text.push_str(&format!(
+            "; Gradient rejected the token of {}: it is not used again until the MSP's new token is pasted (`gradient-connector connector add ID --token-file PATH`)",
+            rejected.join(", ")
+        ));
+    }
+    text
 }
 
 async fn connector(cfg: Arc<Config>, command: ConnectorCommand) -> Done {

@@ -163,7 +163,7 @@ pub static KEYS: &[Key] = &[
     key("schedule", "sync_on_connect", Kind::Bool, Def("false"),
         "run a connector's first sync as soon as its token is pasted (else at the next scheduled run)"),
     key("api", "listen", Kind::Str, Def(DEFAULT_API_LISTEN),
-        "the control API: `unix:PATH` (the default; the socket's permissions are the access control), `HOST:PORT` for TCP (needs `token_file`; TLS unless loopback), or empty to turn it off"),
+        "the control API: `unix:PATH` (the default; the socket's permissions are the access control; a relative PATH resolves against the configuration file's directory), `HOST:PORT` for TCP (needs `token_file`; TLS unless loopback), or empty to turn it off"),
     key("api", "socket_mode", Kind::Str, Def("0660"), "permissions of the unix socket (octal)"),
     key("api", "token_file", Kind::Path, Def("/etc/gradient-connector/api-token"),
         "bearer token for TCP (one line); under systemd the credential `api-token` wins"),

@@ -208,19 +208,20 @@ pub enum ApiListen {
 }
 
 impl ApiListen {
-    /// `""` → off, `unix:PATH`, or `IP:PORT` (`localhost:PORT` means 127.0.0.1).
-    pub fn parse(text: &str) -> Result<ApiListen, String> {
+    /// `""` → off, `unix:PATH` (a relative PATH resolves against `base_dir`, the configuration
+    /// file's directory, like every other path), or `IP:PORT` (`localhost:PORT` means 127.0.0.1).
+    pub fn parse(text: &str, base_dir: &Path) -> Result<ApiListen, String> {
         let t = text.trim();
         if t.is_empty() {
             return Ok(ApiListen::Off);
         }
         if let Some(p) = t.strip_prefix("unix:") {
-            if p.is_empty() || !p.starts_with('/') {
+            if p.is_empty() {
                 return Err(format!(
-                    "a unix socket needs an absolute path (unix:/run/...), found {t:?}"
+                    "a unix socket needs a path (unix:/run/gradient-connector/api.sock), found {t:?}"
                 ));
             }
-            return Ok(ApiListen::Unix(PathBuf::from(p)));
+            return Ok(ApiListen::Unix(base_dir.join(p)));
         }
         let t = t.replacen("localhost:", "127.0.0.1:", 1);
         t.parse::<std::net::SocketAddr>()

@@ -269,7 +269,7 @@ impl<'a> Reader<'a> {
         let mut late: Vec<(&'static str, String)> = Vec::new();
         let api = self.finish(s, |s| {
             let raw = s.str("listen")?;
-            let listen = match ApiListen::parse(&raw) {
+            let listen = match ApiListen::parse(&raw, self.base_dir) {
                 Ok(l) => l,
                 Err(e) => {
                     late.push(("api.listen", e));

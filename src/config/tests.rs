@@ -60,6 +60,33 @@ fn good_config_loads_with_defaults_and_relative_paths() {
 }
 
 #[test]
+fn a_relative_unix_socket_resolves_against_the_configurations_directory() {
+    let (dir, r) = load(
+        &format!("{GOOD}[api]\nlisten = \"unix:run/api.sock\"\n"),
+        &[],
+    );
+    let c = r.unwrap();
+    assert_eq!(
+        c.api.listen,
+        ApiListen::Unix(dir.path().join("run/api.sock"))
+    );
+    assert_eq!(c.inventory.max_snapshot_shrink_percent, 50);
+    let (_d, r) = load(
+        &format!("{GOOD}[api]\nlisten = \"unix:/run/x.sock\"\n"),
+        &[],
+    );
+    assert_eq!(
+        r.unwrap().api.listen,
+        ApiListen::Unix(PathBuf::from("/run/x.sock"))
+    );
+    assert!(has(
+        &problems(&format!("{GOOD}[api]\nlisten = \"unix:\"\n"), &[]),
+        "api.listen",
+        "needs a path"
+    ));
+}
+
+#[test]
 fn environment_overrides_keys_and_numbers_keep_leading_zeros_as_text() {
     let (_d, r) = load(
         GOOD,

@@ -53,10 +53,12 @@ pub fn write_package_assets(dir: &Path) -> Result<Vec<PathBuf>, ManualError> {
     let mut page = Vec::new();
     render_main_page(cmd.clone(), &mut page).map_err(err(&main_page))?;
     std::fs::write(&main_page, page).map_err(err(&main_page))?;
-    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+    for shell in [Shell::Zsh, Shell::Fish] {
         clap_complete::generate_to(shell, &mut cmd, BIN, &completions)
             .map_err(err(&completions))?;
     }
+    let bash = completions.join(format!("{BIN}.bash"));
+    std::fs::write(&bash, bash_completion()).map_err(err(&bash))?;
     let mut written = Vec::new();
     for d in [&man, &completions] {
         for entry in std::fs::read_dir(d).map_err(err(d))? {
@@ -65,6 +67,32 @@ pub fn write_package_assets(dir: &Path) -> Result<Vec<PathBuf>, ManualError> {
     }
     written.sort();
     Ok(written)
+}
+
+/// The bash completion. clap_complete names the script's states from the program's name and
+/// splits that name at its hyphen in some places and not others (clap-rs/clap#6421: nothing
+/// completes after the first word of `gradient-connector`). The script is generated for a name
+/// without a hyphen, then bound to the real one.
+fn bash_completion() -> String {
+    const PLAIN: &str = "gradient_connector";
+    let plain = PLAIN;
+    // A command line never built under the hyphenated name (building names every subcommand).
+    let mut cmd = Cli::command()
+        .disable_help_subcommand(true)
+        .name(PLAIN)
+        .bin_name(PLAIN);
+    let mut out = Vec::new();
+    clap_complete::generate(Shell::Bash, &mut cmd, PLAIN, &mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    text.lines()
+        .map(|line| {
+            let bound = line.trim_start().starts_with("complete -F");
+            match line.strip_suffix(&format!(" {plain}")) {
+                Some(head) if bound => format!("{head} {BIN}\n"),
+                _ => format!("{line}\n"),
+            }
+        })
+        .collect()
 }
 
 /// gradient-connector(1): clap's sections, then exit status, files, environment and see also.
@@ -175,5 +203,54 @@ mod tests {
         let bash = std::fs::read_to_string(dir.path().join("completions/gradient-connector.bash"))
             .unwrap();
         assert!(bash.contains("check-config") && !bash.contains("package-assets"));
+    }
+
+    /// What bash completes after `words` (the last one being completed), with the script loaded
+    /// by a real bash the way bash-completion loads it, through `complete -p`.
+    fn bash_completes(script: &std::path::Path, words: &[&str]) -> String {
+        let program = r#"source "$1"; shift
+fn=$(complete -p gradient-connector | sed -E 's/.*-F ([^ ]+).*/\1/')
+COMP_WORDS=("$@"); COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ))
+COMP_LINE="$*"; COMP_POINT=${#COMP_LINE}
+"$fn" "${COMP_WORDS[0]}" "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
+echo "${COMPREPLY[*]}""#;
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(program)
+            .arg("bash")
+            .arg(script)
+            .args(words)
+            .output()
+            .expect("bash runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    #[test]
+    fn bash_completes_subcommands_and_their_options_in_a_real_bash() {
+        let dir = tempfile::tempdir().unwrap();
+        write_package_assets(dir.path()).unwrap();
+        let script = dir.path().join("completions/gradient-connector.bash");
+        let top = bash_completes(&script, &["gradient-connector", ""]);
+        assert!(top.contains("connector") && top.contains("sync"), "{top}");
+        // After the first word (clap-rs/clap#6421 completed nothing here).
+        for program in ["gradient-connector", "/usr/bin/gradient-connector"] {
+            let sub = bash_completes(&script, &[program, "connector", ""]);
+            assert!(
+                sub.contains("add verify disconnect list"),
+                "{program}: {sub:?}"
+            );
+        }
+        let flags = bash_completes(&script, &["gradient-connector", "import", "--"]);
+        assert!(
+            flags.contains("--snapshot") && flags.contains("--allow-shrink"),
+            "{flags}"
+        );
+        let store = bash_completes(&script, &["gradient-connector", "store", "r"]);
+        assert_eq!(store, "rotate-key repair-future");
     }
 }
