@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -107,6 +107,7 @@ impl From<ConnectorError> for ApiFailure {
                 (StatusCode::CONFLICT, "other_organization")
             }
             ConnectorError::NotConnected { .. } => (StatusCode::CONFLICT, "not_connected"),
+            ConnectorError::NotDisconnected { .. } => (StatusCode::CONFLICT, "not_disconnected"),
             ConnectorError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
         };
         ApiFailure::new(status, code, e.to_string())
@@ -129,6 +130,7 @@ pub fn router(state: ApiState, authenticate: bool) -> Router {
         .route("/v1/connectors/{id}", get(connector).delete(disconnect))
         .route("/v1/connectors/{id}/token", put(paste))
         .route("/v1/connectors/{id}/accounts/sync", post(sync_accounts))
+        .route("/v1/connectors/{id}/verify", post(verify))
         .route("/v1/runs", get(runs))
         .route("/v1/runs/{id}", get(run))
         .route("/v1/history", get(history))
@@ -312,12 +314,74 @@ async fn paste(State(state): State<ApiState>, Path(id): Path<String>, body: Byte
     connector_view(&state, &id).await
 }
 
-async fn disconnect(State(state): State<ApiState>, Path(id): Path<String>) -> Answer {
+/// `DELETE /v1/connectors/{id}`: disconnect; with `?forget=true`, remove a disconnected
+/// connector from every list (its ledger stays): 200 `{"id", "removed": true}`.
+async fn disconnect(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Answer {
     let ctx = state.ctx();
-    ctx.lifecycle()
-        .disconnect(&ConnectorId::from(id.as_str()))
-        .await?;
+    let cid = ConnectorId::from(id.as_str());
+    match query.as_deref().unwrap_or_default() {
+        "" | "forget=false" => {}
+        "forget=true" => {
+            ctx.lifecycle().forget(&cid).await?;
+            return ok(json!({"id": id, "removed": true}));
+        }
+        other => {
+            return Err(ApiFailure::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("unknown query {other:?}; this route takes forget=true or nothing"),
+            ))
+        }
+    }
+    ctx.lifecycle().disconnect(&cid).await?;
     connector_view(&state, &id).await
+}
+
+/// The console's "Test connection": re-checks the stored token with a read of the integration
+/// now; 200 with the connector (and `verified`: what Gradient said), 502 when Gradient could not
+/// be reached (the connector's state is unchanged).
+async fn verify(State(state): State<ApiState>, Path(id): Path<String>) -> Answer {
+    let ctx = state.ctx();
+    let checked = ctx
+        .lifecycle()
+        .verify_stored(Some(&ConnectorId::from(id.as_str())))
+        .await?;
+    let Some(v) = checked.into_iter().next() else {
+        return connector_view(&state, &id).await;
+    };
+    match v.check {
+        crate::connector::Check::Answered => {}
+        crate::connector::Check::Unreachable => {
+            return Err(ApiFailure::new(
+                StatusCode::BAD_GATEWAY,
+                "gradient_unavailable",
+                format!("the token could not be checked: {}", v.note),
+            ))
+        }
+        crate::connector::Check::NoToken => {
+            return Err(ApiFailure::new(
+                StatusCode::CONFLICT,
+                "not_connected",
+                format!(
+                    "connector {id:?} has no token (disconnected): paste the MSP's token first"
+                ),
+            ))
+        }
+    }
+    let key = id.clone();
+    let view = ctx
+        .store
+        .read(move |s| crate::status::connector_status(s, &key))
+        .await?;
+    let mut body = serde_json::to_value(view).map_err(|e| {
+        ApiFailure::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+    })?;
+    body["verified"] = json!({"state": v.state, "note": v.note});
+    ok(body)
 }
 
 async fn sync_accounts(State(state): State<ApiState>, Path(id): Path<String>) -> Answer {
@@ -453,8 +517,9 @@ async fn history(
     };
     let ctx = state.ctx();
     if let Some(id) = filter.connector.clone() {
-        let known = ctx.store.read(move |s| s.connector(&id)).await?;
-        if known.is_none() {
+        // A removed connector's history stays readable.
+        let known = ctx.store.read(move |s| s.connector_known(&id)).await?;
+        if !known {
             return Err(ApiFailure::new(
                 StatusCode::NOT_FOUND,
                 "unknown_connector",

@@ -303,6 +303,12 @@ fn incomplete(report: &crate::sync::RunReport) -> String {
 async fn connector(cfg: Arc<Config>, command: ConnectorCommand) -> Done {
     match command {
         ConnectorCommand::List { json } => connector_list(&cfg, json),
+        ConnectorCommand::Remove { id } => {
+            let store = crate::sync::store_handle(&cfg);
+            crate::connector::forget(&store, &ConnectorId::from(id.as_str())).await?;
+            println!("connector {id} removed (its history stays)");
+            Ok(())
+        }
         ConnectorCommand::Add {
             id,
             token_file,
@@ -448,7 +454,7 @@ fn status(cfg: &Config, json: bool) -> Done {
 fn history(cfg: &Config, filter: HistoryFilter, since_last_run: bool, json: bool) -> Done {
     let store = open_store(cfg)?;
     if let Some(id) = &filter.connector {
-        if store.connector(id)?.is_none() {
+        if !store.connector_known(id)? {
             return Err(crate::connector::ConnectorError::Unknown(id.clone()).into());
         }
     }

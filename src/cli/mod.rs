@@ -153,6 +153,12 @@ pub enum ConnectorCommand {
         /// The channel (MSP) id.
         id: String,
     },
+    /// Remove a disconnected connector from every list; its history (the ledger) stays. A later
+    /// `connector add` under the same id starts a new connector.
+    Remove {
+        /// The channel (MSP) id.
+        id: String,
+    },
     /// Connectors and their state.
     List {
         /// JSON array.

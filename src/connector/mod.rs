@@ -15,7 +15,7 @@ mod token;
 mod verify;
 
 use verify::*;
-pub use verify::{verify, Verified};
+pub use verify::{verify, Check, Verified};
 
 pub use accounts::{account_changes, ensure_accounts, AccountChanges, AccountSync};
 pub use services::{ensure_services, resolve_services, ServiceResolution};
@@ -86,6 +86,14 @@ pub enum ConnectorError {
         /// Its state.
         state: ConnectorState,
     },
+    /// Only a disconnected connector can be removed.
+    #[error("connector {id} is {state}: disconnect it first (`gradient-connector connector disconnect {id}`), then remove it")]
+    NotDisconnected {
+        /// Connector.
+        id: String,
+        /// Its state.
+        state: ConnectorState,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -118,6 +126,24 @@ pub struct Lifecycle<'a> {
     pub vendor_key_fp: &'a str,
     /// `[[webhook]]`: who is told of connections, rejections and disconnections.
     pub webhooks: &'a [WebhookConfig],
+}
+
+/// Removes a disconnected connector from every list (`connector remove`, `DELETE
+/// /v1/connectors/{id}?forget=true`); its ledger stays. Nothing is asked of Gradient.
+pub async fn forget(store: &StoreHandle, id: &ConnectorId) -> Result<(), ConnectorError> {
+    use crate::store::connectors::Forget;
+    let cid = id.to_string();
+    let done = store
+        .write(move |s| s.forget_connector(&cid, now_ms()))
+        .await?;
+    match done {
+        Forget::Forgotten => Ok(()),
+        Forget::Unknown => Err(ConnectorError::Unknown(id.to_string())),
+        Forget::NotDisconnected(state) => Err(ConnectorError::NotDisconnected {
+            id: id.to_string(),
+            state,
+        }),
+    }
 }
 
 /// Writes an event of `kind` for the webhooks that want it (part of the caller's write job, so
@@ -380,6 +406,11 @@ impl Lifecycle<'_> {
 
     /// Tells Gradient the integration is `inactive` (best effort), forgets the token, keeps
     /// history. Returns whether Gradient was told.
+    /// Removes a disconnected connector from every list: [`forget`].
+    pub async fn forget(&self, id: &ConnectorId) -> Result<(), ConnectorError> {
+        forget(self.store, id).await
+    }
+
     pub async fn disconnect(&self, id: &ConnectorId) -> Result<bool, ConnectorError> {
         let cid = id.to_string();
         let (row, token) = self
@@ -491,11 +522,12 @@ impl Lifecycle<'_> {
                     id: row.id.clone(),
                     state: row.state,
                     note: "no token stored".into(),
+                    check: Check::NoToken,
                 });
                 continue;
             };
             let session = self.client.partner(&token);
-            let (state, note) = match session.get_integration().await {
+            let (state, note, check) = match session.get_integration().await {
                 Ok(a) => {
                     let i = a.value;
                     let (id, gen, st, name, org, hooks) = (
@@ -525,18 +557,28 @@ impl Lifecycle<'_> {
                     (
                         ConnectorState::Connected,
                         format!("accepted ({})", i.name.as_deref().unwrap_or("organization")),
+                        Check::Answered,
                     )
                 }
                 Err(e) if e.kind == ErrorKind::Unauthorized => {
                     self.record_rejection(&row.id, row.token_set_at).await;
-                    (ConnectorState::TokenRejected, "rejected (HTTP 401)".into())
+                    (
+                        ConnectorState::TokenRejected,
+                        "rejected (HTTP 401)".into(),
+                        Check::Answered,
+                    )
                 }
-                Err(e) => (row.state, format!("could not be checked: {e}")),
+                Err(e) => (
+                    row.state,
+                    format!("could not be checked: {e}"),
+                    Check::Unreachable,
+                ),
             };
             out.push(Verified {
                 id: row.id,
                 state,
                 note,
+                check,
             });
         }
         Ok(out)

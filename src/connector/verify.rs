@@ -30,6 +30,20 @@ pub struct Verified {
     pub state: ConnectorState,
     /// What happened.
     pub note: String,
+    /// How the check went.
+    pub check: Check,
+}
+
+/// How one stored token's check went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Check {
+    /// Gradient answered (accepted or rejected the token).
+    Answered,
+    /// Gradient could not be reached: the state is unchanged.
+    Unreachable,
+    /// No token is stored (disconnected): nothing was asked.
+    NoToken,
 }
 
 /// Sets the integration `pending` unless Gradient already says `active`; returns the status now.

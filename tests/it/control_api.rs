@@ -1128,3 +1128,78 @@ fn a_snapshot_posted_to_the_api_is_refused_422_when_it_shrinks_too_far_and_taken
     assert_eq!(left, ["msp-1", "msp-1"]);
     drop(d);
 }
+
+#[test]
+fn test_connection_rechecks_the_token_and_a_disconnected_connector_can_be_removed() {
+    let e = sim_env(|c| c.set("gradient", "max_attempts", 2));
+    add_msps(&e);
+    let d = Daemon::start(&e, &[]);
+    let api = Api::unix(&e);
+    api.inventory(&inventory().to_jsonl()).expect(200);
+    api.paste("msp-0", TOKEN_A).expect(200);
+
+    // "Test connection": Gradient accepts the stored token.
+    let since = e.sim.snapshot().requests.len();
+    let v = api
+        .send("POST", "/v1/connectors/msp-0/verify", &json!({}))
+        .expect(200);
+    assert_eq!(v["verified"]["state"], "connected", "{v}");
+    assert_eq!(v["state"], "connected", "{v}");
+    assert_eq!(
+        sent_since(&e, since),
+        ["GET /api/vendor-api/organization 200"],
+        "a read, nothing written"
+    );
+    // Gradient unreachable: 502, the state unchanged.
+    e.sim.add_fault(Fault {
+        method: Some("GET".into()),
+        path_prefix: Some("/api/vendor-api/organization".into()),
+        status: 503,
+        count: 2,
+        retry_after_secs: None,
+    });
+    api.send("POST", "/v1/connectors/msp-0/verify", &json!({}))
+        .expect_error(502, "gradient_unavailable");
+    assert_eq!(
+        api.get("/v1/connectors/msp-0").expect(200)["state"],
+        "connected"
+    );
+    // The MSP generated a new key: the test says so, and the connector is rejected.
+    e.sim.rotate_key("msp-0", "pt-acme-newer-key-123");
+    let v = api
+        .send("POST", "/v1/connectors/msp-0/verify", &json!({}))
+        .expect(200);
+    assert_eq!(v["verified"]["state"], "token_rejected", "{v}");
+    assert_eq!(v["state"], "token_rejected", "{v}");
+    api.send("POST", "/v1/connectors/nobody/verify", &json!({}))
+        .expect_error(404, "unknown_connector");
+
+    // Remove: only a disconnected connector; its history stays.
+    api.call("DELETE", "/v1/connectors/msp-0?forget=true", &[], None)
+        .expect_error(409, "not_disconnected");
+    api.call("DELETE", "/v1/connectors/msp-0?forget=maybe", &[], None)
+        .expect_error(400, "bad_request");
+    api.call("DELETE", "/v1/connectors/msp-0", &[], None)
+        .expect(200);
+    api.send("POST", "/v1/connectors/msp-0/verify", &json!({}))
+        .expect_error(409, "not_connected");
+    let removed = api
+        .call("DELETE", "/v1/connectors/msp-0?forget=true", &[], None)
+        .expect(200);
+    assert_eq!(removed, json!({"id": "msp-0", "removed": true}));
+    assert_eq!(
+        api.get("/v1/connectors").expect(200),
+        json!({"connectors": []})
+    );
+    api.get("/v1/connectors/msp-0")
+        .expect_error(404, "unknown_connector");
+    api.call("DELETE", "/v1/connectors/msp-0?forget=true", &[], None)
+        .expect_error(404, "unknown_connector");
+    // A new paste under the id is a new connector (any organization).
+    api.paste("msp-0", "pt-acme-newer-key-123").expect(200);
+    assert_eq!(
+        api.get("/v1/connectors/msp-0").expect(200)["state"],
+        "connected"
+    );
+    drop(d);
+}

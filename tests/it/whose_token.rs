@@ -278,3 +278,34 @@ fn a_404_outside_the_count_route_is_an_error_that_names_the_route_never_unmapped
     let st = e.status_json();
     assert_eq!(st["last_run"]["counts"]["unmapped"], 0, "{st}");
 }
+
+#[test]
+fn connector_remove_takes_only_a_disconnected_connector_and_keeps_its_history() {
+    let e = setup();
+    e.connect("msp-a", "key-a");
+    assert_eq!(code(&e.run(&["sync"])), 0);
+    let out = e.run(&["connector", "remove", "msp-a"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("disconnect it first"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(code(&e.run(&["connector", "disconnect", "msp-a"])), 0);
+    let out = e.run(&["connector", "remove", "msp-a"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let list = e.run(&["connector", "list", "--json"]);
+    let listed: Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert!(
+        !listed.to_string().contains("msp-a"),
+        "removed connectors are not listed: {listed}"
+    );
+    let history = e.run(&["history", "--connector", "msp-a", "--json"]);
+    assert_eq!(code(&history), 0, "{}", stderr(&history));
+    assert!(
+        String::from_utf8_lossy(&history.stdout).contains("msp-a-ws1"),
+        "the ledger stays"
+    );
+    let again = e.run(&["connector", "remove", "msp-a"]);
+    assert_eq!(code(&again), 1, "{}", stderr(&again));
+}

@@ -240,10 +240,12 @@ echo "${COMPREPLY[*]}""#;
         // After the first word (clap-rs/clap#6421 completed nothing here).
         for program in ["gradient-connector", "/usr/bin/gradient-connector"] {
             let sub = bash_completes(&script, &[program, "connector", ""]);
-            assert!(
-                sub.contains("add verify disconnect list"),
-                "{program}: {sub:?}"
-            );
+            for word in ["add", "verify", "disconnect", "remove", "list"] {
+                assert!(
+                    sub.split(' ').any(|w| w == word),
+                    "{program}: {word} in {sub:?}"
+                );
+            }
         }
         let flags = bash_completes(&script, &["gradient-connector", "import", "--"]);
         assert!(

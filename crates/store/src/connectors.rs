@@ -71,6 +71,17 @@ fn connector_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ConnectorRow> {
     })
 }
 
+/// What [`Store::forget_connector`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forget {
+    /// Forgotten.
+    Forgotten,
+    /// No such connector (or already forgotten).
+    Unknown,
+    /// Not disconnected: nothing changed.
+    NotDisconnected(ConnectorState),
+}
+
 impl Store {
     // ---- connectors ----
 
@@ -84,7 +95,7 @@ impl Store {
              ON CONFLICT (id) DO UPDATE SET token = excluded.token, token_key_id = excluded.token_key_id,
                 state = 'unverified',
                 state_reason = excluded.state_reason, token_set_at = excluded.token_set_at,
-                updated_at = excluded.updated_at",
+                updated_at = excluded.updated_at, forgotten_at = NULL",
             params![id, sealed, now, key_id],
         )?;
         Ok(())
@@ -111,7 +122,9 @@ impl Store {
         Ok(self
             .conn()
             .query_row(
-                &format!("SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = ?1"),
+                &format!(
+                    "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = ?1 AND forgotten_at IS NULL"
+                ),
                 [id],
                 connector_row,
             )
@@ -121,7 +134,7 @@ impl Store {
     /// Every connector, by id.
     pub fn connectors(&self) -> Result<Vec<ConnectorRow>, StoreError> {
         let mut stmt = self.conn().prepare(&format!(
-            "SELECT {CONNECTOR_COLUMNS} FROM connectors ORDER BY id"
+            "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE forgotten_at IS NULL ORDER BY id"
         ))?;
         let rows = stmt.query_map([], connector_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -198,6 +211,32 @@ impl Store {
             params![id, reason, now],
         )?;
         Ok(n > 0)
+    }
+
+    /// Whether a connector of this id was ever added (a removed one too: its ledger stays).
+    pub fn connector_known(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT 1 FROM connectors WHERE id = ?1", [id], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    /// Forgets a disconnected connector: it leaves every list (its ledger stays), and its
+    /// organization is let go, so a later paste under its id starts afresh.
+    pub fn forget_connector(&self, id: &str, now: Millis) -> Result<Forget, StoreError> {
+        let Some(row) = self.connector(id)? else {
+            return Ok(Forget::Unknown);
+        };
+        if row.state != ConnectorState::Disconnected {
+            return Ok(Forget::NotDisconnected(row.state));
+        }
+        self.conn().execute(
+            "UPDATE connectors SET forgotten_at = ?2, organization_id = NULL, organization_name = NULL,
+                gradient_status = NULL, updated_at = ?2 WHERE id = ?1",
+            params![id, now],
+        )?;
+        Ok(Forget::Forgotten)
     }
 
     // ---- services ----

@@ -65,7 +65,7 @@ impl Store {
                 organization_name = COALESCE(excluded.organization_name, organization_name),
                 organization_id = excluded.organization_id, token_set_at = excluded.token_set_at,
                 verified_at = excluded.verified_at, updated_at = excluded.updated_at,
-                rejected_key_fp = NULL",
+                rejected_key_fp = NULL, forgotten_at = NULL",
             params![
                 v.id,
                 sealed,

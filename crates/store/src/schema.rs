@@ -240,6 +240,9 @@ pub const MIGRATIONS: &[&str] = &[
             FROM ledger)
         WHERE n > 1);
      CREATE UNIQUE INDEX ledger_one_per_pair ON ledger(run_id, connector_id, account_id, module);",
+    // 9: a disconnected connector can be forgotten (`connector remove`): gone from every list, its
+    // ledger kept; a new paste under its id brings it back as a new connector.
+    "ALTER TABLE connectors ADD COLUMN forgotten_at INTEGER;",
 ];
 
 /// Applies every migration newer than the store's `user_version`, each in its own transaction.
