@@ -80,6 +80,9 @@ pub struct ConnectorView {
     pub failing: Vec<PairView>,
     /// Pairs whose module is disabled (Gradient keeps the last known value).
     pub disabled: Vec<PairView>,
+    /// What the operator should look at (a connector whose id names no channel of the inventory).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// A run as the control API's `/v1/runs` lists it: `outcome` is null while the run is going.
@@ -228,6 +231,7 @@ fn connector_view(
     rows: &[LedgerRow],
     known: &[LastKnown],
     last_run_counts: Option<Tally>,
+    channels: &[String],
 ) -> ConnectorView {
     let pick = |o: &[PairOutcome]| -> Vec<PairView> {
         rows.iter()
@@ -249,8 +253,30 @@ fn connector_view(
         unmapped: pick(&[PairOutcome::Unmapped]),
         failing: pick(&[PairOutcome::Failed, PairOutcome::Rejected]),
         disabled: pick(&[PairOutcome::SkippedDisabled]),
+        warnings: channel_warning(&c.id, channels).into_iter().collect(),
         id: c.id,
     }
+}
+
+/// A connector reports the workspaces of the channel its id names: when the inventory has no such
+/// channel, every run says `ok` with nothing pushed, for ever. Pure; `channels` sorted or not.
+pub fn channel_warning(id: &str, channels: &[String]) -> Option<String> {
+    if channels.iter().any(|c| c == id) {
+        return None;
+    }
+    let near: Vec<String> = channels
+        .iter()
+        .filter(|c| c.eq_ignore_ascii_case(id) || c.trim() == id.trim())
+        .map(|c| format!("{c:?}"))
+        .collect();
+    Some(if near.is_empty() {
+        format!("no channel {id:?} in the inventory: this connector reports nothing until the inventory names a channel with exactly this id")
+    } else {
+        format!(
+            "no channel {id:?} in the inventory (ids are exact and case-sensitive; the inventory has {}): this connector reports nothing until they match",
+            near.join(", ")
+        )
+    })
 }
 
 /// One connector's status (what `GET /v1/connectors/{id}` answers), read with that connector's
@@ -265,7 +291,14 @@ pub fn connector_status(store: &Store, id: &str) -> Result<Option<ConnectorView>
     };
     let rows = store.latest_with_outcome(&LISTED, Some(id))?;
     let known = store.last_known(Some(id))?;
-    Ok(Some(connector_view(c, &rows, &known, last_run_counts)))
+    let channels = store.channel_ids()?;
+    Ok(Some(connector_view(
+        c,
+        &rows,
+        &known,
+        last_run_counts,
+        &channels,
+    )))
 }
 
 /// Every connector's view, read with one query per kind of row for all of them.
@@ -285,6 +318,7 @@ fn connector_views(store: &Store, last: Option<&RunRow>) -> Result<Vec<Connector
     for l in store.last_known(None)? {
         known.entry(l.connector_id.clone()).or_default().push(l);
     }
+    let channels = store.channel_ids()?;
     Ok(store
         .connectors()?
         .into_iter()
@@ -292,7 +326,7 @@ fn connector_views(store: &Store, last: Option<&RunRow>) -> Result<Vec<Connector
             let rows = by_connector.remove(&c.id).unwrap_or_default();
             let known = known.remove(&c.id).unwrap_or_default();
             let counts = last_counts.remove(&c.id);
-            connector_view(c, &rows, &known, counts)
+            connector_view(c, &rows, &known, counts, &channels)
         })
         .collect())
 }
@@ -459,5 +493,24 @@ mod connector_status_tests {
             .last_run_counts
             .is_none());
         assert!(connector_status(&s, "nope").unwrap().is_none());
+    }
+}
+
+#[cfg(test)]
+mod channel_warning_tests {
+    use super::channel_warning;
+
+    #[test]
+    fn a_connector_without_its_channel_is_warned_about_and_a_near_miss_is_named() {
+        let channels = vec!["globex".to_string(), "msp-a".to_string()];
+        assert_eq!(channel_warning("msp-a", &channels), None);
+        let w = channel_warning("Globex", &channels).unwrap();
+        assert!(
+            w.contains("no channel \"Globex\"") && w.contains("\"globex\""),
+            "{w}"
+        );
+        let w = channel_warning("initech", &channels).unwrap();
+        assert!(w.contains("no channel \"initech\" in the inventory"), "{w}");
+        assert!(!w.contains("globex"), "{w}");
     }
 }

@@ -112,6 +112,9 @@ pub fn render_status(s: &Status) -> String {
         if let Some(r) = &c.state_reason {
             let _ = writeln!(o, "  {}", escape(r));
         }
+        for w in &c.warnings {
+            let _ = writeln!(o, "  warning: {}", escape(w));
+        }
         if !c.unmapped_accounts.is_empty() {
             let names: Vec<String> = c.unmapped_accounts.iter().map(|a| escape(a)).collect();
             let _ = writeln!(

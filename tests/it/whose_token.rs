@@ -309,3 +309,45 @@ fn connector_remove_takes_only_a_disconnected_connector_and_keeps_its_history() 
     let again = e.run(&["connector", "remove", "msp-a"]);
     assert_eq!(code(&again), 1, "{}", stderr(&again));
 }
+
+#[test]
+fn a_connector_whose_id_names_no_channel_says_so_in_status_its_json_and_check_config() {
+    let e = setup();
+    // The inventory has msp-a and msp-b; the console used the MSP's display name.
+    e.connect("Msp-B", "key-b2");
+    e.connect("initech", "key-i");
+    let st = e.status_json();
+    let warnings = |id: &str| -> Vec<String> {
+        st["connectors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .map(|c| {
+                c["warnings"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|w| w.as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap()
+    };
+    assert!(warnings("msp-a").is_empty());
+    let near = warnings("Msp-B");
+    assert!(near.len() == 1 && near[0].contains("\"msp-b\""), "{near:?}");
+    assert!(warnings("initech")[0].contains("no channel \"initech\" in the inventory"));
+    let human = e.run(&["status"]);
+    assert!(
+        stdout(&human).contains("warning: no channel \"initech\""),
+        "{}",
+        stdout(&human)
+    );
+    let check = e.run(&["check-config"]);
+    assert_eq!(code(&check), 0, "{}", stderr(&check));
+    assert!(
+        stderr(&check).contains("warning: connector initech: no channel \"initech\""),
+        "{}",
+        stderr(&check)
+    );
+}

@@ -125,6 +125,15 @@ pub(crate) fn check_store(cfg: &Config) -> Result<Vec<Problem>, Problem> {
                 "{future} inventory records are dated in the future (accepted by an older version); run `gradient-connector store repair-future`"
             )));
         }
+        let channels = store.channel_ids().map_err(|e| problem(e.to_string()))?;
+        for c in store.connectors().map_err(|e| problem(e.to_string()))? {
+            if let Some(w) = crate::status::channel_warning(&c.id, &channels) {
+                warnings.push(Problem {
+                    key: format!("connector {}", c.id),
+                    message: w,
+                });
+            }
+        }
         return Ok(warnings);
     }
     let dir = match path.parent() {
