@@ -70,4 +70,25 @@ pub fn describe() {
         metrics::Unit::Seconds,
         "duration of requests to Gradient"
     );
+    zero_series();
+}
+
+/// Every labelled series the daemon can write, present from the start at 0: a dashboard or an
+/// alert on `failed` or `unmapped` has a series before the first one happens (`rate()` and
+/// `increase()` need the 0 it starts from).
+fn zero_series() {
+    use crate::domain::{PairOutcome, RunOutcome};
+    use strum::IntoEnumIterator;
+    for o in PairOutcome::iter() {
+        metrics::counter!("gradient_connector_pushes_total", "outcome" => o.as_str()).increment(0);
+    }
+    for o in RunOutcome::iter() {
+        metrics::counter!("gradient_connector_runs_total", "outcome" => o.as_str()).increment(0);
+    }
+    for state in ConnectorState::iter() {
+        metrics::gauge!("gradient_connector_connectors", "state" => state.as_str()).set(0.0);
+    }
+    metrics::counter!("gradient_connector_store_write_failures_total").increment(0);
+    metrics::counter!("gradient_connector_api_connections_refused_total").increment(0);
+    metrics::gauge!("gradient_connector_api_connections").increment(0.0);
 }

@@ -1203,3 +1203,43 @@ fn test_connection_rechecks_the_token_and_a_disconnected_connector_can_be_remove
     );
     drop(d);
 }
+
+#[test]
+fn every_labelled_series_is_there_at_zero_before_anything_happens() {
+    let e = sim_env(|c| c);
+    let d = Daemon::start(&e, &[]);
+    let api = Api::unix(&e);
+    let text = api.get("/metrics").body;
+    let s = parse_metrics(&text);
+    for outcome in [
+        "pushed",
+        "unmapped",
+        "failed",
+        "rejected",
+        "skipped_disabled",
+    ] {
+        assert_eq!(
+            sample(
+                &s,
+                "gradient_connector_pushes_total",
+                &[("outcome", outcome)]
+            ),
+            Some(0.0),
+            "pushes_total{{outcome={outcome}}}\n{text}"
+        );
+    }
+    for outcome in ["ok", "partial", "failed", "interrupted"] {
+        assert_eq!(
+            sample(&s, "gradient_connector_runs_total", &[("outcome", outcome)]),
+            Some(0.0),
+            "runs_total{{outcome={outcome}}}\n{text}"
+        );
+    }
+    for name in [
+        "gradient_connector_store_write_failures_total",
+        "gradient_connector_api_connections_refused_total",
+    ] {
+        assert_eq!(sample(&s, name, &[]), Some(0.0), "{name}\n{text}");
+    }
+    drop(d);
+}
