@@ -198,7 +198,7 @@ pub static KEYS: &[Key] = &[
     key(WEBHOOK, "secret_file", Kind::Path, Required,
         "the signing secret: one line `whsec_` + base64 of 24..=64 random bytes (mode 0600); under systemd point it at the credential, e.g. `/run/credentials/gradient-connector.service/webhook-secret`"),
     key(WEBHOOK, "events", Kind::Words(EventKind::words), All,
-        "the events this webhook gets: `connector.connected`, `connector.token_rejected`, `connector.disconnected`, `connector.synced`"),
+        "the events this webhook gets: `connector.connected`, `connector.token_rejected`, `connector.disconnected`, `connector.synced`, `connector.mapping_needed`"),
 ];
 
 /// The sections, in table order.

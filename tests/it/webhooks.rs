@@ -548,3 +548,73 @@ fn a_run_killed_mid_way_is_told_at_the_next_start_with_what_the_ledger_shows_pus
     assert_eq!(closed.4.as_deref(), Some("interrupted"));
     d.stop();
 }
+
+/// The `data` of every `connector.mapping_needed` event in the outbox, oldest first.
+fn mapping_events(e: &SimEnv) -> Vec<Value> {
+    e.store()
+        .events_of(EventKind::ConnectorMappingNeeded)
+        .unwrap()
+        .into_iter()
+        .map(|(_, body)| serde_json::from_str::<Value>(&body).unwrap()["data"].clone())
+        .collect()
+}
+
+#[test]
+fn mapping_needed_tells_only_what_is_newly_unmapped() {
+    let (e, _rx) = setup();
+    e.import_inventory(&two_msps(2, 3));
+    e.connect("msp-a", "key-a");
+    let edr = e
+        .sim
+        .snapshot()
+        .service_id("Endpoint Security")
+        .unwrap()
+        .to_string();
+    // The MSP mapped ws1 and one service: ws2 is an account to map, Email Security a service.
+    e.sim.set_mapping(
+        "msp-a",
+        gradient_sim::Mapping::Explicit {
+            accounts: vec!["msp-a-ws1".into()],
+            service_ids: vec![edr.clone()],
+        },
+    );
+    assert_eq!(code(&e.run(&["sync"])), 0);
+    let events = mapping_events(&e);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["connector"], "msp-a");
+    assert_eq!(
+        events[0]["accounts"],
+        serde_json::json!([{"id": "msp-a-ws2", "name": "Customer msp-a-ws2"}]),
+        "{}",
+        events[0]
+    );
+    assert_eq!(
+        events[0]["services"],
+        serde_json::json!([{"module": "email_security", "name": "Email Security"}])
+    );
+    // Nothing new at the next run: nothing told.
+    assert_eq!(code(&e.run(&["sync"])), 0);
+    assert_eq!(mapping_events(&e).len(), 1);
+    // The MSP maps everything, then unmaps ws1: only ws1 is told.
+    e.sim.set_mapping("msp-a", gradient_sim::Mapping::All);
+    assert_eq!(code(&e.run(&["sync"])), 0);
+    assert_eq!(mapping_events(&e).len(), 1);
+    e.sim.set_mapping(
+        "msp-a",
+        gradient_sim::Mapping::Explicit {
+            accounts: vec!["msp-a-ws2".into()],
+            service_ids: e
+                .sim
+                .snapshot()
+                .services
+                .iter()
+                .map(|s| s.id.clone())
+                .collect(),
+        },
+    );
+    assert_eq!(code(&e.run(&["sync"])), 0);
+    let events = mapping_events(&e);
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[1]["accounts"][0]["id"], "msp-a-ws1", "{}", events[1]);
+    assert_eq!(events[1]["services"], serde_json::json!([]));
+}

@@ -309,6 +309,10 @@ pub enum EventKind {
     #[serde(rename = "connector.synced")]
     #[strum(serialize = "connector.synced")]
     ConnectorSynced,
+    /// A run found accounts or services the MSP has not mapped that it had not found before.
+    #[serde(rename = "connector.mapping_needed")]
+    #[strum(serialize = "connector.mapping_needed")]
+    ConnectorMappingNeeded,
 }
 
 impl EventKind {

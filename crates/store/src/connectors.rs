@@ -213,6 +213,28 @@ impl Store {
         Ok(n > 0)
     }
 
+    /// What the console was last told needs mapping for this connector (JSON; None: nothing yet).
+    pub fn mapping_told(&self, id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT mapping_told FROM connectors WHERE id = ?1",
+                [id],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
+    /// Remembers what the console was told needs mapping.
+    pub fn set_mapping_told(&self, id: &str, told: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE connectors SET mapping_told = ?2 WHERE id = ?1",
+            params![id, told],
+        )?;
+        Ok(())
+    }
+
     /// Whether a connector of this id was ever added (a removed one too: its ledger stays).
     pub fn connector_known(&self, id: &str) -> Result<bool, StoreError> {
         Ok(self

@@ -243,6 +243,9 @@ pub const MIGRATIONS: &[&str] = &[
     // 9: a disconnected connector can be forgotten (`connector remove`): gone from every list, its
     // ledger kept; a new paste under its id brings it back as a new connector.
     "ALTER TABLE connectors ADD COLUMN forgotten_at INTEGER;",
+    // 10: what the console was last told needs mapping (`connector.mapping_needed`), as JSON
+    // `{"accounts": [ids], "services": [modules]}`: only what is new is told again.
+    "ALTER TABLE connectors ADD COLUMN mapping_told TEXT;",
 ];
 
 /// Applies every migration newer than the store's `user_version`, each in its own transaction.
