@@ -19,13 +19,20 @@ use crate::store::{Store, StoreError};
 
 use crate::time::{format_ms, now_ms, Millis};
 
+/// Module → (service name, Gradient id), as the store knows them.
+type ServiceNames = HashMap<String, (String, String)>;
+
 /// A pair as shown in status.
 #[derive(Debug, Clone, Serialize)]
 pub struct PairView {
     /// Account id.
     pub account: String,
-    /// Module (service).
+    /// Module (service): the module id, as `service` has always been.
     pub service: String,
+    /// The module id (the same as `service`).
+    pub module: String,
+    /// The service's name in Gradient (None until the service is created).
+    pub service_name: Option<String>,
     /// Count involved (for disabled pairs: the last known value).
     pub unit_count: Option<u64>,
     /// Outcome of its latest push.
@@ -41,8 +48,12 @@ pub struct PairView {
 pub struct LastKnownView {
     /// Account id.
     pub account: String,
-    /// Module (service).
+    /// Module (service): the module id, as `service` has always been.
     pub service: String,
+    /// The module id (the same as `service`).
+    pub module: String,
+    /// The service's name in Gradient (None until the service is created).
+    pub service_name: Option<String>,
     /// Last count Gradient accepted.
     pub unit_count: u64,
     /// When.
@@ -196,10 +207,12 @@ fn run_view(r: &RunRow, running: bool) -> RunView {
     }
 }
 
-fn pair_view(r: &LedgerRow) -> PairView {
+fn pair_view(r: &LedgerRow, names: &ServiceNames) -> PairView {
     PairView {
         account: r.entry.account_id.clone(),
         service: r.entry.module.clone(),
+        module: r.entry.module.clone(),
+        service_name: names.get(&r.entry.module).map(|(n, _)| n.clone()),
         unit_count: r.entry.unit_count,
         outcome: r.entry.outcome,
         reason: r.entry.reason.clone(),
@@ -207,10 +220,12 @@ fn pair_view(r: &LedgerRow) -> PairView {
     }
 }
 
-fn last_known_view(l: &LastKnown) -> LastKnownView {
+fn last_known_view(l: &LastKnown, names: &ServiceNames) -> LastKnownView {
     LastKnownView {
         account: l.account.clone(),
         service: l.service.clone(),
+        module: l.service.clone(),
+        service_name: names.get(&l.service).map(|(n, _)| n.clone()),
         unit_count: l.unit_count,
         pushed_at: format_ms(l.pushed_at),
     }
@@ -231,12 +246,12 @@ fn connector_view(
     rows: &[LedgerRow],
     known: &[LastKnown],
     last_run_counts: Option<Tally>,
-    channels: &[String],
+    (channels, names): (&[String], &ServiceNames),
 ) -> ConnectorView {
     let pick = |o: &[PairOutcome]| -> Vec<PairView> {
         rows.iter()
             .filter(|r| o.contains(&r.entry.outcome))
-            .map(pair_view)
+            .map(|r| pair_view(r, names))
             .collect()
     };
     ConnectorView {
@@ -249,7 +264,7 @@ fn connector_view(
         verified_at: c.verified_at.map(format_ms),
         last_success_at: c.last_success_at.map(format_ms),
         last_run_counts,
-        last_known: known.iter().map(last_known_view).collect(),
+        last_known: known.iter().map(|l| last_known_view(l, names)).collect(),
         unmapped: pick(&[PairOutcome::Unmapped]),
         failing: pick(&[PairOutcome::Failed, PairOutcome::Rejected]),
         disabled: pick(&[PairOutcome::SkippedDisabled]),
@@ -292,12 +307,13 @@ pub fn connector_status(store: &Store, id: &str) -> Result<Option<ConnectorView>
     let rows = store.latest_with_outcome(&LISTED, Some(id))?;
     let known = store.last_known(Some(id))?;
     let channels = store.channel_ids()?;
+    let names = store.service_ids()?;
     Ok(Some(connector_view(
         c,
         &rows,
         &known,
         last_run_counts,
-        &channels,
+        (&channels, &names),
     )))
 }
 
@@ -319,6 +335,7 @@ fn connector_views(store: &Store, last: Option<&RunRow>) -> Result<Vec<Connector
         known.entry(l.connector_id.clone()).or_default().push(l);
     }
     let channels = store.channel_ids()?;
+    let names = store.service_ids()?;
     Ok(store
         .connectors()?
         .into_iter()
@@ -326,7 +343,7 @@ fn connector_views(store: &Store, last: Option<&RunRow>) -> Result<Vec<Connector
             let rows = by_connector.remove(&c.id).unwrap_or_default();
             let known = known.remove(&c.id).unwrap_or_default();
             let counts = last_counts.remove(&c.id);
-            connector_view(c, &rows, &known, counts, &channels)
+            connector_view(c, &rows, &known, counts, (&channels, &names))
         })
         .collect())
 }

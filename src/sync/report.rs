@@ -118,6 +118,7 @@ pub fn synced_events(
                     serde_json::json!({
                         "account": account,
                         "service": names.get(module).unwrap_or(module),
+                        "module": module,
                         "unit_count": count,
                     })
                 })

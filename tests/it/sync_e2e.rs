@@ -491,3 +491,22 @@ fn the_catalogue_and_every_msps_set_up_are_one_round_trip_before_the_pushes() {
         );
     }
 }
+
+#[test]
+fn status_names_each_service_by_module_id_and_gradient_name() {
+    let e = setup();
+    assert_eq!(code(&e.run(&["sync"])), 0);
+    let st = e.status_json();
+    let a = connector_in(&st, "msp-a");
+    let known = a["last_known"].as_array().unwrap();
+    assert!(!known.is_empty());
+    for l in known {
+        assert_eq!(l["module"], l["service"], "{l}");
+        let want = match l["module"].as_str().unwrap() {
+            "endpoint_security" => "Endpoint Security",
+            "email_security" => "Email Security",
+            other => panic!("{other}"),
+        };
+        assert_eq!(l["service_name"], want, "{l}");
+    }
+}
