@@ -12,7 +12,7 @@
 //!
 //! Environment: `BENCH_SCALE` runs one scale only; `BENCH_SCALES` (comma list, default `0.1,1`)
 //! the scales to compare; `BENCH_IDLE_SECS` (default 60) sets the idle window; `BENCH_SKIP`
-//! (comma list of plan,push,rate,import,idle); `BENCH_DIR` keeps the generated stores (and reuses
+//! (comma list of plan,push,rate,import,snapshot,idle; snapshot runs with import); `BENCH_DIR` keeps the generated stores (and reuses
 //! `big-SCALE.db`). `capacity child daily|monthly STORE NOW_MS` with `BENCH_EXPLAIN=1` prints a
 //! plan's query plan and single-statement timing.
 
@@ -38,6 +38,8 @@ use support::*;
 #[path = "support/capacity_goals.rs"]
 mod goals;
 use goals::*;
+#[path = "support/capacity_snapshot.rs"]
+mod snapshot;
 
 const BIN: &str = env!("CARGO_BIN_EXE_gradient-connector");
 /// The question a plan kind asks: daily as of `now`, or the previous month's peak.
@@ -503,6 +505,10 @@ fn main() {
         let slowest = runs.iter().map(|r| r.0).fold(0.0, f64::max);
         let peak = runs.iter().map(|r| r.1).max().unwrap_or(0);
         results.insert("import".into(), json!({"lines": total_lines, "secs": secs, "slowest_secs": slowest, "records_per_sec": total_lines as f64 / secs, "slowest_records_per_sec": total_lines as f64 / slowest, "peak_rss_kb": peak}));
+        if !skip("snapshot") {
+            let figures = snapshot::measure_snapshot(dir.path(), &file, total_lines);
+            results.insert("snapshot".into(), figures);
+        }
     }
 
     if !skip("idle") {

@@ -373,6 +373,18 @@ pub(crate) fn print_table(r: &Value) {
                 le(f(&["import", "peak_rss_kb"]).map(|k| k / 1024.0), 100.0),
             ),
             (
+                "snapshot import, records/s",
+                f(&["snapshot", "records_per_sec"]),
+                ">= 200000",
+                ge(f(&["snapshot", "records_per_sec"]), 200_000.0),
+            ),
+            (
+                "the same snapshot again vs a plain re-import, ×",
+                f(&["snapshot", "again_vs_plain"]),
+                "<= 2",
+                le(f(&["snapshot", "again_vs_plain"]), 2.0),
+            ),
+            (
                 "idle daemon RSS after a sync, MB",
                 f(&["idle", "rss_after_sync_kb"]).map(|k| k / 1024.0),
                 "<= 20",
