@@ -29,7 +29,7 @@ pub struct SnapshotRules {
 }
 
 /// One channel a snapshot would shrink by more than allowed.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Shrink {
     /// The channel.
     pub channel: String,
@@ -108,6 +108,7 @@ pub(super) fn note(tx: &Transaction, record: &Record) -> rusqlite::Result<()> {
 }
 
 /// What one named channel would lose.
+#[derive(Default)]
 struct Losses {
     shrink: Shrink,
     units: Vec<(String, String, String)>,
@@ -115,53 +116,101 @@ struct Losses {
     workspaces: Vec<String>,
 }
 
-fn losses(tx: &Transaction, channel: &str) -> rusqlite::Result<Losses> {
-    let count = |sql: &str| tx.query_row(sql, [channel], |r| r.get::<_, i64>(0));
-    let workspaces_now =
-        count("SELECT COUNT(*) FROM workspaces WHERE channel_id = ?1 AND removed_at IS NULL")?;
-    let units_now = count(
-        "SELECT COUNT(*) FROM units u JOIN workspaces w ON w.id = u.workspace_id
-         WHERE w.channel_id = ?1 AND w.removed_at IS NULL AND u.protected = 1",
-    )?;
+/// What every named channel would lose, in one pass over each table: units are read in their own
+/// order (`CROSS JOIN` keeps SQLite from driving the join from the workspaces, which would scan
+/// the units once per workspace: there is no index of units by workspace), and each unit's
+/// workspace is found by its key (`+w.channel_id` keeps SQLite from seeking the channel index
+/// once per named channel for every unit).
+fn losses(tx: &Transaction) -> rusqlite::Result<Vec<Losses>> {
+    let mut by: std::collections::BTreeMap<String, Losses> = std::collections::BTreeMap::new();
+    {
+        let mut stmt = tx.prepare("SELECT id FROM snapshot_channels ORDER BY id")?;
+        for id in stmt.query_map([], |r| r.get::<_, String>(0))? {
+            let id = id?;
+            let l = by.entry(id.clone()).or_default();
+            l.shrink.channel = id;
+        }
+    }
+    // Workspaces: how many each channel holds now, and those the file did not list.
     let mut stmt = tx.prepare(
-        "SELECT id FROM workspaces w WHERE channel_id = ?1 AND removed_at IS NULL
-         AND NOT EXISTS (SELECT 1 FROM snapshot_workspaces s WHERE s.id = w.id) ORDER BY id",
+        "SELECT w.channel_id, w.id, EXISTS (SELECT 1 FROM snapshot_workspaces s WHERE s.id = w.id)
+         FROM snapshot_channels c JOIN workspaces w ON w.channel_id = c.id
+         WHERE w.removed_at IS NULL ORDER BY w.channel_id, w.id",
     )?;
-    let workspaces = stmt
-        .query_map([channel], |r| r.get(0))?
-        .collect::<rusqlite::Result<Vec<String>>>()?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, bool>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (channel, id, listed) = row?;
+        if let Some(l) = by.get_mut(&channel) {
+            l.shrink.workspaces += 1;
+            if !listed {
+                l.workspaces.push(id);
+            }
+        }
+    }
+    // Protected units: one pass over the units.
     let mut stmt = tx.prepare(
-        "SELECT u.kind, u.id, u.workspace_id FROM units u JOIN workspaces w ON w.id = u.workspace_id
-         WHERE w.channel_id = ?1 AND w.removed_at IS NULL AND u.protected = 1
-         AND NOT EXISTS (SELECT 1 FROM snapshot_units s WHERE s.kind = u.kind AND s.id = u.id)
-         ORDER BY u.kind, u.id",
+        "SELECT w.channel_id, u.kind, u.id, u.workspace_id,
+                EXISTS (SELECT 1 FROM snapshot_units s WHERE s.kind = u.kind AND s.id = u.id)
+         FROM units u CROSS JOIN workspaces w ON w.id = u.workspace_id
+         WHERE u.protected = 1 AND w.removed_at IS NULL
+           AND +w.channel_id IN (SELECT id FROM snapshot_channels)",
     )?;
-    let units = stmt
-        .query_map([channel], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<rusqlite::Result<Vec<(String, String, String)>>>()?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, bool>(4)?,
+        ))
+    })?;
+    for row in rows {
+        let (channel, kind, id, workspace, listed) = row?;
+        if let Some(l) = by.get_mut(&channel) {
+            l.shrink.units += 1;
+            if !listed {
+                l.units.push((kind, id, workspace));
+            }
+        }
+    }
+    // Enabled modules the file did not list.
     let mut stmt = tx.prepare(
-        "SELECT m.workspace_id, m.module FROM modules m JOIN workspaces w ON w.id = m.workspace_id
-         WHERE w.channel_id = ?1 AND w.removed_at IS NULL AND m.enabled = 1
-         AND NOT EXISTS (SELECT 1 FROM snapshot_modules s
-                         WHERE s.workspace = m.workspace_id AND s.module = m.module)
-         ORDER BY m.workspace_id, m.module",
+        "SELECT w.channel_id, m.workspace_id, m.module
+         FROM modules m CROSS JOIN workspaces w ON w.id = m.workspace_id
+         WHERE m.enabled = 1 AND w.removed_at IS NULL
+           AND +w.channel_id IN (SELECT id FROM snapshot_channels)
+           AND NOT EXISTS (SELECT 1 FROM snapshot_modules s
+                           WHERE s.workspace = m.workspace_id AND s.module = m.module)",
     )?;
-    let modules = stmt
-        .query_map([channel], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<Vec<(String, String)>>>()?;
-    let wide = |n: i64| u64::try_from(n).unwrap_or(0);
-    Ok(Losses {
-        shrink: Shrink {
-            channel: channel.to_string(),
-            units: wide(units_now),
-            units_dropped: units.len() as u64,
-            workspaces: wide(workspaces_now),
-            workspaces_dropped: workspaces.len() as u64,
-        },
-        units,
-        modules,
-        workspaces,
-    })
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (channel, workspace, module) = row?;
+        if let Some(l) = by.get_mut(&channel) {
+            l.modules.push((workspace, module));
+        }
+    }
+    Ok(by
+        .into_values()
+        .map(|mut l| {
+            l.units.sort();
+            l.modules.sort();
+            l.shrink.units_dropped = l.units.len() as u64;
+            l.shrink.workspaces_dropped = l.workspaces.len() as u64;
+            l
+        })
+        .collect())
 }
 
 /// Whether `dropped` of `before` is more than `percent`.
@@ -177,18 +226,7 @@ pub(super) fn complete(
     at: Millis,
     rules: SnapshotRules,
 ) -> Result<Implied, ImportError> {
-    let channels: Vec<String> = {
-        let mut stmt = tx
-            .prepare("SELECT id FROM snapshot_channels ORDER BY id")
-            .map_err(StoreError::from)?;
-        let rows = stmt.query_map([], |r| r.get(0)).map_err(StoreError::from)?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(StoreError::from)?
-    };
-    let mut all = Vec::new();
-    for c in &channels {
-        all.push(losses(tx, c).map_err(StoreError::from)?);
-    }
+    let all = losses(tx).map_err(StoreError::from)?;
     let refused: Vec<Shrink> = all
         .iter()
         .map(|l| &l.shrink)
