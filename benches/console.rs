@@ -363,7 +363,8 @@ fn main() {
             .map(|_| {
                 let id = format!("msp-{:04}", rng.usize(0..CONNECTORS));
                 let t = Instant::now();
-                let v = gradient_connector::status::connector_status(&s, &id).unwrap();
+                let v = gradient_connector::status::connector_status(&s, &id, &Default::default())
+                    .unwrap();
                 assert!(v.is_some());
                 t.elapsed().as_secs_f64() * 1000.0
             })

@@ -55,10 +55,7 @@ pub const SERVICES: &[(&str, &str, UnitKind, &str, &str)] = &[
 pub fn services() -> Vec<ServiceUnit> {
     SERVICES
         .iter()
-        .map(|(m, _, u, _, _)| ServiceUnit {
-            module: m.to_string(),
-            unit: *u,
-        })
+        .map(|(m, _, u, _, _)| ServiceUnit::new(*m, *u))
         .collect()
 }
 

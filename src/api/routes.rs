@@ -254,9 +254,10 @@ async fn connectors(State(state): State<ApiState>) -> Answer {
 async fn connector_view(state: &ApiState, id: &str) -> Answer {
     let ctx = state.ctx();
     let key = id.to_string();
+    let quantities = ctx.config.quantity_names();
     let view = ctx
         .store
-        .read(move |s| crate::status::connector_status(s, &key))
+        .read(move |s| crate::status::connector_status(s, &key, &quantities))
         .await?;
     match view {
         Some(c) => ok(c),
@@ -373,9 +374,10 @@ async fn verify(State(state): State<ApiState>, Path(id): Path<String>) -> Answer
         }
     }
     let key = id.clone();
+    let quantities = ctx.config.quantity_names();
     let view = ctx
         .store
-        .read(move |s| crate::status::connector_status(s, &key))
+        .read(move |s| crate::status::connector_status(s, &key, &quantities))
         .await?;
     let mut body = serde_json::to_value(view).map_err(|e| {
         ApiFailure::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())

@@ -186,6 +186,12 @@ pub struct ServiceConfig {
     pub description: String,
     /// What the service counts.
     pub unit: UnitKind,
+    /// A quantity's unit name (`GB`), shown beside its figures.
+    pub quantity_name: Option<String>,
+    /// Decimals a quantity is rounded up to (0..=6).
+    pub decimals: u8,
+    /// Its own monthly rule, overriding `[schedule] monthly_count`.
+    pub monthly_count: Option<MonthlyCount>,
     /// Gradient category.
     pub category: String,
     /// Gradient subcategory.
@@ -511,6 +517,15 @@ impl Config {
     /// The module ids the `[[service]]` entries name.
     pub fn service_modules(&self) -> Vec<&str> {
         self.services.iter().map(|s| s.module.as_str()).collect()
+    }
+
+    /// Module → unit name of every quantity service that names one (`GB`).
+    pub fn quantity_names(&self) -> std::collections::HashMap<String, String> {
+        self.services
+            .iter()
+            .filter(|s| s.unit == UnitKind::Quantity)
+            .filter_map(|s| Some((s.module.clone(), s.quantity_name.clone()?)))
+            .collect()
     }
 
     /// The configured service for a module.

@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use config::{Value, ValueKind};
 
+mod services;
+
 use super::keys::{self, kind_name, Fallback, Kind, Val, SERVICE, WEBHOOK};
 use super::{
     ApiConfig, ApiListen, Config, GradientConfig, InventoryConfig, LogConfig, Problem,
-    ScheduleConfig, ServiceConfig, StoreConfig, WebhookConfig,
+    ScheduleConfig, StoreConfig, WebhookConfig,
 };
 use crate::domain::EventKind;
 use crate::gradient::ClientSettings;
@@ -89,6 +91,14 @@ impl Section {
             return None;
         }
         Some(self.str(key))
+    }
+
+    /// An optional word: `None` when its value was refused, `Some(None)` when unset.
+    fn opt_word<T: FromStr>(&mut self, key: &'static str) -> Option<Option<T>> {
+        if self.refused.contains(key) {
+            return None;
+        }
+        Some(self.word(key))
     }
 
     /// A word of an enum, parsed with the enum's own `FromStr` (the table checked it is one).
@@ -249,6 +259,9 @@ impl<'a> Reader<'a> {
         });
         let api = self.api(api);
         let services = self.services(root.remove(SERVICE));
+        if let (Some(schedule), Some(services)) = (&schedule, &services) {
+            self.check_measures(schedule, services);
+        }
         let webhooks = self.webhooks(root.remove(WEBHOOK));
         Some(Config {
             source: path.to_path_buf(),
@@ -430,55 +443,6 @@ impl<'a> Reader<'a> {
             self.problem("schedule.cron", message);
         }
         out
-    }
-
-    fn services(&mut self, raw: Option<Value>) -> Option<Vec<ServiceConfig>> {
-        let (entries, mut ok) = self.entries(SERVICE, raw)?;
-        if entries.is_empty() && ok {
-            self.problem(
-                SERVICE,
-                "no [[service]] is configured: add one per module that Gradient should bill",
-            );
-        }
-        let mut out = Vec::new();
-        let mut modules = HashSet::new();
-        let mut names = HashSet::new();
-        for (sec, s) in entries {
-            let mut module = None;
-            let mut name = None;
-            let service = self.finish(s, |s| {
-                module = s.str("module");
-                name = s.str("name");
-                let (module, name) = (module.clone()?, name.clone()?);
-                Some(ServiceConfig {
-                    description: s.opt_str("description")?.unwrap_or_else(|| name.clone()),
-                    unit: s.word("unit")?,
-                    category: s.str("category")?,
-                    subcategory: s.str("subcategory")?,
-                    support_article: s.opt_str("support_article")?,
-                    support_contact: s.opt_str("support_contact")?,
-                    module,
-                    name,
-                })
-            });
-            if let Some(m) = module.filter(|m| !modules.insert(m.clone())) {
-                self.problem(
-                    format!("{sec}.module"),
-                    format!("duplicate module {m:?}: each module is one service"),
-                );
-            }
-            if let Some(n) = name.filter(|n| !names.insert(n.clone())) {
-                self.problem(
-                    format!("{sec}.name"),
-                    format!("duplicate service name {n:?}: Gradient matches services by name"),
-                );
-            }
-            match service {
-                Some(service) => out.push(service),
-                None => ok = false,
-            }
-        }
-        ok.then_some(out)
     }
 }
 

@@ -380,7 +380,11 @@ fn words_read_through_the_environment_and_problems_list_the_table() {
         "{p:?}"
     );
     assert!(
-        has(&p, "service[0].unit", "missing: \"users\" or \"devices\""),
+        has(
+            &p,
+            "service[0].unit",
+            "missing: one of \"users\", \"devices\", \"quantity\""
+        ),
         "{p:?}"
     );
     assert!(has(&p, "service[0].module", "must not be empty"), "{p:?}");

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::domain::UnitCount;
 use crate::domain::{PairOutcome, Tally};
 use crate::store::ledger::{ConnectorRow, HistoryFilter, LastKnown, LedgerRow, RunLock, RunRow};
 use crate::store::{Store, StoreError};
@@ -21,6 +22,13 @@ use crate::time::{format_ms, now_ms, Millis};
 
 /// Module → (service name, Gradient id), as the store knows them.
 type ServiceNames = HashMap<String, (String, String)>;
+
+/// What status knows of the services: their names and ids in Gradient (from the store) and the
+/// unit names of quantity services (from the configuration: module → `GB`).
+pub struct Services<'a> {
+    names: &'a ServiceNames,
+    quantities: &'a HashMap<String, String>,
+}
 
 /// A pair as shown in status.
 #[derive(Debug, Clone, Serialize)]
@@ -34,7 +42,9 @@ pub struct PairView {
     /// The service's name in Gradient (None until the service is created).
     pub service_name: Option<String>,
     /// Count involved (for disabled pairs: the last known value).
-    pub unit_count: Option<u64>,
+    pub unit_count: Option<UnitCount>,
+    /// A quantity service's unit name (`GB`); null for unit services.
+    pub quantity_name: Option<String>,
     /// Outcome of its latest push.
     pub outcome: PairOutcome,
     /// Why.
@@ -55,7 +65,9 @@ pub struct LastKnownView {
     /// The service's name in Gradient (None until the service is created).
     pub service_name: Option<String>,
     /// Last count Gradient accepted.
-    pub unit_count: u64,
+    pub unit_count: UnitCount,
+    /// A quantity service's unit name (`GB`); null for unit services.
+    pub quantity_name: Option<String>,
     /// When.
     pub pushed_at: String,
 }
@@ -207,26 +219,28 @@ fn run_view(r: &RunRow, running: bool) -> RunView {
     }
 }
 
-fn pair_view(r: &LedgerRow, names: &ServiceNames) -> PairView {
+fn pair_view(r: &LedgerRow, names: &Services) -> PairView {
     PairView {
         account: r.entry.account_id.clone(),
         service: r.entry.module.clone(),
         module: r.entry.module.clone(),
-        service_name: names.get(&r.entry.module).map(|(n, _)| n.clone()),
+        service_name: names.names.get(&r.entry.module).map(|(n, _)| n.clone()),
         unit_count: r.entry.unit_count,
+        quantity_name: names.quantities.get(&r.entry.module).cloned(),
         outcome: r.entry.outcome,
         reason: r.entry.reason.clone(),
         at: format_ms(r.entry.at),
     }
 }
 
-fn last_known_view(l: &LastKnown, names: &ServiceNames) -> LastKnownView {
+fn last_known_view(l: &LastKnown, names: &Services) -> LastKnownView {
     LastKnownView {
         account: l.account.clone(),
         service: l.service.clone(),
         module: l.service.clone(),
-        service_name: names.get(&l.service).map(|(n, _)| n.clone()),
+        service_name: names.names.get(&l.service).map(|(n, _)| n.clone()),
         unit_count: l.unit_count,
+        quantity_name: names.quantities.get(&l.service).cloned(),
         pushed_at: format_ms(l.pushed_at),
     }
 }
@@ -246,7 +260,7 @@ fn connector_view(
     rows: &[LedgerRow],
     known: &[LastKnown],
     last_run_counts: Option<Tally>,
-    (channels, names): (&[String], &ServiceNames),
+    (channels, names): (&[String], &Services),
 ) -> ConnectorView {
     let pick = |o: &[PairOutcome]| -> Vec<PairView> {
         rows.iter()
@@ -296,7 +310,12 @@ pub fn channel_warning(id: &str, channels: &[String]) -> Option<String> {
 
 /// One connector's status (what `GET /v1/connectors/{id}` answers), read with that connector's
 /// rows only — its cost does not grow with the number of connectors. `None`: no such connector.
-pub fn connector_status(store: &Store, id: &str) -> Result<Option<ConnectorView>, StoreError> {
+/// `quantities`: [`Config::quantity_names`].
+pub fn connector_status(
+    store: &Store,
+    id: &str,
+    quantities: &HashMap<String, String>,
+) -> Result<Option<ConnectorView>, StoreError> {
     let Some(c) = store.connector(id)? else {
         return Ok(None);
     };
@@ -308,6 +327,10 @@ pub fn connector_status(store: &Store, id: &str) -> Result<Option<ConnectorView>
     let known = store.last_known(Some(id))?;
     let channels = store.channel_ids()?;
     let names = store.service_ids()?;
+    let names = Services {
+        names: &names,
+        quantities,
+    };
     Ok(Some(connector_view(
         c,
         &rows,
@@ -318,7 +341,11 @@ pub fn connector_status(store: &Store, id: &str) -> Result<Option<ConnectorView>
 }
 
 /// Every connector's view, read with one query per kind of row for all of them.
-fn connector_views(store: &Store, last: Option<&RunRow>) -> Result<Vec<ConnectorView>, StoreError> {
+fn connector_views(
+    store: &Store,
+    last: Option<&RunRow>,
+    quantities: &HashMap<String, String>,
+) -> Result<Vec<ConnectorView>, StoreError> {
     let mut last_counts: HashMap<String, Tally> = match last {
         Some(r) => store.run_tally_by_connector(r.id)?,
         None => HashMap::new(),
@@ -336,6 +363,10 @@ fn connector_views(store: &Store, last: Option<&RunRow>) -> Result<Vec<Connector
     }
     let channels = store.channel_ids()?;
     let names = store.service_ids()?;
+    let names = Services {
+        names: &names,
+        quantities,
+    };
     Ok(store
         .connectors()?
         .into_iter()
@@ -352,7 +383,7 @@ fn connector_views(store: &Store, last: Option<&RunRow>) -> Result<Vec<Connector
 pub fn status(store: &Store, config: &Config) -> Result<Status, StoreError> {
     let running = RunLock::is_held(store.path());
     let last = store.last_run()?;
-    let connectors = connector_views(store, last.as_ref())?;
+    let connectors = connector_views(store, last.as_ref(), &config.quantity_names())?;
     let next = config
         .schedule
         .parsed
@@ -449,7 +480,7 @@ mod escape_tests {
 
 #[cfg(test)]
 mod connector_status_tests {
-    use super::{connector_status, connector_views};
+    use super::{connector_status, connector_views, HashMap};
     use crate::domain::{Cadence, PairOutcome, RunOutcome, Tally, Trigger};
     use crate::store::ledger::LedgerEntry;
 
@@ -489,10 +520,12 @@ mod connector_status_tests {
         ])
         .unwrap();
         let last = s.last_run().unwrap();
-        let all = connector_views(&s, last.as_ref()).unwrap();
+        let all = connector_views(&s, last.as_ref(), &HashMap::new()).unwrap();
         assert_eq!(all.len(), 3);
         for view in &all {
-            let one = connector_status(&s, &view.id).unwrap().unwrap();
+            let one = connector_status(&s, &view.id, &HashMap::new())
+                .unwrap()
+                .unwrap();
             assert_eq!(
                 serde_json::to_value(&one).unwrap(),
                 serde_json::to_value(view).unwrap(),
@@ -500,16 +533,18 @@ mod connector_status_tests {
                 view.id
             );
         }
-        let a = connector_status(&s, "a").unwrap().unwrap();
+        let a = connector_status(&s, "a", &HashMap::new()).unwrap().unwrap();
         assert!(a.failing.is_empty(), "w2 pushed in the newer run: {a:?}");
         assert_eq!(a.disabled.len(), 1);
         assert_eq!(a.last_run_counts.map(|t| t.pushed), Some(1));
-        assert!(connector_status(&s, "c")
+        assert!(connector_status(&s, "c", &HashMap::new())
             .unwrap()
             .unwrap()
             .last_run_counts
             .is_none());
-        assert!(connector_status(&s, "nope").unwrap().is_none());
+        assert!(connector_status(&s, "nope", &HashMap::new())
+            .unwrap()
+            .is_none());
     }
 }
 

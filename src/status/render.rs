@@ -10,6 +10,14 @@ use crate::sync::{when, DryRun, RunReport};
 use crate::time::format_ms;
 
 /// A size in bytes as B, KiB, MiB or GiB.
+/// A figure with its quantity's unit name (`512.25 GB`); unit counts as they are.
+fn with_unit(count: String, quantity_name: Option<&str>) -> String {
+    match quantity_name {
+        Some(q) => format!("{count} {}", escape(q)),
+        None => count,
+    }
+}
+
 fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
     let mut v = n as f64;
@@ -138,7 +146,7 @@ pub fn render_status(s: &Status) -> String {
                     "  {:<24} {:<24} {:>10}  {}",
                     escape(&l.account),
                     escape(&l.service),
-                    l.unit_count,
+                    with_unit(l.unit_count.to_string(), l.quantity_name.as_deref()),
                     l.pushed_at
                 );
             }
@@ -161,7 +169,7 @@ pub fn render_status(s: &Status) -> String {
             for p in list {
                 let count = p
                     .unit_count
-                    .map(|n| n.to_string())
+                    .map(|n| with_unit(n.to_string(), p.quantity_name.as_deref()))
                     .unwrap_or_else(|| "-".into());
                 let _ = write!(
                     o,
@@ -355,10 +363,7 @@ pub fn render_dry_run(d: &DryRun) -> String {
         );
         for p in &c.plan.pushes {
             let (last, change) = match p.previous {
-                Some(prev) => (
-                    prev.to_string(),
-                    format!("{:+}", p.unit_count as i128 - prev as i128),
-                ),
+                Some(prev) => (prev.to_string(), p.unit_count.change_from(prev)),
                 None => ("-".into(), "new".into()),
             };
             let _ = writeln!(

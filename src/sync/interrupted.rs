@@ -38,7 +38,7 @@ pub fn close_interrupted(s: &Store, config: &Config, now: Millis) -> Result<Vec<
                 .collect();
             parts.sort_by(|a, b| a.connector.cmp(&b.connector));
             let pushed = s.pushed_in_run(run)?;
-            for data in synced_events(run, &parts, &pushed, &names) {
+            for data in synced_events(run, &parts, &pushed, &names, &config.quantity_names()) {
                 s.enqueue_event(EventKind::ConnectorSynced, &data, &targets, now)?;
             }
         }

@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{webhook_targets, Config, ConfigError};
 use crate::connector::{ensure_services, Lifecycle};
+use crate::domain::UnitCount;
 use crate::domain::{
     Cadence, ConnectorId, ConnectorState, EventKind, PairOutcome, RunOutcome, Tally, Trigger,
 };
@@ -160,7 +161,7 @@ struct Setup {
     workspaces: Vec<WorkspaceRow>,
     by_channel: HashMap<String, Vec<WorkspaceRow>>,
     counts: Counts,
-    last_known: HashMap<String, HashMap<(String, String), u64>>,
+    last_known: HashMap<String, HashMap<(String, String), UnitCount>>,
     stored_service_ids: HashMap<String, String>,
     offboarding: Vec<(String, String)>,
 }
@@ -172,6 +173,8 @@ fn services_of(config: &Config) -> Vec<ServiceUnit> {
         .map(|s| ServiceUnit {
             module: s.module.clone(),
             unit: s.unit,
+            monthly: s.monthly_count,
+            decimals: s.decimals,
         })
         .collect()
 }
@@ -198,7 +201,7 @@ async fn read_setup(
     let inputs = store
         .read(move |s| s.load_run_inputs(only.as_deref(), &services, question))
         .await?;
-    let mut last_known: HashMap<String, HashMap<(String, String), u64>> = HashMap::new();
+    let mut last_known: HashMap<String, HashMap<(String, String), UnitCount>> = HashMap::new();
     for lk in inputs.last_known {
         last_known
             .entry(lk.connector_id)
@@ -498,6 +501,7 @@ async fn close(ctx: &SyncContext, report: &RunReport, interrupted: bool) -> Resu
         .iter()
         .map(|s| (s.module.clone(), s.name.clone()))
         .collect();
+    let quantities = config.quantity_names();
     let mapping_targets = webhook_targets(&config.webhooks, EventKind::ConnectorMappingNeeded);
     let unmapped_pairs: Vec<(String, Vec<(String, String)>)> = report
         .connectors
@@ -535,7 +539,7 @@ async fn close(ctx: &SyncContext, report: &RunReport, interrupted: bool) -> Resu
                     return Ok(told);
                 }
                 let pushed = s.pushed_in_run(run_id)?;
-                for data in synced_events(run_id, &parts, &pushed, &names) {
+                for data in synced_events(run_id, &parts, &pushed, &names, &quantities) {
                     s.enqueue_event(EventKind::ConnectorSynced, &data, &targets, finished)?;
                 }
                 Ok(true)

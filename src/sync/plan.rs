@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
+use crate::domain::UnitCount;
 use crate::domain::{Cadence, RunOutcome, Tally};
 use crate::store::counting::Counts;
 use crate::store::ledger::WorkspaceRow;
@@ -21,9 +22,9 @@ pub struct PlannedPush {
     /// Gradient's service id, when known.
     pub service_id: Option<String>,
     /// The count to set.
-    pub unit_count: u64,
+    pub unit_count: UnitCount,
     /// The count last accepted by Gradient for this pair, if any.
-    pub previous: Option<u64>,
+    pub previous: Option<UnitCount>,
     /// A final zero for an account whose workspace left this MSP (removed or moved).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub final_zero: bool,
@@ -37,7 +38,7 @@ pub struct DisabledPair {
     /// Module.
     pub module: String,
     /// Last count Gradient accepted, which it keeps showing.
-    pub last_known: Option<u64>,
+    pub last_known: Option<UnitCount>,
 }
 
 /// What one connector's part of a run sends.
@@ -57,7 +58,7 @@ pub fn plan_connector(
     workspaces: &[WorkspaceRow],
     counts: &Counts,
     service_ids: &HashMap<String, String>,
-    last_known: &HashMap<(String, String), u64>,
+    last_known: &HashMap<(String, String), UnitCount>,
 ) -> ConnectorPlan {
     let lk = HashMap::from([(connector_id.to_string(), last_known.clone())]);
     plan_connectors(&[connector_id], workspaces, counts, service_ids, &lk)
@@ -72,7 +73,7 @@ pub fn plan_connectors(
     workspaces: &[WorkspaceRow],
     counts: &Counts,
     service_ids: &HashMap<String, String>,
-    last_known: &HashMap<String, HashMap<(String, String), u64>>,
+    last_known: &HashMap<String, HashMap<(String, String), UnitCount>>,
 ) -> HashMap<String, ConnectorPlan> {
     let mut plans: HashMap<String, ConnectorPlan> = connector_ids
         .iter()
@@ -139,15 +140,15 @@ pub fn add_final_zeros(
     plans: &mut HashMap<String, ConnectorPlan>,
     due: &[(String, String)],
     service_ids: &HashMap<String, String>,
-    last_known: &HashMap<String, HashMap<(String, String), u64>>,
+    last_known: &HashMap<String, HashMap<(String, String), UnitCount>>,
 ) {
     for (connector, account) in due {
         let (Some(plan), Some(lk)) = (plans.get_mut(connector), last_known.get(connector)) else {
             continue;
         };
-        let mut owed: Vec<(&String, u64)> = lk
+        let mut owed: Vec<(&String, UnitCount)> = lk
             .iter()
-            .filter(|((a, _), n)| a == account && **n > 0)
+            .filter(|((a, _), n)| a == account && **n > UnitCount::ZERO)
             .map(|((_, m), n)| (m, *n))
             .collect();
         owed.sort();
@@ -156,7 +157,7 @@ pub fn add_final_zeros(
                 account_id: account.clone(),
                 module: module.clone(),
                 service_id: service_ids.get(module).cloned(),
-                unit_count: 0,
+                unit_count: UnitCount::ZERO,
                 previous: Some(n),
                 final_zero: true,
             });
@@ -228,31 +229,34 @@ mod tests {
                 Figure {
                     workspace_id: "b".into(),
                     module: "m".into(),
-                    unit_count: 0,
+                    unit_count: 0.into(),
                 },
                 Figure {
                     workspace_id: "a".into(),
                     module: "m".into(),
-                    unit_count: 3,
+                    unit_count: 3.into(),
                 },
                 Figure {
                     workspace_id: "x".into(),
                     module: "m".into(),
-                    unit_count: 9,
+                    unit_count: 9.into(),
                 },
             ],
             disabled: vec![("a".into(), "n".into())],
         };
         let ids = HashMap::from([("m".to_string(), "sid".to_string())]);
         let lk = HashMap::from([
-            (("a".to_string(), "m".to_string()), 2u64),
-            (("a".to_string(), "n".to_string()), 7u64),
+            (("a".to_string(), "m".to_string()), 2u64.into()),
+            (("a".to_string(), "n".to_string()), 7u64.into()),
         ]);
         let p = plan_connector("c1", &workspaces, &counts, &ids, &lk);
         let got: Vec<(&str, u64, Option<u64>)> = p
             .pushes
             .iter()
-            .map(|p| (p.account_id.as_str(), p.unit_count, p.previous))
+            .map(|p| {
+                let previous = p.previous.map(UnitCount::whole_part);
+                (p.account_id.as_str(), p.unit_count.whole_part(), previous)
+            })
             .collect();
         assert_eq!(got, vec![("a", 3, Some(2)), ("b", 0, None)]);
         assert_eq!(p.pushes[0].service_id.as_deref(), Some("sid"));
@@ -261,7 +265,7 @@ mod tests {
             vec![DisabledPair {
                 account_id: "a".into(),
                 module: "n".into(),
-                last_known: Some(7)
+                last_known: Some(7.into())
             }]
         );
     }
@@ -345,12 +349,12 @@ mod final_zero_tests {
 
     fn known(
         entries: &[(&str, &str, &str, u64)],
-    ) -> HashMap<String, HashMap<(String, String), u64>> {
-        let mut out: HashMap<String, HashMap<(String, String), u64>> = HashMap::new();
+    ) -> HashMap<String, HashMap<(String, String), UnitCount>> {
+        let mut out: HashMap<String, HashMap<(String, String), UnitCount>> = HashMap::new();
         for (c, a, m, n) in entries {
             out.entry(c.to_string())
                 .or_default()
-                .insert((a.to_string(), m.to_string()), *n);
+                .insert((a.to_string(), m.to_string()), (*n).into());
         }
         out
     }
@@ -380,8 +384,8 @@ mod final_zero_tests {
                 (
                     x.account_id.as_str(),
                     x.module.as_str(),
-                    x.unit_count,
-                    x.previous,
+                    x.unit_count.whole_part(),
+                    x.previous.map(UnitCount::whole_part),
                     x.service_id.as_deref(),
                     x.final_zero,
                 )

@@ -507,7 +507,7 @@ impl<'a> ConnectorRun<'a> {
                 ))
             }
         }
-        if pp.unit_count > MAX_EXACT_COUNT {
+        if pp.unit_count.whole_part() >= MAX_EXACT_COUNT {
             return Some(Attempt::not_sent(PairOutcome::Failed, "not sent: the count exceeds 2^53, which a JSON number cannot carry exactly; check the inventory"));
         }
         let Some(service_id) = &pp.service_id else {

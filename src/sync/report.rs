@@ -21,7 +21,7 @@ pub struct ConnectorReport {
     /// Failed pairs: (account, module, reason).
     pub failed: Vec<(String, String, String)>,
     /// Disabled pairs: (account, module, last known count).
-    pub disabled: Vec<(String, String, Option<u64>)>,
+    pub disabled: Vec<(String, String, Option<UnitCount>)>,
     /// Anything the operator should know.
     pub note: Option<String>,
 }
@@ -101,12 +101,14 @@ pub struct SyncedPart {
 
 /// The `data` of each `connector.synced` event of run `run_id` (pure): connector, run, outcome,
 /// counts (as in `/v1/runs`) and `pushed` — what Gradient accepted, each service by its configured
-/// name (`names`: module → name; the module id when not configured).
+/// name (`names`: module → name; the module id when not configured), a quantity with its unit name
+/// (`quantities`: module → `GB`; null for unit services).
 pub fn synced_events(
     run_id: i64,
     parts: &[SyncedPart],
-    pushed: &[(String, String, String, u64)],
+    pushed: &[(String, String, String, UnitCount)],
     names: &HashMap<String, String>,
+    quantities: &HashMap<String, String>,
 ) -> Vec<serde_json::Value> {
     parts
         .iter()
@@ -120,6 +122,7 @@ pub fn synced_events(
                         "service": names.get(module).unwrap_or(module),
                         "module": module,
                         "unit_count": count,
+                        "quantity_name": quantities.get(module),
                     })
                 })
                 .collect();

@@ -74,7 +74,7 @@ fn assert_ledger_matches_stand_in(e: &SimEnv) {
     for r in rows {
         let (conn, acct) = (&r.connector_id, &r.account_id);
         let sid = r.service_id.as_deref().unwrap_or_default();
-        let n = r.unit_count.map(|n| n as i64);
+        let n = r.unit_count.map(|n| n.whole_part() as i64);
         let received = snap.pushes.iter().any(|p| {
             p.status == 201
                 && p.org_id.as_deref() == Some(conn.as_str())

@@ -42,14 +42,8 @@ fn the_msps_shape_imports_with_the_sizes_it_states() {
     );
     assert_eq!(s.channel_ids().unwrap(), ["msp-0", "msp-1", "msp-2"]);
     let services = [
-        ServiceUnit {
-            module: "endpoint_security".into(),
-            unit: UnitKind::Devices,
-        },
-        ServiceUnit {
-            module: "email_security".into(),
-            unit: UnitKind::Users,
-        },
+        ServiceUnit::new("endpoint_security", UnitKind::Devices),
+        ServiceUnit::new("email_security", UnitKind::Users),
     ];
     let counts = s.count(&services, CountQuestion::AsOf(now)).unwrap();
     let devices = counts

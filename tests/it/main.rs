@@ -23,6 +23,7 @@ mod hostile_input;
 mod json_times;
 mod kit;
 mod ledger_edges;
+mod metered;
 mod progress;
 mod properties;
 mod root_safety;

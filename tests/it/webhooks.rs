@@ -534,7 +534,7 @@ fn a_run_killed_mid_way_is_told_at_the_next_start_with_what_the_ledger_shows_pus
                 } else {
                     "Email Security"
                 };
-                (account, name.to_string(), n)
+                (account, name.to_string(), n.whole_part())
             })
             .collect();
         assert_eq!(told, ledger, "{c}");

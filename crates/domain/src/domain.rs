@@ -9,6 +9,7 @@
 //!
 //! This module is at the bottom of the dependency graph: it imports nothing from the crate.
 
+pub use crate::count::UnitCount;
 use serde::{Deserialize, Serialize};
 
 /// Declares a string id newtype: serde-transparent, displayed as itself, borrowed as `&str`.
@@ -189,6 +190,8 @@ word_enum!(
         Users,
         /// Protected devices.
         Devices,
+        /// A metered gauge (GB of backup, say) from `usage` records, not units.
+        Quantity,
     }
 );
 
@@ -209,8 +212,10 @@ word_enum!(
         Peak,
         /// The count at the end of the month.
         End,
-        /// Every unit protected at any time in the month.
+        /// Every unit protected at any time in the month (unit services only).
         Distinct,
+        /// The time-weighted average of the month (quantity services only).
+        Average,
     }
 );
 
@@ -433,7 +438,7 @@ mod tests {
         }
         assert_eq!(PairOutcome::SkippedDisabled.as_str(), "skipped_disabled");
         assert_eq!(Trigger::CatchUp.as_str(), "catch_up");
-        assert_eq!(UnitKind::words(), &["users", "devices"]);
+        assert_eq!(UnitKind::words(), &["users", "devices", "quantity"]);
         assert_eq!(EventKind::ConnectorSynced.as_str(), "connector.synced");
         assert_eq!(
             serde_json::to_string(&EventKind::ConnectorTokenRejected).unwrap(),

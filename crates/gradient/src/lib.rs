@@ -385,7 +385,7 @@ impl PartnerSession {
         &self,
         service_id: &str,
         account_id: &str,
-        unit_count: u64,
+        unit_count: impl Into<gradient_connector_domain::count::UnitCount>,
         no_build: bool,
     ) -> Result<Answer<()>, GradientError> {
         let mut path = format!("/service/{}/count", segment(service_id)?);
@@ -394,7 +394,7 @@ impl PartnerSession {
         }
         let body = UnitCountBody {
             account_id,
-            unit_count,
+            unit_count: unit_count.into(),
         };
         // The one route where a 404 means "not mapped".
         let result = self

@@ -330,7 +330,7 @@ pub struct AccountUpdate {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct UnitCountBody<'a> {
     pub account_id: &'a str,
-    pub unit_count: u64,
+    pub unit_count: gradient_connector_domain::count::UnitCount,
 }
 
 /// Removes Gradient's `{status, message, data}` wrapper when present.
@@ -548,7 +548,7 @@ mod tests {
     fn unit_count_is_a_number_and_account_id_a_string() {
         let body = serde_json::to_string(&UnitCountBody {
             account_id: "123",
-            unit_count: 5,
+            unit_count: 5.into(),
         })
         .unwrap();
         assert_eq!(body, r#"{"accountId":"123","unitCount":5}"#);

@@ -26,6 +26,15 @@ pub struct Service {
     pub description: Option<String>,
     /// What it counts.
     pub unit: UnitKind,
+    /// A quantity's unit name (`GB`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quantity_name: Option<String>,
+    /// Decimals a quantity is rounded up to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decimals: Option<u8>,
+    /// Its own monthly rule (`peak`, `end`, `distinct`, `average`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monthly_count: Option<String>,
     /// Gradient's category.
     pub category: String,
     /// Gradient's subcategory.
@@ -52,6 +61,9 @@ impl Service {
             name: name.into(),
             description: None,
             unit,
+            quantity_name: None,
+            decimals: None,
+            monthly_count: None,
             category: category.into(),
             subcategory: subcategory.into(),
             support_article: None,
@@ -62,6 +74,26 @@ impl Service {
     /// With a description.
     pub fn description(mut self, text: &str) -> Service {
         self.description = Some(text.into());
+        self
+    }
+
+    /// A metered service (`unit = "quantity"`) counting `quantity_name`s (`GB`).
+    pub fn quantity(module: &str, name: &str, quantity_name: &str) -> Service {
+        Service {
+            quantity_name: Some(quantity_name.into()),
+            ..Service::new(module, name, UnitKind::Quantity, "backup", "cloud backup")
+        }
+    }
+
+    /// With `decimals`.
+    pub fn decimals(mut self, decimals: u8) -> Service {
+        self.decimals = Some(decimals);
+        self
+    }
+
+    /// With its own monthly rule.
+    pub fn monthly_count(mut self, rule: &str) -> Service {
+        self.monthly_count = Some(rule.into());
         self
     }
 

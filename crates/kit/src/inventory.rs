@@ -15,7 +15,7 @@ pub const OCTOBER_2026: &str = "2026-10-01T00:00:00Z";
 pub const STANDARD_MODULES: [&str; 2] = ["endpoint_security", "email_security"];
 
 /// One line of the import format.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum Record {
     /// A channel (MSP).
@@ -28,6 +28,8 @@ pub enum Record {
     User(UnitRecord),
     /// A device, protected or not.
     Device(UnitRecord),
+    /// A metered quantity of a workspace's module.
+    Usage(UsageRecord),
     /// A snapshot's header: the first line of `import --snapshot`.
     Snapshot(SnapshotRecord),
 }
@@ -99,6 +101,20 @@ pub struct UnitRecord {
     pub at: Option<String>,
 }
 
+/// `{"type":"usage",...}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UsageRecord {
+    /// The workspace.
+    pub workspace: String,
+    /// The module (a `unit = "quantity"` service's).
+    pub module: String,
+    /// The quantity from `at` until the next usage record.
+    pub quantity: f64,
+    /// When it takes effect (RFC 3339); none = the import's start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+}
+
 /// How many protected units one workspace of [`Inventory::msps`] gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Units {
@@ -123,12 +139,13 @@ pub fn unit_id(workspace: &str, kind: UnitKind, i: usize) -> String {
     match kind {
         UnitKind::Devices => format!("{workspace}-d{i}"),
         UnitKind::Users => format!("{workspace}-u{i}"),
+        UnitKind::Quantity => format!("{workspace}-q{i}"),
     }
 }
 
 /// An inventory being built: records in file order. Each record added takes the current `at`
 /// ([`Inventory::at`]; none at first, i.e. the import's start).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Inventory {
     records: Vec<Record>,
     at: Option<String>,
@@ -242,7 +259,19 @@ impl Inventory {
         self.push(match kind {
             UnitKind::Users => Record::User(r),
             UnitKind::Devices => Record::Device(r),
+            UnitKind::Quantity => panic!("a quantity is not a unit: use Inventory::usage"),
         })
+    }
+
+    /// A usage record: `quantity` of `module` in `workspace` from the current `at`.
+    pub fn usage(&mut self, workspace: &str, module: &str, quantity: f64) -> &mut Self {
+        let r = UsageRecord {
+            workspace: workspace.into(),
+            module: module.into(),
+            quantity,
+            at: self.at.clone(),
+        };
+        self.push(Record::Usage(r))
     }
 
     /// A user.

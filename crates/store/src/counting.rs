@@ -21,7 +21,9 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{params_from_iter, Connection};
 
 use super::StoreError;
+use crate::count::UnitCount;
 use crate::domain::{MonthlyCount, UnitKind};
+use crate::metered::{usage_as_of, usage_month};
 use crate::time::Millis;
 
 /// A service to count: its module and what it counts.
@@ -29,8 +31,24 @@ use crate::time::Millis;
 pub struct ServiceUnit {
     /// Module id in the inventory.
     pub module: String,
-    /// Unit kind.
+    /// Unit kind (`quantity`: a metered service, counted by [`crate::metered`]).
     pub unit: UnitKind,
+    /// Its own monthly rule, overriding the one a monthly run asks for.
+    pub monthly: Option<MonthlyCount>,
+    /// Decimals a quantity is rounded up to (unit counts are whole).
+    pub decimals: u8,
+}
+
+impl ServiceUnit {
+    /// A service of `unit`s of `module`, with the run's monthly rule and no decimals.
+    pub fn new(module: impl Into<String>, unit: UnitKind) -> Self {
+        ServiceUnit {
+            module: module.into(),
+            unit,
+            monthly: None,
+            decimals: if unit == UnitKind::Quantity { 2 } else { 0 },
+        }
+    }
 }
 
 /// One billable figure.
@@ -40,8 +58,8 @@ pub struct Figure {
     pub workspace_id: String,
     /// Module (= service).
     pub module: String,
-    /// Distinct protected units.
-    pub unit_count: u64,
+    /// Distinct protected units, or the metered quantity.
+    pub unit_count: UnitCount,
 }
 
 /// What counting found: figures for enabled pairs, and pairs whose module is disabled.
@@ -55,7 +73,10 @@ pub struct Counts {
 
 /// `WITH svc(module, kind) AS (VALUES ...)` for the configured services, and the statement's
 /// parameters: the instants `leading` (`?1`, `?2`, ...), then the services'.
-fn services_cte(services: &[ServiceUnit], leading: &[Millis]) -> (String, Vec<SqlValue>) {
+pub(crate) fn services_cte(
+    services: &[ServiceUnit],
+    leading: &[Millis],
+) -> (String, Vec<SqlValue>) {
     let mut rows = Vec::new();
     let mut values: Vec<SqlValue> = leading.iter().map(|t| SqlValue::Integer(*t)).collect();
     for (i, s) in services.iter().enumerate() {
@@ -80,7 +101,7 @@ fn collect_figures(
         Ok(Figure {
             workspace_id: r.get(0)?,
             module: r.get(1)?,
-            unit_count: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+            unit_count: UnitCount::whole(u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0)),
         })
     })?;
     let mut out = rows.collect::<Result<Vec<_>, _>>()?;
@@ -126,7 +147,8 @@ pub fn as_of_query(services: &[ServiceUnit], at: Millis) -> (String, Vec<SqlValu
     (sql, params)
 }
 
-/// Counts as of instant `at`.
+/// Counts as of instant `at`: unit services by [`as_of_query`], metered ones by
+/// [`usage_as_of`].
 pub fn count_as_of(
     conn: &Connection,
     services: &[ServiceUnit],
@@ -135,9 +157,32 @@ pub fn count_as_of(
     if services.is_empty() {
         return Ok(Counts::default());
     }
-    let (figures_sql, params) = as_of_query(services, at);
-    let figures = collect_figures(conn, &figures_sql, params.clone())?;
-    let (svc, _) = services_cte(services, &[at]);
+    let (metered, units) = split_metered(services);
+    let mut figures = usage_as_of(conn, &metered, at)?;
+    if !units.is_empty() {
+        let (figures_sql, params) = as_of_query(&units, at);
+        figures.extend(collect_figures(conn, &figures_sql, params)?);
+    }
+    figures.sort();
+    let disabled = disabled_as_of(conn, services, at)?;
+    Ok(Counts { figures, disabled })
+}
+
+/// Metered services apart from unit services.
+fn split_metered(services: &[ServiceUnit]) -> (Vec<ServiceUnit>, Vec<ServiceUnit>) {
+    services
+        .iter()
+        .cloned()
+        .partition(|s| s.unit == UnitKind::Quantity)
+}
+
+/// Pairs whose module was enabled before `at` but is not at `at`.
+fn disabled_as_of(
+    conn: &Connection,
+    services: &[ServiceUnit],
+    at: Millis,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let (svc, params) = services_cte(services, &[at]);
     let disabled_sql = format!(
         "WITH {svc}
          SELECT DISTINCT m.workspace_id, m.module
@@ -147,8 +192,7 @@ pub fn count_as_of(
          SELECT m.workspace_id, m.module FROM module_intervals m
          WHERE m.from_at <= ?1 AND (m.to_at IS NULL OR m.to_at > ?1)"
     );
-    let disabled = collect_pairs(conn, &disabled_sql, params)?;
-    Ok(Counts { figures, disabled })
+    collect_pairs(conn, &disabled_sql, params)
 }
 
 /// The statement (and its parameters) that yields `(workspace, module, count)` for every pair
@@ -233,7 +277,7 @@ pub fn month_query(
     (sql, params)
 }
 
-/// Counts over `[start, end)` by `how`.
+/// Counts over `[start, end)`: each service by its own monthly rule (`monthly`, else `how`).
 pub fn count_month(
     conn: &Connection,
     services: &[ServiceUnit],
@@ -241,18 +285,62 @@ pub fn count_month(
     end: Millis,
     how: MonthlyCount,
 ) -> Result<Counts, StoreError> {
-    if services.is_empty() {
-        return Ok(Counts::default());
+    let mut groups: Vec<(bool, MonthlyCount, Vec<ServiceUnit>)> = Vec::new();
+    for s in services {
+        let key = (s.unit == UnitKind::Quantity, s.monthly.unwrap_or(how));
+        match groups.iter_mut().find(|(q, h, _)| (*q, *h) == key) {
+            Some(group) => group.2.push(s.clone()),
+            None => groups.push((key.0, key.1, vec![s.clone()])),
+        }
     }
-    if how == MonthlyCount::End {
-        return count_as_of(conn, services, end - 1);
+    let mut all = Counts::default();
+    for (metered, rule, group) in groups {
+        let figures = if metered {
+            usage_month(conn, &group, start, end, rule)?
+        } else {
+            unit_figures_month(conn, &group, start, end, rule)?
+        };
+        all.figures.extend(figures);
+        all.disabled.extend(if rule == MonthlyCount::End {
+            disabled_as_of(conn, &group, end - 1)?
+        } else {
+            disabled_in(conn, &group, start, end)?
+        });
     }
-    let figures = if how == MonthlyCount::Peak {
-        month_peaks(conn, services, start, end)?
-    } else {
-        let (figures_sql, params) = month_query(services, start, end, how);
-        collect_figures(conn, &figures_sql, params)?
-    };
+    all.figures.sort();
+    all.disabled.sort();
+    all.disabled.dedup();
+    Ok(all)
+}
+
+/// Unit services' figures over `[start, end)` by `how`.
+fn unit_figures_month(
+    conn: &Connection,
+    services: &[ServiceUnit],
+    start: Millis,
+    end: Millis,
+    how: MonthlyCount,
+) -> Result<Vec<Figure>, StoreError> {
+    match how {
+        MonthlyCount::End => {
+            let (sql, params) = as_of_query(services, end - 1);
+            collect_figures(conn, &sql, params)
+        }
+        MonthlyCount::Peak | MonthlyCount::Average => month_peaks(conn, services, start, end),
+        MonthlyCount::Distinct => {
+            let (sql, params) = month_query(services, start, end, how);
+            collect_figures(conn, &sql, params)
+        }
+    }
+}
+
+/// Pairs whose module was enabled before the window but not in it.
+fn disabled_in(
+    conn: &Connection,
+    services: &[ServiceUnit],
+    start: Millis,
+    end: Millis,
+) -> Result<Vec<(String, String)>, StoreError> {
     let (svc, params) = services_cte(services, &[start, end]);
     let disabled_sql = format!(
         "WITH {svc}
@@ -263,8 +351,7 @@ pub fn count_month(
          SELECT m.workspace_id, m.module FROM module_intervals m
          WHERE m.from_at < ?2 AND (m.to_at IS NULL OR m.to_at > ?1)"
     );
-    let disabled = collect_pairs(conn, &disabled_sql, params)?;
-    Ok(Counts { figures, disabled })
+    collect_pairs(conn, &disabled_sql, params)
 }
 
 /// A unit's protected interval `[from, to)`; `to` is `None` while it is open.
@@ -344,7 +431,7 @@ fn month_peaks(
                 figures.push(Figure {
                     workspace_id: ws.clone(),
                     module,
-                    unit_count: 0,
+                    unit_count: UnitCount::ZERO,
                 });
                 figures.len() - 1
             });
@@ -374,7 +461,7 @@ fn month_peaks(
         for s in current.into_iter().flatten() {
             let n = peak_in(pieces, s.from, s.to, &mut events);
             let figure = &mut figures[s.figure];
-            figure.unit_count = figure.unit_count.max(n);
+            figure.unit_count = figure.unit_count.max(UnitCount::whole(n));
         }
     };
     while let Some(r) = rows.next()? {

@@ -25,14 +25,8 @@ fn store_with(lines: &str) -> (tempfile::TempDir, Store) {
 
 fn svcs() -> Vec<ServiceUnit> {
     vec![
-        ServiceUnit {
-            module: "edr".into(),
-            unit: UnitKind::Devices,
-        },
-        ServiceUnit {
-            module: "mail".into(),
-            unit: UnitKind::Users,
-        },
+        ServiceUnit::new("edr", UnitKind::Devices),
+        ServiceUnit::new("mail", UnitKind::Users),
     ]
 }
 
@@ -46,7 +40,7 @@ fn fig(c: &Counts, ws: &str, m: &str) -> Option<u64> {
     c.figures
         .iter()
         .find(|f| f.workspace_id == ws && f.module == m)
-        .map(|f| f.unit_count)
+        .map(|f| f.unit_count.whole_part())
 }
 
 const BASIC: &str = r#"{"type":"module","workspace":"w1","module":"edr","enabled":true,"at":"2026-10-01T00:00:00Z"}

@@ -11,6 +11,7 @@ use serde::Serialize;
 pub use super::connectors::ConnectorRow;
 pub use super::runs::{RunLock, RunRow};
 use super::{Store, StoreError};
+use crate::count::UnitCount;
 use crate::domain::{PairOutcome, Tally};
 use crate::time::Millis;
 
@@ -28,7 +29,7 @@ pub struct LedgerEntry {
     /// Gradient's service id, when known.
     pub service_id: Option<String>,
     /// The count sent (or that would have been sent); None when none applies.
-    pub unit_count: Option<u64>,
+    pub unit_count: Option<UnitCount>,
     /// Outcome.
     pub outcome: PairOutcome,
     /// Gradient's HTTP status, when it answered.
@@ -59,7 +60,7 @@ impl LedgerEntry {
             account_id: account.into(),
             module: "m".into(),
             service_id: Some("s".into()),
-            unit_count: Some(1),
+            unit_count: Some(UnitCount::whole(1)),
             outcome,
             http_status: Some(200),
             attempts: 1,
@@ -78,7 +79,7 @@ pub struct LedgerRow {
     #[serde(flatten)]
     pub entry: LedgerEntry,
     /// The previous pushed count of the same pair before this row, when asked for.
-    pub previous_count: Option<u64>,
+    pub previous_count: Option<UnitCount>,
 }
 
 /// The last count Gradient accepted for a pair.
@@ -91,7 +92,7 @@ pub struct LastKnown {
     /// Module (service).
     pub service: String,
     /// Count.
-    pub unit_count: u64,
+    pub unit_count: UnitCount,
     /// When it was pushed.
     #[serde(serialize_with = "crate::time::serialize_rfc3339")]
     pub pushed_at: Millis,
@@ -121,10 +122,6 @@ pub struct HistoryFilter {
     pub limit: u32,
 }
 
-fn opt_u64(v: Option<i64>) -> Option<u64> {
-    v.map(|n| n.max(0) as u64)
-}
-
 fn ledger_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LedgerRow> {
     Ok(LedgerRow {
         id: r.get(0)?,
@@ -134,14 +131,14 @@ fn ledger_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LedgerRow> {
             account_id: r.get(3)?,
             module: r.get(4)?,
             service_id: r.get(5)?,
-            unit_count: opt_u64(r.get(6)?),
+            unit_count: r.get(6)?,
             outcome: r.get(7)?,
             http_status: r.get::<_, Option<i64>>(8)?.map(|s| s as u16),
             attempts: r.get::<_, i64>(9)?.max(0) as u32,
             reason: r.get(10)?,
             at: r.get(11)?,
         },
-        previous_count: opt_u64(r.get(12)?),
+        previous_count: r.get(12)?,
     })
 }
 
@@ -205,7 +202,7 @@ impl Store {
                     unit_count = excluded.unit_count, pushed_at = excluded.pushed_at, run_id = excluded.run_id",
             )?;
             for e in entries {
-                let count = e.unit_count.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+                let count = e.unit_count;
                 let written = insert.execute(params![
                     e.run_id,
                     e.connector_id,
@@ -258,7 +255,7 @@ impl Store {
                 connector_id: r.get(0)?,
                 account: r.get(1)?,
                 service: r.get(2)?,
-                unit_count: r.get::<_, i64>(3)?.max(0) as u64,
+                unit_count: r.get(3)?,
                 pushed_at: r.get(4)?,
             })
         })?;
@@ -345,19 +342,14 @@ impl Store {
     pub fn pushed_in_run(
         &self,
         run_id: i64,
-    ) -> Result<Vec<(String, String, String, u64)>, StoreError> {
+    ) -> Result<Vec<(String, String, String, UnitCount)>, StoreError> {
         let mut stmt = self.conn().prepare(
             "SELECT connector_id, account_id, module, unit_count FROM ledger
              WHERE run_id = ?1 AND outcome = 'pushed' AND unit_count IS NOT NULL
              ORDER BY connector_id, account_id, module, id",
         )?;
         let rows = stmt.query_map([run_id], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get::<_, i64>(3)?.max(0) as u64,
-            ))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -400,7 +392,7 @@ mod tests {
             account_id: acct.into(),
             module: "m".into(),
             service_id: Some("s".into()),
-            unit_count: Some(n),
+            unit_count: Some(UnitCount::whole(n)),
             outcome: o,
             http_status: Some(201),
             attempts: 1,
@@ -472,7 +464,14 @@ mod tests {
             .unwrap();
         let counts: Vec<(i64, Option<u64>, Option<u64>)> = changes
             .iter()
-            .map(|r| (r.entry.run_id, r.entry.unit_count, r.previous_count))
+            .map(|r| {
+                let whole = |c: Option<UnitCount>| c.map(UnitCount::whole_part);
+                (
+                    r.entry.run_id,
+                    whole(r.entry.unit_count),
+                    whole(r.previous_count),
+                )
+            })
             .collect();
         assert_eq!(counts, vec![(3, Some(7), Some(5)), (1, Some(5), None)]);
     }

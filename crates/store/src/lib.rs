@@ -12,7 +12,7 @@
 //! under the store key ([`key`]); [`lifecycle`] owns backup, integrity check, ledger retention and
 //! the repair of future-dated history.
 
-use gradient_connector_domain::{domain, time};
+use gradient_connector_domain::{count, domain, time};
 
 pub mod connectors;
 pub mod counting;
@@ -21,6 +21,7 @@ pub mod import;
 pub mod key;
 pub mod ledger;
 pub mod lifecycle;
+pub mod metered;
 pub mod outbox;
 pub mod ownership;
 pub mod run_inputs;

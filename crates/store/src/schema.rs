@@ -246,6 +246,15 @@ pub const MIGRATIONS: &[&str] = &[
     // 10: what the console was last told needs mapping (`connector.mapping_needed`), as JSON
     // `{"accounts": [ids], "services": [modules]}`: only what is new is told again.
     "ALTER TABLE connectors ADD COLUMN mapping_told TEXT;",
+    // 11: metered usage (`{"type":"usage"}`): each sample of a workspace's module's quantity, in
+    // millionths, in force from `at` until the next sample of the pair.
+    "CREATE TABLE usage (
+        workspace_id TEXT NOT NULL REFERENCES workspaces(id),
+        module TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        quantity INTEGER NOT NULL CHECK (quantity >= 0),
+        PRIMARY KEY (workspace_id, module, at)
+     ) WITHOUT ROWID;",
 ];
 
 /// Applies every migration newer than the store's `user_version`, each in its own transaction.

@@ -71,6 +71,7 @@ pub(super) fn apply_line(
         Record::Module(r) => apply_module(tx, seen, r, at),
         Record::User(r) => apply_unit(tx, seen, "users", r, at),
         Record::Device(r) => apply_unit(tx, seen, "devices", r, at),
+        Record::Usage(r) => apply_usage(tx, seen, r, at),
         Record::Snapshot(_) => Err(LineError::Bad(
             "a snapshot header is valid only as the first line of a snapshot import (`import --snapshot`)".into(),
         )),
@@ -458,4 +459,51 @@ pub(super) fn apply_unit(
             .map_err(sql)?;
     }
     Ok(Effect::Applied)
+}
+
+/// A usage record: one sample of a workspace's module's quantity. The same sample again is
+/// unchanged; another quantity at the same instant is a conflict. Samples may come in any order
+/// (each is in force until the next one in time).
+pub(super) fn apply_usage(
+    tx: &Transaction,
+    seen: &mut Seen,
+    r: &UsageRecord,
+    at: Millis,
+) -> Result<Effect, LineError> {
+    if !seen.workspace_exists(tx, &r.workspace)? {
+        return Err(unknown_workspace("usage", &r.workspace).into());
+    }
+    let quantity = r.quantity()?;
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO usage (workspace_id, module, at, quantity) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (workspace_id, module, at) DO NOTHING",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                r.workspace,
+                r.module,
+                at,
+                i64::try_from(quantity.millionths()).unwrap_or(i64::MAX)
+            ])
+        })
+        .map_err(sql)?;
+    if inserted == 1 {
+        return Ok(Effect::Applied);
+    }
+    let held: i64 = tx
+        .prepare_cached(
+            "SELECT quantity FROM usage WHERE workspace_id = ?1 AND module = ?2 AND at = ?3",
+        )
+        .and_then(|mut s| s.query_row(params![r.workspace, r.module, at], |x| x.get(0)))
+        .map_err(sql)?;
+    if u64::try_from(held).ok() == Some(quantity.millionths()) {
+        Ok(Effect::Unchanged)
+    } else {
+        Err(conflict(
+            &format!("usage of {:?} in workspace {:?}", r.module, r.workspace),
+            at,
+        )
+        .into())
+    }
 }

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::io::BufRead;
 
 use super::{Store, StoreError};
+use crate::count::UnitCount;
 use crate::time::{format_ms, parse_rfc3339, Millis};
 
 /// Longest accepted id (channel, workspace, module, unit), in characters.

@@ -13,6 +13,8 @@ pub(super) enum Record {
     Module(ModuleRecord),
     User(UnitRecord),
     Device(UnitRecord),
+    /// A metered quantity of a workspace's module, in force from `at` until its next usage record.
+    Usage(UsageRecord),
     /// A snapshot's header (its first line): the instant the file's state is as of.
     Snapshot(SnapshotRecord),
 }
@@ -62,6 +64,37 @@ pub(super) struct UnitRecord {
     pub(super) at: Option<String>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct UsageRecord {
+    pub(super) workspace: String,
+    pub(super) module: String,
+    /// Any JSON value: checked by [`parse_line`] (a non-negative finite number).
+    pub(super) quantity: serde_json::Value,
+    pub(super) at: Option<String>,
+}
+
+impl UsageRecord {
+    /// The quantity, checked: a non-negative JSON number (NaN cannot be JSON), exact to a
+    /// millionth (rounded up beyond).
+    pub(super) fn quantity(&self) -> Result<UnitCount, String> {
+        let bad = || {
+            format!(
+                "\"quantity\" must be a non-negative number, not {}",
+                self.quantity
+            )
+        };
+        match &self.quantity {
+            serde_json::Value::Number(n) => n
+                .as_u64()
+                .map(UnitCount::whole)
+                .or_else(|| n.as_f64().and_then(UnitCount::from_quantity))
+                .ok_or_else(bad),
+            _ => Err(bad()),
+        }
+    }
+}
+
 /// One line, parsed and checked against everything that does not need the store.
 pub struct ParsedLine {
     pub(super) record: Record,
@@ -69,7 +102,7 @@ pub struct ParsedLine {
 }
 
 impl ParsedLine {
-    /// The record type (`channel`, `workspace`, `module`, `user`, `device`).
+    /// The record type (`channel`, `workspace`, `module`, `user`, `device`, `usage`).
     pub fn kind(&self) -> &'static str {
         match self.record {
             Record::Channel(_) => "channel",
@@ -77,6 +110,7 @@ impl ParsedLine {
             Record::Module(_) => "module",
             Record::User(_) => "user",
             Record::Device(_) => "device",
+            Record::Usage(_) => "usage",
             Record::Snapshot(_) => "snapshot",
         }
     }
@@ -116,6 +150,12 @@ pub fn parse_line(text: &str, now: Millis) -> Result<ParsedLine, String> {
             check_id("id", &r.id)?;
             at_or(&r.at, now)?
         }
+        Record::Usage(r) => {
+            check_id("workspace", &r.workspace)?;
+            check_id("module", &r.module)?;
+            r.quantity()?;
+            at_or(&r.at, now)?
+        }
         Record::Snapshot(r) => at_or(&r.at, now)?,
     };
     Ok(ParsedLine { record, at })
@@ -127,7 +167,9 @@ pub(super) fn json_reason(e: &serde_json::Error, text: &str) -> String {
         return format!("not valid JSON ({msg})");
     }
     if msg.starts_with("unknown variant") || msg.contains("missing field `type`") {
-        return format!("{msg}; \"type\" must be one of channel, workspace, module, user, device");
+        return format!(
+            "{msg}; \"type\" must be one of channel, workspace, module, user, device, usage"
+        );
     }
     if !text.starts_with('{') {
         return "each line must be one JSON object".into();
