@@ -38,6 +38,8 @@ use support::*;
 #[path = "support/capacity_goals.rs"]
 mod goals;
 use goals::*;
+#[path = "support/capacity_metered.rs"]
+mod metered;
 #[path = "support/capacity_snapshot.rs"]
 mod snapshot;
 
@@ -509,6 +511,10 @@ fn main() {
             let figures = snapshot::measure_snapshot(dir.path(), &file, total_lines);
             results.insert("snapshot".into(), figures);
         }
+    }
+
+    if !skip("metered") {
+        results.insert("metered".into(), metered::measure_metered(dir.path()));
     }
 
     if !skip("idle") {

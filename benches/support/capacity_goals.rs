@@ -385,6 +385,21 @@ pub(crate) fn print_table(r: &Value) {
                 le(f(&["snapshot", "again_vs_plain"]), 2.0),
             ),
             (
+                "monthly `average` over 40k quantity pairs, s",
+                f(&["metered", "average_secs"]),
+                "<= peak plan",
+                le(
+                    f(&["metered", "average_secs"]),
+                    f(&["by_scale", "1", "plan_monthly_peak", "ours", "secs"]).unwrap_or(1.08),
+                ),
+            ),
+            (
+                "the same pairs by `average` vs by `peak`, ×",
+                f(&["metered", "average_vs_peak"]),
+                "~1",
+                None,
+            ),
+            (
                 "idle daemon RSS after a sync, MB",
                 f(&["idle", "rss_after_sync_kb"]).map(|k| k / 1024.0),
                 "<= 20",
