@@ -37,7 +37,22 @@ enum Cut {
     Broken = 3,
 }
 
-/// The route.
+/// Imports inventory records (JSON Lines, as `import`; with `snapshot=true` as `import
+/// --snapshot`), streamed: one transaction, every bad line listed, nothing applied on any.
+#[utoipa::path(post, path = "/v1/inventory", tag = "inventory",
+    params(
+        ("snapshot" = Option<bool>, Query, description = "the body states the whole state of every channel it names"),
+        ("allow_shrink" = Option<bool>, Query, description = "accept a snapshot over `inventory.max_snapshot_shrink_percent`"),
+    ),
+    request_body(content = String, content_type = "application/x-ndjson", description = "JSON Lines inventory records"),
+    responses(
+        (status = 200, description = "applied", body = super::openapi::InventoryAnswer),
+        (status = 400, description = "`bad_request`, `bad_import`", body = super::openapi::ErrorAnswer),
+        (status = 408, description = "`body_timeout`", body = super::openapi::ErrorAnswer),
+        (status = 409, description = "`import_running`", body = super::openapi::ErrorAnswer),
+        (status = 413, description = "`inventory_too_large`", body = super::openapi::ErrorAnswer),
+        (status = 422, description = "`bad_import` (with `lines`), `snapshot_shrink` (with `channels`)", body = super::openapi::ErrorAnswer),
+    ))]
 pub async fn post(
     State(state): State<ApiState>,
     RawQuery(query): RawQuery,

@@ -9,8 +9,10 @@
 
 pub mod client;
 pub mod connections;
+pub mod connectors;
 pub mod inventory;
 pub mod metrics;
+pub mod openapi;
 pub mod routes;
 pub mod serve;
 

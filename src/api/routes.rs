@@ -6,8 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, RawQuery, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -18,10 +17,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
-use super::{ApiState, SyncAsk};
-use crate::connector::{validate_token, ConnectorError, PasteOptions};
+use super::openapi::{ConnectorsAnswer, ErrorAnswer, Health, RunsAnswer, SyncAnswer};
+use super::{connectors, ApiState, SyncAsk};
+use crate::connector::ConnectorError;
 use crate::domain::ConnectorId;
-use crate::store::ledger::HistoryFilter;
+use crate::status::{RunItem, Status};
+use crate::store::ledger::{HistoryFilter, LedgerRow};
 use crate::store::StoreError;
 
 /// Largest JSON body.
@@ -127,10 +128,17 @@ pub fn router(state: ApiState, authenticate: bool) -> Router {
     let v1 = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/connectors", get(connectors))
-        .route("/v1/connectors/{id}", get(connector).delete(disconnect))
-        .route("/v1/connectors/{id}/token", put(paste))
-        .route("/v1/connectors/{id}/accounts/sync", post(sync_accounts))
-        .route("/v1/connectors/{id}/verify", post(verify))
+        .route(
+            "/v1/connectors/{id}",
+            get(connectors::connector).delete(connectors::disconnect),
+        )
+        .route("/v1/connectors/{id}/token", put(connectors::paste))
+        .route(
+            "/v1/connectors/{id}/accounts/sync",
+            post(connectors::sync_accounts),
+        )
+        .route("/v1/connectors/{id}/verify", post(connectors::verify))
+        .route("/v1/openapi.json", get(super::openapi::document))
         .route("/v1/runs", get(runs))
         .route("/v1/runs/{id}", get(run))
         .route("/v1/history", get(history))
@@ -162,7 +170,7 @@ pub fn router(state: ApiState, authenticate: bool) -> Router {
         protected = protected.layer(middleware::from_fn_with_state(state.clone(), bearer));
     }
     Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(ready))
         .merge(protected)
         .fallback(|| async {
@@ -202,7 +210,20 @@ async fn bearer(State(state): State<ApiState>, req: Request, next: Next) -> Resp
     }
 }
 
-async fn ready(State(state): State<ApiState>) -> Response {
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "health", security(()),
+    responses((status = 200, description = "alive", body = Health)))]
+pub(super) async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Readiness: the store answers and takes writes.
+#[utoipa::path(get, path = "/readyz", tag = "health", security(()),
+    responses(
+        (status = 200, description = "ready", body = Health),
+        (status = 503, description = "`store_unwritable`, `not_ready`", body = ErrorAnswer),
+    ))]
+pub(super) async fn ready(State(state): State<ApiState>) -> Response {
     let ctx = state.ctx();
     // A store that refused a write (a full disk) is not ready until it takes one again.
     if let Some(reason) = ctx.store.recheck_writable().await {
@@ -243,44 +264,21 @@ async fn status_value(state: &ApiState) -> Result<crate::status::Status, ApiFail
         .await?)
 }
 
-async fn status(State(state): State<ApiState>) -> Answer {
+/// The whole status: connectors, the last run, the schedule, the outbox, the ledger.
+#[utoipa::path(get, path = "/v1/status", tag = "status",
+    responses((status = 200, description = "the status", body = Status)))]
+pub(super) async fn status(State(state): State<ApiState>) -> Answer {
     ok(status_value(&state).await?)
 }
 
-async fn connectors(State(state): State<ApiState>) -> Answer {
+/// Every connector (as in the status).
+#[utoipa::path(get, path = "/v1/connectors", tag = "connectors",
+    responses((status = 200, description = "every connector", body = ConnectorsAnswer)))]
+pub(super) async fn connectors(State(state): State<ApiState>) -> Answer {
     ok(json!({"connectors": status_value(&state).await?.connectors}))
 }
 
-async fn connector_view(state: &ApiState, id: &str) -> Answer {
-    let ctx = state.ctx();
-    let key = id.to_string();
-    let quantities = ctx.config.quantity_names();
-    let view = ctx
-        .store
-        .read(move |s| crate::status::connector_status(s, &key, &quantities))
-        .await?;
-    match view {
-        Some(c) => ok(c),
-        None => Err(ApiFailure::new(
-            StatusCode::NOT_FOUND,
-            "unknown_connector",
-            format!("there is no connector {id:?}"),
-        )),
-    }
-}
-
-async fn connector(State(state): State<ApiState>, Path(id): Path<String>) -> Answer {
-    connector_view(&state, &id).await
-}
-
-#[derive(Deserialize)]
-struct PasteBody {
-    token: String,
-    #[serde(default)]
-    new_organization: bool,
-}
-
-fn bad_json(e: impl std::fmt::Display) -> ApiFailure {
+pub(super) fn bad_json(e: impl std::fmt::Display) -> ApiFailure {
     ApiFailure::new(
         StatusCode::BAD_REQUEST,
         "bad_request",
@@ -288,123 +286,30 @@ fn bad_json(e: impl std::fmt::Display) -> ApiFailure {
     )
 }
 
-async fn paste(State(state): State<ApiState>, Path(id): Path<String>, body: Bytes) -> Answer {
-    let body: PasteBody = serde_json::from_slice(&body).map_err(|_| {
-        ApiFailure::new(
-            StatusCode::BAD_REQUEST,
-            "bad_token",
-            "send {\"token\": \"…\"} with the MSP's partner API key",
-        )
-    })?;
-    let token = validate_token(&body.token)?;
-    let ctx = state.ctx();
-    let cid = ConnectorId::from(id.as_str());
-    let options = PasteOptions {
-        new_organization: body.new_organization,
-    };
-    ctx.lifecycle().add(&cid, token, options).await?;
-    if ctx.config.schedule.sync_on_connect {
-        let _ = state
-            .queue
-            .send(SyncAsk {
-                connector: Some(cid),
-                done: None,
-            })
-            .await;
-    }
-    connector_view(&state, &id).await
-}
-
-/// `DELETE /v1/connectors/{id}`: disconnect; with `?forget=true`, remove a disconnected
-/// connector from every list (its ledger stays): 200 `{"id", "removed": true}`.
-async fn disconnect(
-    State(state): State<ApiState>,
-    Path(id): Path<String>,
-    RawQuery(query): RawQuery,
-) -> Answer {
-    let ctx = state.ctx();
-    let cid = ConnectorId::from(id.as_str());
-    match query.as_deref().unwrap_or_default() {
-        "" | "forget=false" => {}
-        "forget=true" => {
-            ctx.lifecycle().forget(&cid).await?;
-            return ok(json!({"id": id, "removed": true}));
-        }
-        other => {
-            return Err(ApiFailure::new(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("unknown query {other:?}; this route takes forget=true or nothing"),
-            ))
-        }
-    }
-    ctx.lifecycle().disconnect(&cid).await?;
-    connector_view(&state, &id).await
-}
-
-/// The console's "Test connection": re-checks the stored token with a read of the integration
-/// now; 200 with the connector (and `verified`: what Gradient said), 502 when Gradient could not
-/// be reached (the connector's state is unchanged).
-async fn verify(State(state): State<ApiState>, Path(id): Path<String>) -> Answer {
-    let ctx = state.ctx();
-    let checked = ctx
-        .lifecycle()
-        .verify_stored(Some(&ConnectorId::from(id.as_str())))
-        .await?;
-    let Some(v) = checked.into_iter().next() else {
-        return connector_view(&state, &id).await;
-    };
-    match v.check {
-        crate::connector::Check::Answered => {}
-        crate::connector::Check::Unreachable => {
-            return Err(ApiFailure::new(
-                StatusCode::BAD_GATEWAY,
-                "gradient_unavailable",
-                format!("the token could not be checked: {}", v.note),
-            ))
-        }
-        crate::connector::Check::NoToken => {
-            return Err(ApiFailure::new(
-                StatusCode::CONFLICT,
-                "not_connected",
-                format!(
-                    "connector {id:?} has no token (disconnected): paste the MSP's token first"
-                ),
-            ))
-        }
-    }
-    let key = id.clone();
-    let quantities = ctx.config.quantity_names();
-    let view = ctx
-        .store
-        .read(move |s| crate::status::connector_status(s, &key, &quantities))
-        .await?;
-    let mut body = serde_json::to_value(view).map_err(|e| {
-        ApiFailure::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-    })?;
-    body["verified"] = json!({"state": v.state, "note": v.note});
-    ok(body)
-}
-
-async fn sync_accounts(State(state): State<ApiState>, Path(id): Path<String>) -> Answer {
-    let ctx = state.ctx();
-    let r = ctx
-        .lifecycle()
-        .sync_accounts(&ConnectorId::from(id.as_str()))
-        .await?;
-    ok(json!({"created": r.created, "renamed": r.renamed}))
-}
-
-#[derive(Deserialize, Default)]
+/// The body of `POST /v1/sync` (none: a run of every connector, not waited for).
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SyncBody {
+pub(super) struct SyncBody {
+    /// Only this connector.
     connector: Option<String>,
     /// Answer when the run has finished, with its report (the CLI's `sync`).
     #[serde(default)]
     wait: bool,
 }
 
-async fn sync(State(state): State<ApiState>, body: axum::body::Body) -> Answer {
+/// *Sync now*: queues a run (requests for different connectors merge into a run of all of them);
+/// with `wait`, answers when that run has ended, with its report, however long it takes.
+#[utoipa::path(post, path = "/v1/sync", tag = "runs",
+    request_body(content = Option<SyncBody>, description = "optional"),
+    responses(
+        (status = 200, description = "`wait`: the run's report", body = SyncAnswer),
+        (status = 202, description = "queued", body = SyncAnswer),
+        (status = 400, description = "`bad_request`", body = ErrorAnswer),
+        (status = 404, description = "`unknown_connector`", body = ErrorAnswer),
+        (status = 408, description = "`body_timeout`", body = ErrorAnswer),
+        (status = 503, description = "`stopping`, `run_not_started`", body = ErrorAnswer),
+    ))]
+pub(super) async fn sync(State(state): State<ApiState>, body: axum::body::Body) -> Answer {
     let body = tokio::time::timeout(REQUEST_TIMEOUT, axum::body::to_bytes(body, JSON_LIMIT))
         .await
         .map_err(|_| {
@@ -458,11 +363,15 @@ async fn sync(State(state): State<ApiState>, body: axum::body::Body) -> Answer {
 }
 
 #[derive(Deserialize)]
-struct RunsQuery {
+pub(super) struct RunsQuery {
     limit: Option<u32>,
 }
 
-async fn runs(State(state): State<ApiState>, Query(q): Query<RunsQuery>) -> Answer {
+/// The newest runs, newest first (a running run has `outcome` null and its counts so far).
+#[utoipa::path(get, path = "/v1/runs", tag = "runs",
+    params(("limit" = Option<u32>, Query, description = "at most this many (default 20, 1..=1000)")),
+    responses((status = 200, description = "the runs", body = RunsAnswer)))]
+pub(super) async fn runs(State(state): State<ApiState>, Query(q): Query<RunsQuery>) -> Answer {
     let limit = q.limit.unwrap_or(20).clamp(1, 1000);
     let ctx = state.ctx();
     let runs = ctx
@@ -472,7 +381,14 @@ async fn runs(State(state): State<ApiState>, Query(q): Query<RunsQuery>) -> Answ
     ok(json!({ "runs": runs }))
 }
 
-async fn run(State(state): State<ApiState>, Path(id): Path<String>) -> Answer {
+/// One run.
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs",
+    params(("id" = i64, Path, description = "the run id")),
+    responses(
+        (status = 200, description = "the run", body = RunItem),
+        (status = 404, description = "`unknown_run`", body = ErrorAnswer),
+    ))]
+pub(super) async fn run(State(state): State<ApiState>, Path(id): Path<String>) -> Answer {
     let unknown = || {
         ApiFailure::new(
             StatusCode::NOT_FOUND,
@@ -494,7 +410,21 @@ async fn run(State(state): State<ApiState>, Path(id): Path<String>) -> Answer {
     }
 }
 
-async fn history(
+/// The ledger: what was pushed (or not) per pair, newest first.
+#[utoipa::path(get, path = "/v1/history", tag = "runs",
+    params(
+        ("connector" = Option<String>, Query, description = "only this connector"),
+        ("run" = Option<i64>, Query, description = "only this run"),
+        ("changes" = Option<bool>, Query, description = "only pushes whose count differs from the pair's previous push"),
+        ("since_last_run" = Option<bool>, Query, description = "what changed in the newest run"),
+        ("limit" = Option<u32>, Query, description = "at most this many rows (default 200)"),
+    ),
+    responses(
+        (status = 200, description = "ledger rows", body = Vec<LedgerRow>),
+        (status = 400, description = "`bad_request`", body = ErrorAnswer),
+        (status = 404, description = "`unknown_connector`", body = ErrorAnswer),
+    ))]
+pub(super) async fn history(
     State(state): State<ApiState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Answer {
@@ -550,7 +480,13 @@ async fn history(
     ok(rows)
 }
 
-async fn metrics(State(state): State<ApiState>) -> Answer {
+/// Prometheus metrics (text exposition).
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses(
+        (status = 200, description = "the series", content_type = "text/plain; version=0.0.4", body = String),
+        (status = 404, description = "`not_found`: metrics are off", body = ErrorAnswer),
+    ))]
+pub(super) async fn metrics(State(state): State<ApiState>) -> Answer {
     let Some(exposition) = state.metrics.clone() else {
         return Err(ApiFailure::new(
             StatusCode::NOT_FOUND,

@@ -31,7 +31,7 @@ pub struct Services<'a> {
 }
 
 /// A pair as shown in status.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PairView {
     /// Account id.
     pub account: String,
@@ -54,7 +54,7 @@ pub struct PairView {
 }
 
 /// One last-known value.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LastKnownView {
     /// Account id.
     pub account: String,
@@ -73,7 +73,7 @@ pub struct LastKnownView {
 }
 
 /// One connector in status.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ConnectorView {
     /// Id.
     pub id: String,
@@ -109,7 +109,7 @@ pub struct ConnectorView {
 }
 
 /// A run as the control API's `/v1/runs` lists it: `outcome` is null while the run is going.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct RunItem {
     /// Id.
     pub id: i64,
@@ -130,7 +130,7 @@ pub struct RunItem {
 }
 
 /// The last run in status: the run as `/v1/runs` lists it, and its message.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RunView {
     /// The run (its fields are this object's own in JSON).
     #[serde(flatten)]
@@ -181,7 +181,7 @@ fn live_item(store: &Store, r: &RunRow) -> Result<RunItem, StoreError> {
 }
 
 /// The whole status.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Status {
     /// Connectors.
     pub connectors: Vec<ConnectorView>,

@@ -4,7 +4,7 @@
 use super::*;
 
 /// One connector's part of a run.
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ConnectorReport {
     /// Connector id.
     pub id: String,
@@ -27,7 +27,7 @@ pub struct ConnectorReport {
 }
 
 /// The result of a run.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct RunReport {
     /// The run's id in the store.
     pub run_id: i64,

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 
 /// Partner tokens the stand-in knows (org `msp-0` and `msp-1`), one it does not, and the API
 /// token: distinctive, so that finding one in a body or the log means it leaked.
-const TOKEN_A: &str = "pt-acme-5Qk2Lw9xR7vB";
+pub(crate) const TOKEN_A: &str = "pt-acme-5Qk2Lw9xR7vB";
 const TOKEN_B: &str = "pt-beta-8Hn3Vc1zT4mQ";
 const UNKNOWN: &str = "pt-nobody-4Jd8Ks2mP6";
 const API_TOKEN: &str = "api-tok-Z3kP9qL2vX8wR5mN";
@@ -38,10 +38,10 @@ enum Addr {
 
 /// One answer: status, headers (names lower-cased) and body.
 #[derive(Debug)]
-struct Reply {
-    status: u16,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
     headers: Vec<(String, String)>,
-    body: String,
+    pub(crate) body: String,
 }
 
 impl Reply {
@@ -58,7 +58,7 @@ impl Reply {
     }
 
     /// Asserts the status and returns the JSON body.
-    fn expect(&self, status: u16) -> Value {
+    pub(crate) fn expect(&self, status: u16) -> Value {
         assert_eq!(self.status, status, "{}", self.body);
         self.json()
     }
@@ -134,13 +134,13 @@ fn talk(mut s: impl Read + Write, request: &[u8]) -> Vec<u8> {
 }
 
 /// The daemon's API at one address; keeps every answer's text for the secret scan.
-struct Api {
+pub(crate) struct Api {
     addr: Addr,
     seen: Mutex<Vec<String>>,
 }
 
 impl Api {
-    fn unix(e: &SimEnv) -> Api {
+    pub(crate) fn unix(e: &SimEnv) -> Api {
         Api {
             addr: Addr::Unix(e.env.path("api.sock")),
             seen: Mutex::default(),
@@ -155,7 +155,7 @@ impl Api {
     }
 
     /// One request with `headers` and an optional (content type, body).
-    fn call(
+    pub(crate) fn call(
         &self,
         method: &str,
         target: &str,
@@ -188,6 +188,14 @@ impl Api {
             }
         };
         let reply = parse_reply(&answer);
+        // Every answer of these tests is one the OpenAPI document describes.
+        openapi::check(
+            method,
+            target,
+            reply.status,
+            reply.header("content-type"),
+            &reply.body,
+        );
         self.seen
             .lock()
             .unwrap()
@@ -195,16 +203,16 @@ impl Api {
         reply
     }
 
-    fn get(&self, target: &str) -> Reply {
+    pub(crate) fn get(&self, target: &str) -> Reply {
         self.call("GET", target, &[], None)
     }
 
-    fn send(&self, method: &str, target: &str, body: &Value) -> Reply {
+    pub(crate) fn send(&self, method: &str, target: &str, body: &Value) -> Reply {
         let bytes = serde_json::to_vec(body).unwrap();
         self.call(method, target, &[], Some(("application/json", &bytes)))
     }
 
-    fn inventory(&self, jsonl: &str) -> Reply {
+    pub(crate) fn inventory(&self, jsonl: &str) -> Reply {
         self.call(
             "POST",
             "/v1/inventory",
@@ -213,7 +221,7 @@ impl Api {
         )
     }
 
-    fn paste(&self, connector: &str, token: &str) -> Reply {
+    pub(crate) fn paste(&self, connector: &str, token: &str) -> Reply {
         self.send(
             "PUT",
             &format!("/v1/connectors/{connector}/token"),
@@ -227,7 +235,7 @@ impl Api {
     }
 
     /// Polls /v1/runs (bounded) until a run with `trigger` has finished; returns it.
-    fn wait_finished_run(&self, trigger: &str) -> Value {
+    pub(crate) fn wait_finished_run(&self, trigger: &str) -> Value {
         let mut found = Value::Null;
         wait_for_secs(
             &format!("a finished {trigger} run"),
@@ -258,7 +266,7 @@ impl Api {
 
 /// Two MSPs (`msp-0`, `msp-1`) × 2 workspaces, both modules on, workspace k with k+1 devices and
 /// k+2 users.
-fn inventory() -> Inventory {
+pub(crate) fn inventory() -> Inventory {
     Inventory::msps(2, 2, |k| Units {
         devices: k + 1,
         users: k + 2,
@@ -266,14 +274,14 @@ fn inventory() -> Inventory {
 }
 
 /// The stand-in knows both MSPs, under their inventory ids.
-fn add_msps(e: &SimEnv) {
+pub(crate) fn add_msps(e: &SimEnv) {
     e.sim.add_msp("msp-0", "Acme IT", TOKEN_A);
     e.sim.add_msp("msp-1", "Beta Net", TOKEN_B);
 }
 
 /// A stand-in and a configuration without catch-up (no run but the ones a test asks for), logging
 /// at debug (so that the secret scan covers every line the daemon can write).
-fn sim_env(edit: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> SimEnv {
+pub(crate) fn sim_env(edit: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> SimEnv {
     SimEnv::with_config(|c| {
         edit(
             c.set("schedule", "catch_up", false)

@@ -24,6 +24,7 @@ mod json_times;
 mod kit;
 mod ledger_edges;
 mod metered;
+mod openapi;
 mod progress;
 mod properties;
 mod root_safety;

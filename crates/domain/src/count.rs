@@ -175,6 +175,23 @@ impl<'de> Deserialize<'de> for UnitCount {
     }
 }
 
+/// In the OpenAPI document: a non-negative JSON number.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for UnitCount {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Number)
+            .minimum(Some(0.0))
+            .description(Some(
+                "a whole count of units, or a metered quantity (at most six decimals)",
+            ))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for UnitCount {}
+
 #[cfg(feature = "sqlite")]
 impl rusqlite::ToSql for UnitCount {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {

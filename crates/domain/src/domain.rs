@@ -140,6 +140,7 @@ macro_rules! word_enum {
         )]
         #[serde(rename_all = "snake_case")]
         #[strum(serialize_all = "snake_case")]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         pub enum $name {
             $($(#[$vdoc])* $variant),+
         }
@@ -333,6 +334,7 @@ impl EventKind {
 
 /// Per-outcome counts of a run (or of one connector in a run).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Tally {
     /// Pushed pairs.
     pub pushed: u64,

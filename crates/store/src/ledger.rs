@@ -17,6 +17,7 @@ use crate::time::Millis;
 
 /// One ledger row to write.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LedgerEntry {
     /// Run.
     pub run_id: i64,
@@ -40,6 +41,7 @@ pub struct LedgerEntry {
     pub reason: Option<String>,
     /// When (RFC 3339 UTC in JSON).
     #[serde(serialize_with = "crate::time::serialize_rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub at: Millis,
 }
 
@@ -72,6 +74,7 @@ impl LedgerEntry {
 
 /// A ledger row read back.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LedgerRow {
     /// Row id (increasing).
     pub id: i64,
@@ -84,6 +87,7 @@ pub struct LedgerRow {
 
 /// The last count Gradient accepted for a pair.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LastKnown {
     /// Connector.
     pub connector_id: String,
@@ -95,6 +99,7 @@ pub struct LastKnown {
     pub unit_count: UnitCount,
     /// When it was pushed.
     #[serde(serialize_with = "crate::time::serialize_rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub pushed_at: Millis,
 }
 

@@ -39,11 +39,13 @@ const BACKUP_PATIENCE: Duration = Duration::from_secs(30);
 
 /// The ledger's size, for `status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LedgerStats {
     /// Ledger rows.
     pub rows: u64,
     /// When the oldest row was written (None: empty).
     #[serde(serialize_with = "crate::time::serialize_rfc3339_opt")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub oldest_at: Option<Millis>,
     /// The store file's size in bytes, its WAL included.
     pub store_bytes: u64,

@@ -65,6 +65,7 @@ pub struct Delivery {
 
 /// What the outbox holds, for `status` and sd_notify.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OutboxCounts {
     /// Deliveries still to be made (not delivered, not given up).
     pub pending: u64,
@@ -72,6 +73,7 @@ pub struct OutboxCounts {
     pub failed: u64,
     /// When the oldest event with a pending delivery was written.
     #[serde(serialize_with = "crate::time::serialize_rfc3339_opt")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub oldest_pending_at: Option<Millis>,
 }
 

@@ -1,6 +1,8 @@
 //! Shared helpers for integration tests: temporary config + store, running the real binary.
 #![allow(dead_code)]
 
+pub mod openapi;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

@@ -94,6 +94,7 @@ pub struct ImportSummary {
 /// A module id enabled in the inventory that no configured `[[service]]` names (`EDR` where the
 /// configuration says `edr`): its counts are never pushed.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UnreportedModule {
     /// The module id as the inventory spells it.
     pub module: String,

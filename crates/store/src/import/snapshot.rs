@@ -30,6 +30,7 @@ pub struct SnapshotRules {
 
 /// One channel a snapshot would shrink by more than allowed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Shrink {
     /// The channel.
     pub channel: String,
@@ -55,6 +56,7 @@ impl std::fmt::Display for Shrink {
 
 /// What a snapshot's implied changes did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Implied {
     /// Units unprotected because the file did not list them.
     pub unprotected: usize,
