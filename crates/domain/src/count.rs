@@ -127,11 +127,21 @@ impl fmt::Display for UnitCount {
     }
 }
 
+/// Text that is not a figure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{text:?} is not a non-negative number with at most six decimals")]
+pub struct NotACount {
+    /// The text.
+    pub text: String,
+}
+
 impl std::str::FromStr for UnitCount {
-    type Err = String;
+    type Err = NotACount;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("{s:?} is not a non-negative number with at most six decimals");
+        let bad = || NotACount {
+            text: s.to_string(),
+        };
         let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
         if whole.is_empty() || frac.len() > 6 || !whole.bytes().all(|b| b.is_ascii_digit()) {
             return Err(bad());

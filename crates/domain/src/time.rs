@@ -43,11 +43,34 @@ pub fn serialize_rfc3339_opt<S: serde::Serializer>(
     }
 }
 
+/// Text that is not the time or month it should be.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimeError {
+    /// Not an RFC 3339 timestamp.
+    #[error("not an RFC 3339 time ({source}): {text:?}; write it as 2026-10-01T00:00:00Z")]
+    NotRfc3339 {
+        /// The text.
+        text: String,
+        /// What the parser said.
+        #[source]
+        source: chrono::ParseError,
+    },
+    /// Not a calendar month.
+    #[error("expected a month as YYYY-MM (e.g. 2026-10), found {text:?}")]
+    NotMonth {
+        /// The text.
+        text: String,
+    },
+}
+
 /// Parses an RFC 3339 timestamp into an instant.
-pub fn parse_rfc3339(s: &str) -> Result<Millis, String> {
+pub fn parse_rfc3339(s: &str) -> Result<Millis, TimeError> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.timestamp_millis())
-        .map_err(|e| format!("not an RFC 3339 time ({e}): {s:?}"))
+        .map_err(|source| TimeError::NotRfc3339 {
+            text: s.to_string(),
+            source,
+        })
 }
 
 /// A calendar month.
@@ -138,10 +161,12 @@ impl fmt::Display for Month {
 }
 
 impl FromStr for Month {
-    type Err = String;
+    type Err = TimeError;
 
-    fn from_str(s: &str) -> Result<Month, String> {
-        let bad = || format!("expected a month as YYYY-MM (e.g. 2026-10), found {s:?}");
+    fn from_str(s: &str) -> Result<Month, TimeError> {
+        let bad = || TimeError::NotMonth {
+            text: s.to_string(),
+        };
         let (y, m) = s.split_once('-').ok_or_else(bad)?;
         if y.len() != 4 || m.len() != 2 {
             return Err(bad());

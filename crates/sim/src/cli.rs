@@ -34,10 +34,22 @@ struct SimCli {
     msp: Vec<String>,
 }
 
-pub(crate) fn read_key(path: &std::path::Path) -> Result<String, String> {
+/// A key file the stand-in could not read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {}: {source}; pass a readable file with the key on one line", .path.display())]
+pub(crate) struct KeyFileError {
+    path: std::path::PathBuf,
+    #[source]
+    source: std::io::Error,
+}
+
+pub(crate) fn read_key(path: &std::path::Path) -> Result<String, KeyFileError> {
     std::fs::read_to_string(path)
         .map(|s| s.trim().to_string())
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+        .map_err(|source| KeyFileError {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// The `gradient-sim` binary.
