@@ -264,6 +264,9 @@ fn apply_all<R: BufRead + Send>(
     let mut total_bad = 0usize;
     let mut seen = Seen::new(&tx).map_err(StoreError::from)?;
     if snapshot.is_some() {
+        seen.listed_units = Some(Vec::new());
+    }
+    if snapshot.is_some() {
         snapshot::start(&tx).map_err(StoreError::from)?;
     }
     // The snapshot's instant: its header's `at`, else the import's.

@@ -4,8 +4,10 @@
 //! history rules as a record, so importing the same snapshot twice changes nothing. Channels the
 //! file does not name are untouched.
 //!
-//! What the file lists is kept in temporary tables of the import's transaction (memory does not
-//! grow with the file); the implied changes are found set-based once every line is applied.
+//! What the file lists is kept in temporary tables of the import's transaction — its channels,
+//! workspaces and enabled modules — and, for its units, as a bit per unit ref in memory (250 KB
+//! for 2M units; no write per unit); the implied changes are found in one pass over each table
+//! once every line is applied.
 //!
 //! **Shrink guard:** a snapshot whose implied changes would unprotect more than
 //! `max_shrink_percent` of a channel's protected units, or remove more than that share of its
@@ -72,9 +74,8 @@ pub(super) fn start(tx: &Transaction) -> rusqlite::Result<()> {
         "CREATE TEMP TABLE IF NOT EXISTS snapshot_channels (id TEXT PRIMARY KEY) WITHOUT ROWID;
          CREATE TEMP TABLE IF NOT EXISTS snapshot_workspaces (id TEXT PRIMARY KEY) WITHOUT ROWID;
          CREATE TEMP TABLE IF NOT EXISTS snapshot_modules (workspace TEXT, module TEXT, PRIMARY KEY (workspace, module)) WITHOUT ROWID;
-         CREATE TEMP TABLE IF NOT EXISTS snapshot_units (kind TEXT, id TEXT, PRIMARY KEY (kind, id)) WITHOUT ROWID;
          DELETE FROM snapshot_channels; DELETE FROM snapshot_workspaces;
-         DELETE FROM snapshot_modules; DELETE FROM snapshot_units;",
+         DELETE FROM snapshot_modules;",
     )
 }
 
@@ -95,16 +96,8 @@ pub(super) fn note(tx: &Transaction, record: &Record) -> rusqlite::Result<()> {
             )?
             .execute([&r.workspace, &r.module])
             .map(drop),
-        Record::User(r) | Record::Device(r) if r.protected => {
-            let kind = if matches!(record, Record::User(_)) {
-                "users"
-            } else {
-                "devices"
-            };
-            tx.prepare_cached("INSERT OR IGNORE INTO snapshot_units (kind, id) VALUES (?1, ?2)")?
-                .execute([kind, r.id.as_str()])
-                .map(drop)
-        }
+        // Units listed as protected are remembered by their ref as they are applied
+        // (`Seen::listed_units`): no write per unit.
         _ => Ok(()),
     }
 }
@@ -123,7 +116,7 @@ struct Losses {
 /// the units once per workspace: there is no index of units by workspace), and each unit's
 /// workspace is found by its key (`+w.channel_id` keeps SQLite from seeking the channel index
 /// once per named channel for every unit).
-fn losses(tx: &Transaction) -> rusqlite::Result<Vec<Losses>> {
+fn losses(tx: &Transaction, seen: &Seen) -> rusqlite::Result<Vec<Losses>> {
     let mut by: std::collections::BTreeMap<String, Losses> = std::collections::BTreeMap::new();
     {
         let mut stmt = tx.prepare("SELECT id FROM snapshot_channels ORDER BY id")?;
@@ -157,8 +150,7 @@ fn losses(tx: &Transaction) -> rusqlite::Result<Vec<Losses>> {
     }
     // Protected units: one pass over the units.
     let mut stmt = tx.prepare(
-        "SELECT w.channel_id, u.kind, u.id, u.workspace_id,
-                EXISTS (SELECT 1 FROM snapshot_units s WHERE s.kind = u.kind AND s.id = u.id)
+        "SELECT w.channel_id, u.kind, u.id, u.workspace_id, u.ref
          FROM units u CROSS JOIN workspaces w ON w.id = u.workspace_id
          WHERE u.protected = 1 AND w.removed_at IS NULL
            AND +w.channel_id IN (SELECT id FROM snapshot_channels)",
@@ -169,11 +161,12 @@ fn losses(tx: &Transaction) -> rusqlite::Result<Vec<Losses>> {
             r.get::<_, String>(1)?,
             r.get::<_, String>(2)?,
             r.get::<_, String>(3)?,
-            r.get::<_, bool>(4)?,
+            r.get::<_, Option<i64>>(4)?,
         ))
     })?;
     for row in rows {
-        let (channel, kind, id, workspace, listed) = row?;
+        let (channel, kind, id, workspace, unit) = row?;
+        let listed = unit.is_some_and(|u| seen.unit_listed(u));
         if let Some(l) = by.get_mut(&channel) {
             l.shrink.units += 1;
             if !listed {
@@ -228,7 +221,7 @@ pub(super) fn complete(
     at: Millis,
     rules: SnapshotRules,
 ) -> Result<Implied, ImportError> {
-    let all = losses(tx).map_err(StoreError::from)?;
+    let all = losses(tx, seen).map_err(StoreError::from)?;
     let refused: Vec<Shrink> = all
         .iter()
         .map(|l| &l.shrink)
@@ -306,7 +299,7 @@ pub(super) fn complete(
     // Keep the transaction's temporary tables small for the next import on this connection.
     tx.execute_batch(
         "DELETE FROM snapshot_channels; DELETE FROM snapshot_workspaces;
-         DELETE FROM snapshot_modules; DELETE FROM snapshot_units;",
+         DELETE FROM snapshot_modules;",
     )
     .map_err(StoreError::from)?;
     Ok(implied)
