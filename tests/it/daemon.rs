@@ -22,7 +22,12 @@ fn sigusr1_syncs_and_two_quick_signals_never_overlap() {
     d.signal("USR1");
     wait_for("first run", || finished_runs(&e) == 1, || d.log());
     assert_eq!(e.sim.snapshot().org("msp-a").unwrap().counts.len(), 2);
-    assert!(d.log().contains("run 1 (signal, daily"), "{}", d.log());
+    // The run's summary line is written just after the run is closed in the store.
+    wait_for(
+        "the first run's summary",
+        || d.log().contains("run 1 (signal, daily"),
+        || d.log(),
+    );
 
     // Slow the stand-in so that the second signal arrives while a run is active.
     e.sim.set_latency(Duration::from_millis(200));
