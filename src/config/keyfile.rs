@@ -368,7 +368,9 @@ impl Config {
                     .and_then(|v| v.into_string().ok());
                 if let Some(f) = file {
                     check(format!("{WEBHOOK}[{i}].secret_file"), resolve(f), &|t| {
-                        WebhookSecret::parse(t).map(|_| ())
+                        WebhookSecret::parse(t)
+                            .map(|_| ())
+                            .map_err(|e| e.to_string())
                     });
                 }
             }

@@ -216,24 +216,56 @@ pub enum ApiListen {
 impl ApiListen {
     /// `""` → off, `unix:PATH` (a relative PATH resolves against `base_dir`, the configuration
     /// file's directory, like every other path), or `IP:PORT` (`localhost:PORT` means 127.0.0.1).
-    pub fn parse(text: &str, base_dir: &Path) -> Result<ApiListen, String> {
+    pub fn parse(text: &str, base_dir: &Path) -> Result<ApiListen, ListenError> {
         let t = text.trim();
         if t.is_empty() {
             return Ok(ApiListen::Off);
         }
         if let Some(p) = t.strip_prefix("unix:") {
             if p.is_empty() {
-                return Err(format!(
-                    "a unix socket needs a path (unix:/run/gradient-connector/api.sock), found {t:?}"
-                ));
+                return Err(ListenError::NoSocketPath(t.to_string()));
             }
             return Ok(ApiListen::Unix(base_dir.join(p)));
         }
         let t = t.replacen("localhost:", "127.0.0.1:", 1);
         t.parse::<std::net::SocketAddr>()
             .map(ApiListen::Tcp)
-            .map_err(|_| format!("must be \"unix:PATH\", \"IP:PORT\" or empty, found {text:?}"))
+            .map_err(|source| ListenError::NotAnAddress {
+                text: text.to_string(),
+                source,
+            })
     }
+}
+
+/// An `api.listen` that is none of the forms it takes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ListenError {
+    /// `unix:` without a path.
+    #[error("a unix socket needs a path (unix:/run/gradient-connector/api.sock), found {0:?}")]
+    NoSocketPath(String),
+    /// Neither a socket nor an address.
+    #[error("must be \"unix:PATH\", \"IP:PORT\" or empty, found {text:?}")]
+    NotAnAddress {
+        /// The text.
+        text: String,
+        /// What the address parser said.
+        #[source]
+        source: std::net::AddrParseError,
+    },
+}
+
+/// A webhook secret that is not `whsec_` + base64 of 24..=64 bytes (never holds the text).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretTextError {
+    /// No `whsec_` prefix.
+    #[error("must hold one line, `whsec_` followed by the base64 of the signing key")]
+    NoPrefix,
+    /// Not base64 after the prefix.
+    #[error("the text after `whsec_` is not base64")]
+    NotBase64,
+    /// A key of the wrong size.
+    #[error("the signing key must be 24 to 64 bytes, found {0}; generate one with `echo whsec_$(head -c 32 /dev/urandom | base64)`")]
+    Length(usize),
 }
 
 impl std::fmt::Display for ApiListen {
@@ -294,23 +326,18 @@ impl fmt::Debug for WebhookSecret {
 impl WebhookSecret {
     /// Parses `whsec_` + base64 (standard alphabet, padded or not) of 24..=64 bytes, the Standard
     /// Webhooks form. The error never contains the text.
-    pub fn parse(text: &str) -> Result<WebhookSecret, String> {
+    pub fn parse(text: &str) -> Result<WebhookSecret, SecretTextError> {
         use base64::Engine;
         let text = text.trim();
         let Some(b64) = text.strip_prefix("whsec_") else {
-            return Err(
-                "must hold one line, `whsec_` followed by the base64 of the signing key".into(),
-            );
+            return Err(SecretTextError::NoPrefix);
         };
         let key = base64::engine::general_purpose::STANDARD
             .decode(b64)
             .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(b64))
-            .map_err(|_| "the text after `whsec_` is not base64".to_string())?;
+            .map_err(|_| SecretTextError::NotBase64)?;
         if !(24..=64).contains(&key.len()) {
-            return Err(format!(
-                "the signing key must be 24 to 64 bytes, found {}; generate one with `echo whsec_$(head -c 32 /dev/urandom | base64)`",
-                key.len()
-            ));
+            return Err(SecretTextError::Length(key.len()));
         }
         Ok(WebhookSecret(key.into()))
     }

@@ -285,7 +285,7 @@ impl<'a> Reader<'a> {
             let listen = match ApiListen::parse(&raw, self.base_dir) {
                 Ok(l) => l,
                 Err(e) => {
-                    late.push(("api.listen", e));
+                    late.push(("api.listen", e.to_string()));
                     return None;
                 }
             };

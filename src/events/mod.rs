@@ -403,7 +403,7 @@ mod tests {
         assert!(WebhookSecret::parse("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_err());
         assert!(WebhookSecret::parse("whsec_not base64!").is_err());
         let short = WebhookSecret::parse("whsec_c2hvcnQ=").unwrap_err();
-        assert!(short.contains("24 to 64 bytes"), "{short}");
+        assert!(short.to_string().contains("24 to 64 bytes"), "{short}");
         let s = WebhookSecret::parse("  whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n").unwrap();
         assert_eq!(format!("{s:?}"), "WebhookSecret([REDACTED])");
         let hook = Webhook {
