@@ -21,5 +21,6 @@ pub mod daemon;
 pub mod demo;
 pub mod events;
 pub mod schedule;
+pub mod sources;
 pub mod status;
 pub mod sync;

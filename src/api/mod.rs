@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod serve;
+pub mod sources;
 
 use std::sync::{Arc, RwLock};
 

@@ -215,6 +215,8 @@ impl Modify for BearerToken {
         super::routes::history,
         super::inventory::post,
         super::routes::metrics,
+        super::sources::list,
+        super::sources::pull,
         document,
     ),
     modifiers(&BearerToken),

@@ -139,6 +139,7 @@ pub fn router(state: ApiState, authenticate: bool) -> Router {
         )
         .route("/v1/connectors/{id}/verify", post(connectors::verify))
         .route("/v1/openapi.json", get(super::openapi::document))
+        .route("/v1/sources", get(super::sources::list))
         .route("/v1/runs", get(runs))
         .route("/v1/runs/{id}", get(run))
         .route("/v1/history", get(history))
@@ -164,6 +165,8 @@ pub fn router(state: ApiState, authenticate: bool) -> Router {
     // time limit (its small body is still read within `REQUEST_TIMEOUT`).
     let waiting = Router::new()
         .route("/v1/sync", post(sync))
+        // A pull takes as long as its sources' `timeout_secs`.
+        .route("/v1/sources/pull", post(super::sources::pull))
         .layer(DefaultBodyLimit::max(JSON_LIMIT));
     let mut protected = v1.merge(inventory).merge(waiting);
     if authenticate {
@@ -221,7 +224,7 @@ pub(super) async fn healthz() -> Json<Value> {
 #[utoipa::path(get, path = "/readyz", tag = "health", security(()),
     responses(
         (status = 200, description = "ready", body = Health),
-        (status = 503, description = "`store_unwritable`, `not_ready`", body = ErrorAnswer),
+        (status = 503, description = "`store_unwritable`, `not_ready`, `inventory_stale`", body = ErrorAnswer),
     ))]
 pub(super) async fn ready(State(state): State<ApiState>) -> Response {
     let ctx = state.ctx();
@@ -242,6 +245,23 @@ pub(super) async fn ready(State(state): State<ApiState>) -> Response {
         ctx.store.read(|s| s.last_run().map(|_| ())),
     )
     .await;
+    if !ctx.config.sources.is_empty() {
+        if let Ok(pulls) = ctx.store.read(|s| s.source_pulls()).await {
+            let stale = crate::sources::stale(&ctx.config, &pulls, crate::time::now_ms());
+            if !stale.is_empty() {
+                let names: Vec<String> = stale.iter().map(|s| format!("{:?}", s.name)).collect();
+                return ApiFailure::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "inventory_stale",
+                    format!(
+                        "stale inventory: no successful pull within inventory.max_age_hours of {}; runs push nothing until one succeeds",
+                        names.join(", ")
+                    ),
+                )
+                .into_response();
+            }
+        }
+    }
     match probe {
         Ok(Ok(())) => Json(json!({"status": "ready"})).into_response(),
         Ok(Err(e)) => ApiFailure::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", e.to_string())
@@ -496,6 +516,10 @@ pub(super) async fn metrics(State(state): State<ApiState>) -> Answer {
     };
     let ctx = state.ctx();
     let connectors = ctx.store.read(|s| s.connectors()).await?;
+    if !ctx.config.sources.is_empty() {
+        let pulls = ctx.store.read(|s| s.source_pulls()).await?;
+        crate::sources::set_age_gauges(&ctx.config, &pulls, crate::time::now_ms());
+    }
     let text = exposition.render(&connectors);
     let mut headers = HeaderMap::new();
     headers.insert(

@@ -12,7 +12,7 @@ use crate::domain::{ConnectorId, Trigger};
 use crate::store::ledger::HistoryFilter;
 use crate::sync::{RunControl, RunRequest, SyncContext};
 
-type Done = Result<(), CommandError>;
+pub(super) type Done = Result<(), CommandError>;
 
 mod check;
 use check::*;
@@ -98,6 +98,7 @@ fn dispatch(cfg: Config, command: Command, quiet: bool) -> Done {
                 json,
             } => sync(cfg, dry_run, connector, period, json, quiet).await,
             Command::Connector { command } => connector(cfg, command).await,
+            Command::Source { command } => super::source::execute(cfg, command).await,
             _ => Err(CommandError::Usage(
                 "this command is not dispatched here".into(),
             )),
@@ -116,7 +117,7 @@ fn refuse_foreign_store(cfg: &Config) -> Done {
     Ok(super::root_guard::check(&cfg.store.path, &args)?)
 }
 
-fn print_json<T: serde::Serialize>(v: &T) -> Done {
+pub(super) fn print_json<T: serde::Serialize>(v: &T) -> Done {
     let s = serde_json::to_string_pretty(v).map_err(|e| CommandError::Output(e.to_string()))?;
     println!("{s}");
     Ok(())

@@ -6,6 +6,7 @@ mod commands;
 mod exit;
 mod progress;
 mod root_guard;
+mod source;
 mod store;
 
 use std::path::PathBuf;
@@ -69,6 +70,12 @@ pub enum Command {
         /// channel's units or workspaces (refused otherwise: exit 65).
         #[arg(long, requires = "snapshot")]
         allow_shrink: bool,
+    },
+    /// Pull sources (`[[source]]`): list them with their last pulls, or pull now.
+    Source {
+        /// What to do with sources.
+        #[command(subcommand)]
+        command: source::SourceCommand,
     },
     /// Manage connectors (one per MSP channel): add or replace a token, disconnect, list.
     Connector {

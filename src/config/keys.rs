@@ -43,6 +43,8 @@ pub enum Kind {
     },
     /// A URL: https, or plain http when the host is loopback.
     Url,
+    /// A program and its arguments: an array of strings, the first (the program) not empty.
+    Argv,
     /// A six-field cron expression (judged by [`crate::schedule::parse_cron`]).
     Cron,
     /// An IANA time zone.
@@ -89,8 +91,10 @@ pub const DEFAULT_API_LISTEN: &str = "unix:/run/gradient-connector/api.sock";
 pub const SERVICE: &str = "service";
 /// The other section whose entries are an array of tables (`[[webhook]]`).
 pub const WEBHOOK: &str = "webhook";
+/// The third: `[[source]]`.
+pub const SOURCE: &str = "source";
 /// The sections written as arrays of tables.
-pub const ARRAY_SECTIONS: &[&str] = &[SERVICE, WEBHOOK];
+pub const ARRAY_SECTIONS: &[&str] = &[SERVICE, WEBHOOK, SOURCE];
 
 const fn key(
     section: &'static str,
@@ -106,6 +110,16 @@ const fn key(
         default,
         doc,
     }
+}
+
+/// `[[source]] kind`.
+fn source_kinds() -> &'static [&'static str] {
+    &["postgres", "command"]
+}
+
+/// `[[source]] mode`.
+fn pull_modes() -> &'static [&'static str] {
+    &["snapshot", "records"]
 }
 
 const fn int(min: i64, max: i64) -> Kind {
@@ -176,6 +190,8 @@ pub static KEYS: &[Key] = &[
         "largest `POST /v1/inventory` body, in MiB (streamed into the import: memory does not grow with it; larger bodies get 413 and nothing is applied)"),
     key("inventory", "max_snapshot_shrink_percent", int(0, 100), Def("50"),
         "a snapshot (`import --snapshot`, `POST /v1/inventory?snapshot=true`) that would unprotect more than this share of a channel's protected units, or remove more than this share of its workspaces, is refused whole (exit 65; API 422 `snapshot_shrink`): a truncated export must never zero an MSP's bill; `--allow-shrink` accepts one"),
+    key("inventory", "max_age_hours", int(0, 8760), Def("26"),
+        "with `[[source]]`s: a run whose sources have not all been pulled successfully within this many hours pushes nothing (exit 75, the run `failed` with `stale inventory`; `status`, `/readyz` and the event `inventory.stale` say so); 0 turns the rule off"),
     key("log", "format", Kind::Word(LogFormat::words), Def("text"),
         "`text` (no timestamps under journald) or `json`"),
     key("log", "level", Kind::LogFilter, Def("info"),
@@ -200,6 +216,20 @@ pub static KEYS: &[Key] = &[
         "support article URL; optional, sent when the service is created"),
     key(SERVICE, "support_contact", Kind::Str, Absent,
         "support contact; optional, sent when the service is created"),
+    key(SOURCE, "name", Kind::Str, Required,
+        "the source's name: letters, digits, `-` and `_` (its systemd credential is `source-NAME-url`; the label of its metric)"),
+    key(SOURCE, "kind", Kind::Word(source_kinds), Required,
+        "`postgres` (a PostgreSQL database the vendor runs) or `command` (any program that prints JSON Lines on stdout)"),
+    key(SOURCE, "url_file", Kind::Path, Absent,
+        "postgres: a file holding the libpq URL (a secret, mode 0600; `?sslmode=require` for TLS); under systemd the credential `source-NAME-url` wins"),
+    key(SOURCE, "query_file", Kind::Path, Absent,
+        "postgres: a file holding one SQL statement whose rows each have a column `record` (json, jsonb or text): one inventory record"),
+    key(SOURCE, "command", Kind::Argv, Absent,
+        "command: the program and its arguments, e.g. `[\"/usr/local/bin/export-inventory\", \"--since-last\"]` (no shell)"),
+    key(SOURCE, "mode", Kind::Word(pull_modes), Def("records"),
+        "`snapshot` (as `import --snapshot`: the whole state of every channel it names) or `records` (as `import`)"),
+    key(SOURCE, "timeout_secs", int(1, 86_400), Def("300"),
+        "the whole pull's limit (a command is killed; PostgreSQL's `statement_timeout`); a pull over it applies nothing"),
     key(WEBHOOK, "url", Kind::Url, Required,
         "where events are POSTed; https unless the host is loopback; each url once"),
     key(WEBHOOK, "secret_file", Kind::Path, Required,
@@ -306,6 +336,7 @@ impl Kind {
                 )),
             },
             Kind::Words(words) => read_words(raw, words()).map(Val::Words),
+            Kind::Argv => read_argv(raw).map(Val::Words),
             _ => self.read_text(string(raw)?, base_dir),
         }
     }
@@ -341,7 +372,7 @@ impl Kind {
                 format!("unknown IANA time zone {s:?} (e.g. \"UTC\", \"America/New_York\")")
             }),
             Kind::LogFilter => read_log_filter(s),
-            Kind::Int { .. } | Kind::Bool | Kind::Words(_) => {
+            Kind::Int { .. } | Kind::Bool | Kind::Words(_) | Kind::Argv => {
                 unreachable!("read() handles numbers, booleans and lists")
             }
         }
@@ -353,6 +384,25 @@ impl Kind {
             Kind::Word(words) | Kind::Words(words) => format!("missing: {}", one_of(words())),
             _ => "missing".into(),
         }
+    }
+}
+
+/// A program and its arguments (no shell: each entry is one argument as it is).
+fn read_argv(raw: ValueKind) -> Result<Vec<String>, String> {
+    let ValueKind::Array(items) = raw else {
+        return Err(format!(
+            "must be an array of strings, the program first (e.g. [\"/usr/local/bin/export\", \"--all\"]), found {}",
+            kind_name(&raw)
+        ));
+    };
+    let argv: Vec<String> = items
+        .into_iter()
+        .map(|v| string(v.kind))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("each entry {e}"))?;
+    match argv.first() {
+        Some(p) if !p.trim().is_empty() => Ok(argv),
+        _ => Err("must name a program first (an absolute path)".into()),
     }
 }
 

@@ -32,8 +32,12 @@ pub const VENDOR_KEY_CREDENTIAL: &str = "vendor-api-key";
 pub mod keyfile;
 mod keys;
 mod reader;
+mod secrets;
+mod sources;
 
-pub use keys::{reference_table, Fallback, Key, Kind, KEYS, SERVICE, WEBHOOK};
+pub use keys::{reference_table, Fallback, Key, Kind, KEYS, SERVICE, SOURCE, WEBHOOK};
+pub use secrets::{SecretTextError, WebhookSecret, WEBHOOK_SECRET_MAX_BYTES};
+pub use sources::{SourceConfig, SourceFrom};
 
 use crate::domain::{Cadence, EventKind, MonthlyCount, UnitKind};
 pub use crate::gradient::types::{CATEGORIES, SUBCATEGORIES};
@@ -145,6 +149,9 @@ pub struct InventoryConfig {
     /// The largest share (percent) of a channel's protected units or workspaces a snapshot may
     /// drop without `--allow-shrink`.
     pub max_snapshot_shrink_percent: u32,
+    /// With sources: a run whose sources were not all pulled successfully within this many hours
+    /// pushes nothing (0: no such rule).
+    pub max_age_hours: u32,
 }
 
 /// `[schedule]`: when runs happen and what they count.
@@ -254,20 +261,6 @@ pub enum ListenError {
     },
 }
 
-/// A webhook secret that is not `whsec_` + base64 of 24..=64 bytes (never holds the text).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SecretTextError {
-    /// No `whsec_` prefix.
-    #[error("must hold one line, `whsec_` followed by the base64 of the signing key")]
-    NoPrefix,
-    /// Not base64 after the prefix.
-    #[error("the text after `whsec_` is not base64")]
-    NotBase64,
-    /// A key of the wrong size.
-    #[error("the signing key must be 24 to 64 bytes, found {0}; generate one with `echo whsec_$(head -c 32 /dev/urandom | base64)`")]
-    Length(usize),
-}
-
 impl std::fmt::Display for ApiListen {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -310,45 +303,6 @@ pub struct WebhookConfig {
     pub events: Vec<EventKind>,
 }
 
-/// Longest webhook secret file read, in bytes.
-pub const WEBHOOK_SECRET_MAX_BYTES: u64 = 4096;
-
-/// A webhook's signing key, decoded from its `whsec_` + base64 text. Never printed.
-#[derive(Clone)]
-pub struct WebhookSecret(secrecy::SecretSlice<u8>);
-
-impl fmt::Debug for WebhookSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("WebhookSecret([REDACTED])")
-    }
-}
-
-impl WebhookSecret {
-    /// Parses `whsec_` + base64 (standard alphabet, padded or not) of 24..=64 bytes, the Standard
-    /// Webhooks form. The error never contains the text.
-    pub fn parse(text: &str) -> Result<WebhookSecret, SecretTextError> {
-        use base64::Engine;
-        let text = text.trim();
-        let Some(b64) = text.strip_prefix("whsec_") else {
-            return Err(SecretTextError::NoPrefix);
-        };
-        let key = base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(b64))
-            .map_err(|_| SecretTextError::NotBase64)?;
-        if !(24..=64).contains(&key.len()) {
-            return Err(SecretTextError::Length(key.len()));
-        }
-        Ok(WebhookSecret(key.into()))
-    }
-
-    /// The key bytes (for signing only).
-    pub(crate) fn key(&self) -> &[u8] {
-        use secrecy::ExposeSecret;
-        self.0.expose_secret()
-    }
-}
-
 impl WebhookConfig {
     /// Reads and parses the secret file (at most [`WEBHOOK_SECRET_MAX_BYTES`]); a problem names
     /// `webhook[index].secret_file` and the file, never the content.
@@ -386,6 +340,8 @@ pub struct Config {
     pub api: ApiConfig,
     /// `[[webhook]]` (none: no event is written).
     pub webhooks: Vec<WebhookConfig>,
+    /// `[[source]]` (none: the inventory comes by `import` and the API only).
+    pub sources: Vec<SourceConfig>,
     /// Non-fatal findings (printed by `check-config`, logged by the daemon).
     pub warnings: Vec<Problem>,
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use config::{Value, ValueKind};
 
 mod services;
+mod sources;
 
 use super::keys::{self, kind_name, Fallback, Kind, Val, SERVICE, WEBHOOK};
 use super::{
@@ -154,6 +155,17 @@ impl Section {
         Some(self.url(key))
     }
 
+    /// An optional list (`Argv`): `None` when its value was refused, `Some(None)` when unset.
+    fn opt_words(&mut self, key: &'static str) -> Option<Option<Vec<String>>> {
+        if self.refused.contains(key) {
+            return None;
+        }
+        Some(self.take(key, |v| match v {
+            Val::Words(ws) => Ok(ws),
+            other => Err(other),
+        }))
+    }
+
     /// A list of words, each parsed with the enum's own `FromStr` (the table checked them).
     fn words<T: FromStr>(&mut self, key: &'static str) -> Option<Vec<T>> {
         self.take(key, |v| match v {
@@ -249,6 +261,7 @@ impl<'a> Reader<'a> {
         let inventory = self.finish(inventory, |s| {
             Some(InventoryConfig {
                 max_snapshot_shrink_percent: s.num("max_snapshot_shrink_percent")?,
+                max_age_hours: s.num("max_age_hours")?,
             })
         });
         let log = self.finish(log, |s| {
@@ -263,6 +276,7 @@ impl<'a> Reader<'a> {
             self.check_measures(schedule, services);
         }
         let webhooks = self.webhooks(root.remove(WEBHOOK));
+        let sources = self.sources(root.remove(keys::SOURCE));
         Some(Config {
             source: path.to_path_buf(),
             gradient: gradient?,
@@ -273,6 +287,7 @@ impl<'a> Reader<'a> {
             services: services?,
             api: api?,
             webhooks: webhooks?,
+            sources: sources?,
             warnings: Vec::new(),
         })
     }

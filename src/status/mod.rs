@@ -204,6 +204,8 @@ pub struct Status {
     pub future_dated_records: u64,
     /// Modules enabled in the inventory that no `[[service]]` names: never pushed.
     pub unreported_modules: Vec<crate::store::import::UnreportedModule>,
+    /// The pull sources (`[[source]]`) with their last pulls; a `stale` one stops every run.
+    pub sources: Vec<crate::sources::SourceView>,
 }
 
 fn run_view(r: &RunRow, running: bool) -> RunView {
@@ -406,6 +408,7 @@ pub fn status(store: &Store, config: &Config) -> Result<Status, StoreError> {
         ledger: store.ledger_stats()?,
         future_dated_records: store.future_dated(now_ms())?,
         unreported_modules: store.unreported_modules(&config.service_modules())?,
+        sources: crate::sources::views(config, &store.source_pulls()?, now_ms()),
     })
 }
 

@@ -58,6 +58,24 @@ pub fn render_status(s: &Status) -> String {
             String::new()
         }
     );
+    for src in &s.sources {
+        let _ = writeln!(
+            o,
+            "source {}: {} {}, last pull {}{}{}",
+            escape(&src.name),
+            src.kind,
+            src.mode,
+            src.at.as_deref().unwrap_or("never"),
+            src.outcome
+                .map(|o| format!(" ({})", format!("{o:?}").to_lowercase()))
+                .unwrap_or_default(),
+            if src.stale {
+                " — STALE: runs push nothing until a pull succeeds"
+            } else {
+                ""
+            }
+        );
+    }
     if let Some(line) = crate::store::import::unreported_line(&s.unreported_modules) {
         let _ = writeln!(o, "{}", escape(&line));
     }

@@ -62,10 +62,14 @@ impl RunReport {
         match self.outcome {
             RunOutcome::Ok => false,
             RunOutcome::Interrupted | RunOutcome::Partial => true,
-            RunOutcome::Failed => {
-                self.tally.failed + self.tally.rejected > 0
-                    && self.stopped_by.is_none_or(StopKind::is_transient)
-            }
+            RunOutcome::Failed => match self.stopped_by {
+                // Nothing was tried: the next pull may make the inventory fresh again.
+                Some(StopKind::StaleInventory) => true,
+                other => {
+                    self.tally.failed + self.tally.rejected > 0
+                        && other.is_none_or(StopKind::is_transient)
+                }
+            },
         }
     }
 

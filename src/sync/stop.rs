@@ -79,6 +79,8 @@ pub enum StopKind {
     Forbidden,
     /// The run's deadline passed.
     Deadline,
+    /// The pull sources have not been pulled successfully within `inventory.max_age_hours`.
+    StaleInventory,
 }
 
 impl StopKind {
@@ -86,6 +88,9 @@ impl StopKind {
     /// cut the run short. The others name a cause someone must fix (disk, vendor key, Gradient's
     /// catalogue, Gradient support).
     pub fn is_transient(self) -> bool {
-        matches!(self, StopKind::Deadline | StopKind::Shutdown)
+        matches!(
+            self,
+            StopKind::Deadline | StopKind::Shutdown | StopKind::StaleInventory
+        )
     }
 }

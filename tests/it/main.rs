@@ -32,6 +32,7 @@ mod secrets;
 mod secrets_at_rest;
 mod sim_behaviour;
 mod snapshots;
+mod sources;
 mod sync_e2e;
 mod unreported_modules;
 mod webhooks;

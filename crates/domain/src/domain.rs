@@ -319,6 +319,11 @@ pub enum EventKind {
     #[serde(rename = "connector.mapping_needed")]
     #[strum(serialize = "connector.mapping_needed")]
     ConnectorMappingNeeded,
+    /// The pull sources have not been pulled successfully within `inventory.max_age_hours`: runs
+    /// push nothing until they are (told once per stale spell).
+    #[serde(rename = "inventory.stale")]
+    #[strum(serialize = "inventory.stale")]
+    InventoryStale,
 }
 
 impl EventKind {

@@ -151,6 +151,68 @@ impl Webhook {
     }
 }
 
+/// One `[[source]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Source {
+    /// Its name.
+    pub name: String,
+    /// `postgres` or `command`.
+    pub kind: String,
+    /// postgres: the URL file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url_file: Option<String>,
+    /// postgres: the query file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query_file: Option<String>,
+    /// command: the program and its arguments.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// `snapshot` or `records`.
+    pub mode: String,
+    /// The pull's limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+}
+
+impl Source {
+    /// A `command` source running `argv`, in `mode`.
+    pub fn command(name: &str, argv: &[&str], mode: &str) -> Source {
+        Source {
+            name: name.into(),
+            kind: "command".into(),
+            url_file: None,
+            query_file: None,
+            command: Some(argv.iter().map(|a| a.to_string()).collect()),
+            mode: mode.into(),
+            timeout_secs: None,
+        }
+    }
+
+    /// A `postgres` source reading its URL and query from these files, in `mode`.
+    pub fn postgres(
+        name: &str,
+        url_file: impl AsRef<Path>,
+        query_file: impl AsRef<Path>,
+        mode: &str,
+    ) -> Source {
+        Source {
+            name: name.into(),
+            kind: "postgres".into(),
+            url_file: Some(url_file.as_ref().to_string_lossy().into_owned()),
+            query_file: Some(query_file.as_ref().to_string_lossy().into_owned()),
+            command: None,
+            mode: mode.into(),
+            timeout_secs: None,
+        }
+    }
+
+    /// With `timeout_secs`.
+    pub fn timeout_secs(mut self, secs: u64) -> Source {
+        self.timeout_secs = Some(secs);
+        self
+    }
+}
+
 /// A configuration file: `[section] key = value` entries (each a key of the table) and
 /// `[[service]]` entries, rendered as TOML.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -159,6 +221,7 @@ pub struct ConfigBuilder {
     values: Vec<(String, String, toml::Value)>,
     services: Vec<Service>,
     webhooks: Vec<Webhook>,
+    sources: Vec<Source>,
 }
 
 impl ConfigBuilder {
@@ -252,6 +315,12 @@ impl ConfigBuilder {
         self
     }
 
+    /// Adds a `[[source]]` entry.
+    pub fn source(mut self, source: Source) -> Self {
+        self.sources.push(source);
+        self
+    }
+
     /// Removes every `[[webhook]]` entry (to derive a variant with other webhooks).
     pub fn without_webhooks(mut self) -> Self {
         self.webhooks.clear();
@@ -316,6 +385,19 @@ impl ConfigBuilder {
                 webhook: &self.webhooks,
             })
             .expect("webhooks render");
+        }
+        #[derive(Serialize)]
+        struct Sources<'a> {
+            source: &'a [Source],
+        }
+        if !self.sources.is_empty() {
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            text += &toml::to_string(&Sources {
+                source: &self.sources,
+            })
+            .expect("sources render");
         }
         text
     }

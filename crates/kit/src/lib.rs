@@ -8,7 +8,7 @@ use gradient_connector::{config, domain, time};
 mod config_builder;
 mod inventory;
 
-pub use config_builder::{ensure_store_key, ConfigBuilder, Service, Webhook};
+pub use config_builder::{ensure_store_key, ConfigBuilder, Service, Source, Webhook};
 pub use inventory::{
     msp_id, unit_id, workspace_id, ChannelRecord, Inventory, ModuleRecord, Record, UnitRecord,
     Units, WorkspaceRecord, OCTOBER_2026, STANDARD_MODULES,

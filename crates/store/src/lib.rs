@@ -27,6 +27,7 @@ pub mod ownership;
 pub mod run_inputs;
 pub mod runs;
 pub mod schema;
+pub mod sources;
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;

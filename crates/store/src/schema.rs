@@ -255,6 +255,17 @@ pub const MIGRATIONS: &[&str] = &[
         quantity INTEGER NOT NULL CHECK (quantity >= 0),
         PRIMARY KEY (workspace_id, module, at)
      ) WITHOUT ROWID;",
+    // 12: pull sources (`[[source]]`): each source's last pull and its last successful one; whether
+    // the console was told its inventory is stale (`inventory.stale`, once per stale spell).
+    "CREATE TABLE source_pulls (
+        name TEXT PRIMARY KEY,
+        at INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        records INTEGER NOT NULL,
+        message TEXT,
+        last_success_at INTEGER,
+        stale_told INTEGER NOT NULL DEFAULT 0
+     ) WITHOUT ROWID;",
 ];
 
 /// Applies every migration newer than the store's `user_version`, each in its own transaction.
