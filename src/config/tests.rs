@@ -403,7 +403,11 @@ fn webhooks_are_optional_and_every_bad_value_names_its_key() {
     let (_d, r) = load(&text, &[]);
     let c = r.unwrap();
     assert_eq!(c.webhooks.len(), 2);
-    assert_eq!(c.webhooks[0].events.len(), 5, "default: every event");
+    assert_eq!(
+        c.webhooks[0].events.len(),
+        crate::domain::EventKind::words().len(),
+        "default: every event"
+    );
     assert_eq!(c.webhooks[0].secret_file, _d.path().join("hook.secret"));
     assert_eq!(
         c.webhooks[1].events,
