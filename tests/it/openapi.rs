@@ -46,6 +46,8 @@ fn the_served_document_is_the_generated_openapi_3_1_and_every_ref_resolves() {
         ("get", "/healthz"),
         ("get", "/readyz"),
         ("get", "/v1/openapi.json"),
+        ("get", "/v1/sources"),
+        ("post", "/v1/sources/pull"),
     ] {
         assert!(
             served["paths"][path][method].is_object(),
@@ -87,6 +89,10 @@ fn every_documented_operation_answers_as_documented() {
     assert!(!rows.as_array().unwrap().is_empty(), "{rows}");
     api.get("/v1/history?run=x").expect(400);
     api.get("/v1/status").expect(200);
+    api.get("/v1/sources").expect(200);
+    api.send("POST", "/v1/sources/pull", &json!({})).expect(200);
+    api.send("POST", "/v1/sources/pull", &json!({"name": "nope"}))
+        .expect(404);
     let metrics = api.get("/metrics");
     assert_eq!(metrics.status, 200);
     api.call("DELETE", "/v1/connectors/msp-0", &[], None)
