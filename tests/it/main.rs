@@ -33,6 +33,7 @@ mod secrets_at_rest;
 mod sim_behaviour;
 mod snapshots;
 mod sources;
+mod sources_pg;
 mod sync_e2e;
 mod unreported_modules;
 mod webhooks;

@@ -24,6 +24,9 @@ use tokio::sync::mpsc;
 
 pub use reader::Piece;
 
+/// How much longer than its `statement_timeout` a PostgreSQL pull may take in all.
+const POSTGRES_GRACE: Duration = Duration::from_secs(5);
+
 /// Pieces waiting between the producer and the import (each a line or a chunk of lines).
 const PIECES_IN_FLIGHT: usize = 64;
 
@@ -145,7 +148,13 @@ pub async fn pull(store: &StoreHandle, spec: &SourceSpec) -> Result<ImportSummar
                     }
                 }
             };
-            let result = match tokio::time::timeout(spec.timeout, run).await {
+            // PostgreSQL's own `statement_timeout` (the same limit) speaks first, with its reason;
+            // the pull's own limit is a little later for the connection and the transfer.
+            let limit = match spec.kind {
+                SourceKind::Postgres { .. } => spec.timeout + POSTGRES_GRACE,
+                SourceKind::Command { .. } => spec.timeout,
+            };
+            let result = match tokio::time::timeout(limit, run).await {
                 Ok(r) => r,
                 Err(_) => Err(PullError::Timeout {
                     secs: spec.timeout.as_secs(),
