@@ -13,6 +13,7 @@ pub mod connectors;
 pub mod inventory;
 pub mod metrics;
 pub mod openapi;
+pub mod page;
 pub mod routes;
 pub mod serve;
 pub mod sources;

@@ -217,6 +217,11 @@ impl Modify for BearerToken {
         super::routes::metrics,
         super::sources::list,
         super::sources::pull,
+        super::page::index,
+        super::page::connector,
+        super::page::login_form,
+        super::page::login_doc,
+        super::page::logout,
         document,
     ),
     modifiers(&BearerToken),
@@ -227,6 +232,7 @@ impl Modify for BearerToken {
         (name = "inventory", description = "the vendor's inventory"),
         (name = "status", description = "everything at once"),
         (name = "health", description = "liveness, readiness, metrics, this document"),
+        (name = "page", description = "the status page for support staff (HTML; over TCP a session cookie from `/login`)"),
     )
 )]
 pub struct ApiDoc;

@@ -123,8 +123,10 @@ pub fn ok(v: impl serde::Serialize) -> Answer {
     Ok(Json(v).into_response())
 }
 
-/// The router. `authenticate`: TCP (a bearer token on every route but the health checks).
-pub fn router(state: ApiState, authenticate: bool) -> Router {
+/// The router. `authenticate`: TCP (a bearer token on every route but the health checks, or the
+/// status page's session cookie on its own routes); `secure_cookie`: the listener is not loopback
+/// (TLS), so the page's cookie is `Secure`.
+pub fn router(state: ApiState, authenticate: bool, secure_cookie: bool) -> Router {
     let v1 = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/connectors", get(connectors))
@@ -168,13 +170,17 @@ pub fn router(state: ApiState, authenticate: bool) -> Router {
         // A pull takes as long as its sources' `timeout_secs`.
         .route("/v1/sources/pull", post(super::sources::pull))
         .layer(DefaultBodyLimit::max(JSON_LIMIT));
-    let mut protected = v1.merge(inventory).merge(waiting);
+    let mut protected = v1
+        .merge(inventory)
+        .merge(waiting)
+        .merge(super::page::routes());
     if authenticate {
         protected = protected.layer(middleware::from_fn_with_state(state.clone(), bearer));
     }
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(ready))
+        .merge(super::page::sign_in_routes(secure_cookie))
         .merge(protected)
         .fallback(|| async {
             ApiFailure::new(
@@ -199,6 +205,13 @@ async fn bearer(State(state): State<ApiState>, req: Request, next: Next) -> Resp
     let Some(want) = &state.token else {
         return unauthorized();
     };
+    // The status page's session cookie opens the page and its buttons' routes only.
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    if super::page::cookie_allows(&method, &path, req.headers())
+        && super::page::has_session(req.headers())
+    {
+        return next.run(req).await;
+    }
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -208,6 +221,12 @@ async fn bearer(State(state): State<ApiState>, req: Request, next: Next) -> Resp
     match given {
         Some(g) if bool::from(g.as_bytes().ct_eq(want.expose_secret().as_bytes())) => {
             next.run(req).await
+        }
+        // A browser without a session is sent to the sign-in form.
+        _ if method == axum::http::Method::GET
+            && (path == "/" || path.starts_with("/connectors/")) =>
+        {
+            axum::response::Redirect::to("/login").into_response()
         }
         _ => unauthorized(),
     }

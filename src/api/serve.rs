@@ -138,18 +138,18 @@ pub async fn serve(bound: Bound, state: ApiState, limits: Limits, stop: Cancella
     use super::connections::{serve as serve_connections, Listener};
     match bound {
         Bound::Unix(l, path) => {
-            let app = super::routes::router(state, false);
+            let app = super::routes::router(state, false, false);
             serve_connections(Listener::Unix(l), app, limits, stop).await;
             if let Err(e) = std::fs::remove_file(&path) {
                 tracing::debug!(error = %e, "the control API's socket file could not be removed");
             }
         }
         Bound::Tcp(l) => {
-            let app = super::routes::router(state, true);
+            let app = super::routes::router(state, true, false);
             serve_connections(Listener::Tcp(l, None), app, limits, stop).await;
         }
         Bound::Tls(l, acceptor) => {
-            let app = super::routes::router(state, true);
+            let app = super::routes::router(state, true, true);
             serve_connections(Listener::Tcp(l, Some(acceptor)), app, limits, stop).await;
         }
     }

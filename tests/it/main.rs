@@ -34,6 +34,7 @@ mod sim_behaviour;
 mod snapshots;
 mod sources;
 mod sources_pg;
+mod status_page;
 mod sync_e2e;
 mod unreported_modules;
 mod webhooks;
