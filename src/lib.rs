@@ -9,6 +9,7 @@
 // The lower crates, under the names the product's modules use (`crate::store::…`): each crate
 // names only those below it, so the layers are the compiler's to keep.
 pub use gradient_connector_domain::{domain, time};
+pub use gradient_connector_mail as mail;
 pub use gradient_connector_store as store;
 pub use gradient_sim as sim;
 pub use gradient_vendor_api as gradient;

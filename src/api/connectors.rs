@@ -207,3 +207,48 @@ pub(super) async fn sync_accounts(State(state): State<ApiState>, Path(id): Path<
         .await?;
     ok(json!({"created": r.created, "renamed": r.renamed}))
 }
+
+/// `PUT /v1/connectors/{id}/contacts`'s body.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(super) struct ContactsBody {
+    /// The MSP's addresses that get the connector's mails (replaces the list; `[]`: none).
+    emails: Vec<String>,
+}
+
+/// `PUT /v1/connectors/{id}/contacts`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct ContactsAnswer {
+    /// The connector id.
+    connector: String,
+    /// The addresses as stored (checked, sorted, each once).
+    emails: Vec<String>,
+}
+
+/// Who at the MSP is mailed about the connector (`[email]`): replaces the list. A connector need
+/// not exist yet, so the *connected* mail reaches contacts set before the paste.
+#[utoipa::path(put, path = "/v1/connectors/{id}/contacts", tag = "connectors",
+    params(("id" = String, Path, description = "the connector id")),
+    request_body = ContactsBody,
+    responses(
+        (status = 200, description = "the contacts as stored", body = ContactsAnswer),
+        (status = 400, description = "`bad_contact`", body = ErrorAnswer),
+    ))]
+pub(super) async fn contacts(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Answer {
+    let body: ContactsBody = serde_json::from_slice(&body).map_err(|_| {
+        ApiFailure::new(
+            StatusCode::BAD_REQUEST,
+            "bad_contact",
+            "send {\"emails\": [\"admin@msp.example\", …]}",
+        )
+    })?;
+    let cid = ConnectorId::from(id.as_str());
+    let emails = crate::connector::set_contacts(&state.ctx().store, &cid, body.emails).await?;
+    ok(ContactsAnswer {
+        connector: id,
+        emails,
+    })
+}

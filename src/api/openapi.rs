@@ -209,6 +209,7 @@ impl Modify for BearerToken {
         super::connectors::disconnect,
         super::connectors::verify,
         super::connectors::sync_accounts,
+        super::connectors::contacts,
         super::routes::sync,
         super::routes::runs,
         super::routes::run,

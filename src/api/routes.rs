@@ -95,6 +95,7 @@ impl From<ConnectorError> for ApiFailure {
         let (status, code) = match &e {
             ConnectorError::BadToken(_) => (StatusCode::BAD_REQUEST, "bad_token"),
             ConnectorError::Unknown(_) => (StatusCode::NOT_FOUND, "unknown_connector"),
+            ConnectorError::BadContact(_) => (StatusCode::BAD_REQUEST, "bad_contact"),
             ConnectorError::TokenRejected { .. } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "token_rejected")
             }
@@ -142,6 +143,7 @@ pub fn router(state: ApiState, authenticate: bool, secure_cookie: bool) -> Route
         .route("/v1/connectors/{id}/verify", post(connectors::verify))
         .route("/v1/openapi.json", get(super::openapi::document))
         .route("/v1/sources", get(super::sources::list))
+        .route("/v1/connectors/{id}/contacts", put(connectors::contacts))
         .route("/v1/runs", get(runs))
         .route("/v1/runs/{id}", get(run))
         .route("/v1/history", get(history))

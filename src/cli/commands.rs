@@ -314,10 +314,34 @@ async fn connector(cfg: Arc<Config>, command: ConnectorCommand) -> Done {
             id,
             token_file,
             new_organization,
-        } => connector_add(cfg, id, &token_file, new_organization).await,
+            notify,
+        } => {
+            if !notify.is_empty() {
+                connector_contacts(&cfg, &id, notify).await?;
+            }
+            connector_add(cfg, id, &token_file, new_organization).await
+        }
         ConnectorCommand::Verify { id, all } => connector_verify(cfg, id, all).await,
         ConnectorCommand::Disconnect { id } => connector_disconnect(cfg, id).await,
     }
+}
+
+/// `connector add --notify`: the contacts, through a running daemon when one answers, else here.
+async fn connector_contacts(cfg: &Arc<Config>, id: &str, emails: Vec<String>) -> Done {
+    if let Some(socket) = daemon_socket(cfg).await {
+        let uri = format!("/v1/connectors/{}/contacts", path_segment(id));
+        let body = serde_json::json!({ "emails": emails });
+        let (status, v) = crate::api::client::call(&socket, "PUT", &uri, Some(&body))
+            .await
+            .map_err(client_error)?;
+        if status != 200 {
+            return Err(paste_error(status, &v));
+        }
+        return Ok(());
+    }
+    let store = crate::sync::store_handle(cfg);
+    crate::connector::set_contacts(&store, &ConnectorId::from(id), emails).await?;
+    Ok(())
 }
 
 /// `connector add`: through a running daemon when one answers, else here.

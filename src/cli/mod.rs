@@ -145,6 +145,10 @@ pub enum ConnectorCommand {
         /// Accept a token of another Gradient organization than this connector had before.
         #[arg(long)]
         new_organization: bool,
+        /// Mail this address at the MSP about the connector (`[email]`); repeat for more. Replaces
+        /// the connector's contacts, before the paste so the *connected* mail reaches them.
+        #[arg(long = "notify", value_name = "EMAIL", value_parser = contact_address)]
+        notify: Vec<String>,
     },
     /// Re-check stored tokens with Gradient now (after a vendor-key fix, rejected connectors come
     /// back without a new paste). Exit 75 when any is not connected.
@@ -226,4 +230,11 @@ pub fn run(cli: Cli) -> Exit {
             e.exit()
         }
     }
+}
+
+/// `--notify`: a plain e-mail address.
+fn contact_address(text: &str) -> Result<String, String> {
+    crate::connector::check_contacts(vec![text.to_string()])
+        .map(|_| text.to_string())
+        .map_err(|e| e.to_string())
 }

@@ -29,6 +29,8 @@ pub const ENV_PREFIX: &str = "GRADIENT_CONNECTOR";
 /// Name of the systemd credential holding the vendor API key.
 pub const VENDOR_KEY_CREDENTIAL: &str = "vendor-api-key";
 
+mod email;
+pub use email::{EmailConfig, SMTP_CREDENTIAL};
 pub mod keyfile;
 mod keys;
 mod reader;
@@ -342,6 +344,8 @@ pub struct Config {
     pub webhooks: Vec<WebhookConfig>,
     /// `[[source]]` (none: the inventory comes by `import` and the API only).
     pub sources: Vec<SourceConfig>,
+    /// `[email]` (None: `smtp_url` unset, no mail).
+    pub email: Option<EmailConfig>,
     /// Non-fatal findings (printed by `check-config`, logged by the daemon).
     pub warnings: Vec<Problem>,
 }

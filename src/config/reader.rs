@@ -230,6 +230,7 @@ impl<'a> Reader<'a> {
         let inventory = self.section(&mut root, "inventory");
         let log = self.section(&mut root, "log");
         let api = self.section(&mut root, "api");
+        let email = self.section(&mut root, "email");
         let gradient = self.finish(gradient, |s| {
             Some(GradientConfig {
                 vendor_api_key_file: s.path("vendor_api_key_file")?,
@@ -271,6 +272,7 @@ impl<'a> Reader<'a> {
             })
         });
         let api = self.api(api);
+        let email = self.email(email);
         let services = self.services(root.remove(SERVICE));
         if let (Some(schedule), Some(services)) = (&schedule, &services) {
             self.check_measures(schedule, services);
@@ -288,6 +290,7 @@ impl<'a> Reader<'a> {
             api: api?,
             webhooks: webhooks?,
             sources: sources?,
+            email: email?,
             warnings: Vec::new(),
         })
     }
@@ -347,6 +350,41 @@ impl<'a> Reader<'a> {
         api
     }
 
+    /// `[email]`: None when a key was refused; Some(None) when `smtp_url` is unset (no mail).
+    fn email(&mut self, s: Section) -> Option<Option<super::EmailConfig>> {
+        let mut late: Vec<(&'static str, String)> = Vec::new();
+        let out = self.finish(s, |s| {
+            let url = s.opt_str("smtp_url")?;
+            let from = s.opt_str("from")?;
+            let credentials_file = s.opt_path("credentials_file")?;
+            let templates_dir = s.opt_path("templates_dir")?;
+            let Some(url) = url else {
+                return Some(None);
+            };
+            let smtp_url = match super::email::check_smtp_url(&url) {
+                Ok(u) => u,
+                Err(e) => {
+                    late.push(("email.smtp_url", e));
+                    return None;
+                }
+            };
+            let Some(from) = from.filter(|f| f.contains('@')) else {
+                late.push(("email.from", "required with email.smtp_url: an address such as `Vendor Billing <billing@vendor.example>`".into()));
+                return None;
+            };
+            Some(Some(super::EmailConfig {
+                smtp_url,
+                from,
+                credentials_file,
+                templates_dir,
+            }))
+        });
+        for (key, message) in late {
+            self.problem(key, message);
+        }
+        out
+    }
+
     /// Removes a section from the root and reads it.
     fn section(&mut self, root: &mut Table, name: &str) -> Section {
         let table = match root.remove(name) {
@@ -389,8 +427,11 @@ impl<'a> Reader<'a> {
                 }
             };
             let blank = matches!(&raw, ValueKind::String(x) if x.trim().is_empty());
-            // An optional URL left empty is unset ("not managed").
-            if blank && matches!((k.kind, k.default), (Kind::Url, Fallback::Absent)) {
+            // An optional URL left empty is unset ("not managed"); so is an empty `[email]` key.
+            if blank
+                && matches!(k.default, Fallback::Absent)
+                && (matches!(k.kind, Kind::Url) || decl == "email")
+            {
                 continue;
             }
             let read = if blank && matches!(k.default, Fallback::Required) {

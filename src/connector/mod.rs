@@ -10,10 +10,12 @@
 //! `unverified` only for tokens stored by an older version, verified at the next run.
 
 mod accounts;
+mod contacts;
 mod services;
 mod token;
 mod verify;
 
+pub use contacts::{check_contacts, set_contacts, MAX_CONTACTS};
 use verify::*;
 pub use verify::{verify, Check, Verified};
 
@@ -44,6 +46,9 @@ pub enum ConnectorError {
     /// No such connector.
     #[error("there is no connector {0:?}; `gradient-connector connector list` shows them")]
     Unknown(String),
+    /// A contact is not a plain e-mail address (or there are too many).
+    #[error("{0}")]
+    BadContact(String),
     /// Gradient answered 401 to the pasted token: nothing changed.
     #[error("connector {id}: Gradient rejected this token (HTTP 401); nothing was changed (the previous token, if any, is kept). Either it is not the MSP's current partner API key — ask the MSP to generate one in Gradient and paste it again — or our vendor key is wrong: check gradient.vendor_api_key_file (or the vendor-api-key credential), then `gradient-connector connector verify --all`")]
     TokenRejected {

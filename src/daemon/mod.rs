@@ -546,6 +546,8 @@ pub async fn run(cfg: Arc<Config>) -> Result<(), DaemonError> {
     let ctx = SyncContext::new(cfg.clone())?;
     // Webhook secrets load before READY: a bad one is a configuration error at start.
     let hooks = crate::events::webhooks(&cfg).map_err(SyncError::from)?;
+    // So does `[email]` (its login, templates and url): a problem is a configuration error.
+    let mail = crate::events::mail::setup(&cfg).map_err(SyncError::from)?;
     let schedule = cfg.schedule.parsed.clone();
     // The store must open (and migrate) before we say we are ready; SIGTERM is honoured meanwhile.
     let first = tokio::select! {
@@ -598,6 +600,16 @@ pub async fn run(cfg: Arc<Config>) -> Result<(), DaemonError> {
             let _ = task.await;
         }
     });
+    // Mail to MSP contacts: started once (a change of `[email]` needs a restart).
+    if let Some(mail) = mail {
+        let store = match shared.read() {
+            Ok(c) => c.store.clone(),
+            Err(p) => p.into_inner().store.clone(),
+        };
+        tasks.spawn("mail delivery", |stop| {
+            crate::events::mail::deliver(store, mail, stop)
+        });
+    }
     let driver = RealDriver {
         ctx: shared,
         status_suffix: format!("; api {api_address}"),

@@ -27,6 +27,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
+pub mod mail;
+
 use crate::config::{Config, ConfigError, WebhookSecret};
 use crate::store::outbox::{self, Due};
 use crate::store::StoreHandle;

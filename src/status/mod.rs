@@ -77,6 +77,9 @@ pub struct LastKnownView {
 pub struct ConnectorView {
     /// Id.
     pub id: String,
+    /// Who at the MSP is mailed (`[email]`); shown by `GET /v1/connectors/{id}` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contacts: Option<Vec<String>>,
     /// State.
     pub state: crate::domain::ConnectorState,
     /// Why.
@@ -271,6 +274,7 @@ fn connector_view(
             .collect()
     };
     ConnectorView {
+        contacts: None,
         state: c.state,
         state_reason: c.state_reason,
         gradient_status: c.gradient_status,
@@ -333,13 +337,9 @@ pub fn connector_status(
         names: &names,
         quantities,
     };
-    Ok(Some(connector_view(
-        c,
-        &rows,
-        &known,
-        last_run_counts,
-        (&channels, &names),
-    )))
+    let mut view = connector_view(c, &rows, &known, last_run_counts, (&channels, &names));
+    view.contacts = Some(store.contacts(id)?);
+    Ok(Some(view))
 }
 
 /// Every connector's view, read with one query per kind of row for all of them.
@@ -526,9 +526,11 @@ mod connector_status_tests {
         let all = connector_views(&s, last.as_ref(), &HashMap::new()).unwrap();
         assert_eq!(all.len(), 3);
         for view in &all {
-            let one = connector_status(&s, &view.id, &HashMap::new())
+            let mut one = connector_status(&s, &view.id, &HashMap::new())
                 .unwrap()
                 .unwrap();
+            // Only the one-connector answer lists the connector's mail contacts.
+            assert_eq!(one.contacts.take(), Some(Vec::new()));
             assert_eq!(
                 serde_json::to_value(&one).unwrap(),
                 serde_json::to_value(view).unwrap(),

@@ -71,15 +71,18 @@ pub(super) async fn close(
                         finished,
                     )?;
                 }
-                // `connector.synced`, one per connector that took part, with the run's close.
-                if targets.is_empty() || parts.is_empty() {
+                // `connector.synced`, one per connector that took part, with the run's close
+                // (written when a webhook or a connector's contacts want it: see the outbox).
+                if parts.is_empty() {
                     return Ok(told);
                 }
                 let pushed = s.pushed_in_run(run_id)?;
                 for data in synced_events(run_id, &parts, &pushed, &names, &quantities) {
-                    s.enqueue_event(EventKind::ConnectorSynced, &data, &targets, finished)?;
+                    told |= s
+                        .enqueue_event(EventKind::ConnectorSynced, &data, &targets, finished)?
+                        .is_some();
                 }
-                Ok(true)
+                Ok(told)
             })
         })
         .await?;

@@ -21,11 +21,9 @@ pub fn close_interrupted(s: &Store, config: &Config, now: Millis) -> Result<Vec<
         .iter()
         .map(|sv| (sv.module.clone(), sv.name.clone()))
         .collect();
+    let mut told = false;
     let closed = s.atomically(|s| {
         let ids = s.mark_unfinished_interrupted(now)?;
-        if targets.is_empty() {
-            return Ok(ids);
-        }
         for &run in &ids {
             let mut parts: Vec<SyncedPart> = s
                 .run_tally_by_connector(run)?
@@ -39,7 +37,10 @@ pub fn close_interrupted(s: &Store, config: &Config, now: Millis) -> Result<Vec<
             parts.sort_by(|a, b| a.connector.cmp(&b.connector));
             let pushed = s.pushed_in_run(run)?;
             for data in synced_events(run, &parts, &pushed, &names, &config.quantity_names()) {
-                s.enqueue_event(EventKind::ConnectorSynced, &data, &targets, now)?;
+                // Written when a webhook or the connector's contacts want it (see the outbox).
+                told |= s
+                    .enqueue_event(EventKind::ConnectorSynced, &data, &targets, now)?
+                    .is_some();
             }
         }
         Ok(ids)
@@ -49,7 +50,7 @@ pub fn close_interrupted(s: &Store, config: &Config, now: Millis) -> Result<Vec<
             runs = ?closed,
             "run(s) stopped before finishing (crash, kill or abandoned shutdown): recorded as interrupted, and the console is told what they pushed"
         );
-        if !targets.is_empty() {
+        if told {
             crate::store::outbox::wake();
         }
     }

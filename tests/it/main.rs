@@ -15,6 +15,7 @@ mod daemon;
 mod daemon_defects;
 mod decoder_properties;
 mod demo;
+mod email;
 mod faults;
 mod gradient_contract;
 mod history_changes;

@@ -48,6 +48,9 @@ fn the_served_document_is_the_generated_openapi_3_1_and_every_ref_resolves() {
         ("get", "/v1/openapi.json"),
         ("get", "/v1/sources"),
         ("post", "/v1/sources/pull"),
+        ("put", "/v1/connectors/{id}/contacts"),
+        ("get", "/"),
+        ("post", "/login"),
     ] {
         assert!(
             served["paths"][path][method].is_object(),
@@ -70,6 +73,20 @@ fn every_documented_operation_answers_as_documented() {
     api.paste("msp-0", TOKEN_A).expect(200);
     api.paste("msp-1", "").expect(400);
     api.get("/v1/connectors").expect(200);
+    let contacts = api
+        .send(
+            "PUT",
+            "/v1/connectors/msp-0/contacts",
+            &json!({"emails": ["admin@msp.example"]}),
+        )
+        .expect(200);
+    assert_eq!(contacts["emails"], json!(["admin@msp.example"]));
+    api.send(
+        "PUT",
+        "/v1/connectors/msp-0/contacts",
+        &json!({"emails": ["not an address"]}),
+    )
+    .expect(400);
     api.get("/v1/connectors/msp-0").expect(200);
     api.get("/v1/connectors/nobody").expect(404);
     api.send("POST", "/v1/connectors/msp-0/verify", &json!({}))

@@ -55,12 +55,13 @@ pub struct SyncedRow {
     pub company: String,
     /// The service name.
     pub service: String,
-    /// The count pushed.
-    pub count: i64,
+    /// The count pushed, as text (`12`, a quantity `512.25`).
+    pub count: String,
     /// The count's unit, when the service names one.
     pub unit: Option<String>,
-    /// Change from the previous push of the same pair (None: the first push).
-    pub change: Option<i64>,
+    /// Change from the previous push of the same pair, signed (`+2`, `-1.5`, `+0`; None: the
+    /// first push).
+    pub change: Option<String>,
 }
 
 /// *synced*: one connector's part of a run.
@@ -265,9 +266,9 @@ pub fn csv(rows: &[SyncedRow]) -> String {
         let fields = [
             field(&r.company),
             field(&r.service),
-            r.count.to_string(),
+            r.count.clone(),
             field(r.unit.as_deref().unwrap_or("")),
-            r.change.map(|c| c.to_string()).unwrap_or_default(),
+            r.change.clone().unwrap_or_default(),
         ];
         out.push_str(&fields.join(","));
         out.push_str("\r\n");
@@ -302,14 +303,14 @@ mod tests {
                 SyncedRow {
                     company: company.into(),
                     service: "Backup".into(),
-                    count: 12,
+                    count: "12".into(),
                     unit: Some("GB".into()),
-                    change: Some(2),
+                    change: Some("+2".into()),
                 },
                 SyncedRow {
                     company: "Globex, Inc.".into(),
                     service: "Mail".into(),
-                    count: 3,
+                    count: "3".into(),
                     unit: None,
                     change: None,
                 },
@@ -350,9 +351,9 @@ mod tests {
         let rows = vec![SyncedRow {
             company: "=HYPERLINK(\"x\")".into(),
             service: "a,b".into(),
-            count: -1,
+            count: "-1".into(),
             unit: Some("seats".into()),
-            change: Some(-4),
+            change: Some("-4".into()),
         }];
         assert_eq!(
             csv(&rows),

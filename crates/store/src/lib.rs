@@ -15,6 +15,7 @@
 use gradient_connector_domain::{count, domain, time};
 
 pub mod connectors;
+pub mod contacts;
 pub mod counting;
 pub mod handle;
 pub mod import;

@@ -17,16 +17,26 @@ use crate::time::{format_ms, Millis};
 /// Wakes this process's delivery task after an event was enqueued (see [`wake`]).
 static WAKE: Notify = Notify::const_new();
 
-/// Tells this process's delivery task that the outbox changed. Call it after the write that
-/// enqueued an event has committed (the delivery task also looks on its own timer, which is how
-/// events written by another process — a `sync` or `connector add` command — are found).
+/// Wakes this process's mail delivery task (see [`wake`]).
+static MAIL_WAKE: Notify = Notify::const_new();
+
+/// Tells this process's delivery tasks (webhooks and mail) that the outbox changed. Call it after
+/// the write that enqueued an event has committed (the delivery tasks also look on their own
+/// timer, which is how events written by another process — a `sync` or `connector add` command —
+/// are found).
 pub fn wake() {
     WAKE.notify_one();
+    MAIL_WAKE.notify_one();
 }
 
 /// Resolves at the next [`wake`] (or at once when one happened since the last wait).
 pub async fn woken() {
     WAKE.notified().await;
+}
+
+/// The mail task's [`woken`].
+pub async fn mail_woken() {
+    MAIL_WAKE.notified().await;
 }
 
 /// A delivery whose time has come.
@@ -107,6 +117,10 @@ impl Store {
 
     /// Writes an event for each webhook url in `targets` (those configured for its kind); returns
     /// its id, or None when there is no target (nothing is written). The first attempt is due now.
+    ///
+    /// Mail: for `connector.connected`, `connector.synced` and `connector.token_rejected` the
+    /// contacts of `data.connector` get a delivery each too (keyed `mailto:ADDRESS`, see
+    /// [`crate::contacts`]), so an event is written when it has webhooks or recipients.
     pub fn enqueue_event(
         &self,
         kind: EventKind,
@@ -114,6 +128,8 @@ impl Store {
         targets: &[String],
         now: Millis,
     ) -> Result<Option<String>, StoreError> {
+        let recipients = self.mail_targets(kind, data)?;
+        let targets: Vec<String> = targets.iter().cloned().chain(recipients).collect();
         if targets.is_empty() {
             return Ok(None);
         }
@@ -136,7 +152,7 @@ impl Store {
             let mut ins = self.conn().prepare_cached(
                 "INSERT OR IGNORE INTO event_deliveries (event_id, url, next_attempt_at) VALUES (?1, ?2, ?3)",
             )?;
-            for url in targets {
+            for url in &targets {
                 ins.execute(params![id, url, now])?;
             }
         }

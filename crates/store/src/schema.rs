@@ -266,6 +266,13 @@ pub const MIGRATIONS: &[&str] = &[
         last_success_at INTEGER,
         stale_told INTEGER NOT NULL DEFAULT 0
      ) WITHOUT ROWID;",
+    // 13: who at the MSP is mailed about a connector (`[email]`): one row per address. Mail goes
+    // through the outbox: a delivery per (event, recipient) keyed `mailto:ADDRESS`.
+    "CREATE TABLE connector_contacts (
+        connector_id TEXT NOT NULL,
+        email TEXT NOT NULL,
+        PRIMARY KEY (connector_id, email)
+     ) WITHOUT ROWID;",
 ];
 
 /// Applies every migration newer than the store's `user_version`, each in its own transaction.

@@ -1,0 +1,292 @@
+//! Mail to the MSPs' contacts (`[email]`): the task the daemon runs beside webhook delivery. It
+//! reads the outbox's mail deliveries (`mailto:ADDRESS`, one per event and recipient, written with
+//! the event — see `store::contacts`), turns each event into its mail (`connector.connected` →
+//! *connected*, `connector.synced` → *synced* with the run's breakdown read from the ledger,
+//! `connector.token_rejected` → *token rejected*), sends it over SMTP, and records the outcome with
+//! the webhooks' rules: a failed send is retried by [`super::next_attempt`] (5 s, doubling, capped
+//! at an hour) and given up after 24 hours. Nothing in a mail comes from a token.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::{self, StreamExt};
+use tokio_util::sync::CancellationToken;
+
+use super::{next_attempt, CONCURRENCY, POLL, RETRY_FOR};
+use crate::config::{Config, ConfigError, Problem};
+use crate::mail::{
+    Connected, Mail, Mailer, Rendered, SmtpSettings, Synced, SyncedRow, Templates, TokenRejected,
+};
+use crate::store::contacts::{PushedPair, MAILTO};
+use crate::store::outbox::{self, Due};
+use crate::store::{Store, StoreError, StoreHandle};
+use crate::time::{Clock, Millis, SystemClock};
+
+/// Mail deliveries read per pass.
+const BATCH: u32 = 32;
+
+/// What mails need from the configuration: service names and units, the portal link.
+#[derive(Debug, Clone, Default)]
+pub struct MailFacts {
+    /// module → (service name, unit word).
+    pub services: HashMap<String, (String, String)>,
+    /// `gradient.integration_portal_url`.
+    pub portal_url: Option<String>,
+}
+
+impl MailFacts {
+    /// From the configuration.
+    pub fn of(config: &Config) -> MailFacts {
+        MailFacts {
+            services: config
+                .services
+                .iter()
+                .map(|s| {
+                    // A quantity's unit is its name (`GB`); units are users or devices.
+                    let unit = match (&s.quantity_name, s.unit) {
+                        (Some(q), crate::domain::UnitKind::Quantity) => q.clone(),
+                        _ => s.unit.as_str().to_string(),
+                    };
+                    (s.module.clone(), (s.name.clone(), unit))
+                })
+                .collect(),
+            portal_url: config
+                .gradient
+                .integration_portal_url
+                .as_ref()
+                .map(|u| u.to_string()),
+        }
+    }
+}
+
+/// Everything the mail task needs, loaded at start (or reload): None when `[email]` is unset.
+#[derive(Debug, Clone)]
+pub struct MailSetup {
+    mailer: Mailer,
+    templates: Arc<Templates>,
+    facts: MailFacts,
+}
+
+/// `[email]` made ready: the login read, the templates loaded, the mailer built. Every problem
+/// names its key, in one configuration error.
+pub fn setup(config: &Config) -> Result<Option<MailSetup>, ConfigError> {
+    let Some(email) = &config.email else {
+        return Ok(None);
+    };
+    let problem = |key: &str, message: String| ConfigError::Invalid {
+        path: config.source.clone(),
+        problems: vec![Problem {
+            key: key.into(),
+            message,
+        }],
+    };
+    let credentials = email
+        .credentials()
+        .map_err(|m| problem("email.credentials_file", m))?;
+    let templates = Templates::load(email.templates_dir.as_deref())
+        .map_err(|e| problem("email.templates_dir", e.to_string()))?;
+    let mailer = Mailer::new(&SmtpSettings {
+        url: email.smtp_url.to_string(),
+        from: email.from.clone(),
+        credentials,
+    })
+    .map_err(|e| problem("email.smtp_url", e.to_string()))?;
+    Ok(Some(MailSetup {
+        mailer,
+        templates: Arc::new(templates),
+        facts: MailFacts::of(config),
+    }))
+}
+
+/// The mail task (the daemon runs it as one of its tasks): sends until `stop` is cancelled.
+pub async fn deliver(store: StoreHandle, setup: MailSetup, stop: CancellationToken) {
+    tracing::info!(server = %setup.mailer.server(), "mail to MSP contacts started");
+    let task = MailTask {
+        store,
+        setup,
+        clock: Arc::new(SystemClock),
+    };
+    tokio::select! {
+        _ = task.run() => {}
+        _ = stop.cancelled() => {}
+    }
+}
+
+struct MailTask {
+    store: StoreHandle,
+    setup: MailSetup,
+    clock: Arc<dyn Clock>,
+}
+
+impl MailTask {
+    async fn run(self) {
+        loop {
+            let now = self.clock.now();
+            let sent = self.pass(now).await;
+            if sent > 0 {
+                continue;
+            }
+            let next = self
+                .store
+                .read(|s| s.next_mail_at())
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "cannot read the mail outbox; trying again later");
+                    None
+                });
+            let wait = next
+                .map(|at| Duration::from_millis(at.saturating_sub(self.clock.now()).max(0) as u64))
+                .unwrap_or(POLL)
+                .min(POLL);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = outbox::mail_woken() => {}
+            }
+        }
+    }
+
+    async fn pass(&self, now: Millis) -> usize {
+        let due = match self.store.read(move |s| s.due_mail(now, BATCH)).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the mail outbox; trying again later");
+                return 0;
+            }
+        };
+        let n = due.len();
+        stream::iter(due)
+            .for_each_concurrent(CONCURRENCY, |d| self.deliver(d))
+            .await;
+        n
+    }
+
+    async fn deliver(&self, d: Due) {
+        let facts = self.setup.facts.clone();
+        let body = d.body.clone();
+        let kind = d.kind.clone();
+        let mail = self
+            .store
+            .read(move |s| mail_for(s, &kind, &body, &facts))
+            .await;
+        let to = d.url.trim_start_matches(MAILTO).to_string();
+        let result: Result<(), String> = match mail {
+            Ok(Some(mail)) => match self.setup.templates.render(&mail) {
+                Ok(rendered) => self.send(&to, &rendered).await,
+                Err(e) => Err(e.to_string()),
+            },
+            Ok(None) => Err("the event's body is not one this build mails".into()),
+            Err(e) => Err(format!("cannot read the event's facts: {e}")),
+        };
+        let now = self.clock.now();
+        let (id, url) = (d.event_id.clone(), d.url.clone());
+        let recorded = match result {
+            Ok(()) => {
+                tracing::info!(event = %d.event_id, kind = %d.kind, to = %to, "mail sent");
+                self.store
+                    .write(move |s| s.mark_delivered(&id, &url, now))
+                    .await
+            }
+            Err(error) => {
+                let failed = d.attempts + 1;
+                let next = next_attempt(d.created_at, failed, now);
+                match next {
+                    Some(at) => tracing::warn!(
+                        event = %d.event_id, kind = %d.kind, to = %to, attempt = failed,
+                        retry_in_secs = (at - now) / 1000, "mail not sent ({error}); will retry"
+                    ),
+                    None => tracing::error!(
+                        event = %d.event_id, kind = %d.kind, to = %to, attempts = failed,
+                        "mail not sent ({error}); given up after retrying for {} hours",
+                        RETRY_FOR.as_secs() / 3600
+                    ),
+                }
+                self.store
+                    .write(move |s| s.record_failed_attempt(&id, &url, &error, next, now))
+                    .await
+            }
+        };
+        if let Err(e) = recorded {
+            tracing::error!(event = %d.event_id, error = %e, "could not record a mail delivery");
+        }
+    }
+
+    async fn send(&self, to: &str, mail: &Rendered) -> Result<(), String> {
+        self.setup.mailer.send(to, mail).await.map_err(|e| {
+            // The error's chain (lettre's account of the SMTP conversation) carries no login.
+            let mut text = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                text.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            text
+        })
+    }
+}
+
+/// The mail an outbox event makes (None: not a mailed kind). The *synced* breakdown comes from the
+/// ledger: the rows the run pushed for the connector, each with its change from the previous push.
+pub fn mail_for(
+    s: &Store,
+    kind: &str,
+    body: &str,
+    facts: &MailFacts,
+) -> Result<Option<Mail>, StoreError> {
+    let Ok(event) = serde_json::from_str::<serde_json::Value>(body) else {
+        return Ok(None);
+    };
+    let data = &event["data"];
+    let Some(connector) = data["connector"].as_str().map(String::from) else {
+        return Ok(None);
+    };
+    let organization_name = match data["organization_name"].as_str() {
+        Some(n) => Some(n.to_string()),
+        None => s.connector(&connector)?.and_then(|c| c.organization_name),
+    };
+    Ok(Some(match kind {
+        "connector.connected" => Mail::Connected(Connected {
+            connector,
+            organization_name,
+        }),
+        "connector.token_rejected" => Mail::TokenRejected(TokenRejected {
+            connector,
+            organization_name,
+            portal_url: facts.portal_url.clone(),
+        }),
+        "connector.synced" => {
+            let Some(run_id) = data["run"].as_i64() else {
+                return Ok(None);
+            };
+            let rows = s
+                .pushed_pairs(run_id, &connector)?
+                .into_iter()
+                .map(|p| synced_row(p, facts))
+                .collect();
+            Mail::Synced(Synced {
+                connector,
+                organization_name,
+                run_id,
+                outcome: data["outcome"].as_str().unwrap_or("").to_string(),
+                rows,
+            })
+        }
+        _ => return Ok(None),
+    }))
+}
+
+/// One breakdown row: the service by its configured name and unit (the module id when no longer
+/// configured), and the change from the previous push.
+fn synced_row(p: PushedPair, facts: &MailFacts) -> SyncedRow {
+    let (service, unit) = match facts.services.get(&p.module) {
+        Some((name, unit)) => (name.clone(), Some(unit.clone())),
+        None => (p.module.clone(), None),
+    };
+    SyncedRow {
+        company: p.account_name,
+        service,
+        count: p.count.to_string(),
+        unit,
+        change: p.previous.map(|prev| p.count.change_from(prev)),
+    }
+}
