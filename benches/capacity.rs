@@ -40,6 +40,8 @@ mod goals;
 use goals::*;
 #[path = "support/capacity_metered.rs"]
 mod metered;
+#[path = "support/capacity_postgres.rs"]
+mod postgres;
 #[path = "support/capacity_snapshot.rs"]
 mod snapshot;
 
@@ -510,6 +512,12 @@ fn main() {
         if !skip("snapshot") {
             let figures = snapshot::measure_snapshot(dir.path(), &file, total_lines);
             results.insert("snapshot".into(), figures);
+        }
+    }
+
+    if !skip("postgres") {
+        if let Some(figures) = postgres::measure_postgres(dir.path(), &rt) {
+            results.insert("postgres".into(), figures);
         }
     }
 

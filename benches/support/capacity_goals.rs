@@ -385,6 +385,18 @@ pub(crate) fn print_table(r: &Value) {
                 le(f(&["snapshot", "again_vs_plain"]), 2.0),
             ),
             (
+                "PostgreSQL pull of 1M rows, rows/s",
+                f(&["postgres", "rows_per_sec"]),
+                ">= 150000",
+                ge(f(&["postgres", "rows_per_sec"]), 150_000.0),
+            ),
+            (
+                "PostgreSQL pull of 1M rows, peak RSS MB",
+                f(&["postgres", "peak_rss_kb"]).map(|k| k / 1024.0),
+                "<= 100",
+                le(f(&["postgres", "peak_rss_kb"]).map(|k| k / 1024.0), 100.0),
+            ),
+            (
                 "monthly `average` over 40k quantity pairs, s",
                 f(&["metered", "average_secs"]),
                 "<= peak plan",

@@ -504,7 +504,10 @@ fn history(cfg: &Config, filter: HistoryFilter, since_last_run: bool, json: bool
     if json {
         return print_json(&rows);
     }
-    print!("{}", crate::status::render_history(&rows));
+    print!(
+        "{}",
+        crate::status::render_history(&rows, &cfg.quantity_names())
+    );
     Ok(())
 }
 

@@ -207,8 +207,12 @@ pub fn render_status(s: &Status) -> String {
     o
 }
 
-/// History rows as a table.
-pub fn render_history(rows: &[LedgerRow]) -> String {
+/// History rows as a table; a metered service's figures with their unit name (`quantities`:
+/// module → `GB`).
+pub fn render_history(
+    rows: &[LedgerRow],
+    quantities: &std::collections::HashMap<String, String>,
+) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
@@ -235,7 +239,7 @@ pub fn render_history(rows: &[LedgerRow]) -> String {
             escape(&e.account_id),
             escape(&e.module),
             e.unit_count
-                .map(|n| n.to_string())
+                .map(|n| with_unit(n.to_string(), quantities.get(&e.module).map(String::as_str)))
                 .unwrap_or_else(|| "-".into()),
             r.previous_count
                 .map(|n| n.to_string())

@@ -76,6 +76,8 @@ fn a_metered_service_pushes_its_quantity_rounded_up_as_a_number_with_its_unit_na
     assert_eq!(edr_known["quantity_name"], Value::Null);
     let human = stdout(&e.run(&["status"]));
     assert!(human.contains("512.3 GB"), "{human}");
+    let human = stdout(&e.run(&["history", "--connector", "msp-a"]));
+    assert!(human.contains("512.3 GB"), "{human}");
 
     // The ledger holds what Gradient received, exactly.
     let history = e.run(&["history", "--json", "--connector", "msp-a"]);
