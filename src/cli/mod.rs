@@ -233,8 +233,6 @@ pub fn run(cli: Cli) -> Exit {
 }
 
 /// `--notify`: a plain e-mail address.
-fn contact_address(text: &str) -> Result<String, String> {
-    crate::connector::check_contacts(vec![text.to_string()])
-        .map(|_| text.to_string())
-        .map_err(|e| e.to_string())
+fn contact_address(text: &str) -> Result<String, crate::connector::ConnectorError> {
+    crate::connector::check_contacts(vec![text.to_string()]).map(|_| text.to_string())
 }

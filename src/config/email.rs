@@ -27,7 +27,7 @@ impl EmailConfig {
     /// The SMTP login (`user`, password) when one is configured: the systemd credential
     /// `smtp-credentials` when present, else `credentials_file`. The error names the file, never
     /// its content.
-    pub fn credentials(&self) -> Result<Option<(String, secrecy::SecretString)>, String> {
+    pub fn credentials(&self) -> Result<Option<(String, secrecy::SecretString)>, CredentialsError> {
         use secrecy::ExposeSecret;
         let path = match &self.credentials_file {
             Some(p) => keyfile::credential_or(SMTP_CREDENTIAL, p),
@@ -41,33 +41,55 @@ impl EmailConfig {
             }
         };
         let text = keyfile::read_key_file(&path, keyfile::KEY_FILE_MAX_BYTES)
-            .map_err(|e| e.to_string())?;
+            .map_err(CredentialsError::File)?;
         let line = text.expose_secret().trim_end_matches(['\r', '\n']);
         match line.split_once(':') {
             Some((user, password)) if !user.is_empty() && !line.contains('\n') => Ok(Some((
                 user.to_string(),
                 secrecy::SecretString::from(password.to_string()),
             ))),
-            _ => Err(format!(
-                "{} must hold one line `user:password`",
-                path.display()
-            )),
+            _ => Err(CredentialsError::Form(path)),
         }
     }
 }
 
+/// The SMTP login could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    /// The file (never its content).
+    #[error(transparent)]
+    File(keyfile::KeyFileError),
+    /// Not one line `user:password`.
+    #[error("{} must hold one line `user:password`", .0.display())]
+    Form(PathBuf),
+}
+
+/// An `email.smtp_url` that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SmtpUrlError {
+    /// Another scheme.
+    #[error("must be smtp://HOST[:PORT] or smtps://HOST[:PORT], found scheme {0:?}")]
+    Scheme(String),
+    /// A login in the URL.
+    #[error("must not carry a user or password: put `user:password` in email.credentials_file (or the systemd credential smtp-credentials)")]
+    Login,
+    /// No host.
+    #[error("names no host")]
+    NoHost,
+    /// Not a URL.
+    #[error("is not a URL ({0}): write smtp://HOST[:PORT] or smtps://HOST[:PORT]")]
+    NotUrl(#[source] url::ParseError),
+}
+
 /// Checks `email.smtp_url`: smtp:// or smtps://, a host, no user or password.
-pub(super) fn check_smtp_url(text: &str) -> Result<Url, String> {
+pub(super) fn check_smtp_url(text: &str) -> Result<Url, SmtpUrlError> {
     match Url::parse(text.trim()) {
-        Ok(u) if !matches!(u.scheme(), "smtp" | "smtps") => Err(format!(
-            "must be smtp://HOST[:PORT] or smtps://HOST[:PORT], found scheme {:?}",
-            u.scheme()
-        )),
-        Ok(u) if !u.username().is_empty() || u.password().is_some() => Err("must not carry a user or password: put `user:password` in email.credentials_file (or the systemd credential smtp-credentials)".into()),
-        Ok(u) if u.host_str().is_none_or(str::is_empty) => Err("names no host".into()),
+        Ok(u) if !matches!(u.scheme(), "smtp" | "smtps") => {
+            Err(SmtpUrlError::Scheme(u.scheme().to_string()))
+        }
+        Ok(u) if !u.username().is_empty() || u.password().is_some() => Err(SmtpUrlError::Login),
+        Ok(u) if u.host_str().is_none_or(str::is_empty) => Err(SmtpUrlError::NoHost),
         Ok(u) => Ok(u),
-        Err(e) => Err(format!(
-            "is not a URL ({e}): write smtp://HOST[:PORT] or smtps://HOST[:PORT]"
-        )),
+        Err(e) => Err(SmtpUrlError::NotUrl(e)),
     }
 }

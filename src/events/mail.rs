@@ -83,7 +83,7 @@ pub fn setup(config: &Config) -> Result<Option<MailSetup>, ConfigError> {
     };
     let credentials = email
         .credentials()
-        .map_err(|m| problem("email.credentials_file", m))?;
+        .map_err(|m| problem("email.credentials_file", m.to_string()))?;
     let templates = Templates::load(email.templates_dir.as_deref())
         .map_err(|e| problem("email.templates_dir", e.to_string()))?;
     let mailer = Mailer::new(&SmtpSettings {

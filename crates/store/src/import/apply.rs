@@ -122,6 +122,12 @@ impl From<String> for LineError {
     }
 }
 
+impl From<RecordProblem> for LineError {
+    fn from(p: RecordProblem) -> Self {
+        LineError::Bad(p.to_string())
+    }
+}
+
 pub(super) fn older(what: &str, at: Millis, last: Millis) -> String {
     format!(
         "{what}: this record (at {}) is older than the last change the store knows ({}) and contradicts it; records for one entity must come in time order",

@@ -182,7 +182,7 @@ mod snapshot;
 mod tests;
 
 use apply::*;
-pub use record::{parse_line, ParsedLine, MAX_FUTURE_MS};
+pub use record::{parse_line, ParsedLine, RecordProblem, MAX_FUTURE_MS};
 pub use snapshot::{Implied, Shrink, SnapshotRules};
 
 /// Imports JSON Lines from `input` into the store in one transaction, at import time `now`.
@@ -243,7 +243,7 @@ const BATCHES_IN_FLIGHT: usize = 16;
 /// One non-blank line, as the reading thread parsed it.
 struct ReadLine {
     line: usize,
-    parsed: Result<ParsedLine, String>,
+    parsed: Result<ParsedLine, RecordProblem>,
 }
 
 /// Reads, checks and applies every line. Two threads: this one applies records to the store while
@@ -297,7 +297,7 @@ fn apply_all<R: BufRead + Send>(
                     }
                 }
                 let applied = parsed
-                    .map_err(LineError::Bad)
+                    .map_err(LineError::from)
                     .and_then(|p| apply_line(&tx, &mut seen, p));
                 match applied {
                     Ok((kind, Effect::Applied)) => *summary.applied.entry(kind).or_default() += 1,
@@ -359,12 +359,13 @@ fn read_lines<R: BufRead>(
         }
         line += 1;
         let parsed = if n > MAX_LINE_BYTES {
-            Err(format!(
-                "line is longer than {MAX_LINE_BYTES} bytes ({n} bytes)"
-            ))
+            Err(RecordProblem::TooLong {
+                max: MAX_LINE_BYTES,
+                len: n,
+            })
         } else {
             match std::str::from_utf8(&buf) {
-                Err(_) => Err("not UTF-8 text".to_string()),
+                Err(_) => Err(RecordProblem::NotUtf8),
                 Ok(text) if text.trim().is_empty() => continue,
                 Ok(text) => parse_line(text.trim(), now),
             }

@@ -77,13 +77,8 @@ pub(super) struct UsageRecord {
 impl UsageRecord {
     /// The quantity, checked: a non-negative JSON number (NaN cannot be JSON), exact to a
     /// millionth (rounded up beyond).
-    pub(super) fn quantity(&self) -> Result<UnitCount, String> {
-        let bad = || {
-            format!(
-                "\"quantity\" must be a non-negative number, not {}",
-                self.quantity
-            )
-        };
+    pub(super) fn quantity(&self) -> Result<UnitCount, RecordProblem> {
+        let bad = || RecordProblem::Quantity(self.quantity.to_string());
         match &self.quantity {
             serde_json::Value::Number(n) => n
                 .as_u64()
@@ -93,6 +88,63 @@ impl UsageRecord {
             _ => Err(bad()),
         }
     }
+}
+
+/// Why a line is a bad line (its text is the reason listed with the line's number).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RecordProblem {
+    /// The line is longer than the import reads.
+    #[error("line is longer than {max} bytes ({len} bytes)")]
+    TooLong {
+        /// The limit.
+        max: usize,
+        /// The line's length.
+        len: usize,
+    },
+    /// Not UTF-8.
+    #[error("not UTF-8 text")]
+    NotUtf8,
+    /// Not JSON, an unknown type or field, a wrong type (serde's own words name it).
+    #[error("{0}")]
+    Json(String),
+    /// A field a workspace needs unless it is removed.
+    #[error("missing field `{0}`")]
+    Missing(&'static str),
+    /// An empty id.
+    #[error("\"{0}\" must not be empty")]
+    EmptyId(String),
+    /// An id over the limit.
+    #[error("\"{0}\" is longer than {MAX_ID_CHARS} characters")]
+    LongId(String),
+    /// Control characters in an id.
+    #[error("\"{0}\" contains control characters")]
+    ControlInId(String),
+    /// White space around an id.
+    #[error("\"{field}\" has leading or trailing white space: {value:?}")]
+    SpacedId {
+        /// The field.
+        field: String,
+        /// Its value.
+        value: String,
+    },
+    /// An empty name.
+    #[error("\"name\" must not be empty")]
+    EmptyName,
+    /// A name over the limit.
+    #[error("\"name\" is longer than {MAX_NAME_CHARS} characters")]
+    LongName,
+    /// Control characters in a name.
+    #[error("\"name\" contains control characters (e.g. a line break)")]
+    ControlInName,
+    /// A usage record's quantity that is not a non-negative number.
+    #[error("\"quantity\" must be a non-negative number, not {0}")]
+    Quantity(String),
+    /// A time that is not RFC 3339.
+    #[error("\"at\": {0}")]
+    At(#[source] crate::time::TimeError),
+    /// A time too far in the future.
+    #[error("\"at\" {0} is more than 5 minutes in the future; a record takes effect when it happened — fix the exporter's clock or date")]
+    Future(String),
 }
 
 /// One line, parsed and checked against everything that does not need the store.
@@ -122,8 +174,9 @@ impl ParsedLine {
 }
 
 /// Parses and checks one line (JSON, type, fields, ids, names, time); `now` is the default `at`.
-pub fn parse_line(text: &str, now: Millis) -> Result<ParsedLine, String> {
-    let record: Record = serde_json::from_str(text).map_err(|e| json_reason(&e, text))?;
+pub fn parse_line(text: &str, now: Millis) -> Result<ParsedLine, RecordProblem> {
+    let record: Record =
+        serde_json::from_str(text).map_err(|e| RecordProblem::Json(json_reason(&e, text)))?;
     let at = match &record {
         Record::Channel(r) => {
             check_id("id", &r.id)?;
@@ -133,8 +186,11 @@ pub fn parse_line(text: &str, now: Millis) -> Result<ParsedLine, String> {
         Record::Workspace(r) => {
             check_id("id", &r.id)?;
             if r.removed != Some(true) {
-                let channel = r.channel.as_deref().ok_or("missing field `channel`")?;
-                let name = r.name.as_deref().ok_or("missing field `name`")?;
+                let channel = r
+                    .channel
+                    .as_deref()
+                    .ok_or(RecordProblem::Missing("channel"))?;
+                let name = r.name.as_deref().ok_or(RecordProblem::Missing("name"))?;
                 check_id("channel", channel)?;
                 check_name(name)?;
             }
@@ -178,37 +234,34 @@ pub(super) fn json_reason(e: &serde_json::Error, text: &str) -> String {
     msg.split(" at line ").next().unwrap_or(&msg).to_string()
 }
 
-pub(super) fn check_id(field: &str, v: &str) -> Result<(), String> {
+pub(super) fn check_id(field: &str, v: &str) -> Result<(), RecordProblem> {
     if v.is_empty() {
-        return Err(format!("\"{field}\" must not be empty"));
+        return Err(RecordProblem::EmptyId(field.into()));
     }
     if v.chars().count() > MAX_ID_CHARS {
-        return Err(format!(
-            "\"{field}\" is longer than {MAX_ID_CHARS} characters"
-        ));
+        return Err(RecordProblem::LongId(field.into()));
     }
     if v.chars().any(char::is_control) {
-        return Err(format!("\"{field}\" contains control characters"));
+        return Err(RecordProblem::ControlInId(field.into()));
     }
     if v.trim() != v {
-        return Err(format!(
-            "\"{field}\" has leading or trailing white space: {v:?}"
-        ));
+        return Err(RecordProblem::SpacedId {
+            field: field.into(),
+            value: v.into(),
+        });
     }
     Ok(())
 }
 
-pub(super) fn check_name(v: &str) -> Result<(), String> {
+pub(super) fn check_name(v: &str) -> Result<(), RecordProblem> {
     if v.trim().is_empty() {
-        return Err("\"name\" must not be empty".into());
+        return Err(RecordProblem::EmptyName);
     }
     if v.chars().count() > MAX_NAME_CHARS {
-        return Err(format!(
-            "\"name\" is longer than {MAX_NAME_CHARS} characters"
-        ));
+        return Err(RecordProblem::LongName);
     }
     if v.chars().any(char::is_control) {
-        return Err("\"name\" contains control characters (e.g. a line break)".into());
+        return Err(RecordProblem::ControlInName);
     }
     Ok(())
 }
@@ -216,16 +269,14 @@ pub(super) fn check_name(v: &str) -> Result<(), String> {
 /// How far in the future an `at` may be (clock skew between the vendor's systems and ours).
 pub const MAX_FUTURE_MS: Millis = 5 * 60 * 1000;
 
-pub(super) fn at_or(at: &Option<String>, now: Millis) -> Result<Millis, String> {
+pub(super) fn at_or(at: &Option<String>, now: Millis) -> Result<Millis, RecordProblem> {
     match at {
         None => Ok(now),
         Some(s) => {
-            let t = parse_rfc3339(s).map_err(|e| format!("\"at\": {e}"))?;
+            let t = parse_rfc3339(s).map_err(RecordProblem::At)?;
             // The future is judged by the wall clock (an import's `now` may be set back in tests).
             if t > now.max(crate::time::now_ms()) + MAX_FUTURE_MS {
-                return Err(format!(
-                    "\"at\" {s} is more than 5 minutes in the future; a record takes effect when it happened — fix the exporter's clock or date"
-                ));
+                return Err(RecordProblem::Future(s.clone()));
             }
             Ok(t)
         }
