@@ -391,7 +391,14 @@ pub fn render_dry_run(d: &DryRun) -> String {
             let _ = writeln!(
                 o,
                 "  {:<24} {:<24} {:>8} {:>10} {:>8}",
-                p.account_id, p.module, p.unit_count, last, change
+                p.account_id,
+                p.module,
+                with_unit(
+                    p.unit_count.to_string(),
+                    d.quantity_names.get(&p.module).map(String::as_str)
+                ),
+                last,
+                change
             );
         }
         for p in &c.plan.disabled {

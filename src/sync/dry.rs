@@ -13,6 +13,8 @@ pub struct DryRun {
     pub connectors: Vec<DryRunConnector>,
     /// Modules whose Gradient id is not known yet (created by the first real run).
     pub services_not_yet_known: Vec<String>,
+    /// Module → unit name of the metered services (`GB`): their counts are quantities.
+    pub quantity_names: HashMap<String, String>,
 }
 
 /// One connector in a dry run.
@@ -63,5 +65,6 @@ pub async fn dry_run(config: &Arc<Config>, req: &RunRequest) -> Result<DryRun, S
         period: period.label(config.schedule.timezone),
         connectors,
         services_not_yet_known,
+        quantity_names: config.quantity_names(),
     })
 }

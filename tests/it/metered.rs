@@ -30,6 +30,8 @@ fn metered_env(decimals: u8) -> SimEnv {
 #[test]
 fn a_metered_service_pushes_its_quantity_rounded_up_as_a_number_with_its_unit_name() {
     let e = metered_env(1);
+    let dry = stdout(&e.run(&["sync", "--dry-run"]));
+    assert!(dry.contains("512.3 GB"), "{dry}");
     let out = e.run(&["sync"]);
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
 
