@@ -474,26 +474,12 @@ fn main() {
             let store = fresh(&dir.path().join("import.db"));
             let cfg = write_config(dir.path(), "http://127.0.0.1:9", &store, 90, 8);
             let _ = Command::new("sync").status();
-            let t = Instant::now();
-            let mut child = Command::new(BIN)
-                .args([
-                    "--config",
-                    cfg.to_str().unwrap(),
-                    "import",
-                    file.to_str().unwrap(),
-                ])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let pid = child.id().to_string();
-            let mut peak = 0;
-            while child.try_wait().unwrap().is_none() {
-                peak = peak.max(rss_kb(&pid).0);
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            let secs = t.elapsed().as_secs_f64();
-            let out = child.wait_with_output().unwrap();
+            let (secs, peak, out) = run_measured(Command::new(BIN).args([
+                "--config",
+                cfg.to_str().unwrap(),
+                "import",
+                file.to_str().unwrap(),
+            ]));
             assert!(
                 out.status.success(),
                 "{}",

@@ -43,21 +43,8 @@ pub(crate) fn measure_postgres(dir: &Path, rt: &tokio::runtime::Runtime) -> Opti
         dir.join("pg.sql")
     ));
     std::fs::write(&cfg, text).unwrap();
-    let t = Instant::now();
-    let mut child = Command::new(BIN)
-        .args(["--config", cfg.to_str().unwrap(), "source", "pull"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id().to_string();
-    let mut peak = 0;
-    while child.try_wait().unwrap().is_none() {
-        peak = peak.max(rss_kb(&pid).0);
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let secs = t.elapsed().as_secs_f64();
-    let out = child.wait_with_output().unwrap();
+    let (secs, peak, out) =
+        run_measured(Command::new(BIN).args(["--config", cfg.to_str().unwrap(), "source", "pull"]));
     assert!(
         out.status.success(),
         "{}",

@@ -108,6 +108,25 @@ pub fn rss_kb(pid: &str) -> (u64, u64) {
     (field("VmHWM:"), field("VmRSS:"))
 }
 
+/// Runs `command` to its end with piped output, sampling its peak RSS: (wall seconds, peak kB,
+/// its output).
+pub fn run_measured(command: &mut Command) -> (f64, u64, std::process::Output) {
+    let t = std::time::Instant::now();
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let mut peak = 0;
+    while child.try_wait().unwrap().is_none() {
+        peak = peak.max(rss_kb(&pid).0);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let secs = t.elapsed().as_secs_f64();
+    (secs, peak, child.wait_with_output().unwrap())
+}
+
 /// CPU seconds (user + system) of a process from /proc.
 pub fn cpu_secs(pid: &str) -> f64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

@@ -16,16 +16,20 @@ use crate::connector::{validate_token, PasteOptions};
 use crate::domain::ConnectorId;
 use crate::status::ConnectorView;
 
-/// One connector's view, or 404.
-pub(super) async fn connector_view(state: &ApiState, id: &str) -> Answer {
+/// One connector's status as `status` shows it (None: no such connector).
+async fn status_of(state: &ApiState, id: &str) -> Result<Option<ConnectorView>, ApiFailure> {
     let ctx = state.ctx();
     let key = id.to_string();
     let quantities = ctx.config.quantity_names();
-    let view = ctx
+    Ok(ctx
         .store
         .read(move |s| crate::status::connector_status(s, &key, &quantities))
-        .await?;
-    match view {
+        .await?)
+}
+
+/// One connector's view, or 404.
+pub(super) async fn connector_view(state: &ApiState, id: &str) -> Answer {
+    match status_of(state, id).await? {
         Some(c) => ok(c),
         None => Err(ApiFailure::new(
             StatusCode::NOT_FOUND,
@@ -176,12 +180,7 @@ pub(super) async fn verify(State(state): State<ApiState>, Path(id): Path<String>
             ))
         }
     }
-    let key = id.clone();
-    let quantities = ctx.config.quantity_names();
-    let view = ctx
-        .store
-        .read(move |s| crate::status::connector_status(s, &key, &quantities))
-        .await?;
+    let view = status_of(&state, &id).await?;
     let mut body = serde_json::to_value(view).map_err(|e| {
         ApiFailure::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
     })?;

@@ -319,6 +319,17 @@ pub(super) async fn connectors(State(state): State<ApiState>) -> Answer {
     ok(json!({"connectors": status_value(&state).await?.connectors}))
 }
 
+/// A body that may be empty (then the type's default) or JSON of the route's type.
+pub(super) fn optional_json<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+) -> Result<T, ApiFailure> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        Ok(T::default())
+    } else {
+        serde_json::from_slice(body).map_err(bad_json)
+    }
+}
+
 pub(super) fn bad_json(e: impl std::fmt::Display) -> ApiFailure {
     ApiFailure::new(
         StatusCode::BAD_REQUEST,
@@ -361,11 +372,7 @@ pub(super) async fn sync(State(state): State<ApiState>, body: axum::body::Body) 
             )
         })?
         .map_err(bad_json)?;
-    let body: SyncBody = if body.iter().all(u8::is_ascii_whitespace) {
-        SyncBody::default()
-    } else {
-        serde_json::from_slice(&body).map_err(bad_json)?
-    };
+    let body: SyncBody = optional_json(&body)?;
     if let Some(id) = &body.connector {
         let ctx = state.ctx();
         let cid = id.clone();

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 
 use super::openapi::ErrorAnswer;
-use super::routes::{bad_json, ok, Answer, ApiFailure};
+use super::routes::{ok, optional_json, Answer, ApiFailure};
 use super::ApiState;
 use crate::sources::{SourceView, SourcesError};
 
@@ -48,11 +48,7 @@ pub(super) struct PullBody {
         (status = 409, description = "`import_running`: an inventory import or another pull is running", body = ErrorAnswer),
     ))]
 pub(super) async fn pull(State(state): State<ApiState>, body: Bytes) -> Answer {
-    let body: PullBody = if body.iter().all(u8::is_ascii_whitespace) {
-        PullBody::default()
-    } else {
-        serde_json::from_slice(&body).map_err(bad_json)?
-    };
+    let body: PullBody = optional_json(&body)?;
     // One import at a time: a pull is one.
     let Ok(_only_one) = state.imports.clone().try_lock_owned() else {
         return Err(ApiFailure::new(

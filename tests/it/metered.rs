@@ -27,6 +27,15 @@ fn metered_env(decimals: u8) -> SimEnv {
     e
 }
 
+/// The `unitCount`s the stand-in received for `ws` and service `service`, as sent.
+fn sent_to(snap: &gradient_connector::sim::SimSnapshot, service: &str, ws: &str) -> Vec<Value> {
+    snap.pushes
+        .iter()
+        .filter(|p| p.service_id == service && p.account_id == ws)
+        .map(|p| p.unit_count.clone())
+        .collect()
+}
+
 #[test]
 fn a_metered_service_pushes_its_quantity_rounded_up_as_a_number_with_its_unit_name() {
     let e = metered_env(1);
@@ -37,13 +46,7 @@ fn a_metered_service_pushes_its_quantity_rounded_up_as_a_number_with_its_unit_na
 
     let snap = e.sim.snapshot();
     let backup = snap.service_id("Cloud Backup").unwrap().to_string();
-    let sent = |ws: &str| -> Vec<Value> {
-        snap.pushes
-            .iter()
-            .filter(|p| p.service_id == backup && p.account_id == ws)
-            .map(|p| p.unit_count.clone())
-            .collect()
-    };
+    let sent = |ws: &str| sent_to(&snap, &backup, ws);
     // 512.25 rounded up to one decimal; 0.04 up to 0.1; each a JSON number, sent once.
     assert_eq!(sent("msp-a-ws1"), vec![serde_json::json!(512.3)]);
     assert_eq!(sent("msp-a-ws2"), vec![serde_json::json!(0.1)]);
@@ -107,13 +110,7 @@ fn a_disabled_metered_module_keeps_its_last_value_and_a_new_sample_is_pushed_as_
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     let snap = e.sim.snapshot();
     let backup = snap.service_id("Cloud Backup").unwrap().to_string();
-    let sent = |ws: &str| -> Vec<Value> {
-        snap.pushes
-            .iter()
-            .filter(|p| p.service_id == backup && p.account_id == ws)
-            .map(|p| p.unit_count.clone())
-            .collect()
-    };
+    let sent = |ws: &str| sent_to(&snap, &backup, ws);
     assert_eq!(
         sent("msp-a-ws1"),
         vec![serde_json::json!(512.25), serde_json::json!(1024.5)]

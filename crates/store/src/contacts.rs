@@ -14,6 +14,9 @@ use crate::time::Millis;
 /// The prefix of a mail delivery's target.
 pub const MAILTO: &str = "mailto:";
 
+/// Mail's targets in the deliveries table.
+const MAIL_TARGETS: &str = "url LIKE ?1";
+
 /// The event kinds that are mailed.
 pub const MAILED: [EventKind; 3] = [
     EventKind::ConnectorConnected,
@@ -85,34 +88,12 @@ impl Store {
 
     /// Mail deliveries due at `now`, oldest event first.
     pub fn due_mail(&self, now: Millis, limit: u32) -> Result<Vec<Due>, StoreError> {
-        let mut st = self.conn().prepare_cached(
-            "SELECT d.event_id, d.url, e.kind, e.body, e.created_at, d.attempts
-             FROM event_deliveries d JOIN events e ON e.id = d.event_id
-             WHERE d.delivered_at IS NULL AND d.failed_at IS NULL AND d.next_attempt_at <= ?1
-               AND d.url LIKE 'mailto:%'
-             ORDER BY e.created_at, d.event_id, d.url LIMIT ?2",
-        )?;
-        let rows = st.query_map(params![now, limit], |r| {
-            Ok(Due {
-                event_id: r.get(0)?,
-                url: r.get(1)?,
-                kind: r.get(2)?,
-                body: r.get(3)?,
-                created_at: r.get(4)?,
-                attempts: r.get::<_, i64>(5)?.max(0) as u32,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.due_where(MAIL_TARGETS, &format!("{MAILTO}%"), now, limit)
     }
 
     /// When the next pending mail is due (None: none pending).
     pub fn next_mail_at(&self) -> Result<Option<Millis>, StoreError> {
-        Ok(self.conn().query_row(
-            "SELECT MIN(next_attempt_at) FROM event_deliveries
-             WHERE delivered_at IS NULL AND failed_at IS NULL AND url LIKE 'mailto:%'",
-            [],
-            |r| r.get(0),
-        )?)
+        self.next_due_where(MAIL_TARGETS, &format!("{MAILTO}%"))
     }
 
     /// What one connector pushed in one run — the ledger's `pushed` rows, by account name and

@@ -39,6 +39,9 @@ pub async fn mail_woken() {
     MAIL_WAKE.notified().await;
 }
 
+/// The webhooks' targets: `url` is one of the JSON array `?1`.
+const TO_URLS: &str = "url IN (SELECT value FROM json_each(?1))";
+
 /// A delivery whose time has come.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Due {
@@ -170,14 +173,33 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<Due>, StoreError> {
         let urls = serde_json::to_string(urls).unwrap_or_else(|_| "[]".into());
-        let mut st = self.conn().prepare_cached(
+        self.due_where(TO_URLS, &urls, now, limit)
+    }
+
+    /// When the next pending delivery to one of `urls` is due (None: nothing pending).
+    pub fn next_delivery_at(&self, urls: &[String]) -> Result<Option<Millis>, StoreError> {
+        let urls = serde_json::to_string(urls).unwrap_or_else(|_| "[]".into());
+        self.next_due_where(TO_URLS, &urls)
+    }
+
+    /// Deliveries due at `now` whose target matches `target` (an SQL condition on `url` with the
+    /// one parameter `?1`, e.g. [`TO_URLS`] or `url LIKE ?1`), oldest event first: the webhooks'
+    /// and the mail's queues are one table read the same way.
+    pub(crate) fn due_where(
+        &self,
+        target: &str,
+        param: &str,
+        now: Millis,
+        limit: u32,
+    ) -> Result<Vec<Due>, StoreError> {
+        let mut st = self.conn().prepare_cached(&format!(
             "SELECT d.event_id, d.url, e.kind, e.body, e.created_at, d.attempts
              FROM event_deliveries d JOIN events e ON e.id = d.event_id
              WHERE d.delivered_at IS NULL AND d.failed_at IS NULL AND d.next_attempt_at <= ?2
-               AND d.url IN (SELECT value FROM json_each(?1))
-             ORDER BY e.created_at, d.event_id, d.url LIMIT ?3",
-        )?;
-        let rows = st.query_map(params![urls, now, limit], |r| {
+               AND d.{target}
+             ORDER BY e.created_at, d.event_id, d.url LIMIT ?3"
+        ))?;
+        let rows = st.query_map(params![param, now, limit], |r| {
             Ok(Due {
                 event_id: r.get(0)?,
                 url: r.get(1)?,
@@ -190,19 +212,22 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// When the next pending delivery to one of `urls` is due (None: nothing pending).
-    pub fn next_delivery_at(&self, urls: &[String]) -> Result<Option<Millis>, StoreError> {
-        let urls = serde_json::to_string(urls).unwrap_or_else(|_| "[]".into());
+    /// When the next pending delivery whose target matches `target` is due (see [`Store::due_where`]).
+    pub(crate) fn next_due_where(
+        &self,
+        target: &str,
+        param: &str,
+    ) -> Result<Option<Millis>, StoreError> {
         Ok(self.conn().query_row(
-            "SELECT MIN(next_attempt_at) FROM event_deliveries
-             WHERE delivered_at IS NULL AND failed_at IS NULL
-               AND url IN (SELECT value FROM json_each(?1))",
-            [urls],
+            &format!(
+                "SELECT MIN(next_attempt_at) FROM event_deliveries
+                 WHERE delivered_at IS NULL AND failed_at IS NULL AND {target}"
+            ),
+            [param],
             |r| r.get(0),
         )?)
     }
 
-    /// Records that `url` answered 2xx for the event.
     pub fn mark_delivered(&self, event_id: &str, url: &str, now: Millis) -> Result<(), StoreError> {
         self.conn().execute(
             "UPDATE event_deliveries SET delivered_at = ?3, attempts = attempts + 1, last_error = NULL
