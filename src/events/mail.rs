@@ -8,20 +8,17 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
-
-use futures::stream::{self, StreamExt};
 use tokio_util::sync::CancellationToken;
 
-use super::{next_attempt, CONCURRENCY, POLL, RETRY_FOR};
+use super::queue::{Attempt, Channel, Deliverer, Queue, Words};
 use crate::config::{Config, ConfigError, Problem};
 use crate::mail::{
-    Connected, Mail, Mailer, Rendered, SmtpSettings, Synced, SyncedRow, Templates, TokenRejected,
+    Connected, Mail, Mailer, SmtpSettings, Synced, SyncedRow, Templates, TokenRejected,
 };
 use crate::store::contacts::{PushedPair, MAILTO};
-use crate::store::outbox::{self, Due};
+use crate::store::outbox::Due;
 use crate::store::{Store, StoreError, StoreHandle};
-use crate::time::{Clock, Millis, SystemClock};
+use crate::time::SystemClock;
 
 /// Mail deliveries read per pass.
 const BATCH: u32 = 32;
@@ -102,9 +99,9 @@ pub fn setup(config: &Config) -> Result<Option<MailSetup>, ConfigError> {
 /// The mail task (the daemon runs it as one of its tasks): sends until `stop` is cancelled.
 pub async fn deliver(store: StoreHandle, setup: MailSetup, stop: CancellationToken) {
     tracing::info!(server = %setup.mailer.server(), "mail to MSP contacts started");
-    let task = MailTask {
+    let task = Deliverer {
         store,
-        setup,
+        channel: setup,
         clock: Arc::new(SystemClock),
     };
     tokio::select! {
@@ -113,114 +110,45 @@ pub async fn deliver(store: StoreHandle, setup: MailSetup, stop: CancellationTok
     }
 }
 
-struct MailTask {
-    store: StoreHandle,
-    setup: MailSetup,
-    clock: Arc<dyn Clock>,
-}
+/// The mail as a delivery channel: the outbox's `mailto:` rows, each event made into its mail.
+impl Channel for MailSetup {
+    fn queue(&self) -> Queue {
+        Queue::Mail
+    }
 
-impl MailTask {
-    async fn run(self) {
-        loop {
-            let now = self.clock.now();
-            let sent = self.pass(now).await;
-            if sent > 0 {
-                continue;
-            }
-            let next = self
-                .store
-                .read(|s| s.next_mail_at())
+    fn words(&self) -> Words {
+        Words {
+            sent: "mail sent",
+            failed: "mail not sent",
+            sent_is_news: true,
+            batch: BATCH,
+        }
+    }
+
+    fn shown(&self, due: &Due) -> String {
+        due.url.trim_start_matches(MAILTO).to_string()
+    }
+
+    fn attempt<'a>(&'a self, store: &'a StoreHandle, due: &'a Due) -> Attempt<'a> {
+        Box::pin(async move {
+            let (facts, body, kind) = (self.facts.clone(), due.body.clone(), due.kind.clone());
+            let mail = store
+                .read(move |s| mail_for(s, &kind, &body, &facts))
                 .await
-                .unwrap_or_else(|e| {
-                    tracing::warn!(error = %e, "cannot read the mail outbox; trying again later");
-                    None
-                });
-            let wait = next
-                .map(|at| Duration::from_millis(at.saturating_sub(self.clock.now()).max(0) as u64))
-                .unwrap_or(POLL)
-                .min(POLL);
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = outbox::mail_woken() => {}
-            }
-        }
-    }
-
-    async fn pass(&self, now: Millis) -> usize {
-        let due = match self.store.read(move |s| s.due_mail(now, BATCH)).await {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the mail outbox; trying again later");
-                return 0;
-            }
-        };
-        let n = due.len();
-        stream::iter(due)
-            .for_each_concurrent(CONCURRENCY, |d| self.deliver(d))
-            .await;
-        n
-    }
-
-    async fn deliver(&self, d: Due) {
-        let facts = self.setup.facts.clone();
-        let body = d.body.clone();
-        let kind = d.kind.clone();
-        let mail = self
-            .store
-            .read(move |s| mail_for(s, &kind, &body, &facts))
-            .await;
-        let to = d.url.trim_start_matches(MAILTO).to_string();
-        let result: Result<(), String> = match mail {
-            Ok(Some(mail)) => match self.setup.templates.render(&mail) {
-                Ok(rendered) => self.send(&to, &rendered).await,
-                Err(e) => Err(e.to_string()),
-            },
-            Ok(None) => Err("the event's body is not one this build mails".into()),
-            Err(e) => Err(format!("cannot read the event's facts: {e}")),
-        };
-        let now = self.clock.now();
-        let (id, url) = (d.event_id.clone(), d.url.clone());
-        let recorded = match result {
-            Ok(()) => {
-                tracing::info!(event = %d.event_id, kind = %d.kind, to = %to, "mail sent");
-                self.store
-                    .write(move |s| s.mark_delivered(&id, &url, now))
-                    .await
-            }
-            Err(error) => {
-                let failed = d.attempts + 1;
-                let next = next_attempt(d.created_at, failed, now);
-                match next {
-                    Some(at) => tracing::warn!(
-                        event = %d.event_id, kind = %d.kind, to = %to, attempt = failed,
-                        retry_in_secs = (at - now) / 1000, "mail not sent ({error}); will retry"
-                    ),
-                    None => tracing::error!(
-                        event = %d.event_id, kind = %d.kind, to = %to, attempts = failed,
-                        "mail not sent ({error}); given up after retrying for {} hours",
-                        RETRY_FOR.as_secs() / 3600
-                    ),
+                .map_err(|e| format!("cannot read the event's facts: {e}"))?
+                .ok_or("the event's body is not one this build mails")?;
+            let rendered = self.templates.render(&mail).map_err(|e| e.to_string())?;
+            let to = self.shown(due);
+            self.mailer.send(&to, &rendered).await.map_err(|e| {
+                // The error's chain (lettre's account of the SMTP conversation) carries no login.
+                let mut text = e.to_string();
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    text.push_str(&format!(": {c}"));
+                    cause = c.source();
                 }
-                self.store
-                    .write(move |s| s.record_failed_attempt(&id, &url, &error, next, now))
-                    .await
-            }
-        };
-        if let Err(e) = recorded {
-            tracing::error!(event = %d.event_id, error = %e, "could not record a mail delivery");
-        }
-    }
-
-    async fn send(&self, to: &str, mail: &Rendered) -> Result<(), String> {
-        self.setup.mailer.send(to, mail).await.map_err(|e| {
-            // The error's chain (lettre's account of the SMTP conversation) carries no login.
-            let mut text = e.to_string();
-            let mut cause = std::error::Error::source(&e);
-            while let Some(c) = cause {
-                text.push_str(&format!(": {c}"));
-                cause = c.source();
-            }
-            text
+                text
+            })
         })
     }
 }

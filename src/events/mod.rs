@@ -3,7 +3,8 @@
 //!
 //! Events are written to the store's outbox (`store::outbox`) by whoever changes the state they
 //! report — the connector lifecycle, a run's close — in the same write, and only when a webhook
-//! wants them. This module is the delivery task the daemon runs: it reads due deliveries on its own
+//! (or an MSP contact, see [`mail`]) wants them. The webhooks are one channel of the delivery loop
+//! in `queue`, which both channels share: it reads due deliveries on its own
 //! schedule (woken when this process enqueues, and every [`POLL`] for events written by other
 //! processes such as `sync` or `connector add`), POSTs each one signed ([`sign`]), and records the
 //! answer: 2xx → delivered; anything else → the next attempt by [`next_attempt`] (first retry within
@@ -20,7 +21,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use futures::stream::{self, StreamExt};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use tokio::task::JoinHandle;
@@ -28,17 +28,20 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 pub mod mail;
+mod queue;
+
+use queue::{Attempt, Channel, Deliverer, Queue, Words};
 
 use crate::config::{Config, ConfigError, WebhookSecret};
-use crate::store::outbox::{self, Due};
+use crate::store::outbox::Due;
 use crate::store::StoreHandle;
-use crate::time::{now_ms, Clock, Millis, SystemClock};
+use crate::time::{now_ms, Millis, SystemClock};
 
 /// How often the outbox is read when nothing woke the task (events written by other processes).
 pub const POLL: Duration = Duration::from_secs(10);
 /// Per-request timeout of a delivery.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Deliveries in flight at once.
+/// Deliveries in flight at once (per channel).
 pub const CONCURRENCY: usize = 4;
 /// The first retry's delay; each further retry doubles it.
 pub const FIRST_RETRY: Duration = Duration::from_secs(5);
@@ -192,9 +195,11 @@ pub fn spawn(
         tracing::info!(webhooks = hooks.len(), "webhook delivery started");
         let task = Deliverer {
             store,
-            hooks,
-            transport: Http(client),
-            pending,
+            channel: Webhooks {
+                hooks,
+                transport: Http(client),
+                pending,
+            },
             clock: Arc::new(SystemClock),
         };
         tokio::select! {
@@ -228,130 +233,55 @@ impl Transport for Http {
     }
 }
 
-/// The delivery loop's state: where events come from, where they go, and what time it is.
-struct Deliverer<T: Transport> {
-    store: StoreHandle,
+/// The webhooks as a delivery channel: the outbox rows to their urls, POSTed signed.
+struct Webhooks<T: Transport> {
     hooks: Vec<Webhook>,
     transport: T,
+    /// Events not delivered yet, for the daemon's `STATUS=` line.
     pending: Arc<AtomicU64>,
-    clock: Arc<dyn Clock>,
 }
 
-impl<T: Transport> Deliverer<T> {
-    fn urls(&self) -> Vec<String> {
-        self.hooks.iter().map(|h| h.url.to_string()).collect()
+impl<T: Transport> Channel for Webhooks<T> {
+    fn queue(&self) -> Queue {
+        Queue::Webhooks(self.hooks.iter().map(|h| h.url.to_string()).collect())
     }
 
-    async fn run(self) {
-        let mut pruned_at: Option<Millis> = None;
-        loop {
-            let now = self.clock.now();
-            if pruned_at.is_none_or(|at| now - at >= 3_600_000) {
-                self.prune(now).await;
-                pruned_at = Some(now);
-            }
-            let delivered = self.pass(now).await;
-            if let Ok(c) = self.store.read(|s| s.outbox_counts()).await {
+    fn words(&self) -> Words {
+        Words {
+            sent: "webhook event delivered",
+            failed: "webhook delivery failed",
+            sent_is_news: false,
+            batch: BATCH,
+        }
+    }
+
+    fn shown(&self, due: &Due) -> String {
+        url_for_logs(&due.url)
+    }
+
+    fn attempt<'a>(&'a self, _store: &'a StoreHandle, due: &'a Due) -> Attempt<'a> {
+        Box::pin(async move {
+            // A delivery to a webhook no longer configured is not this channel's (the queue
+            // names only configured urls).
+            let Some(hook) = self.hooks.iter().find(|h| h.url.as_str() == due.url) else {
+                return Err("no such webhook is configured".into());
+            };
+            self.transport
+                .post(hook, due)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn after_pass<'a>(
+        &'a self,
+        store: &'a StoreHandle,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            if let Ok(c) = store.read(|s| s.outbox_counts()).await {
                 self.pending.store(c.pending, Ordering::Relaxed);
             }
-            if delivered > 0 {
-                continue; // there may be more due
-            }
-            let urls = self.urls();
-            let next = self
-                .store
-                .read(move |s| s.next_delivery_at(&urls))
-                .await
-                .unwrap_or_else(|e| {
-                    tracing::warn!(error = %e, "cannot read the webhook outbox; trying again later");
-                    None
-                });
-            let wait = next
-                .map(|at| Duration::from_millis(at.saturating_sub(self.clock.now()).max(0) as u64))
-                .unwrap_or(POLL)
-                .min(POLL);
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = outbox::woken() => {}
-            }
-        }
-    }
-
-    async fn prune(&self, now: Millis) {
-        let done_before = now - KEEP_DONE.as_millis() as i64;
-        let any_before = now - KEEP_ANY.as_millis() as i64;
-        match self
-            .store
-            .write(move |s| s.prune_events(done_before, any_before))
-            .await
-        {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(events = n, "old webhook events pruned"),
-            Err(e) => tracing::warn!(error = %e, "could not prune old webhook events"),
-        }
-    }
-
-    /// Delivers what is due now (at most a batch); returns how many deliveries were attempted.
-    async fn pass(&self, now: Millis) -> usize {
-        let urls = self.urls();
-        let due = match self
-            .store
-            .read(move |s| s.due_deliveries(&urls, now, BATCH))
-            .await
-        {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the webhook outbox; trying again later");
-                return 0;
-            }
-        };
-        let n = due.len();
-        stream::iter(due)
-            .for_each_concurrent(CONCURRENCY, |d| self.deliver(d))
-            .await;
-        n
-    }
-
-    /// One attempt of one delivery, and its record.
-    async fn deliver(&self, d: Due) {
-        let Some(hook) = self.hooks.iter().find(|h| h.url.as_str() == d.url) else {
-            return;
-        };
-        let result = self.transport.post(hook, &d).await;
-        let now = self.clock.now();
-        let (id, url) = (d.event_id.clone(), d.url.clone());
-        let shown = url_for_logs(&d.url);
-        let recorded = match result {
-            Ok(()) => {
-                tracing::debug!(event = %d.event_id, kind = %d.kind, url = %shown, "webhook event delivered");
-                self.store
-                    .write(move |s| s.mark_delivered(&id, &url, now))
-                    .await
-            }
-            Err(error) => {
-                let error = error.to_string();
-                let failed = d.attempts + 1;
-                let next = next_attempt(d.created_at, failed, now);
-                match next {
-                    Some(at) => tracing::warn!(
-                        event = %d.event_id, kind = %d.kind, url = %shown, attempt = failed,
-                        retry_in_secs = (at - now) / 1000,
-                        "webhook delivery failed ({error}); will retry"
-                    ),
-                    None => tracing::error!(
-                        event = %d.event_id, kind = %d.kind, url = %shown, attempts = failed,
-                        "webhook delivery failed ({error}); given up after retrying for {} hours",
-                        RETRY_FOR.as_secs() / 3600
-                    ),
-                }
-                self.store
-                    .write(move |s| s.record_failed_attempt(&id, &url, &error, next, now))
-                    .await
-            }
-        };
-        if let Err(e) = recorded {
-            tracing::error!(event = %d.event_id, error = %e, "could not record a webhook delivery");
-        }
+        })
     }
 }
 
@@ -383,6 +313,7 @@ async fn post(client: &reqwest::Client, hook: &Webhook, d: &Due) -> Result<(), D
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::time::Clock;
 
     #[test]
     fn signature_matches_the_standard_webhooks_example() {
@@ -514,12 +445,14 @@ mod tests {
         let pending = Arc::new(AtomicU64::new(99));
         let loop_ = Deliverer {
             store: store.clone(),
-            hooks: vec![Webhook {
-                url: Url::parse(url).unwrap(),
-                secret: WebhookSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap(),
-            }],
-            transport: script.clone(),
-            pending: pending.clone(),
+            channel: Webhooks {
+                hooks: vec![Webhook {
+                    url: Url::parse(url).unwrap(),
+                    secret: WebhookSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap(),
+                }],
+                transport: script.clone(),
+                pending: pending.clone(),
+            },
             clock,
         };
         let started = tokio::time::Instant::now();
