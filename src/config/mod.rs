@@ -36,10 +36,12 @@ mod keys;
 mod reader;
 mod secrets;
 mod sources;
+mod values;
 
 pub use keys::{reference_table, Fallback, Key, Kind, KEYS, SERVICE, SOURCE, WEBHOOK};
 pub use secrets::{SecretTextError, WebhookSecret, WEBHOOK_SECRET_MAX_BYTES};
 pub use sources::{SourceConfig, SourceFrom};
+pub use values::{Found, ValueProblem, LOG_LEVELS};
 
 use crate::domain::{Cadence, EventKind, MonthlyCount, UnitKind};
 pub use crate::gradient::types::{CATEGORIES, SUBCATEGORIES};

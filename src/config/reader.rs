@@ -12,7 +12,8 @@ mod email;
 mod services;
 mod sources;
 
-use super::keys::{self, kind_name, Fallback, Kind, Val, SERVICE, WEBHOOK};
+use super::keys::{self, Fallback, Kind, SERVICE, WEBHOOK};
+use super::values::{kind_name, Val, ValueProblem};
 use super::{
     ApiConfig, ApiListen, Config, GradientConfig, InventoryConfig, LogConfig, Problem,
     ScheduleConfig, StoreConfig, WebhookConfig,
@@ -381,7 +382,7 @@ impl<'a> Reader<'a> {
                 (Some(v), _) => v.kind,
                 (None, Fallback::Value(text)) => ValueKind::String(text.into()),
                 (None, Fallback::Required) => {
-                    self.problem(full, k.kind.missing());
+                    self.problem(full, k.kind.missing().to_string());
                     continue;
                 }
                 (None, Fallback::Absent | Fallback::SameAs(_)) => continue,
@@ -401,7 +402,7 @@ impl<'a> Reader<'a> {
                 continue;
             }
             let read = if blank && matches!(k.default, Fallback::Required) {
-                Err("must not be empty".to_string())
+                Err(ValueProblem::Empty)
             } else {
                 k.kind.read(raw, self.base_dir)
             };
@@ -409,8 +410,8 @@ impl<'a> Reader<'a> {
                 Ok(v) => {
                     s.vals.insert(k.name, v);
                 }
-                Err(message) => {
-                    self.problem(full, message);
+                Err(problem) => {
+                    self.problem(full, problem.to_string());
                     s.refused.insert(k.name);
                 }
             }
