@@ -1,7 +1,8 @@
-//! Every configuration key, declared once: its section, name, kind (what values it accepts), default
-//! and one-line meaning. The table drives reading and type checks, the unknown-key check (a key is
-//! known when it is declared here), defaults, and the reference table in the README
-//! ([`reference_table`]). Reading one value by its kind is `values`'.
+//! Every configuration key's declaration: its section, name, kind (what values it accepts),
+//! default and one-line meaning. Validation reads each key by it (`values` reads one value by its
+//! kind), defaults come from it, and so does the reference table in the README
+//! ([`reference_table`]). The serde structs of `file` name the same keys, in the same order (a test
+//! holds them equal).
 
 use super::{LogFormat, CATEGORIES, SUBCATEGORIES};
 use crate::domain::{Cadence, EventKind, MonthlyCount, UnitKind};

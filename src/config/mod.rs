@@ -1,9 +1,11 @@
 //! Configuration: the one TOML file (plus `GRADIENT_CONNECTOR__SECTION__KEY` environment overrides),
 //! read into typed structs and validated as a whole.
 //!
-//! Every key is declared once, in [`KEYS`] (section, name, kind, default, meaning): that table drives
-//! reading and type checks, defaults, the unknown-key check, and the README's reference table
-//! ([`reference_table`]). `reader` walks the file by the table and assembles the structs below.
+//! The `config` crate layers the file and the environment and deserializes them into serde structs
+//! (`file`: one per section, each field a key, every value kept as given and undeclared keys
+//! caught). One validation (`reader`) then reads each key by its declaration in [`KEYS`] (kind,
+//! default, meaning — the same table makes the README's [`reference_table`], and a test holds the
+//! structs' fields equal to it), defaults the unset ones and assembles the typed structs below.
 //!
 //! Validation never stops at the first mistake: every problem is collected and names its key, so an
 //! operator can fix a file in one pass. Secrets never sit in the TOML: the vendor API key, the API
@@ -16,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono_tz::Tz;
-use config::{Environment, File, FileFormat, Value};
+use config::{Environment, File, FileFormat};
 use secrecy::SecretString;
 use url::Url;
 
@@ -31,6 +33,7 @@ pub const VENDOR_KEY_CREDENTIAL: &str = "vendor-api-key";
 
 mod email;
 pub use email::{EmailConfig, SMTP_CREDENTIAL};
+mod file;
 pub mod keyfile;
 mod keys;
 mod reader;
@@ -406,7 +409,7 @@ impl Config {
                 path: path.to_path_buf(),
                 reason: format!("not valid TOML: {e}"),
             })?;
-        let root: config::Map<String, Value> =
+        let file: file::ConfigFile =
             built
                 .try_deserialize()
                 .map_err(|e: config::ConfigError| ConfigError::Unreadable {
@@ -414,7 +417,7 @@ impl Config {
                     reason: e.to_string(),
                 })?;
         let mut r = reader::Reader::new(base_dir, env_vars);
-        let cfg = r.read(path, root);
+        let cfg = r.read(path, file);
         if r.problems.is_empty() {
             if let Some(mut cfg) = cfg {
                 cfg.warnings = r.warnings;

@@ -1,18 +1,20 @@
-//! Reads the raw key tree section by section as [`KEYS`](super::keys::KEYS) declares it —
-//! checking every key, collecting every problem — and assembles the typed configuration.
+//! `validate`: reads the file's sections ([`ConfigFile`], as serde filled it) key by key as
+//! [`KEYS`](super::keys::KEYS) declares them — checking every value by its kind, defaulting the
+//! unset ones, collecting every problem by key — and assembles the typed configuration.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use config::{Value, ValueKind};
+use config::ValueKind;
 
 mod email;
 mod services;
 mod sources;
 
-use super::keys::{self, Fallback, Kind, SERVICE, WEBHOOK};
+use super::file::{ConfigFile, Entries, Keys, Part, WebhookKeys};
+use super::keys::{self, Fallback, Kind, WEBHOOK};
 use super::values::{kind_name, Val, ValueProblem};
 use super::{
     ApiConfig, ApiListen, Config, GradientConfig, InventoryConfig, LogConfig, Problem,
@@ -21,9 +23,6 @@ use super::{
 use crate::domain::EventKind;
 use crate::gradient::ClientSettings;
 use crate::schedule::Schedule;
-
-/// A raw TOML table.
-pub(super) type Table = config::Map<String, Value>;
 
 /// Walks the raw key tree, converting and validating each key, collecting every problem.
 pub(super) struct Reader<'a> {
@@ -213,26 +212,26 @@ impl<'a> Reader<'a> {
         self.problems.push(Problem { key, message });
     }
 
-    pub(super) fn read(&mut self, path: &Path, mut root: Table) -> Option<Config> {
+    /// `validate`: every section of the file read by its declared keys into the typed
+    /// configuration, every problem recorded (None when any key was refused).
+    pub(super) fn read(&mut self, path: &Path, file: ConfigFile) -> Option<Config> {
         let sections = keys::sections();
-        for key in root.keys() {
-            if !sections.contains(&key.as_str()) {
-                self.problem(
-                    display_key(key),
-                    format!(
-                        "unknown section or key; known sections: {}",
-                        sections.join(", ")
-                    ),
-                );
-            }
+        for key in file.unknown.keys() {
+            self.problem(
+                display_key(key),
+                format!(
+                    "unknown section or key; known sections: {}",
+                    sections.join(", ")
+                ),
+            );
         }
-        let gradient = self.section(&mut root, "gradient");
-        let store = self.section(&mut root, "store");
-        let schedule = self.section(&mut root, "schedule");
-        let inventory = self.section(&mut root, "inventory");
-        let log = self.section(&mut root, "log");
-        let api = self.section(&mut root, "api");
-        let email = self.section(&mut root, "email");
+        let gradient = self.section(file.gradient, "gradient");
+        let store = self.section(file.store, "store");
+        let schedule = self.section(file.schedule, "schedule");
+        let inventory = self.section(file.inventory, "inventory");
+        let log = self.section(file.log, "log");
+        let api = self.section(file.api, "api");
+        let email = self.section(file.email, "email");
         let gradient = self.finish(gradient, |s| {
             Some(GradientConfig {
                 vendor_api_key_file: s.path("vendor_api_key_file")?,
@@ -275,12 +274,12 @@ impl<'a> Reader<'a> {
         });
         let api = self.api(api);
         let email = self.email(email);
-        let services = self.services(root.remove(SERVICE));
+        let services = self.services(file.service);
         if let (Some(schedule), Some(services)) = (&schedule, &services) {
             self.check_measures(schedule, services);
         }
-        let webhooks = self.webhooks(root.remove(WEBHOOK));
-        let sources = self.sources(root.remove(keys::SOURCE));
+        let webhooks = self.webhooks(file.webhook);
+        let sources = self.sources(file.source);
         Some(Config {
             source: path.to_path_buf(),
             gradient: gradient?,
@@ -352,24 +351,22 @@ impl<'a> Reader<'a> {
         api
     }
 
-    /// Removes a section from the root and reads it.
-    fn section(&mut self, root: &mut Table, name: &str) -> Section {
-        let table = match root.remove(name) {
-            None => Table::new(),
-            Some(v) => match v.kind {
-                ValueKind::Table(t) => t,
-                _ => {
-                    self.problem(name, "must be a table ([section])");
-                    Table::new()
-                }
-            },
+    /// Reads a section (an empty one when absent).
+    fn section<K: Keys + Default>(&mut self, part: Part<K>, name: &str) -> Section {
+        let mut keys = match part {
+            Part::Read(k) => k,
+            Part::Absent => K::default(),
+            Part::Misshapen(_) => {
+                self.problem(name, "must be a table ([section])");
+                K::default()
+            }
         };
-        self.read_section(name, name.to_string(), table)
+        self.read_section(name, name.to_string(), &mut keys)
     }
 
-    /// Reads every declared key of `decl` from `t` (or its default), then reports the rest as
-    /// unknown. `name` is how problems name the section.
-    fn read_section(&mut self, decl: &str, name: String, mut t: Table) -> Section {
+    /// Reads every declared key of `decl` (or its default), then reports the keys given that it
+    /// does not declare. `name` is how problems name the section.
+    fn read_section<K: Keys>(&mut self, decl: &str, name: String, t: &mut K) -> Section {
         let mut s = Section {
             name,
             vals: HashMap::new(),
@@ -378,8 +375,8 @@ impl<'a> Reader<'a> {
         };
         for k in keys::keys_of(decl) {
             let full = format!("{}.{}", s.name, k.name);
-            let raw = match (t.remove(k.name), k.default) {
-                (Some(v), _) => v.kind,
+            let raw = match (t.take(k.name), k.default) {
+                (Some(v), _) => v,
                 (None, Fallback::Value(text)) => ValueKind::String(text.into()),
                 (None, Fallback::Required) => {
                     self.problem(full, k.kind.missing().to_string());
@@ -416,8 +413,8 @@ impl<'a> Reader<'a> {
                 }
             }
         }
-        let known: Vec<&str> = keys::keys_of(decl).map(|k| k.name).collect();
-        for key in t.keys() {
+        let known = K::NAMES;
+        for key in t.unknown() {
             self.problem(
                 format!("{}.{}", s.name, display_key(key)),
                 format!("unknown key; known keys: {}", known.join(", ")),
@@ -470,18 +467,18 @@ impl<'a> Reader<'a> {
 }
 
 impl Reader<'_> {
-    /// The entries of an array of tables (`[[service]]`, `[[webhook]]`), each read as a section
-    /// named `decl[i]`. `None` when it is not an array; the flag is false when an entry is not a
-    /// table (its problem is recorded).
-    fn entries(
+    /// The entries of an array of tables (`[[service]]`, `[[webhook]]`, `[[source]]`), each read
+    /// as a section named `decl[i]`. `None` when it is not an array; the flag is false when an
+    /// entry is not a table (its problem is recorded).
+    fn entries<K: Keys>(
         &mut self,
         decl: &'static str,
-        raw: Option<Value>,
+        raw: Entries<K>,
     ) -> Option<(Vec<(String, Section)>, bool)> {
-        let items = match raw.map(|v| v.kind) {
-            None => Vec::new(),
-            Some(ValueKind::Array(items)) => items,
-            Some(other) => {
+        let items = match raw {
+            Part::Absent => Vec::new(),
+            Part::Read(items) => items,
+            Part::Misshapen(other) => {
                 self.problem(
                     decl,
                     format!(
@@ -495,33 +492,34 @@ impl Reader<'_> {
         let mut ok = true;
         let mut out = Vec::new();
         for (i, item) in items.into_iter().enumerate() {
-            // An entry is named by its index and, when it has one, its module: `service[2]
-            // (module "edr")`.
-            let sec = match &item.kind {
-                ValueKind::Table(t) => match t.get("module").map(|v| &v.kind) {
-                    Some(ValueKind::String(m)) if !m.trim().is_empty() => {
-                        format!("{decl}[{i}] (module {m:?})")
-                    }
-                    _ => format!("{decl}[{i}]"),
-                },
-                _ => format!("{decl}[{i}]"),
-            };
-            match item.kind {
-                ValueKind::Table(t) => {
-                    let s = self.read_section(decl, sec.clone(), t);
+            match item {
+                Part::Read(mut t) => {
+                    // An entry is named by its index and, when it has one, its module:
+                    // `service[2] (module "edr")`.
+                    let sec = match t.get("module") {
+                        Some(ValueKind::String(m)) if !m.trim().is_empty() => {
+                            format!("{decl}[{i}] (module {m:?})")
+                        }
+                        _ => format!("{decl}[{i}]"),
+                    };
+                    let s = self.read_section(decl, sec.clone(), &mut t);
                     out.push((sec, s));
                 }
-                other => {
-                    self.problem(sec, format!("must be a table, found {}", kind_name(&other)));
+                Part::Misshapen(other) => {
+                    self.problem(
+                        format!("{decl}[{i}]"),
+                        format!("must be a table, found {}", kind_name(&other)),
+                    );
                     ok = false;
                 }
+                Part::Absent => {}
             }
         }
         Some((out, ok))
     }
 
     /// `[[webhook]]` entries (none is fine: no events are written then).
-    fn webhooks(&mut self, raw: Option<Value>) -> Option<Vec<WebhookConfig>> {
+    fn webhooks(&mut self, raw: Entries<WebhookKeys>) -> Option<Vec<WebhookConfig>> {
         let (entries, mut ok) = self.entries(WEBHOOK, raw)?;
         let mut out = Vec::new();
         let mut urls = HashSet::new();

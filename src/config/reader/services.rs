@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use config::Value;
+use super::super::file::{Entries, ServiceKeys};
 
 use super::super::keys::SERVICE;
 use super::super::{ScheduleConfig, ServiceConfig};
@@ -11,7 +11,7 @@ use super::Reader;
 use crate::domain::{MonthlyCount, UnitKind};
 
 impl Reader<'_> {
-    pub(super) fn services(&mut self, raw: Option<Value>) -> Option<Vec<ServiceConfig>> {
+    pub(super) fn services(&mut self, raw: Entries<ServiceKeys>) -> Option<Vec<ServiceConfig>> {
         let (entries, mut ok) = self.entries(SERVICE, raw)?;
         if entries.is_empty() && ok {
             self.problem(

@@ -4,14 +4,17 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use config::Value;
+use super::super::file::{Entries, SourceKeys};
 
 use super::super::keys::SOURCE;
 use super::super::{SourceConfig, SourceFrom};
 use super::Reader;
 
 impl Reader<'_> {
-    pub(in crate::config) fn sources(&mut self, raw: Option<Value>) -> Option<Vec<SourceConfig>> {
+    pub(in crate::config) fn sources(
+        &mut self,
+        raw: Entries<SourceKeys>,
+    ) -> Option<Vec<SourceConfig>> {
         let (entries, mut ok) = self.entries(SOURCE, raw)?;
         let mut out = Vec::new();
         let mut names = HashSet::new();
