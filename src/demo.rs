@@ -166,8 +166,8 @@ fn sample_inventory(rng: &mut fastrand::Rng) -> String {
 async fn import(
     store: &crate::store::StoreHandle,
     text: String,
-) -> Result<crate::store::import::ImportSummary, String> {
-    let imported = store
+) -> Result<crate::store::import::ImportSummary, crate::store::import::ImportError> {
+    store
         .write(move |s| {
             Ok(crate::store::import::import(
                 s,
@@ -175,9 +175,7 @@ async fn import(
                 crate::time::now_ms(),
             ))
         })
-        .await
-        .map_err(|e| e.to_string())?;
-    imported.map_err(|e| e.to_string())
+        .await?
 }
 
 /// Records as JSON Lines.

@@ -87,7 +87,7 @@ pub enum KeyFileError {
     },
     /// The system gave no random bytes for a new key.
     #[error("no random bytes from the system: {0}")]
-    NoRandom(String),
+    NoRandom(#[source] getrandom::Error),
     /// A new key's file exists already.
     #[error("{} already exists; a key is never overwritten (a store sealed with it would lose its tokens): choose a new path", .path.display())]
     Exists {
@@ -136,23 +136,42 @@ pub fn read_key_file(path: &Path, max: u64) -> Result<SecretString, KeyFileError
     ))
 }
 
+/// Why a store key's text is refused. Its text never contains the key's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreKeyError {
+    /// Nothing in the file.
+    #[error("is empty; {STORE_KEY_REMEDY}")]
+    Empty,
+    /// Not base64.
+    #[error("is not one line of standard base64; {STORE_KEY_REMEDY}")]
+    NotBase64,
+    /// Base64 of another length.
+    #[error(
+        "must be the base64 of exactly {STORE_KEY_BYTES} bytes, found {found}; {STORE_KEY_REMEDY}"
+    )]
+    Length {
+        /// How many bytes it decodes to.
+        found: usize,
+    },
+}
+
+/// How a store key is made.
+const STORE_KEY_REMEDY: &str = "create a key with `gradient-connector store new-key PATH` (or `head -c 32 /dev/urandom | base64`)";
+
 /// Parses the store key's text: one line, standard base64 of exactly 32 bytes. The error never
 /// contains the text.
-pub fn parse_store_key(text: &str) -> Result<SecretBox<[u8; STORE_KEY_BYTES]>, String> {
+pub fn parse_store_key(text: &str) -> Result<SecretBox<[u8; STORE_KEY_BYTES]>, StoreKeyError> {
     let t = text.trim();
-    let remedy = "create a key with `gradient-connector store new-key PATH` (or `head -c 32 /dev/urandom | base64`)";
     if t.is_empty() {
-        return Err(format!("is empty; {remedy}"));
+        return Err(StoreKeyError::Empty);
     }
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(t)
-        .map_err(|_| format!("is not one line of standard base64; {remedy}"))?;
-    let key: [u8; STORE_KEY_BYTES] = bytes.as_slice().try_into().map_err(|_| {
-        format!(
-            "must be the base64 of exactly {STORE_KEY_BYTES} bytes, found {}; {remedy}",
-            bytes.len()
-        )
-    })?;
+        .map_err(|_| StoreKeyError::NotBase64)?;
+    let key: [u8; STORE_KEY_BYTES] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| StoreKeyError::Length { found: bytes.len() })?;
     Ok(SecretBox::new(Box::new(key)))
 }
 
@@ -160,7 +179,7 @@ pub fn parse_store_key(text: &str) -> Result<SecretBox<[u8; STORE_KEY_BYTES]>, S
 /// base64, one line) to a new file `path` of mode 0600. An existing file is never overwritten.
 pub fn write_new_store_key(path: &Path) -> Result<(), KeyFileError> {
     let mut key = [0u8; STORE_KEY_BYTES];
-    getrandom::fill(&mut key).map_err(|e| KeyFileError::NoRandom(e.to_string()))?;
+    getrandom::fill(&mut key).map_err(KeyFileError::NoRandom)?;
     let line = format!(
         "{}\n",
         base64::engine::general_purpose::STANDARD.encode(key)
@@ -356,7 +375,7 @@ impl Config {
         if let Some(p) = text_of("store.key_file") {
             let file = credential_or(STORE_KEY_CREDENTIAL, &resolve(p));
             check("store.key_file".into(), file, &|t| {
-                parse_store_key(t).map(|_| ())
+                parse_store_key(t).map(|_| ()).map_err(|e| e.to_string())
             });
         }
         if let Ok(hooks) = built.get::<Vec<Value>>(WEBHOOK) {
@@ -437,7 +456,8 @@ mod tests {
         assert!(e.to_string().contains("already exists"), "{e}");
         assert_eq!(std::fs::read_to_string(&p).unwrap(), text);
         let e = parse_store_key("c2hvcnQ=").unwrap_err();
-        assert!(e.contains("exactly 32 bytes, found 5"), "{e}");
+        assert_eq!(e, StoreKeyError::Length { found: 5 });
+        assert!(e.to_string().contains("exactly 32 bytes, found 5"), "{e}");
         assert!(parse_store_key("not base64!").is_err());
     }
 }
