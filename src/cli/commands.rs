@@ -316,10 +316,25 @@ async fn connector(cfg: Arc<Config>, command: ConnectorCommand) -> Done {
             new_organization,
             notify,
         } => {
-            if !notify.is_empty() {
-                connector_contacts(&cfg, &id, notify).await?;
+            if notify.is_empty() {
+                return connector_add(cfg, id, &token_file, new_organization).await;
             }
-            connector_add(cfg, id, &token_file, new_organization).await
+            // Contacts first, so the *connected* mail reaches them; a paste that fails puts the
+            // previous ones back (none, for a new connector).
+            let before = crate::sync::store_handle(&cfg)
+                .read({
+                    let id = id.clone();
+                    move |s| s.contacts(&id)
+                })
+                .await?;
+            connector_contacts(&cfg, &id, notify).await?;
+            let added = connector_add(cfg.clone(), id.clone(), &token_file, new_organization).await;
+            if added.is_err() {
+                if let Err(e) = connector_contacts(&cfg, &id, before).await {
+                    tracing::warn!(connector = %id, error = %e, "the paste failed and the previous contacts could not be put back; set them with PUT /v1/connectors/{{id}}/contacts");
+                }
+            }
+            added
         }
         ConnectorCommand::Verify { id, all } => connector_verify(cfg, id, all).await,
         ConnectorCommand::Disconnect { id } => connector_disconnect(cfg, id).await,

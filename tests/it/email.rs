@@ -3,7 +3,8 @@
 //! package (a real MIME parser). The daemon mails the connector's contacts *connected* and
 //! *synced* (a text part, an HTML part, a CSV attachment whose rows equal the ledger), escapes
 //! names in HTML, never carries a token, and retries a mail while the server is down. Under CI a
-//! missing aiosmtpd fails the test; elsewhere it is skipped with a message.
+//! missing aiosmtpd fails the test; elsewhere it is skipped with a message. (The contacts of a
+//! refused `connector add --notify` need no server.)
 
 use std::process::{Child, Command, Stdio};
 
@@ -202,4 +203,38 @@ fn the_msp_is_mailed_connected_and_synced_with_a_breakdown_equal_to_the_ledger()
     }
     let (code, _) = d.stop();
     assert_eq!(code, 0);
+}
+
+/// `connector add --notify` stores the contacts before the paste (the *connected* mail must reach
+/// them); a paste Gradient refuses puts the previous contacts back — none for a new connector.
+#[test]
+fn a_refused_paste_puts_the_previous_contacts_back() {
+    let e = SimEnv::new("", "");
+    e.sim.add_msp("msp-a", "Acme", TOKEN);
+    let good = e.env.write("token-good", &format!("{TOKEN}\n"));
+    let bad = e.env.write("token-bad", "pt-not-a-key-Zq8\n");
+    let contacts = |id: &str| e.store().contacts(id).unwrap();
+    let add = |id: &str, token: &std::path::Path, email: &str| {
+        e.run(&[
+            "connector",
+            "add",
+            id,
+            "--token-file",
+            token.to_str().unwrap(),
+            "--notify",
+            email,
+        ])
+    };
+
+    let out = add("msp-a", &good, "admin@msp.example");
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(contacts("msp-a"), ["admin@msp.example"]);
+
+    let out = add("msp-a", &bad, "intruder@elsewhere.example");
+    assert_ne!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(contacts("msp-a"), ["admin@msp.example"]);
+
+    let out = add("msp-b", &bad, "someone@msp-b.example");
+    assert_ne!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    assert!(contacts("msp-b").is_empty(), "{:?}", contacts("msp-b"));
 }
