@@ -137,18 +137,10 @@ impl Channel for MailSetup {
                 .await
                 .map_err(|e| format!("cannot read the event's facts: {e}"))?
                 .ok_or("the event's body is not one this build mails")?;
-            let rendered = self.templates.render(&mail).map_err(|e| e.to_string())?;
+            let rendered = self.templates.render(&mail)?;
             let to = self.shown(due);
-            self.mailer.send(&to, &rendered).await.map_err(|e| {
-                // The error's chain (lettre's account of the SMTP conversation) carries no login.
-                let mut text = e.to_string();
-                let mut cause = std::error::Error::source(&e);
-                while let Some(c) = cause {
-                    text.push_str(&format!(": {c}"));
-                    cause = c.source();
-                }
-                text
-            })
+            // The error's chain (lettre's account of the SMTP conversation) carries no login.
+            Ok(self.mailer.send(&to, &rendered).await?)
         })
     }
 }

@@ -266,10 +266,7 @@ impl<T: Transport> Channel for Webhooks<T> {
             let Some(hook) = self.hooks.iter().find(|h| h.url.as_str() == due.url) else {
                 return Err("no such webhook is configured".into());
             };
-            self.transport
-                .post(hook, due)
-                .await
-                .map_err(|e| e.to_string())
+            Ok(self.transport.post(hook, due).await?)
         })
     }
 

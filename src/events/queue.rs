@@ -18,8 +18,27 @@ use crate::store::outbox::{self, Due};
 use crate::store::{Store, StoreError, StoreHandle};
 use crate::time::{Clock, Millis};
 
-/// A boxed future borrowing its channel.
-pub(crate) type Attempt<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+/// Why one attempt failed (its whole chain of causes is recorded as the attempt's reason).
+pub(crate) type AttemptError = Box<dyn std::error::Error + Send + Sync>;
+
+/// One attempt: a boxed future borrowing its channel.
+pub(crate) type Attempt<'a> = Pin<Box<dyn Future<Output = Result<(), AttemptError>> + Send + 'a>>;
+
+/// An error with its causes, `a: b: c` (lettre's account of an SMTP conversation is in its causes).
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        // Some errors repeat their source's text in their own; say it once.
+        if !text.ends_with(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
 
 /// Which of the outbox's deliveries a channel sends.
 #[derive(Debug, Clone)]
@@ -180,6 +199,7 @@ impl<C: Channel> Deliverer<C> {
                     .await
             }
             Err(error) => {
+                let error = with_causes(error.as_ref());
                 let failed = d.attempts + 1;
                 let next = next_attempt(d.created_at, failed, now);
                 match next {
@@ -202,5 +222,38 @@ impl<C: Channel> Deliverer<C> {
         if let Err(e) = recorded {
             tracing::error!(event = %d.event_id, to = %to, error = %e, "could not record a delivery attempt");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{text}")]
+    struct Layer {
+        text: &'static str,
+        #[source]
+        source: Option<Box<Layer>>,
+    }
+
+    #[test]
+    fn an_attempts_reason_carries_every_cause_once() {
+        let io = Layer {
+            text: "connection refused",
+            source: None,
+        };
+        let repeated = Layer {
+            text: "connect: connection refused",
+            source: Some(Box::new(io)),
+        };
+        let top = Layer {
+            text: "mail not accepted",
+            source: Some(Box::new(repeated)),
+        };
+        assert_eq!(
+            with_causes(&top),
+            "mail not accepted: connect: connection refused"
+        );
     }
 }
