@@ -2,7 +2,8 @@
 //! gradient-sim: a source is pulled before every run and by `source pull`, each pull in one
 //! transaction (a non-zero exit, a bad line or a timeout applies nothing), its stderr logged
 //! escaped; a stale inventory pushes nothing (exit 75), says so in `status`, and tells the console
-//! once per stale spell.
+//! once per stale spell; a signalled run, a `source pull` and an `import` at once each wait their
+//! turn for the store's one writer and lose nothing.
 
 use crate::common::*;
 use gradient_connector::domain::EventKind;
@@ -171,4 +172,85 @@ fn a_stale_inventory_pushes_nothing_exits_75_and_tells_the_console_once() {
     assert_eq!(body["data"]["max_age_hours"], 1);
     let human = stdout(&e.run(&["status"]));
     assert!(human.contains("STALE"), "{human}");
+}
+
+/// The store's writers at once: a signalled run (which pulls the source first), a `source pull`
+/// and a CLI `import`, while the source is slow. Each waits its turn for the one writer; every
+/// record lands, both pulls succeed, and the run pushes what the source said.
+#[test]
+fn a_signalled_run_a_source_pull_and_an_import_at_once_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("export.jsonl");
+    std::fs::write(&file, two_msps(2, 3).to_jsonl()).unwrap();
+    let e = env_with(
+        sh(
+            "export",
+            &format!(
+                "sleep 0.3; head -n 5 {f}; sleep 0.3; cat {f}",
+                f = file.display()
+            ),
+            "records",
+        ),
+        |c| c.set("schedule", "catch_up", false),
+    );
+    let out = e.run(&["source", "pull"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    e.add_token("msp-a", "key-a", 0);
+    let mut other = Inventory::new();
+    other.undated().channel("msp-c", "msp-c IT");
+    other
+        .undated()
+        .workspace("msp-c-ws1", "msp-c", "Customer msp-c-ws1");
+    other.at("2026-10-02T00:00:00Z").protected(
+        "msp-c-ws1",
+        gradient_connector::domain::UnitKind::Users,
+        4,
+    );
+    let other_file = e.env.write("other.jsonl", &other.to_jsonl());
+
+    let d = Daemon::start(&e, &[]);
+    d.signal("USR1");
+    let (import, pull) = std::thread::scope(|s| {
+        let import = s.spawn(|| e.run(&["import", other_file.to_str().unwrap()]));
+        let pull = s.spawn(|| e.run(&["source", "pull"]));
+        (import.join().unwrap(), pull.join().unwrap())
+    });
+    assert_eq!(code(&import), 0, "{}{}", stdout(&import), stderr(&import));
+    assert_eq!(code(&pull), 0, "{}{}", stdout(&pull), stderr(&pull));
+    wait_for(
+        "the signalled run to finish",
+        || {
+            e.store()
+                .runs(10)
+                .unwrap()
+                .iter()
+                .any(|r| r.trigger == "signal" && r.finished_at.is_some())
+        },
+        || d.log(),
+    );
+    let run = e
+        .store()
+        .runs(10)
+        .unwrap()
+        .into_iter()
+        .find(|r| r.trigger == "signal")
+        .unwrap();
+    assert_eq!(
+        run.outcome,
+        Some(gradient_connector::domain::RunOutcome::Ok),
+        "{run:?}\n{}",
+        d.log()
+    );
+    assert!(run.tally.pushed > 0, "{run:?}");
+    let mut known = channels(&e);
+    known.sort();
+    assert_eq!(known, ["msp-a", "msp-b", "msp-c"]);
+    let listed = sources_json(&e);
+    assert_eq!(listed[0]["outcome"], "ok", "{listed:?}");
+    let snap = e.sim.snapshot();
+    let mail = snap.service_id("Email Security").unwrap().to_string();
+    assert_eq!(
+        snap.org("msp-a").unwrap().count("msp-a-ws1", &mail),
+        Some(4.0)
+    );
 }
