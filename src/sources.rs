@@ -97,6 +97,23 @@ pub async fn pull_all(
             return Err(SourcesError::Unknown(name.to_string()));
         }
     }
+    Ok(pull_matching(store, config, only).await?)
+}
+
+/// Pulls every configured source (a run's first step): only the store can fail the whole.
+pub async fn pull_every(
+    store: &StoreHandle,
+    config: &Config,
+) -> Result<Vec<SourcePull>, StoreError> {
+    pull_matching(store, config, None).await
+}
+
+/// The sources named `only` (all when None), each pulled and recorded.
+async fn pull_matching(
+    store: &StoreHandle,
+    config: &Config,
+    only: Option<&str>,
+) -> Result<Vec<SourcePull>, StoreError> {
     let mut names = Vec::new();
     for source in config
         .sources
@@ -193,17 +210,18 @@ pub fn stale(config: &Config, pulls: &[SourcePull], now: Millis) -> Vec<StaleSou
         .collect()
 }
 
-/// The stale sources at `now`; when there are some, tells the console (`inventory.stale`) about
+/// The stale sources at `now`, judged from `pulls` (every configured source's last pull, as
+/// [`pull_every`] returns them); when there are some, tells the console (`inventory.stale`) about
 /// the ones it was not told of in this stale spell. Returns the run's message (`stale inventory:
 /// …`), or None when the inventory is fresh.
-pub async fn check_fresh(
+pub async fn judge_fresh(
     store: &StoreHandle,
     config: &Config,
+    pulls: &[SourcePull],
     now: Millis,
 ) -> Result<Option<String>, StoreError> {
-    let pulls = store.read(|s| s.source_pulls()).await?;
-    set_age_gauges(config, &pulls, now);
-    let stale = stale(config, &pulls, now);
+    set_age_gauges(config, pulls, now);
+    let stale = stale(config, pulls, now);
     if stale.is_empty() {
         return Ok(None);
     }

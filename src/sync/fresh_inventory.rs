@@ -1,20 +1,17 @@
 //! The inventory a run counts: every pull source is pulled before the run (a failed pull is
 //! logged; the run goes on with the inventory as last pulled), then the inventory's age is judged
-//! (`sources::check_fresh`); a run over a stale inventory pushes nothing.
+//! (`sources::judge_fresh`, from the pulls' own record: the store is read once); a run over a stale inventory pushes nothing.
 
 use super::*;
 
 /// Pulls every source, then judges the inventory: `Some(message)` when it is stale.
 pub(super) async fn pull_and_judge(ctx: &SyncContext) -> Result<Option<String>, SyncError> {
-    if !ctx.config.sources.is_empty() {
-        crate::sources::pull_all(&ctx.store, &ctx.config, None)
-            .await
-            .map_err(|e| match e {
-                crate::sources::SourcesError::Store(e) => SyncError::Store(e),
-                other => SyncError::Store(StoreError::Damaged(other.to_string())),
-            })?;
+    if ctx.config.sources.is_empty() {
+        // Freshness is a rule of pull sources: with none, the inventory is what was imported.
+        return Ok(None);
     }
-    Ok(crate::sources::check_fresh(&ctx.store, &ctx.config, now_ms()).await?)
+    let pulls = crate::sources::pull_every(&ctx.store, &ctx.config).await?;
+    Ok(crate::sources::judge_fresh(&ctx.store, &ctx.config, &pulls, now_ms()).await?)
 }
 
 /// A run over a stale inventory: nothing is pushed, the run is recorded `failed` with the
