@@ -1,6 +1,7 @@
 //! A connector's contacts: the MSP's addresses that get its mails (`[email]`). Checked here (plain
 //! addresses only, at most [`MAX_CONTACTS`]), stored by `store::contacts`.
 
+use super::error::ContactProblem;
 use super::ConnectorError;
 use crate::domain::ConnectorId;
 use crate::mail::smtp::valid_recipient;
@@ -12,17 +13,16 @@ pub const MAX_CONTACTS: usize = 20;
 /// The addresses checked, deduplicated and sorted; the error names the first bad one.
 pub fn check_contacts(emails: Vec<String>) -> Result<Vec<String>, ConnectorError> {
     if emails.len() > MAX_CONTACTS {
-        return Err(ConnectorError::BadContact(format!(
-            "{} contacts given; at most {MAX_CONTACTS} per connector",
-            emails.len()
-        )));
+        return Err(ConnectorError::BadContact(ContactProblem::TooMany {
+            given: emails.len(),
+            max: MAX_CONTACTS,
+        }));
     }
     let mut out = Vec::with_capacity(emails.len());
     for e in emails {
         if !valid_recipient(&e) {
-            return Err(ConnectorError::BadContact(format!(
-                "{:?} is not a plain e-mail address such as admin@msp.example",
-                crate::domain::escape(&e)
+            return Err(ConnectorError::BadContact(ContactProblem::NotAnAddress(
+                crate::domain::escape(&e),
             )));
         }
         out.push(e);

@@ -7,15 +7,15 @@ use crate::store::StoreError;
 /// Errors of this module. None of them carries a token.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectorError {
-    /// The token file is unusable.
+    /// The token (or its file) is unusable.
     #[error("the token {0}")]
-    BadToken(String),
+    BadToken(#[source] TokenProblem),
     /// No such connector.
     #[error("there is no connector {0:?}; `gradient-connector connector list` shows them")]
     Unknown(String),
     /// A contact is not a plain e-mail address (or there are too many).
-    #[error("{0}")]
-    BadContact(String),
+    #[error(transparent)]
+    BadContact(ContactProblem),
     /// Gradient answered 401 to the pasted token: nothing changed.
     #[error("connector {id}: Gradient rejected this token (HTTP 401); nothing was changed (the previous token, if any, is kept). Either it is not the MSP's current partner API key — ask the MSP to generate one in Gradient and paste it again — or our vendor key is wrong: check gradient.vendor_api_key_file (or the vendor-api-key credential), then `gradient-connector connector verify --all`")]
     TokenRejected {
@@ -82,4 +82,50 @@ impl ConnectorError {
             } | ConnectorError::Store(StoreError::Busy)
         )
     }
+}
+
+/// Why a pasted token is refused. Its text never contains the token.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenProblem {
+    /// Its file (or standard input) could not be read.
+    #[error("file {} cannot be read: {source}", .path.display())]
+    Unreadable {
+        /// The file (`-`: standard input).
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not UTF-8.
+    #[error("is not UTF-8 text")]
+    NotText,
+    /// Longer than any partner API key.
+    #[error("is longer than {max} bytes; paste only the partner API key")]
+    TooLong {
+        /// The longest accepted.
+        max: usize,
+    },
+    /// Nothing but white space.
+    #[error("is empty; paste the partner API key the MSP generated in Gradient")]
+    Empty,
+    /// White space or control characters inside.
+    #[error(
+        "contains white space or control characters; paste the partner API key alone, on one line"
+    )]
+    NotOneWord,
+}
+
+/// Why a connector's contacts are refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ContactProblem {
+    /// More than a connector may have.
+    #[error("{given} contacts given; at most {max} per connector")]
+    TooMany {
+        /// How many were given.
+        given: usize,
+        /// The most allowed.
+        max: usize,
+    },
+    /// Not a plain address (shown escaped).
+    #[error("{0:?} is not a plain e-mail address such as admin@msp.example")]
+    NotAnAddress(String),
 }

@@ -17,7 +17,7 @@ mod token;
 mod verify;
 
 pub use contacts::{check_contacts, set_contacts, MAX_CONTACTS};
-pub use error::ConnectorError;
+pub use error::{ConnectorError, ContactProblem, TokenProblem};
 use verify::*;
 pub use verify::{verify, Check, Verified};
 

@@ -9,6 +9,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 
+use super::error::TokenProblem;
 use super::ConnectorError;
 
 /// Longest accepted token.
@@ -25,11 +26,14 @@ pub fn read_token(path: &Path) -> Result<SecretString, ConnectorError> {
         std::fs::File::open(path)
             .and_then(|f| f.take(MAX_TOKEN_BYTES as u64 + 1).read_to_end(&mut raw))
     };
-    result.map_err(|e| {
-        ConnectorError::BadToken(format!("file {} cannot be read: {e}", path.display()))
+    result.map_err(|source| {
+        ConnectorError::BadToken(TokenProblem::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        })
     })?;
     let text =
-        String::from_utf8(raw).map_err(|_| ConnectorError::BadToken("is not UTF-8 text".into()))?;
+        String::from_utf8(raw).map_err(|_| ConnectorError::BadToken(TokenProblem::NotText))?;
     validate_token(&text)
 }
 
@@ -38,22 +42,18 @@ pub fn read_token(path: &Path) -> Result<SecretString, ConnectorError> {
 /// token.
 pub fn validate_token(raw: &str) -> Result<SecretString, ConnectorError> {
     if raw.len() > MAX_TOKEN_BYTES {
-        return Err(ConnectorError::BadToken(format!(
-            "is longer than {MAX_TOKEN_BYTES} bytes; paste only the partner API key"
-        )));
+        return Err(ConnectorError::BadToken(TokenProblem::TooLong {
+            max: MAX_TOKEN_BYTES,
+        }));
     }
     let t = raw.trim_start_matches('\u{feff}').trim();
     if t.is_empty() {
-        return Err(ConnectorError::BadToken(
-            "is empty; paste the partner API key the MSP generated in Gradient".into(),
-        ));
+        return Err(ConnectorError::BadToken(TokenProblem::Empty));
     }
     if t.chars()
         .any(|c| c.is_whitespace() || c.is_control() || c == '\u{feff}')
     {
-        return Err(ConnectorError::BadToken(
-            "contains white space or control characters; paste the partner API key alone, on one line".into(),
-        ));
+        return Err(ConnectorError::BadToken(TokenProblem::NotOneWord));
     }
     Ok(SecretString::from(t.to_string()))
 }
@@ -91,6 +91,36 @@ mod tests {
             }
         }
         assert!(validate_token(&"x".repeat(5000)).is_err());
+    }
+
+    #[test]
+    fn each_refusal_is_its_own_problem_and_says_what_to_do() {
+        let problem = |raw: &str| match validate_token(raw) {
+            Err(ConnectorError::BadToken(p)) => p,
+            other => panic!("{other:?}"),
+        };
+        assert!(matches!(problem(" \r\n"), TokenProblem::Empty));
+        assert!(matches!(problem("ab cd"), TokenProblem::NotOneWord));
+        assert!(matches!(
+            problem(&"x".repeat(5000)),
+            TokenProblem::TooLong {
+                max: MAX_TOKEN_BYTES
+            }
+        ));
+        let e = read_token(Path::new("/nonexistent/token")).unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                ConnectorError::BadToken(TokenProblem::Unreadable { .. })
+            ),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with("the token file /nonexistent/token cannot be read: "),
+            "{e}"
+        );
+        assert!(std::error::Error::source(&e).is_some());
     }
 
     #[test]
