@@ -11,16 +11,19 @@ use serde_json::Value;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The socket did not answer (no daemon).
-    #[error("the daemon's control API at {path} does not answer: {reason}")]
+    #[error("the daemon's control API at {path} does not answer: {source}")]
     Unreachable {
         /// The socket.
         path: String,
         /// Why.
-        reason: String,
+        source: reqwest::Error,
     },
-    /// The exchange broke off or the answer was not JSON.
+    /// The exchange broke off.
     #[error("the daemon's answer could not be read: {0}")]
-    Protocol(String),
+    Exchange(#[source] reqwest::Error),
+    /// The answer (or the request's body) was not JSON.
+    #[error("the daemon's answer could not be read: {0}")]
+    NotJson(#[source] serde_json::Error),
 }
 
 /// Whether a daemon answers on `socket` (within 1 s).
@@ -39,7 +42,7 @@ pub async fn daemon_answers(socket: &Path) -> bool {
 /// that waits for its run waits as long as the run takes.
 pub async fn call(
     socket: &Path,
-    method: &str,
+    method: reqwest::Method,
     uri: &str,
     body: Option<&Value>,
 ) -> Result<(u16, Value), ClientError> {
@@ -48,34 +51,29 @@ pub async fn call(
     let client = reqwest::Client::builder()
         .unix_socket(socket)
         .build()
-        .map_err(|e| ClientError::Protocol(e.to_string()))?;
-    let method = reqwest::Method::from_bytes(method.as_bytes())
-        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        .map_err(ClientError::Exchange)?;
     let mut req = client
         .request(method, format!("http://gradient-connector{uri}"))
         .header("content-type", "application/json");
     if let Some(v) = body {
-        req = req.body(serde_json::to_vec(v).map_err(|e| ClientError::Protocol(e.to_string()))?);
+        req = req.body(serde_json::to_vec(v).map_err(ClientError::NotJson)?);
     }
     let resp = req.send().await.map_err(|e| {
         if e.is_connect() {
             ClientError::Unreachable {
                 path: socket.display().to_string(),
-                reason: e.to_string(),
+                source: e,
             }
         } else {
-            ClientError::Protocol(e.to_string())
+            ClientError::Exchange(e)
         }
     })?;
     let status = resp.status().as_u16();
-    let body = resp
-        .bytes()
-        .await
-        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let body = resp.bytes().await.map_err(ClientError::Exchange)?;
     let value = if body.is_empty() {
         Value::Null
     } else {
-        serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(e.to_string()))?
+        serde_json::from_slice(&body).map_err(ClientError::NotJson)?
     };
     Ok((status, value))
 }

@@ -67,19 +67,69 @@ impl ApiState {
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// The address cannot be served.
-    #[error("the control API cannot listen on {address}: {reason}")]
+    #[error("the control API cannot listen on {address}: {why}")]
     Listen {
         /// The address.
         address: String,
         /// Why.
-        reason: String,
+        #[source]
+        why: ListenProblem,
     },
     /// The token or TLS files are unusable.
-    #[error("the control API's {what} is unusable: {reason}")]
+    #[error("the control API's {what} is unusable: {why}")]
     Setup {
         /// Which file or key.
         what: &'static str,
         /// Why (never the content).
-        reason: String,
+        #[source]
+        why: SetupProblem,
     },
+}
+
+/// Why the control API's address cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenProblem {
+    /// The socket's directory could not be made.
+    #[error("cannot create {}: {source}", .dir.display())]
+    CreateDir {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A daemon answers on the socket already.
+    #[error("another daemon answers on this socket")]
+    Taken,
+    /// A dead socket file could not be removed.
+    #[error("cannot replace the stale socket: {0}")]
+    StaleSocket(#[source] std::io::Error),
+    /// The bind itself failed.
+    #[error(transparent)]
+    Bind(std::io::Error),
+    /// The socket's permissions could not be set.
+    #[error("cannot set the socket's mode: {0}")]
+    Mode(#[source] std::io::Error),
+}
+
+/// Why the control API's token or TLS files are unusable (never their content).
+#[derive(Debug, thiserror::Error)]
+pub enum SetupProblem {
+    /// The file could not be read.
+    #[error(transparent)]
+    File(#[from] crate::config::keyfile::KeyFileError),
+    /// The token is too short or not one word.
+    #[error("{} must hold one token of at least 16 characters, on one line", .0.display())]
+    WeakToken(std::path::PathBuf),
+    /// Not PEM.
+    #[error(transparent)]
+    Pem(rustls::pki_types::pem::Error),
+    /// No certificate in the PEM file.
+    #[error("no PEM certificate in the file")]
+    NoCertificate,
+    /// No private key in the PEM file.
+    #[error("no PEM private key in the file")]
+    NoKey,
+    /// rustls refused the certificate and key together.
+    #[error(transparent)]
+    Tls(rustls::Error),
 }

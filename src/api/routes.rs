@@ -99,7 +99,7 @@ impl From<ConnectorError> for ApiFailure {
             ConnectorError::TokenRejected { .. } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "token_rejected")
             }
-            ConnectorError::GradientUnavailable { .. } => {
+            ConnectorError::GradientUnavailable { .. } | ConnectorError::NoOrganization { .. } => {
                 (StatusCode::BAD_GATEWAY, "gradient_unavailable")
             }
             ConnectorError::OrganizationTaken { .. } => {

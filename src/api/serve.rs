@@ -11,7 +11,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 
 use super::connections::Limits;
-use super::{ApiError, ApiState};
+use super::{ApiError, ApiState, ListenProblem, SetupProblem};
 use crate::config::{keyfile, ApiConfig, ApiListen};
 
 /// The systemd credential that holds the API token.
@@ -32,20 +32,17 @@ pub enum Bound {
 pub fn load_token(cfg: &ApiConfig) -> Result<SecretString, ApiError> {
     use secrecy::ExposeSecret;
     let path = keyfile::credential_or(TOKEN_CREDENTIAL, &cfg.token_file);
-    let text = keyfile::read_key_file(&path, keyfile::KEY_FILE_MAX_BYTES).map_err(|reason| {
+    let text = keyfile::read_key_file(&path, keyfile::KEY_FILE_MAX_BYTES).map_err(|e| {
         ApiError::Setup {
             what: "token file (api.token_file)",
-            reason: reason.to_string(),
+            why: e.into(),
         }
     })?;
     let t = text.expose_secret().trim();
     if t.len() < 16 || t.chars().any(char::is_whitespace) {
         return Err(ApiError::Setup {
             what: "token file (api.token_file)",
-            reason: format!(
-                "{} must hold one token of at least 16 characters, on one line",
-                path.display()
-            ),
+            why: SetupProblem::WeakToken(path),
         });
     }
     Ok(SecretString::from(t.to_string()))
@@ -53,36 +50,40 @@ pub fn load_token(cfg: &ApiConfig) -> Result<SecretString, ApiError> {
 
 /// Binds the configured address. `Ok(None)`: the API is off.
 pub async fn bind(cfg: &ApiConfig) -> Result<Option<Bound>, ApiError> {
-    let listen_err = |reason: String| ApiError::Listen {
+    let listen_err = |why: ListenProblem| ApiError::Listen {
         address: cfg.listen.to_string(),
-        reason,
+        why,
     };
     match &cfg.listen {
         ApiListen::Off => Ok(None),
         ApiListen::Unix(path) => {
             if let Some(dir) = path.parent() {
                 if !dir.exists() {
-                    std::fs::create_dir_all(dir)
-                        .map_err(|e| listen_err(format!("cannot create {}: {e}", dir.display())))?;
+                    std::fs::create_dir_all(dir).map_err(|source| {
+                        listen_err(ListenProblem::CreateDir {
+                            dir: dir.to_path_buf(),
+                            source,
+                        })
+                    })?;
                 }
             }
             if path.exists() {
                 // A daemon answering there holds it; a dead socket file is replaced.
                 if tokio::net::UnixStream::connect(path).await.is_ok() {
-                    return Err(listen_err("another daemon answers on this socket".into()));
+                    return Err(listen_err(ListenProblem::Taken));
                 }
                 std::fs::remove_file(path)
-                    .map_err(|e| listen_err(format!("cannot replace the stale socket: {e}")))?;
+                    .map_err(|e| listen_err(ListenProblem::StaleSocket(e)))?;
             }
-            let l = UnixListener::bind(path).map_err(|e| listen_err(e.to_string()))?;
+            let l = UnixListener::bind(path).map_err(|e| listen_err(ListenProblem::Bind(e)))?;
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(cfg.socket_mode))
-                .map_err(|e| listen_err(format!("cannot set the socket's mode: {e}")))?;
+                .map_err(|e| listen_err(ListenProblem::Mode(e)))?;
             Ok(Some(Bound::Unix(l, path.clone())))
         }
         ApiListen::Tcp(addr) => {
             let l = TcpListener::bind(addr)
                 .await
-                .map_err(|e| listen_err(e.to_string()))?;
+                .map_err(|e| listen_err(ListenProblem::Bind(e)))?;
             match (&cfg.tls_cert_file, &cfg.tls_key_file) {
                 (Some(cert), Some(key)) => Ok(Some(Bound::Tls(l, tls_acceptor(cert, key)?))),
                 _ => Ok(Some(Bound::Tcp(l))),
@@ -97,10 +98,10 @@ pub fn check_tls(cert: &Path, key: &Path) -> Result<(), ApiError> {
 }
 
 fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, ApiError> {
-    let setup = |what, reason: String| ApiError::Setup { what, reason };
+    let setup = |what, why: SetupProblem| ApiError::Setup { what, why };
     use secrecy::ExposeSecret;
     let read = |p: &Path| {
-        keyfile::read_key_file(p, keyfile::KEY_FILE_MAX_BYTES).map_err(|e| e.to_string())
+        keyfile::read_key_file(p, keyfile::KEY_FILE_MAX_BYTES).map_err(SetupProblem::File)
     };
     let cert_pem = read(cert).map_err(|r| setup("certificate (api.tls_cert_file)", r))?;
     let cert_pem = cert_pem.expose_secret();
@@ -110,25 +111,24 @@ fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, Ap
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
         .collect::<Result<_, _>>()
-        .map_err(|e| setup("certificate (api.tls_cert_file)", e.to_string()))?;
+        .map_err(|e| setup("certificate (api.tls_cert_file)", SetupProblem::Pem(e)))?;
     if certs.is_empty() {
         return Err(setup(
             "certificate (api.tls_cert_file)",
-            "no PEM certificate in the file".into(),
+            SetupProblem::NoCertificate,
         ));
     }
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| match e {
-        rustls::pki_types::pem::Error::NoItemsFound => setup(
-            "private key (api.tls_key_file)",
-            "no PEM private key in the file".into(),
-        ),
-        other => setup("private key (api.tls_key_file)", other.to_string()),
+        rustls::pki_types::pem::Error::NoItemsFound => {
+            setup("private key (api.tls_key_file)", SetupProblem::NoKey)
+        }
+        other => setup("private key (api.tls_key_file)", SetupProblem::Pem(other)),
     })?;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| setup("certificate and key", e.to_string()))?;
+        .map_err(|e| setup("certificate and key", SetupProblem::Tls(e)))?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
@@ -161,5 +161,92 @@ pub fn limits(cfg: &ApiConfig) -> Limits {
         max_connections: cfg.max_connections,
         head: super::connections::HEAD_TIMEOUT,
         idle: super::connections::IDLE_TIMEOUT,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn api(dir: &Path, listen: ApiListen) -> ApiConfig {
+        ApiConfig {
+            listen,
+            listen_is_default: false,
+            socket_mode: 0o660,
+            token_file: dir.join("api-token"),
+            tls_cert_file: None,
+            tls_key_file: None,
+            max_connections: 4,
+            max_inventory_bytes: 1024,
+        }
+    }
+
+    fn secret_file(path: &Path, text: &str) {
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    #[tokio::test]
+    async fn each_setup_failure_is_its_own_problem_and_never_shows_a_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("api.sock");
+        let cfg = api(dir.path(), ApiListen::Unix(socket.clone()));
+        let _held = bind(&cfg).await.unwrap();
+        let taken = bind(&cfg).await.err().unwrap();
+        assert!(
+            matches!(
+                taken,
+                ApiError::Listen {
+                    why: ListenProblem::Taken,
+                    ..
+                }
+            ),
+            "{taken:?}"
+        );
+
+        secret_file(&cfg.token_file, "short-Zq8\n");
+        let weak = load_token(&cfg).unwrap_err();
+        assert!(
+            matches!(
+                weak,
+                ApiError::Setup {
+                    why: SetupProblem::WeakToken(_),
+                    ..
+                }
+            ),
+            "{weak:?}"
+        );
+        assert!(!weak.to_string().contains("short-Zq8"), "{weak}");
+
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        secret_file(&cert, "not pem at all\n");
+        secret_file(
+            &key,
+            "-----BEGIN PRIVATE KEY-----\n-----END PRIVATE KEY-----\n",
+        );
+        let no_cert = check_tls(&cert, &key).unwrap_err();
+        assert!(
+            matches!(
+                no_cert,
+                ApiError::Setup {
+                    why: SetupProblem::NoCertificate,
+                    ..
+                }
+            ),
+            "{no_cert:?}"
+        );
+        let missing = check_tls(&dir.path().join("absent.pem"), &key).unwrap_err();
+        assert!(
+            matches!(
+                missing,
+                ApiError::Setup {
+                    why: SetupProblem::File(_),
+                    ..
+                }
+            ),
+            "{missing:?}"
+        );
+        assert!(std::error::Error::source(&missing).is_some());
     }
 }

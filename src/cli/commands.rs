@@ -224,7 +224,8 @@ async fn sync_via_daemon(
     if let Some(c) = &connector {
         body["connector"] = serde_json::Value::String(c.to_string());
     }
-    let answered = crate::api::client::call(socket, "POST", "/v1/sync", Some(&body)).await;
+    let answered =
+        crate::api::client::call(socket, reqwest::Method::POST, "/v1/sync", Some(&body)).await;
     drop(progress);
     let (status, v) = answered.map_err(client_error)?;
     if status == 404 {
@@ -346,9 +347,10 @@ async fn connector_contacts(cfg: &Arc<Config>, id: &str, emails: Vec<String>) ->
     if let Some(socket) = daemon_socket(cfg).await {
         let uri = format!("/v1/connectors/{}/contacts", path_segment(id));
         let body = serde_json::json!({ "emails": emails });
-        let (status, v) = crate::api::client::call(&socket, "PUT", &uri, Some(&body))
-            .await
-            .map_err(client_error)?;
+        let (status, v) =
+            crate::api::client::call(&socket, reqwest::Method::PUT, &uri, Some(&body))
+                .await
+                .map_err(client_error)?;
         if status != 200 {
             return Err(paste_error(status, &v));
         }
@@ -373,9 +375,10 @@ async fn connector_add(
             "new_organization": new_organization,
         });
         let uri = format!("/v1/connectors/{}/token", path_segment(&id));
-        let (status, v) = crate::api::client::call(&socket, "PUT", &uri, Some(&body))
-            .await
-            .map_err(client_error)?;
+        let (status, v) =
+            crate::api::client::call(&socket, reqwest::Method::PUT, &uri, Some(&body))
+                .await
+                .map_err(client_error)?;
         if status != 200 {
             return Err(paste_error(status, &v));
         }
@@ -444,7 +447,7 @@ async fn connector_verify(cfg: Arc<Config>, id: Option<String>, all: bool) -> Do
 async fn connector_disconnect(cfg: Arc<Config>, id: String) -> Done {
     if let Some(socket) = daemon_socket(&cfg).await {
         let uri = format!("/v1/connectors/{}", path_segment(&id));
-        let (status, v) = crate::api::client::call(&socket, "DELETE", &uri, None)
+        let (status, v) = crate::api::client::call(&socket, reqwest::Method::DELETE, &uri, None)
             .await
             .map_err(client_error)?;
         if status == 404 {

@@ -2,6 +2,7 @@
 //! do; none carries a token.
 
 use crate::domain::ConnectorState;
+use crate::gradient::GradientError;
 use crate::store::StoreError;
 
 /// Errors of this module. None of them carries a token.
@@ -23,14 +24,21 @@ pub enum ConnectorError {
         id: String,
     },
     /// Gradient could not be asked (network, 5xx, 429, or an answer we cannot use): nothing changed.
-    #[error("connector {id}: the token could not be verified, so nothing was changed: {reason}")]
+    #[error("connector {id}: the token could not be verified, so nothing was changed: {source}")]
     GradientUnavailable {
         /// Connector.
         id: String,
-        /// Why.
-        reason: String,
+        /// Gradient's failure.
+        source: GradientError,
         /// Whether trying again later may work.
         transient: bool,
+    },
+    /// Gradient's answer names no organization for the token: it cannot be checked against the
+    /// other connectors, so nothing was changed.
+    #[error("connector {id}: the token could not be verified, so nothing was changed: Gradient's answer names no organization for this token, so it cannot be checked against the other connectors")]
+    NoOrganization {
+        /// Connector.
+        id: String,
     },
     /// Another connector holds the token's Gradient organization: nothing was sent or changed.
     #[error("connector {id}: this token belongs to Gradient organization {organization:?}, which connector {holder} already holds; nothing was sent or changed. Check that the token was pasted for the right MSP (or disconnect {holder} first)")]

@@ -200,11 +200,7 @@ impl Lifecycle<'_> {
             .clone()
             .filter(|o| !o.is_empty())
         else {
-            return Err(ConnectorError::GradientUnavailable {
-                id: id.to_string(),
-                reason: "Gradient's answer names no organization for this token, so it cannot be checked against the other connectors".into(),
-                transient: false,
-            });
+            return Err(ConnectorError::NoOrganization { id: id.to_string() });
         };
         let org_label = integration.name.clone().unwrap_or_else(|| org.clone());
         let (cid, org_q) = (id.to_string(), org.clone());

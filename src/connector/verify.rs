@@ -8,7 +8,7 @@ pub(crate) fn unavailable(id: &str, e: &GradientError) -> ConnectorError {
     }
     ConnectorError::GradientUnavailable {
         id: id.to_string(),
-        reason: e.to_string(),
+        source: e.clone(),
         transient: e.kind.is_transient(),
     }
 }
