@@ -85,8 +85,7 @@ pub(super) fn load(path: &Path) -> Result<Config, CommandError> {
 }
 
 fn dispatch(cfg: Config, command: Command, quiet: bool) -> Done {
-    let runtime = crate::daemon::runtime()
-        .map_err(|e| CommandError::Output(format!("cannot start the async runtime: {e}")))?;
+    let runtime = crate::daemon::runtime().map_err(CommandError::Runtime)?;
     let cfg = Arc::new(cfg);
     let result = runtime.block_on(async move {
         match command {
@@ -118,7 +117,7 @@ fn refuse_foreign_store(cfg: &Config) -> Done {
 }
 
 pub(super) fn print_json<T: serde::Serialize>(v: &T) -> Done {
-    let s = serde_json::to_string_pretty(v).map_err(|e| CommandError::Output(e.to_string()))?;
+    let s = serde_json::to_string_pretty(v).map_err(CommandError::Output)?;
     println!("{s}");
     Ok(())
 }
@@ -235,8 +234,8 @@ async fn sync_via_daemon(
     if status != 200 {
         return Err(via_daemon_error(status, &v));
     }
-    let report: crate::sync::RunReport = serde_json::from_value(v["report"].clone())
-        .map_err(|e| CommandError::Output(format!("the daemon's run report: {e}")))?;
+    let report: crate::sync::RunReport =
+        serde_json::from_value(v["report"].clone()).map_err(CommandError::DaemonReport)?;
     report_outcome(&report, json)
 }
 

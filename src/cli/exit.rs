@@ -73,9 +73,23 @@ pub enum CommandError {
     /// Bad command-line usage that clap cannot see (e.g. a malformed `--period`).
     #[error("{0}")]
     Usage(String),
-    /// A key file given on the command line (`store new-key`, `store rotate-key`) is unusable.
-    #[error("{0}")]
-    KeyFile(String),
+    /// The new key file given to `store rotate-key` does not hold a store key.
+    #[error("the new key file {} {why}", .path.display())]
+    NewKeyUnusable {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        why: crate::config::keyfile::StoreKeyError,
+    },
+    /// The new key file given to `store rotate-key` holds the key in use.
+    #[error("{} holds the key in use (key id {key_id}); create a new one with `gradient-connector store new-key PATH`", .path.display())]
+    NewKeyInUse {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The key's id (never the key).
+        key_id: String,
+    },
     /// A key file could not be read or written (the I/O error is the source).
     #[error(transparent)]
     KeyFileIo(#[from] crate::config::keyfile::KeyFileError),
@@ -90,9 +104,15 @@ pub enum CommandError {
     /// Run as root against a store another user owns: refused, nothing touched.
     #[error(transparent)]
     ForeignStore(#[from] super::root_guard::ForeignStore),
-    /// Output could not be written or encoded.
+    /// Output could not be encoded.
     #[error("cannot write the output: {0}")]
-    Output(String),
+    Output(#[source] serde_json::Error),
+    /// The async runtime could not start.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// The daemon's run report could not be read.
+    #[error("the daemon's run report could not be read: {0}")]
+    DaemonReport(#[source] serde_json::Error),
 }
 
 impl CommandError {
@@ -123,11 +143,14 @@ impl CommandError {
             CommandError::Daemon(_) => Exit::Failed,
             CommandError::Demo(_) => Exit::Failed,
             CommandError::Usage(_) => Exit::Usage,
-            CommandError::KeyFile(_)
+            CommandError::NewKeyUnusable { .. }
+            | CommandError::NewKeyInUse { .. }
             | CommandError::KeyFileIo(_)
             | CommandError::StoreDamaged { .. } => Exit::Failed,
             CommandError::ForeignStore(_) => Exit::Failed,
-            CommandError::Output(_) => Exit::Failed,
+            CommandError::Output(_) | CommandError::Runtime(_) | CommandError::DaemonReport(_) => {
+                Exit::Failed
+            }
         }
     }
 }

@@ -43,16 +43,18 @@ fn new_key(path: &Path) -> Done {
 fn rotate_key(cfg: &Config, new_key_file: &Path) -> Done {
     let current = Arc::new(StoreKey::new(cfg.load_store_key()?));
     let text = keyfile::read_key_file(new_key_file, keyfile::KEY_FILE_MAX_BYTES)?;
-    let new = keyfile::parse_store_key(text.expose_secret()).map_err(|m| {
-        CommandError::KeyFile(format!("the new key file {} {m}", new_key_file.display()))
+    let new = keyfile::parse_store_key(text.expose_secret()).map_err(|why| {
+        CommandError::NewKeyUnusable {
+            path: new_key_file.to_path_buf(),
+            why,
+        }
     })?;
     let new = Arc::new(StoreKey::new(new));
     if new.id() == current.id() {
-        return Err(CommandError::KeyFile(format!(
-            "{} holds the key in use (key id {}); create a new one with `gradient-connector store new-key PATH`",
-            new_key_file.display(),
-            current.id()
-        )));
+        return Err(CommandError::NewKeyInUse {
+            path: new_key_file.to_path_buf(),
+            key_id: current.id().to_string(),
+        });
     }
     let mut store = open(cfg)?;
     store.set_key(Some(current.clone()));
