@@ -79,7 +79,18 @@ pub enum RunEnd {
     /// It could not start because another run holds the run lock: try again soon.
     LockHeld,
     /// It could not start for another reason (logged).
-    NotStarted(String),
+    NotStarted(NotStarted),
+}
+
+/// Why a run could not start (shared: the end reaches every waiter).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NotStarted {
+    /// The run failed before it began (the store, the configuration, the client).
+    #[error(transparent)]
+    Sync(Arc<crate::sync::SyncError>),
+    /// The run's task ended abnormally.
+    #[error("the run task failed: {0}")]
+    Task(#[source] Arc<tokio::task::JoinError>),
 }
 
 /// A run in progress, as a future the core can await.
@@ -465,7 +476,7 @@ async fn join_current(current: &mut Option<Current>) -> RunEnd {
     match current {
         Some(c) => match (&mut c.handle).await {
             Ok(end) => end,
-            Err(e) => RunEnd::NotStarted(format!("the run task failed: {e}")),
+            Err(e) => RunEnd::NotStarted(NotStarted::Task(Arc::new(e))),
         },
         None => std::future::pending().await,
     }

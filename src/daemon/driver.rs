@@ -120,7 +120,7 @@ impl Driver for RealDriver {
                     report: Some(Arc::new(report)),
                 }),
                 Err(SyncError::Store(StoreError::RunInProgress)) => RunEnd::LockHeld,
-                Err(e) => RunEnd::NotStarted(e.to_string()),
+                Err(e) => RunEnd::NotStarted(super::core::NotStarted::Sync(Arc::new(e))),
             }
         })
     }
