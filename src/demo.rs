@@ -18,14 +18,20 @@ use serde_json::json;
 pub enum DemoError {
     /// Setting up files failed.
     #[error("demo set-up failed: {0}")]
-    Setup(String),
+    Setup(#[source] std::io::Error),
+    /// The demo's store key could not be written.
+    #[error("demo set-up failed: {0}")]
+    StoreKey(#[source] crate::config::keyfile::KeyFileError),
+    /// The async runtime could not start.
+    #[error("demo set-up failed: cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
     /// A step of the product failed.
-    #[error("demo step {step:?} failed: {reason}")]
+    #[error("demo step {step:?} failed: {source}")]
     Step {
         /// Which step.
         step: &'static str,
         /// Why.
-        reason: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -208,24 +214,26 @@ fn config_text(base_url: &str) -> String {
     text
 }
 
-fn step<T, E: std::fmt::Display>(step: &'static str, r: Result<T, E>) -> Result<T, DemoError> {
+fn step<T, E>(step: &'static str, r: Result<T, E>) -> Result<T, DemoError>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
     r.map_err(|e| DemoError::Step {
         step,
-        reason: e.to_string(),
+        source: Box::new(e),
     })
 }
 
 fn write_files(dir: &Path, base_url: &str) -> Result<PathBuf, DemoError> {
     use std::os::unix::fs::PermissionsExt;
-    let setup = |e: std::io::Error| DemoError::Setup(e.to_string());
+    let setup = DemoError::Setup;
     std::fs::create_dir_all(dir).map_err(setup)?;
     let key = dir.join("vendor-api-key");
     std::fs::write(&key, VENDOR_KEY).map_err(setup)?;
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).map_err(setup)?;
     let store_key = dir.join("store-key");
     if !store_key.exists() {
-        crate::config::keyfile::write_new_store_key(&store_key)
-            .map_err(|e| DemoError::Setup(e.to_string()))?;
+        crate::config::keyfile::write_new_store_key(&store_key).map_err(DemoError::StoreKey)?;
     }
     let config = dir.join("gradient-connector.toml");
     std::fs::write(&config, config_text(base_url)).map_err(setup)?;
@@ -234,8 +242,7 @@ fn write_files(dir: &Path, base_url: &str) -> Result<PathBuf, DemoError> {
 
 /// Runs the demo; prints the report to stdout.
 pub fn run(keep: Option<&Path>) -> Result<(), DemoError> {
-    let rt = crate::daemon::runtime()
-        .map_err(|e| DemoError::Setup(format!("cannot start the async runtime: {e}")))?;
+    let rt = crate::daemon::runtime().map_err(DemoError::Runtime)?;
     rt.block_on(tour(keep))
 }
 
