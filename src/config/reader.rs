@@ -24,7 +24,8 @@ use crate::domain::EventKind;
 use crate::gradient::ClientSettings;
 use crate::schedule::Schedule;
 
-/// Walks the raw key tree, converting and validating each key, collecting every problem.
+/// Reads the file's sections key by key, converting and validating each value, collecting every
+/// problem.
 pub(super) struct Reader<'a> {
     /// Relative paths resolve against this directory (the configuration file's).
     base_dir: &'a Path,

@@ -31,15 +31,21 @@ fn sources_json(e: &SimEnv) -> Vec<Value> {
     serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap()
 }
 
+/// The vendor's export, as a file a command source reads (kept while the directory lives).
+fn export_file(inventory: &Inventory) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("export.jsonl");
+    std::fs::write(&file, inventory.to_jsonl()).unwrap();
+    (dir, file)
+}
+
 fn channels(e: &SimEnv) -> Vec<String> {
     e.store().channel_ids().unwrap()
 }
 
 #[test]
 fn a_command_source_is_pulled_before_every_run_and_feeds_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("export.jsonl");
-    std::fs::write(&file, two_msps(2, 3).to_jsonl()).unwrap();
+    let (_dir, file) = export_file(&two_msps(2, 3));
     let e = env_with(
         sh("export", &format!("cat {}", file.display()), "snapshot"),
         |c| c,
@@ -179,9 +185,7 @@ fn a_stale_inventory_pushes_nothing_exits_75_and_tells_the_console_once() {
 /// record lands, both pulls succeed, and the run pushes what the source said.
 #[test]
 fn a_signalled_run_a_source_pull_and_an_import_at_once_lose_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("export.jsonl");
-    std::fs::write(&file, two_msps(2, 3).to_jsonl()).unwrap();
+    let (_dir, file) = export_file(&two_msps(2, 3));
     let e = env_with(
         sh(
             "export",
