@@ -2,8 +2,8 @@
 //!
 //! One run: take the run lock → open a run record → count (store) → read the service catalogue once
 //! and create missing services once → per connector, concurrently: verify an unverified token, create
-//! missing accounts in one bulk call and rename changed ones, push every planned pair (all but the last
-//! with `no_build=true`, then the last one rebuilding) → ledger rows as pushes complete → close the run.
+//! missing accounts in one bulk call and rename changed ones, push every planned pair (all but the
+//! rebuilding tail with `no_build=true`, [`tail`]) → ledger rows as pushes complete → close the run.
 //! [`plan`] holds the pure decisions; [`push`] one connector's part; ledger rows go to the store's
 //! writer thread ([`crate::store::StoreHandle`]).
 
@@ -16,6 +16,7 @@ pub mod interrupted;
 pub mod mapping;
 mod report;
 mod stop;
+pub mod tail;
 use connectors::*;
 pub use dry::{dry_run, DryRun, DryRunConnector};
 pub use report::{synced_events, ConnectorReport, RunReport, SyncedPart};

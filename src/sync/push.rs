@@ -1,6 +1,6 @@
 //! One connector's part of a run: set-up calls (verify an unverified token, reconcile accounts),
-//! then every planned push — all but the last with `no_build=true`, concurrently through the
-//! client's pacer, then the last one rebuilding — and a ledger row for every pair.
+//! then every planned push concurrently through the client's pacer — all but the rebuilding tail
+//! with `no_build=true` ([`super::tail`]) — and a ledger row for every pair.
 //!
 //! [`Scope`] is what every connector of a run shares (context, run id, stop control, the ledger
 //! writer's [`Recorder`], the run-wide [`Halt`]); [`ConnectorRun`] is one connector's state, whose
@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use futures::stream::{self, StreamExt};
 
 use super::plan::{ConnectorPlan, PlannedPush};
+use super::tail::{Leg, Tail};
 use super::{reject_connector, ConnectorReport, Participant, RunControl, SyncContext};
 use crate::connector::{ensure_accounts, verify};
 use crate::domain::{ConnectorState, PairOutcome};
@@ -432,20 +433,24 @@ impl<'a> ConnectorRun<'a> {
         rec.all(&mut self.report, &self.plan, &a, now);
     }
 
-    /// Every pair but the last with `no_build`, concurrently; then the last one, rebuilding.
+    /// Every pair concurrently through the pacer, the last ones rebuilding ([`Tail`]): all but the
+    /// rebuilding tail with `no_build`, and the last one only after every `no_build` push was
+    /// answered. A run that no accepted rebuilding push sealed re-pushes one accepted pair.
     async fn push_all(&mut self) {
         let rec = self.scope.recorder.clone();
-        let max_in_flight = self.scope.ctx.config.gradient.client.max_in_flight.max(1);
-        let mut pushes = std::mem::take(&mut self.plan.pushes);
-        let last = pushes.pop();
+        let client = &self.scope.ctx.config.gradient.client;
+        let max_in_flight = client.max_in_flight.max(1);
+        let pushes = std::mem::take(&mut self.plan.pushes);
+        let tail = Tail::new(pushes.len(), client.requests_per_second, max_in_flight);
+        let last = pushes.len().saturating_sub(1);
         let mut first_pushed: Option<PlannedPush> = None;
         let mut done = Vec::new();
         {
-            let this = &*self;
+            let (this, tail) = (&*self, &tail);
             let id = this.report.id.clone();
-            let mut results = stream::iter(pushes)
-                .map(|pp| async move {
-                    let a = this.push(&pp, true).await;
+            let mut results = stream::iter(pushes.into_iter().enumerate())
+                .map(|(i, pp)| async move {
+                    let a = this.push(&pp, tail, i == last).await;
                     (pp, a)
                 })
                 .buffer_unordered(max_in_flight);
@@ -463,14 +468,11 @@ impl<'a> ConnectorRun<'a> {
         for (pp, a) in &done {
             note(&mut self.report, pp, a);
         }
-        let Some(pp) = last else { return };
-        let Some(a) = self.push(&pp, false).await else {
-            return;
-        };
-        let last_ok = a.outcome == PairOutcome::Pushed;
-        rec.pair(&mut self.report, &pp, &a, now_ms());
         // The run's last call must rebuild Gradient's view: re-push a successful pair.
-        if last_ok || self.halt.get() != Halt::Sending || self.scope.control.stop.is_cancelled() {
+        if tail.sealed()
+            || self.halt.get() != Halt::Sending
+            || self.scope.control.stop.is_cancelled()
+        {
             return;
         }
         let Some(ok) = first_pushed else { return };
@@ -485,9 +487,32 @@ impl<'a> ConnectorRun<'a> {
         }
     }
 
-    /// Pushes one pair unless the run is stopping (None: not attempted, not recorded).
-    async fn push(&self, pp: &PlannedPush, no_build: bool) -> Option<Attempt> {
+    /// Pushes one pair unless the run is stopping (None: not attempted, not recorded); the
+    /// connector's `last` push first waits for the drain. The tail decides `no_build`.
+    async fn push(&self, pp: &PlannedPush, tail: &Tail, last: bool) -> Option<Attempt> {
+        let leg = tail.leg();
+        let attempt = self.push_leg(pp, &leg, tail, last).await;
+        match &attempt {
+            Some(a) => leg.settle(a.outcome == PairOutcome::Pushed, a.attempts),
+            None => leg.settle(false, 0),
+        }
+        attempt
+    }
+
+    async fn push_leg(
+        &self,
+        pp: &PlannedPush,
+        leg: &Leg<'_>,
+        tail: &Tail,
+        last: bool,
+    ) -> Option<Attempt> {
         let control = self.scope.control;
+        if last {
+            tokio::select! {
+                () = tail.drained() => {}
+                () = control.stop.cancelled() => return None,
+            }
+        }
         // A ledger row that could not be written stops every push not sent yet.
         if control.stop.is_cancelled() || self.scope.recorder.ledger.failure().is_some() {
             return None;
@@ -516,10 +541,10 @@ impl<'a> ConnectorRun<'a> {
                 "not sent: the service has no Gradient id (it could not be created); see the run's log",
             ));
         };
-        let call =
-            self.who
-                .session
-                .set_unit_count(service_id, &pp.account_id, pp.unit_count, no_build);
+        let call = self
+            .who
+            .session
+            .set_unit_count(service_id, &pp.account_id, pp.unit_count, leg);
         let result = tokio::select! {
             r = call => r,
             _ = control.abort.cancelled() => return None,

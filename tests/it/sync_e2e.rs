@@ -510,3 +510,65 @@ fn status_names_each_service_by_module_id_and_gradient_name() {
         assert_eq!(l["service_name"], want, "{l}");
     }
 }
+
+#[test]
+fn at_a_distant_gradient_the_pace_never_pauses_for_the_rebuilding_push() {
+    // 120 pairs per connector, each answer 300 ms away: waiting for every `no_build` answer before
+    // the last push would idle the pacer for a round trip. The pushes of the last round trip
+    // rebuild instead, and one of them leaves after every `no_build` push was answered.
+    let e = SimEnv::new("requests_per_second = 100", "");
+    e.import_inventory(&two_msps(60, 10));
+    e.connect("msp-a", "key-a");
+    e.connect("msp-b", "key-b");
+    const LATENCY: u64 = 300;
+    e.sim.set_latency(std::time::Duration::from_millis(LATENCY));
+    let before = e.sim.snapshot().requests.len();
+    let out = e.run(&["sync"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let snap = e.sim.snapshot();
+    let mut all: Vec<u64> = snap.requests[before..]
+        .iter()
+        .filter(|r| r.path.ends_with("/count"))
+        .map(|r| r.at_ms)
+        .collect();
+    all.sort_unstable();
+    // The two connectors share the pacer: between the first push and the last, it never idles.
+    let widest = all.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+    assert!(
+        widest < LATENCY / 2,
+        "a {widest} ms pause between two pushes (a round trip is {LATENCY} ms)"
+    );
+    let no_build = |r: &&&gradient_connector::sim::RequestLogEntry| {
+        r.query
+            .as_deref()
+            .is_some_and(|q| q.contains("no_build=true"))
+    };
+    for msp in ["msp-a", "msp-b"] {
+        let mut counts: Vec<_> = snap.requests[before..]
+            .iter()
+            .filter(|r| r.org_id.as_deref() == Some(msp) && r.path.ends_with("/count"))
+            .collect();
+        counts.sort_by_key(|r| r.at_ms);
+        assert_eq!(counts.len(), 120, "{msp}");
+        assert!(counts.iter().all(|r| r.status == 201), "{msp}: {counts:#?}");
+        let last = counts.last().unwrap();
+        assert!(!no_build(&last), "{msp}: the last push to arrive rebuilds");
+        let drained = counts
+            .iter()
+            .filter(no_build)
+            .map(|r| r.at_ms + LATENCY)
+            .max()
+            .unwrap();
+        assert!(
+            counts.iter().any(|r| !no_build(&r) && r.at_ms >= drained),
+            "{msp}: no rebuilding push left after every no_build push was answered"
+        );
+        // The tail: one round trip and a quarter of pushes, not every push.
+        let rebuilding = counts.iter().filter(|r| !no_build(r)).count();
+        assert!(
+            (2..=60).contains(&rebuilding),
+            "{msp}: {rebuilding} rebuilding"
+        );
+        assert_eq!(snap.org(msp).unwrap().rebuilds as usize, rebuilding);
+    }
+}

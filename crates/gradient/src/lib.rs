@@ -41,6 +41,7 @@ pub use types::{
 };
 
 use limiter::Pacer;
+pub use transport::BuildChoice;
 use transport::{decode_with, strict, Body, Cap, On404, Retry};
 use types::{account_list, unwrap_data, UnitCountBody};
 
@@ -271,7 +272,7 @@ impl PartnerSession {
         let a = self
             .send(
                 Method::POST,
-                "/service".into(),
+                "/service".to_string(),
                 Body::Json(s),
                 Retry::OnlyUnsent,
                 On404::NotFound,
@@ -325,8 +326,11 @@ impl PartnerSession {
     /// warning: one odd row never fails the whole list; but an answer that is not a list (`null`,
     /// `{"data":null}`, an error object) is [`ErrorKind::Decode`], never "no accounts".
     pub async fn get_accounts(&self) -> Result<Answer<Vec<Account>>, GradientError> {
-        self.get_list("/organization/accounts".into(), answer::decode_accounts)
-            .await
+        self.get_list(
+            "/organization/accounts".to_string(),
+            answer::decode_accounts,
+        )
+        .await
     }
 
     /// Creates accounts in one bulk call of at most [`MAX_ACCOUNTS_PER_REQUEST`] (more is refused
@@ -351,7 +355,7 @@ impl PartnerSession {
         let a = self
             .send(
                 Method::POST,
-                "/organization/accounts".into(),
+                "/organization/accounts".to_string(),
                 Body::Json(accounts),
                 Retry::OnlyUnsent,
                 On404::NotFound,
@@ -380,18 +384,20 @@ impl PartnerSession {
             .map(|a| a.map(|_| ()))
     }
 
-    /// Sets the unit count of one (account, service) pair. `no_build` skips Gradient's rebuild.
+    /// Sets the unit count of one (account, service) pair. `no_build` (decided as the count
+    /// leaves the pacer, [`BuildChoice`]) skips Gradient's rebuild.
     pub async fn set_unit_count(
         &self,
         service_id: &str,
         account_id: &str,
         unit_count: impl Into<gradient_connector_domain::count::UnitCount>,
-        no_build: bool,
+        no_build: impl BuildChoice,
     ) -> Result<Answer<()>, GradientError> {
-        let mut path = format!("/service/{}/count", segment(service_id)?);
-        if no_build {
-            path.push_str("?no_build=true");
-        }
+        let path = format!("/service/{}/count", segment(service_id)?);
+        let route = transport::Route {
+            path,
+            no_build: Some(&no_build),
+        };
         let body = UnitCountBody {
             account_id,
             unit_count: unit_count.into(),
@@ -400,7 +406,7 @@ impl PartnerSession {
         let result = self
             .send(
                 Method::POST,
-                path,
+                route,
                 Body::Json(&body),
                 Retry::Transient,
                 On404::NotMapped,

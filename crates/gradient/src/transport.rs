@@ -37,6 +37,41 @@ pub(crate) enum Cap {
     Small,
 }
 
+/// Whether a count carries `no_build=true`: decided when the count leaves the pacer (after its
+/// place in flight and its slot in the pace), once per count — a retry keeps the first decision.
+/// A fixed `bool` is the plain choice; a run decides later to know what is still unanswered.
+pub trait BuildChoice: Sync {
+    /// `true`: send the count with `no_build=true` (no rebuild of the MSP's billing view).
+    fn no_build(&self) -> bool;
+}
+
+impl BuildChoice for bool {
+    fn no_build(&self) -> bool {
+        *self
+    }
+}
+
+impl<T: BuildChoice + ?Sized> BuildChoice for &T {
+    fn no_build(&self) -> bool {
+        (**self).no_build()
+    }
+}
+
+/// A request's route: its path, and for a count the choice of `no_build` made as it leaves.
+pub(crate) struct Route<'a> {
+    pub(crate) path: String,
+    pub(crate) no_build: Option<&'a dyn BuildChoice>,
+}
+
+impl From<String> for Route<'_> {
+    fn from(path: String) -> Self {
+        Route {
+            path,
+            no_build: None,
+        }
+    }
+}
+
 /// A request's body.
 pub(crate) enum Body<'a, B: Serialize + ?Sized> {
     None,
@@ -68,10 +103,10 @@ impl PartnerSession {
         clippy::too_many_lines,
         reason = "the retry loop: attempts, pacing, classification and backoff share the loop's state"
     )]
-    pub(crate) async fn send<B: Serialize + ?Sized>(
+    pub(crate) async fn send<'r, B: Serialize + ?Sized>(
         &self,
         method: Method,
-        path: String,
+        route: impl Into<Route<'r>>,
         body: Body<'_, B>,
         retry: Retry,
         on_404: On404,
@@ -83,7 +118,8 @@ impl PartnerSession {
             Cap::List => inner.settings.max_list_body.max(1),
             Cap::Small => small,
         };
-        let url = format!("{}{API_PREFIX}{path}", inner.base);
+        let Route { mut path, no_build } = route.into();
+        let mut no_build = no_build;
         let body_bytes = match body {
             Body::None => None,
             Body::Json(b) => Some(serde_json::to_vec(b).map_err(|e| {
@@ -106,6 +142,13 @@ impl PartnerSession {
                 e.attempts = attempt - 1;
                 return Err(e);
             }
+            // Decided as the count leaves, once: a retry repeats what the first attempt sent.
+            if let Some(choice) = no_build.take() {
+                if choice.no_build() {
+                    path.push_str("?no_build=true");
+                }
+            }
+            let url = format!("{}{API_PREFIX}{path}", inner.base);
             let mut req = inner
                 .http
                 .request(method.clone(), &url)

@@ -1,0 +1,285 @@
+//! The rebuilding tail of one connector's pushes. Gradient must rebuild the MSP's billing view
+//! after a run's counts, so a run's last call to the count route carries no `no_build`, and it may
+//! leave only once every count sent with `no_build` was answered — or it could reach Gradient
+//! before them. Waiting for that drain costs one round trip in which the pacer idles.
+//!
+//! So the pushes that leave within about one round trip of the end rebuild as well (Gradient
+//! debounces rebuilds): the pace never pauses, and the last push finds the drain already over.
+//! The tail's length is the pushes one round trip holds — `requests_per_second` × the longest
+//! round trip seen in this run (a quarter more for jitter), at most the requests in flight — and
+//! only when that round trip is [`TAIL_FROM`] or longer: at a nearby Gradient the tail is the one
+//! last push, as GRADIENT_API.md's rule has it.
+//!
+//! The rule, decided under one lock as each push leaves the pacer ([`Leg`]'s [`BuildChoice`]):
+//! - a push leaves with `no_build` while more pushes than the tail's length are still unsent;
+//!   after that every push rebuilds (the length only grows, so `no_build` never follows);
+//! - the connector's last push waits until every other push has left and every `no_build` push
+//!   was answered ([`Tail::drained`]);
+//! - a rebuilding push that left after every `no_build` push was answered and that Gradient
+//!   accepted **seals** the run ([`Tail::sealed`]); a connector's run without a seal re-pushes one
+//!   accepted pair, rebuilding.
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::gradient::BuildChoice;
+
+/// Round trips shorter than this keep the tail at the one last push: the drain idles the pacer
+/// for less than this, which is not worth more rebuilding calls.
+pub const TAIL_FROM: Duration = Duration::from_millis(100);
+
+/// The tail's length for a round trip: the pushes that leave during it at `per_second` (a quarter
+/// more, for jitter), at least 1, at most `max_in_flight` and a quarter (no more can leave while
+/// one round trip is open). Pure.
+pub fn tail_length(per_second: u32, round_trip: Duration, max_in_flight: usize) -> usize {
+    if round_trip < TAIL_FROM {
+        return 1;
+    }
+    let during = f64::from(per_second.max(1)) * round_trip.as_secs_f64() * 1.25;
+    let most = max_in_flight.max(1) + max_in_flight.max(1) / 4 + 1;
+    // A finite, non-negative figure, capped: the cast cannot wrap.
+    (during.ceil() as usize).clamp(1, most)
+}
+
+/// One connector's pushes as they leave and are answered.
+#[derive(Debug)]
+pub struct Tail {
+    state: Mutex<State>,
+    changed: Notify,
+    per_second: u32,
+    max_in_flight: usize,
+}
+
+#[derive(Debug)]
+struct State {
+    /// Pushes that have not left (nor settled without leaving).
+    unsent: usize,
+    /// Pushes that left with `no_build` and are not answered yet.
+    open: usize,
+    /// The tail's length so far (only grows).
+    length: usize,
+    /// The longest round trip seen.
+    round_trip: Duration,
+    /// A rebuilding push that left after the drain was accepted.
+    sealed: bool,
+}
+
+impl Tail {
+    /// A connector's `pushes` at the client's rate and bound.
+    pub fn new(pushes: usize, per_second: u32, max_in_flight: usize) -> Tail {
+        Tail {
+            state: Mutex::new(State {
+                unsent: pushes,
+                open: 0,
+                length: 1,
+                round_trip: Duration::ZERO,
+                sealed: false,
+            }),
+            changed: Notify::new(),
+            per_second,
+            max_in_flight,
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a rebuilding push that left after the drain was accepted.
+    pub fn sealed(&self) -> bool {
+        self.state().sealed
+    }
+
+    /// Waits until every other push has left and every `no_build` push was answered (the caller
+    /// is the last push, still unsent).
+    pub async fn drained(&self) {
+        loop {
+            let wake = self.changed.notified();
+            tokio::pin!(wake);
+            wake.as_mut().enable();
+            {
+                let s = self.state();
+                if s.unsent <= 1 && s.open == 0 {
+                    return;
+                }
+            }
+            wake.await;
+        }
+    }
+
+    /// The leaving of one push.
+    pub fn leg(&self) -> Leg<'_> {
+        Leg {
+            tail: self,
+            left: Mutex::new(None),
+            settled: Mutex::new(false),
+        }
+    }
+}
+
+/// One push: decides `no_build` as it leaves, and settles when answered (or dropped).
+#[derive(Debug)]
+pub struct Leg<'t> {
+    tail: &'t Tail,
+    left: Mutex<Option<Departure>>,
+    settled: Mutex<bool>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Departure {
+    at: Instant,
+    rebuilding: bool,
+    /// Left after every `no_build` push was answered.
+    after_drain: bool,
+}
+
+impl BuildChoice for Leg<'_> {
+    fn no_build(&self) -> bool {
+        let mut s = self.tail.state();
+        s.unsent = s.unsent.saturating_sub(1);
+        let rebuilding = s.unsent < s.length;
+        let after_drain = s.open == 0;
+        if !rebuilding {
+            s.open += 1;
+        }
+        *self.left.lock().unwrap_or_else(|p| p.into_inner()) = Some(Departure {
+            at: Instant::now(),
+            rebuilding,
+            after_drain,
+        });
+        drop(s);
+        self.tail.changed.notify_waiters();
+        !rebuilding
+    }
+}
+
+impl Leg<'_> {
+    /// The push was answered (`accepted`: Gradient took the count; `attempts`: requests made), or
+    /// ended without leaving.
+    pub fn settle(&self, accepted: bool, attempts: u32) {
+        {
+            let mut done = self.settled.lock().unwrap_or_else(|p| p.into_inner());
+            if std::mem::replace(&mut *done, true) {
+                return;
+            }
+        }
+        let left = *self.left.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.tail.state();
+        match left {
+            None => s.unsent = s.unsent.saturating_sub(1),
+            Some(d) => {
+                if d.rebuilding {
+                    s.sealed |= accepted && d.after_drain;
+                } else {
+                    s.open = s.open.saturating_sub(1);
+                }
+                // One attempt: the time from leaving to the answer is a round trip.
+                if attempts == 1 {
+                    s.round_trip = s.round_trip.max(d.at.elapsed());
+                    let wanted =
+                        tail_length(self.tail.per_second, s.round_trip, self.tail.max_in_flight);
+                    s.length = s.length.max(wanted);
+                }
+            }
+        }
+        drop(s);
+        self.tail.changed.notify_waiters();
+    }
+}
+
+impl Drop for Leg<'_> {
+    /// A push dropped unanswered (the run aborted) no longer holds the drain open.
+    fn drop(&mut self) {
+        self.settle(false, 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    #[test]
+    fn the_tail_is_one_round_trip_of_pushes_from_a_tenth_of_a_second() {
+        assert_eq!(tail_length(100, MS(0), 64), 1);
+        assert_eq!(tail_length(100, MS(99), 64), 1);
+        assert_eq!(tail_length(100, MS(100), 64), 13);
+        assert_eq!(tail_length(100, MS(500), 64), 63);
+        // No more than the requests in flight can leave during one round trip.
+        assert_eq!(tail_length(100, MS(5000), 64), 81);
+        assert_eq!(tail_length(10, MS(400), 64), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_a_nearby_gradient_only_the_last_push_rebuilds_after_the_drain() {
+        let tail = Tail::new(3, 100, 64);
+        let (a, b, c) = (tail.leg(), tail.leg(), tail.leg());
+        assert!(a.no_build() && b.no_build());
+        // The last push waits for the answers.
+        let wait = tail.drained();
+        tokio::pin!(wait);
+        assert!(futures::poll!(wait.as_mut()).is_pending());
+        tokio::time::advance(MS(20)).await;
+        a.settle(true, 1);
+        assert!(futures::poll!(wait.as_mut()).is_pending());
+        b.settle(true, 1);
+        assert!(futures::poll!(wait.as_mut()).is_ready());
+        assert!(!c.no_build(), "the last push rebuilds");
+        assert!(!tail.sealed());
+        c.settle(true, 1);
+        assert!(tail.sealed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_half_a_second_the_pushes_of_the_last_round_trip_rebuild() {
+        let tail = Tail::new(200, 100, 64);
+        let legs: Vec<Leg> = (0..200).map(|_| tail.leg()).collect();
+        let mut flags = Vec::new();
+        // 10 ms apart, each answered 500 ms after it left.
+        for (i, l) in legs.iter().enumerate() {
+            if i >= 50 {
+                legs[i - 50].settle(true, 1);
+            }
+            flags.push(l.no_build());
+            tokio::time::advance(MS(10)).await;
+        }
+        let rebuilding = flags.iter().filter(|f| !**f).count();
+        assert_eq!(rebuilding, 63, "one round trip and a quarter of pushes");
+        assert!(flags[..137].iter().all(|f| *f) && flags[137..].iter().all(|f| !*f));
+        // The last `no_build` push (the 137th) is answered 50 pushes later; those after it seal.
+        for l in &legs[150..] {
+            l.settle(true, 1);
+        }
+        assert!(tail.sealed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rebuilding_push_that_left_before_the_drain_does_not_seal() {
+        let tail = Tail::new(2, 100, 64);
+        let (a, b) = (tail.leg(), tail.leg());
+        assert!(a.no_build());
+        // b leaves while a is unanswered: it rebuilds, but may reach Gradient first.
+        assert!(!b.no_build());
+        b.settle(true, 1);
+        a.settle(true, 1);
+        assert!(!tail.sealed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_push_that_never_left_or_was_dropped_releases_the_drain() {
+        let tail = Tail::new(3, 100, 64);
+        let a = tail.leg();
+        assert!(a.no_build());
+        let b = tail.leg();
+        b.settle(false, 0);
+        let wait = tail.drained();
+        tokio::pin!(wait);
+        assert!(futures::poll!(wait.as_mut()).is_pending());
+        drop(a);
+        assert!(futures::poll!(wait.as_mut()).is_ready());
+    }
+}
