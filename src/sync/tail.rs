@@ -5,10 +5,13 @@
 //!
 //! So the pushes that leave within about one round trip of the end rebuild as well (Gradient
 //! debounces rebuilds): the pace never pauses, and the last push finds the drain already over.
-//! The tail's length is the pushes one round trip holds — `requests_per_second` × the longest
-//! round trip seen in this run (a quarter more for jitter), at most the requests in flight — and
-//! only when that round trip is [`TAIL_FROM`] or longer: at a nearby Gradient the tail is the one
-//! last push, as GRADIENT_API.md's rule has it.
+//! The tail's length is the pushes one round trip holds — `requests_per_second` × a round trip (a
+//! quarter more for jitter), at most the requests in flight — and only when the smoothed round
+//! trip is [`TAIL_FROM`] or longer: at a nearby Gradient the tail is the one last push, as
+//! GRADIENT_API.md's rule has it. The round trip is estimated the way TCP does (RFC 6298: a
+//! smoothed mean, and for the length the mean plus twice the mean deviation) from [`SAMPLES`]
+//! answers on, so a few slow answers on a busy machine do not turn a nearby Gradient's run into
+//! many rebuilding calls.
 //!
 //! The rule, decided under one lock as each push leaves the pacer ([`Leg`]'s [`BuildChoice`]):
 //! - a push leaves with `no_build` while more pushes than the tail's length are still unsent;
@@ -31,17 +34,51 @@ use crate::gradient::BuildChoice;
 /// for less than this, which is not worth more rebuilding calls.
 pub const TAIL_FROM: Duration = Duration::from_millis(100);
 
-/// The tail's length for a round trip: the pushes that leave during it at `per_second` (a quarter
-/// more, for jitter), at least 1, at most `max_in_flight` and a quarter (no more can leave while
-/// one round trip is open). Pure.
-pub fn tail_length(per_second: u32, round_trip: Duration, max_in_flight: usize) -> usize {
-    if round_trip < TAIL_FROM {
+/// Answers seen before the round trip is trusted (until then the tail is the last push alone).
+pub const SAMPLES: u32 = 8;
+
+/// The tail's length for a round trip: 1 while the `smoothed` round trip is under [`TAIL_FROM`];
+/// otherwise the pushes that leave during an `upper` round trip at `per_second` (a quarter more,
+/// for jitter), at most `max_in_flight` and a quarter (no more can leave while one round trip is
+/// open). Pure.
+pub fn tail_length(
+    per_second: u32,
+    smoothed: Duration,
+    upper: Duration,
+    max_in_flight: usize,
+) -> usize {
+    if smoothed < TAIL_FROM {
         return 1;
     }
-    let during = f64::from(per_second.max(1)) * round_trip.as_secs_f64() * 1.25;
+    let during = f64::from(per_second.max(1)) * upper.max(smoothed).as_secs_f64() * 1.25;
     let most = max_in_flight.max(1) + max_in_flight.max(1) / 4 + 1;
     // A finite, non-negative figure, capped: the cast cannot wrap.
     (during.ceil() as usize).clamp(1, most)
+}
+
+/// A round trip's estimate: smoothed mean and mean deviation (RFC 6298's SRTT and RTTVAR).
+#[derive(Debug, Default, Clone, Copy)]
+struct RoundTrip {
+    samples: u32,
+    smoothed: Duration,
+    deviation: Duration,
+}
+
+impl RoundTrip {
+    /// Adds one answer's round trip; from [`SAMPLES`] answers on, the smoothed mean and the upper
+    /// estimate (the mean plus twice the deviation).
+    fn sample(&mut self, r: Duration) -> Option<(Duration, Duration)> {
+        if self.samples == 0 {
+            self.smoothed = r;
+            self.deviation = r / 2;
+        } else {
+            let off = self.smoothed.abs_diff(r);
+            self.deviation = self.deviation * 3 / 4 + off / 4;
+            self.smoothed = self.smoothed * 7 / 8 + r / 8;
+        }
+        self.samples = self.samples.saturating_add(1);
+        (self.samples >= SAMPLES).then(|| (self.smoothed, self.smoothed + self.deviation * 2))
+    }
 }
 
 /// One connector's pushes as they leave and are answered.
@@ -59,10 +96,12 @@ struct State {
     unsent: usize,
     /// Pushes that left with `no_build` and are not answered yet.
     open: usize,
-    /// The tail's length so far (only grows).
+    /// The tail's length (only grows once a push left rebuilding).
     length: usize,
-    /// The longest round trip seen.
-    round_trip: Duration,
+    /// A push left rebuilding: from then on no push may leave with `no_build`.
+    rebuilding: bool,
+    /// The round trip's estimate.
+    round_trip: RoundTrip,
     /// A rebuilding push that left after the drain was accepted.
     sealed: bool,
 }
@@ -75,7 +114,8 @@ impl Tail {
                 unsent: pushes,
                 open: 0,
                 length: 1,
-                round_trip: Duration::ZERO,
+                rebuilding: false,
+                round_trip: RoundTrip::default(),
                 sealed: false,
             }),
             changed: Notify::new(),
@@ -142,7 +182,9 @@ impl BuildChoice for Leg<'_> {
         s.unsent = s.unsent.saturating_sub(1);
         let rebuilding = s.unsent < s.length;
         let after_drain = s.open == 0;
-        if !rebuilding {
+        if rebuilding {
+            s.rebuilding = true;
+        } else {
             s.open += 1;
         }
         *self.left.lock().unwrap_or_else(|p| p.into_inner()) = Some(Departure {
@@ -178,10 +220,17 @@ impl Leg<'_> {
                 }
                 // One attempt: the time from leaving to the answer is a round trip.
                 if attempts == 1 {
-                    s.round_trip = s.round_trip.max(d.at.elapsed());
-                    let wanted =
-                        tail_length(self.tail.per_second, s.round_trip, self.tail.max_in_flight);
-                    s.length = s.length.max(wanted);
+                    if let Some((smoothed, upper)) = s.round_trip.sample(d.at.elapsed()) {
+                        let t = self.tail;
+                        let wanted = tail_length(t.per_second, smoothed, upper, t.max_in_flight);
+                        // Once a push left rebuilding, a shorter tail could put a `no_build`
+                        // push after it.
+                        s.length = if s.rebuilding {
+                            s.length.max(wanted)
+                        } else {
+                            wanted
+                        };
+                    }
                 }
             }
         }
@@ -205,13 +254,15 @@ mod tests {
 
     #[test]
     fn the_tail_is_one_round_trip_of_pushes_from_a_tenth_of_a_second() {
-        assert_eq!(tail_length(100, MS(0), 64), 1);
-        assert_eq!(tail_length(100, MS(99), 64), 1);
-        assert_eq!(tail_length(100, MS(100), 64), 13);
-        assert_eq!(tail_length(100, MS(500), 64), 63);
+        assert_eq!(tail_length(100, MS(0), MS(0), 64), 1);
+        assert_eq!(tail_length(100, MS(99), MS(300), 64), 1);
+        assert_eq!(tail_length(100, MS(100), MS(100), 64), 13);
+        assert_eq!(tail_length(100, MS(500), MS(500), 64), 63);
+        // Jitter: the length covers the upper estimate.
+        assert_eq!(tail_length(100, MS(400), MS(600), 64), 75);
         // No more than the requests in flight can leave during one round trip.
-        assert_eq!(tail_length(100, MS(5000), 64), 81);
-        assert_eq!(tail_length(10, MS(400), 64), 5);
+        assert_eq!(tail_length(100, MS(5000), MS(5000), 64), 81);
+        assert_eq!(tail_length(10, MS(400), MS(400), 64), 5);
     }
 
     #[tokio::test(start_paused = true)]
@@ -255,6 +306,27 @@ mod tests {
             l.settle(true, 1);
         }
         assert!(tail.sealed());
+    }
+
+    #[test]
+    fn slow_answers_among_quick_ones_keep_the_tail_at_the_last_push() {
+        let mut rt = RoundTrip::default();
+        for i in 0..40 {
+            // 2 ms answers, two of them 300 ms (a busy machine).
+            let slow = (20..22).contains(&i);
+            let estimate = rt.sample(MS(if slow { 300 } else { 2 }));
+            if i >= 7 {
+                let (smoothed, upper) = estimate.unwrap();
+                assert!(smoothed < TAIL_FROM, "answer {i}: {smoothed:?}");
+                assert_eq!(tail_length(100, smoothed, upper, 64), 1);
+            }
+        }
+        // Too few answers to trust: no estimate yet.
+        let mut rt = RoundTrip::default();
+        assert!((1..SAMPLES).all(|_| rt.sample(MS(500)).is_none()));
+        assert!(rt
+            .sample(MS(500))
+            .is_some_and(|(s, u)| s == MS(500) && u >= MS(500)));
     }
 
     #[tokio::test(start_paused = true)]
