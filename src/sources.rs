@@ -237,7 +237,7 @@ pub async fn judge_fresh(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let targets = config.webhook_targets(EventKind::InventoryStale);
+    let targets = config.targets(EventKind::InventoryStale);
     let max_age_hours = config.inventory.max_age_hours;
     store
         .write(move |s| {

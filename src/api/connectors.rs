@@ -221,6 +221,9 @@ pub(super) struct ContactsAnswer {
     connector: String,
     /// The addresses as stored (checked, sorted, each once).
     emails: Vec<String>,
+    /// Whether they are mailed: `false` while the daemon has no `[email]` section — the addresses
+    /// are kept, and mail starts with the events after `[email]` is set (nothing older is sent).
+    mailed: bool,
 }
 
 /// Who at the MSP is mailed about the connector (`[email]`): replaces the list. A connector need
@@ -245,9 +248,15 @@ pub(super) async fn contacts(
         )
     })?;
     let cid = ConnectorId::from(id.as_str());
-    let emails = crate::connector::set_contacts(&state.ctx().store, &cid, body.emails).await?;
+    let ctx = state.ctx();
+    let emails = crate::connector::set_contacts(&ctx.store, &cid, body.emails).await?;
+    let mailed = ctx.config.email.is_some();
+    if !mailed && !emails.is_empty() {
+        tracing::warn!(connector = %cid, "contacts stored, but nothing is mailed: the configuration has no [email] section");
+    }
     ok(ContactsAnswer {
         connector: id,
         emails,
+        mailed,
     })
 }

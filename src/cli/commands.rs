@@ -327,6 +327,9 @@ async fn connector(cfg: Arc<Config>, command: ConnectorCommand) -> Done {
                     move |s| s.contacts(&id)
                 })
                 .await?;
+            if cfg.email.is_none() {
+                eprintln!("warning: the contacts are stored, but nothing is mailed until the configuration has an [email] section (then only what happens after it)");
+            }
             connector_contacts(&cfg, &id, notify).await?;
             let added = connector_add(cfg.clone(), id.clone(), &token_file, new_organization).await;
             if added.is_err() {

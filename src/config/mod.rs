@@ -46,7 +46,7 @@ pub use secrets::{SecretTextError, WebhookSecret, WEBHOOK_SECRET_MAX_BYTES};
 pub use sources::{SourceConfig, SourceFrom};
 pub use values::{Found, ValueProblem, LOG_LEVELS};
 
-use crate::domain::{Cadence, EventKind, MonthlyCount, UnitKind};
+use crate::domain::{Cadence, EventKind, MonthlyCount, Targets, UnitKind};
 pub use crate::gradient::types::{CATEGORIES, SUBCATEGORIES};
 use crate::gradient::ClientSettings;
 use crate::schedule::Schedule;
@@ -506,6 +506,19 @@ impl Config {
         webhook_targets(&self.webhooks, kind)
     }
 
+    /// Who hears of what happens: the webhooks, and the contacts when `[email]` is set.
+    pub fn audience(&self) -> Audience {
+        Audience {
+            webhooks: self.webhooks.clone(),
+            mail: self.email.is_some(),
+        }
+    }
+
+    /// Who hears of an event of `kind` ([`Audience::targets`]).
+    pub fn targets(&self, kind: EventKind) -> Targets {
+        Targets::webhooks(self.webhook_targets(kind)).mailing(self.email.is_some())
+    }
+
     /// The module ids the `[[service]]` entries name.
     pub fn service_modules(&self) -> Vec<&str> {
         self.services.iter().map(|s| s.module.as_str()).collect()
@@ -523,6 +536,24 @@ impl Config {
     /// The configured service for a module.
     pub fn service(&self, module: &str) -> Option<&ServiceConfig> {
         self.services.iter().find(|s| s.module == module)
+    }
+}
+
+/// Who hears of the events a change writes: the `[[webhook]]`s, and the connectors' contacts when
+/// mail is configured (`[email]`; without it no mail delivery is written, so mail set up later
+/// never sends old news).
+#[derive(Debug, Clone, Default)]
+pub struct Audience {
+    /// `[[webhook]]`.
+    pub webhooks: Vec<WebhookConfig>,
+    /// Whether `[email]` is configured.
+    pub mail: bool,
+}
+
+impl Audience {
+    /// The targets of an event of `kind`.
+    pub fn targets(&self, kind: EventKind) -> Targets {
+        Targets::webhooks(webhook_targets(&self.webhooks, kind)).mailing(self.mail)
     }
 }
 

@@ -28,7 +28,7 @@ pub use token::{key_fingerprint, read_token, validate_token};
 use secrecy::SecretString;
 use serde::Serialize;
 
-use crate::config::{webhook_targets, ServiceConfig, WebhookConfig};
+use crate::config::{Audience, ServiceConfig, WebhookConfig};
 use crate::domain::{ConnectorId, ConnectorState, EventKind};
 use crate::gradient::{
     ErrorKind, GradientClient, GradientError, Integration, IntegrationStatus, PartnerSession,
@@ -53,6 +53,8 @@ pub struct Lifecycle<'a> {
     pub vendor_key_fp: &'a str,
     /// `[[webhook]]`: who is told of connections, rejections and disconnections.
     pub webhooks: &'a [WebhookConfig],
+    /// Whether the connectors' contacts are told too (`[email]` is set).
+    pub mail: bool,
 }
 
 /// Removes a disconnected connector from every list (`connector remove`, `DELETE
@@ -73,19 +75,17 @@ pub async fn forget(store: &StoreHandle, id: &ConnectorId) -> Result<(), Connect
     }
 }
 
-/// Writes an event of `kind` for the webhooks that want it (part of the caller's write job, so
+/// Writes an event of `kind` for its audience (part of the caller's write job, so
 /// inside its transaction when there is one). Returns whether one was written.
 fn emit(
     s: &Store,
-    hooks: &[WebhookConfig],
+    hooks: &Audience,
     kind: EventKind,
     data: serde_json::Value,
     now: Millis,
 ) -> Result<bool, StoreError> {
-    Ok(
-        s.enqueue_event(kind, &data, &webhook_targets(hooks, kind), now)?
-            .is_some(),
-    )
+    Ok(s.enqueue_event(kind, &data, &hooks.targets(kind), now)?
+        .is_some())
 }
 
 /// After a write that may have enqueued an event: wake this process's delivery task.
@@ -101,7 +101,7 @@ fn woke(written: bool) {
 #[allow(clippy::too_many_arguments)]
 fn connect_and_tell(
     s: &Store,
-    hooks: &[WebhookConfig],
+    hooks: &Audience,
     id: &str,
     gen: Option<Millis>,
     status: Option<&str>,
@@ -153,6 +153,14 @@ pub struct AddReport {
 }
 
 impl Lifecycle<'_> {
+    /// Who hears of what this lifecycle changes.
+    fn audience(&self) -> Audience {
+        Audience {
+            webhooks: self.webhooks.to_vec(),
+            mail: self.mail,
+        }
+    }
+
     /// Pastes channel `id`'s token: verify (a read), check the organization, set `pending` (the
     /// first write to Gradient), store; then ensure services and accounts. On any failure before
     /// the token is stored, nothing changed anywhere.
@@ -256,7 +264,7 @@ impl Lifecycle<'_> {
             checked.organization_id.clone(),
             checked.integration.name.clone(),
             status.to_string(),
-            self.webhooks.to_vec(),
+            self.audience(),
         );
         let told = self
             .store
@@ -357,7 +365,7 @@ impl Lifecycle<'_> {
                 }
             }
         }
-        let (cid, hooks) = (id.to_string(), self.webhooks.to_vec());
+        let (cid, hooks) = (id.to_string(), self.audience());
         let evented = self
             .store
             .write(move |s| {
@@ -459,7 +467,7 @@ impl Lifecycle<'_> {
                         i.status.clone(),
                         i.name.clone(),
                         i.organization_id.clone(),
-                        self.webhooks.to_vec(),
+                        self.audience(),
                     );
                     let told = self
                         .store
@@ -518,7 +526,7 @@ impl Lifecycle<'_> {
             id.to_string(),
             reason.clone(),
             self.vendor_key_fp.to_string(),
-            self.webhooks.to_vec(),
+            self.audience(),
         );
         let written = self
             .store

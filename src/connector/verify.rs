@@ -63,11 +63,11 @@ pub(crate) async fn set_pending(
 
 /// Verifies a token stored earlier (an `unverified` connector, or one rejected with another vendor
 /// key) before a run uses it: reads the integration, sets it `pending` unless `active`, records the
-/// connector connected (and, when it was not, writes `connector.connected` for `webhooks`).
+/// connector connected (and, when it was not, writes `connector.connected` for its `audience`).
 /// Returns the status Gradient now shows.
 pub async fn verify(
     store: &StoreHandle,
-    webhooks: &[WebhookConfig],
+    audience: &Audience,
     row_id: &str,
     token_set_at: Option<Millis>,
     session: &PartnerSession,
@@ -79,7 +79,7 @@ pub async fn verify(
         status.clone(),
         integration.name.clone(),
         integration.organization_id.clone(),
-        webhooks.to_vec(),
+        audience.clone(),
     );
     let now = now_ms();
     match store

@@ -182,10 +182,12 @@ impl Driver for RealDriver {
     }
 }
 
-/// Ledger retention (`store.ledger_retention_days`, 0 = keep everything): after a run, ledger rows
-/// and finished runs older than the retention are pruned (each pair's newest push and `last_known`
+/// A run's housekeeping: the outbox's old events ([`crate::events::prune_events`]), and the
+/// ledger's retention (`store.ledger_retention_days`, 0 = keep everything): ledger rows and
+/// finished runs older than the retention are pruned (each pair's newest push and `last_known`
 /// stay). A failure is logged; it never changes the run's outcome.
 pub async fn prune_after_run(ctx: &SyncContext) {
+    crate::events::prune_events(&ctx.store, now_ms()).await;
     let days = ctx.config.store.ledger_retention_days;
     if days == 0 {
         return;

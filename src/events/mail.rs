@@ -20,9 +20,6 @@ use crate::store::outbox::Due;
 use crate::store::{Store, StoreError, StoreHandle};
 use crate::time::SystemClock;
 
-/// Mail deliveries read per pass.
-const BATCH: u32 = 32;
-
 /// What mails need from the configuration: service names and units, the portal link.
 #[derive(Debug, Clone, Default)]
 pub struct MailFacts {
@@ -116,12 +113,14 @@ impl Channel for MailSetup {
         Queue::Mail
     }
 
+    /// Mails are slower to send than webhooks: fewer per pass.
+    const BATCH: u32 = 32;
+
     fn words(&self) -> Words {
         Words {
             sent: "mail sent",
             failed: "mail not sent",
             sent_is_news: true,
-            batch: BATCH,
         }
     }
 

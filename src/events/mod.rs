@@ -30,6 +30,7 @@ use url::Url;
 pub mod mail;
 mod queue;
 
+pub use queue::prune_events;
 use queue::{Attempt, Channel, Deliverer, Queue, Words};
 
 use crate::config::{Config, ConfigError, WebhookSecret};
@@ -54,8 +55,6 @@ pub const KEEP_DONE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Any event is pruned after this long (a delivery to a webhook no longer configured, or written
 /// by commands while no daemon ran).
 pub const KEEP_ANY: Duration = Duration::from_secs(30 * 24 * 3600);
-/// Deliveries read per pass.
-const BATCH: u32 = 64;
 
 /// A webhook ready to deliver to: its url and its decoded signing key.
 #[derive(Debug, Clone)]
@@ -246,12 +245,13 @@ impl<T: Transport> Channel for Webhooks<T> {
         Queue::Webhooks(self.hooks.iter().map(|h| h.url.to_string()).collect())
     }
 
+    const BATCH: u32 = 64;
+
     fn words(&self) -> Words {
         Words {
             sent: "webhook event delivered",
             failed: "webhook delivery failed",
             sent_is_news: false,
-            batch: BATCH,
         }
     }
 
@@ -420,7 +420,10 @@ mod tests {
             start: tokio::time::Instant::now(),
         });
         let url = "http://127.0.0.1:9/hooks";
-        let (targets, now) = (vec![url.to_string()], clock.now());
+        let (targets, now) = (
+            crate::domain::Targets::webhooks(vec![url.to_string()]),
+            clock.now(),
+        );
         store
             .write(move |s| {
                 s.enqueue_event(

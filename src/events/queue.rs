@@ -2,9 +2,10 @@
 //! their part of the one outbox the same way and record each attempt with the same rules. A
 //! [`Channel`] says which deliveries are its own ([`Queue`]), how one attempt is made, and how the
 //! log names its target; [`Deliverer`] does the rest: wait for the next due time (or a wake, or
-//! [`POLL`] for rows other processes wrote), deliver a batch [`CONCURRENCY`] at a time, record each
-//! outcome (delivered, or failed with its [`next_attempt`], given up after [`RETRY_FOR`]), and
-//! prune old events hourly.
+//! [`POLL`] for rows other processes wrote), deliver a batch [`CONCURRENCY`] at a time, and record
+//! each outcome (delivered, or failed with its [`next_attempt`], given up after [`RETRY_FOR`]). Old
+//! events are pruned after each run ([`prune_events`]), not here: a daemon without any channel
+//! prunes too, and two channels do not prune twice.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -38,6 +39,23 @@ fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
         cause = c.source();
     }
     text
+}
+
+/// Prunes the outbox: delivered (or given-up) events older than [`KEEP_DONE`], and any event older
+/// than [`KEEP_ANY`]. Run after each run (with the ledger's retention); a failure is logged.
+pub async fn prune_events(store: &StoreHandle, now: Millis) {
+    let done_before = now - KEEP_DONE.as_millis() as i64;
+    let any_before = now - KEEP_ANY.as_millis() as i64;
+    match store
+        .write(move |s| s.prune_events(done_before, any_before))
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(events = n, "old outbox events pruned"),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not prune old outbox events; the next run tries again")
+        }
+    }
 }
 
 /// Which of the outbox's deliveries a channel sends.
@@ -82,12 +100,12 @@ pub(crate) struct Words {
     pub failed: &'static str,
     /// Whether a success is logged at `info` (else `debug`).
     pub sent_is_news: bool,
-    /// Deliveries read per pass.
-    pub batch: u32,
 }
 
 /// One way of delivering the outbox's events.
 pub(crate) trait Channel: Send + Sync {
+    /// Deliveries read per pass.
+    const BATCH: u32;
     /// Which deliveries are this channel's.
     fn queue(&self) -> Queue;
     /// How the log speaks of them.
@@ -116,13 +134,8 @@ impl<C: Channel> Deliverer<C> {
     /// Runs until dropped.
     pub async fn run(self) {
         let queue = self.channel.queue();
-        let mut pruned_at: Option<Millis> = None;
         loop {
             let now = self.clock.now();
-            if pruned_at.is_none_or(|at| now - at >= 3_600_000) {
-                self.prune(now).await;
-                pruned_at = Some(now);
-            }
             let attempted = self.pass(&queue, now).await;
             self.channel.after_pass(&self.store).await;
             if attempted > 0 {
@@ -148,25 +161,10 @@ impl<C: Channel> Deliverer<C> {
         }
     }
 
-    /// Delivered (or given-up) events older than [`KEEP_DONE`], and any older than [`KEEP_ANY`].
-    async fn prune(&self, now: Millis) {
-        let done_before = now - KEEP_DONE.as_millis() as i64;
-        let any_before = now - KEEP_ANY.as_millis() as i64;
-        match self
-            .store
-            .write(move |s| s.prune_events(done_before, any_before))
-            .await
-        {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(events = n, "old outbox events pruned"),
-            Err(e) => tracing::warn!(error = %e, "could not prune old outbox events"),
-        }
-    }
-
     /// Delivers what is due now (at most a batch); returns how many deliveries were attempted.
     async fn pass(&self, queue: &Queue, now: Millis) -> usize {
-        let (q, batch) = (queue.clone(), self.channel.words().batch);
-        let due = match self.store.read(move |s| q.due(s, now, batch)).await {
+        let q = queue.clone();
+        let due = match self.store.read(move |s| q.due(s, now, C::BATCH)).await {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the outbox; trying again later");

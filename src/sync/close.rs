@@ -19,7 +19,7 @@ pub(super) async fn close(
         report.message.clone(),
     );
     let finished = now_ms();
-    let targets = webhook_targets(&config.webhooks, EventKind::ConnectorSynced);
+    let targets = config.targets(EventKind::ConnectorSynced);
     let parts: Vec<SyncedPart> = report
         .connectors
         .iter()
@@ -39,7 +39,7 @@ pub(super) async fn close(
         .map(|s| (s.module.clone(), s.name.clone()))
         .collect();
     let quantities = config.quantity_names();
-    let mapping_targets = webhook_targets(&config.webhooks, EventKind::ConnectorMappingNeeded);
+    let mapping_targets = config.targets(EventKind::ConnectorMappingNeeded);
     let unmapped_pairs: Vec<(String, Vec<(String, String)>)> = report
         .connectors
         .iter()
@@ -101,7 +101,7 @@ fn tell_mapping(
     pairs: &[(String, String)],
     run_id: i64,
     service_names: &HashMap<String, String>,
-    targets: &[String],
+    targets: &Targets,
     now: Millis,
 ) -> Result<bool, StoreError> {
     let Some(row) = s.connector(id)? else {

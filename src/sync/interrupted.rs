@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use super::{synced_events, SyncError, SyncedPart};
-use crate::config::{webhook_targets, Config};
+use crate::config::Config;
 use crate::domain::{EventKind, RunOutcome};
 use crate::store::ledger::RunLock;
 use crate::store::{Store, StoreError, StoreHandle};
@@ -15,7 +15,7 @@ use crate::time::Millis;
 /// Closes every unfinished run and writes its events (call while holding the run lock, or when
 /// the unfinished run is this process's own, abandoned). Returns the runs closed.
 pub fn close_interrupted(s: &Store, config: &Config, now: Millis) -> Result<Vec<i64>, StoreError> {
-    let targets = webhook_targets(&config.webhooks, EventKind::ConnectorSynced);
+    let targets = config.targets(EventKind::ConnectorSynced);
     let names: HashMap<String, String> = config
         .services
         .iter()

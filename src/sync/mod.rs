@@ -34,11 +34,12 @@ use secrecy::SecretString;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{webhook_targets, Config, ConfigError};
+use crate::config::{Config, ConfigError};
 use crate::connector::{ensure_services, Lifecycle};
 use crate::domain::UnitCount;
 use crate::domain::{
-    Cadence, ConnectorId, ConnectorState, EventKind, PairOutcome, RunOutcome, Tally, Trigger,
+    Cadence, ConnectorId, ConnectorState, EventKind, PairOutcome, RunOutcome, Tally, Targets,
+    Trigger,
 };
 use crate::gradient::{
     profile_changes, ErrorKind, GradientClient, GradientError, PartnerSession, Vendor,
@@ -128,6 +129,7 @@ impl SyncContext {
             services: &self.config.services,
             vendor_key_fp: &self.vendor_key_fp,
             webhooks: &self.config.webhooks,
+            mail: self.config.email.is_some(),
         }
     }
 }

@@ -241,7 +241,7 @@ pub async fn prepare(
     let (verified, status, synced_at, acc) = if who.row.state == ConnectorState::Unverified {
         let st = verify(
             &ctx.store,
-            &ctx.config.webhooks,
+            &ctx.config.audience(),
             &id,
             who.row.token_set_at,
             &who.session,

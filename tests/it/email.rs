@@ -238,3 +238,40 @@ fn a_refused_paste_puts_the_previous_contacts_back() {
     assert_ne!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     assert!(contacts("msp-b").is_empty(), "{:?}", contacts("msp-b"));
 }
+
+#[test]
+fn without_an_email_section_contacts_are_kept_and_no_mail_is_queued() {
+    // Mail set up later must not send what happened before it: without `[email]` no `mailto:`
+    // delivery is written, and the operator is told the contacts are not mailed yet.
+    let e = SimEnv::new("", "");
+    e.import_inventory(&two_msps(1, 3));
+    e.sim.add_msp("msp-a", "Acme", TOKEN);
+    let good = e.env.write("token-good", &format!("{TOKEN}\n"));
+    let out = e.run(&[
+        "connector",
+        "add",
+        "msp-a",
+        "--token-file",
+        good.to_str().unwrap(),
+        "--notify",
+        "admin@msp.example",
+    ]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stderr(&out).contains("nothing is mailed until the configuration has an [email] section"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(e.store().contacts("msp-a").unwrap(), ["admin@msp.example"]);
+    let out = e.run(&["sync"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let c = rusqlite::Connection::open(e.env.store_path()).unwrap();
+    let mails: i64 = c
+        .query_row(
+            "SELECT count(*) FROM event_deliveries WHERE url LIKE 'mailto:%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(mails, 0, "no mail delivery without [email]");
+}

@@ -85,6 +85,7 @@ fn every_documented_operation_answers_as_documented() {
         )
         .expect(200);
     assert_eq!(contacts["emails"], json!(["admin@msp.example"]));
+    assert_eq!(contacts["mailed"], false, "no [email] section: {contacts}");
     api.send(
         "PUT",
         "/v1/connectors/msp-0/contacts",

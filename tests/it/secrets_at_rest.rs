@@ -465,6 +465,49 @@ fn retention_prunes_old_ledger_rows_after_a_run_and_keeps_each_pairs_newest_push
     );
 }
 
+#[test]
+fn old_outbox_events_are_pruned_after_a_run_even_when_no_daemon_delivers_them() {
+    // A webhook nobody delivers to (only the CLI runs): its events stay pending, and a run still
+    // keeps the outbox short. Any event goes after 30 days, delivered or not.
+    let e = SimEnv::with_config(|c| {
+        c.webhook(gradient_connector_kit::Webhook::new(
+            "http://127.0.0.1:9/hooks",
+            "webhook-secret",
+        ))
+    });
+    let secret = e
+        .env
+        .write("webhook-secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    e.import_inventory(&two_msps(1, 3));
+    e.connect("msp-a", KEY_A);
+    let out = e.run(&["sync"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let c = rusqlite::Connection::open(e.env.store_path()).unwrap();
+    let count = |sql: &str| -> i64 { c.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert!(
+        count("SELECT count(*) FROM events") > 0,
+        "events were written"
+    );
+    let old = gradient_connector::time::now_ms() - 31 * 86_400_000;
+    c.execute("UPDATE events SET created_at = ?1", [old])
+        .unwrap();
+    let out = e.run(&["sync"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        count(&format!(
+            "SELECT count(*) FROM events WHERE created_at <= {old}"
+        )),
+        0,
+        "the old events were pruned"
+    );
+    assert!(
+        count("SELECT count(*) FROM events") > 0,
+        "the new run's events stay"
+    );
+}
+
 /// A configuration as the contract writes it — no `store.key_file` — works out of the box: the
 /// key is made beside the store at first use (0600), tokens are sealed under it, and
 /// `check-config` warns where the key lives (exit 0) without creating anything.

@@ -337,6 +337,32 @@ impl EventKind {
     }
 }
 
+/// Who hears of an event: the webhook urls configured for its kind, and — when mail is configured
+/// (`[email]`) — the contacts of its connector. Without mail no `mailto:` delivery is written, so
+/// mail configured later never sends what happened before.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Targets {
+    /// The webhook urls.
+    pub webhooks: Vec<String>,
+    /// Whether the connector's contacts are mailed.
+    pub mail: bool,
+}
+
+impl Targets {
+    /// These webhook urls; no mail.
+    pub fn webhooks(urls: Vec<String>) -> Targets {
+        Targets {
+            webhooks: urls,
+            mail: false,
+        }
+    }
+
+    /// The same, and the contacts mailed when `mail`.
+    pub fn mailing(self, mail: bool) -> Targets {
+        Targets { mail, ..self }
+    }
+}
+
 /// Per-outcome counts of a run (or of one connector in a run).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

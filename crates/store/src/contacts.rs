@@ -131,6 +131,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Targets;
     use crate::temp_store;
 
     #[test]
@@ -144,8 +145,9 @@ mod tests {
         );
         let data = serde_json::json!({"connector": "msp-1"});
         // No webhook, but recipients: the event is written, with one delivery per address.
+        let mail = Targets::default().mailing(true);
         let id = s
-            .enqueue_event(EventKind::ConnectorConnected, &data, &[], 1_000)
+            .enqueue_event(EventKind::ConnectorConnected, &data, &mail, 1_000)
             .unwrap()
             .unwrap();
         let due = s.due_mail(1_000, 10).unwrap();
@@ -158,13 +160,13 @@ mod tests {
             .unwrap()
             .is_empty());
         assert_eq!(
-            s.enqueue_event(EventKind::ConnectorDisconnected, &data, &[], 1_000)
+            s.enqueue_event(EventKind::ConnectorDisconnected, &data, &mail, 1_000)
                 .unwrap(),
             None
         );
         let other = serde_json::json!({"connector": "msp-2"});
         assert_eq!(
-            s.enqueue_event(EventKind::ConnectorSynced, &other, &[], 1_000)
+            s.enqueue_event(EventKind::ConnectorSynced, &other, &mail, 1_000)
                 .unwrap(),
             None
         );
@@ -176,5 +178,30 @@ mod tests {
         assert_eq!(s.next_mail_at().unwrap(), Some(9_000));
         s.set_contacts("msp-1", &[]).unwrap();
         assert!(s.contacts("msp-1").unwrap().is_empty());
+    }
+
+    #[test]
+    fn without_mail_configured_no_contact_gets_a_delivery() {
+        let (_d, s) = temp_store();
+        s.set_contacts("msp-1", &["a@msp.example".to_string()])
+            .unwrap();
+        let data = serde_json::json!({"connector": "msp-1"});
+        // No webhook and no mail: nothing is written at all.
+        assert_eq!(
+            s.enqueue_event(
+                EventKind::ConnectorConnected,
+                &data,
+                &Targets::default(),
+                1_000
+            )
+            .unwrap(),
+            None
+        );
+        let hooks = Targets::webhooks(vec!["http://127.0.0.1:1/a".into()]);
+        s.enqueue_event(EventKind::ConnectorConnected, &data, &hooks, 1_000)
+            .unwrap()
+            .unwrap();
+        assert!(s.due_mail(1_000, 10).unwrap().is_empty());
+        assert_eq!(s.next_mail_at().unwrap(), None);
     }
 }

@@ -11,7 +11,7 @@ use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use tokio::sync::Notify;
 
 use super::{Store, StoreError};
-use crate::domain::EventKind;
+use crate::domain::{EventKind, Targets};
 use crate::time::{format_ms, Millis};
 
 /// Wakes this process's delivery task after an event was enqueued (see [`wake`]).
@@ -118,21 +118,26 @@ impl Store {
         Ok(out)
     }
 
-    /// Writes an event for each webhook url in `targets` (those configured for its kind); returns
+    /// Writes an event for each webhook url of `targets` (those configured for its kind); returns
     /// its id, or None when there is no target (nothing is written). The first attempt is due now.
     ///
-    /// Mail: for `connector.connected`, `connector.synced` and `connector.token_rejected` the
-    /// contacts of `data.connector` get a delivery each too (keyed `mailto:ADDRESS`, see
-    /// [`crate::contacts`]), so an event is written when it has webhooks or recipients.
+    /// Mail (when `targets.mail`): for `connector.connected`, `connector.synced` and
+    /// `connector.token_rejected` the contacts of `data.connector` get a delivery each too (keyed
+    /// `mailto:ADDRESS`, see [`crate::contacts`]), so an event is written when it has webhooks or
+    /// recipients.
     pub fn enqueue_event(
         &self,
         kind: EventKind,
         data: &serde_json::Value,
-        targets: &[String],
+        targets: &Targets,
         now: Millis,
     ) -> Result<Option<String>, StoreError> {
-        let recipients = self.mail_targets(kind, data)?;
-        let targets: Vec<String> = targets.iter().cloned().chain(recipients).collect();
+        let recipients = if targets.mail {
+            self.mail_targets(kind, data)?
+        } else {
+            Vec::new()
+        };
+        let targets: Vec<String> = targets.webhooks.iter().cloned().chain(recipients).collect();
         if targets.is_empty() {
             return Ok(None);
         }
@@ -345,7 +350,7 @@ mod tests {
             .enqueue_event(
                 EventKind::ConnectorConnected,
                 &serde_json::json!({}),
-                &[],
+                &Targets::default(),
                 1,
             )
             .unwrap();
@@ -359,7 +364,12 @@ mod tests {
         let hooks = urls(&["http://127.0.0.1:1/a", "http://127.0.0.1:1/b"]);
         let data = serde_json::json!({"connector": "msp-1", "organization_name": "Acme"});
         let id = s
-            .enqueue_event(EventKind::ConnectorConnected, &data, &hooks, 1_000)
+            .enqueue_event(
+                EventKind::ConnectorConnected,
+                &data,
+                &Targets::webhooks(hooks.clone()),
+                1_000,
+            )
             .unwrap()
             .unwrap();
         assert!(id.starts_with("evt_") && id.len() == 36, "{id}");
@@ -408,15 +418,30 @@ mod tests {
         let hooks = urls(&["http://127.0.0.1:1/a"]);
         let j = serde_json::json!({});
         let done = s
-            .enqueue_event(EventKind::ConnectorSynced, &j, &hooks, 10)
+            .enqueue_event(
+                EventKind::ConnectorSynced,
+                &j,
+                &Targets::webhooks(hooks.clone()),
+                10,
+            )
             .unwrap()
             .unwrap();
         let pending = s
-            .enqueue_event(EventKind::ConnectorSynced, &j, &hooks, 10)
+            .enqueue_event(
+                EventKind::ConnectorSynced,
+                &j,
+                &Targets::webhooks(hooks.clone()),
+                10,
+            )
             .unwrap()
             .unwrap();
         let recent = s
-            .enqueue_event(EventKind::ConnectorSynced, &j, &hooks, 100)
+            .enqueue_event(
+                EventKind::ConnectorSynced,
+                &j,
+                &Targets::webhooks(hooks.clone()),
+                100,
+            )
             .unwrap()
             .unwrap();
         s.mark_delivered(&done, &hooks[0], 11).unwrap();
@@ -439,7 +464,7 @@ mod tests {
             s.enqueue_event(
                 EventKind::ConnectorDisconnected,
                 &serde_json::json!({}),
-                &hooks,
+                &Targets::webhooks(hooks.clone()),
                 1,
             )?;
             Err(StoreError::Damaged("the state change failed".into()))
@@ -450,7 +475,7 @@ mod tests {
             s.enqueue_event(
                 EventKind::ConnectorDisconnected,
                 &serde_json::json!({}),
-                &hooks,
+                &Targets::webhooks(hooks.clone()),
                 1,
             )
         })
