@@ -413,11 +413,15 @@ fn main() {
             let rate = (counts.len().saturating_sub(1)) as f64 / span.max(0.001);
             // The whole run, catalogue and set-ups included: its fixed overhead shows here.
             let whole = report.tally.pushed as f64 / run_secs.max(0.001);
+            // The run's time beyond the pushes' own span, in round trips of the mean latency.
+            let overhead = (run_secs - span).max(0.0);
+            let round_trips = (latency_ms > 0).then(|| overhead * 1000.0 / latency_ms as f64);
             println!(
-                "rate at {latency_ms} ± {spread_ms} ms latency (max_in_flight {in_flight}): {} pushes at {rate:.1}/s, {throttled} answered 429; whole run {run_secs:.1} s = {whole:.1} pushes/s",
-                counts.len()
+                "rate at {latency_ms} ± {spread_ms} ms latency (max_in_flight {in_flight}): {} pushes at {rate:.1}/s, {throttled} answered 429; whole run {run_secs:.1} s = {whole:.1} pushes/s, {overhead:.2} s beyond the pushes{}",
+                counts.len(),
+                round_trips.map(|n| format!(" ({n:.1} round trips)")).unwrap_or_default()
             );
-            let figure = json!({"pushes": report.tally.pushed, "achieved_per_sec": rate, "answered_429": throttled, "max_in_flight": in_flight, "run_secs": run_secs, "whole_run_per_sec": whole});
+            let figure = json!({"pushes": report.tally.pushed, "achieved_per_sec": rate, "answered_429": throttled, "max_in_flight": in_flight, "run_secs": run_secs, "whole_run_per_sec": whole, "overhead_secs": overhead, "overhead_round_trips": round_trips});
             if latency_ms == 0 {
                 results.insert("rate_limit".into(), figure.clone());
             }
