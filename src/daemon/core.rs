@@ -125,9 +125,6 @@ pub enum ReloadError {
     /// The reload's task failed.
     #[error("the reload task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
-    /// A test driver's refusal.
-    #[error("{0}")]
-    Refused(String),
 }
 
 /// The core's hands: everything that touches the store, the network or the configuration.

@@ -89,12 +89,22 @@ impl Driver for FakeDriver {
             tokio::time::sleep(takes).await;
             // The file as it is at the end of the read.
             let cron = seen.lock().unwrap().reload_cron.clone();
+            // Refused the way the reader refuses: an invalid file naming its key.
+            let refused = |message: String| {
+                ReloadError::Config(crate::config::ConfigError::Invalid {
+                    path: "/etc/gradient-connector/config.toml".into(),
+                    problems: vec![crate::config::Problem {
+                        key: "schedule.cron".into(),
+                        message,
+                    }],
+                })
+            };
             match cron {
                 Some(c) => Ok(Reloaded {
                     schedule: Schedule::new(&c, chrono_tz::UTC)
-                        .map_err(|e| ReloadError::Refused(e.to_string()))?,
+                        .map_err(|e| refused(e.to_string()))?,
                 }),
-                None => Err(ReloadError::Refused("schedule.cron: invalid".into())),
+                None => Err(refused("not set".into())),
             }
         })
     }
