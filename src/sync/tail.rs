@@ -15,7 +15,8 @@
 //!
 //! The rule, decided under one lock as each push leaves the pacer ([`Leg`]'s [`BuildChoice`]):
 //! - a push leaves with `no_build` while more pushes than the tail's length are still unsent;
-//!   after that every push rebuilds (the length only grows, so `no_build` never follows);
+//!   after that every push rebuilds (once one has, the length only grows, so `no_build` never
+//!   follows a rebuilding push);
 //! - the connector's last push waits until every other push has left and every `no_build` push
 //!   was answered ([`Tail::drained`]);
 //! - a rebuilding push that left after every `no_build` push was answered and that Gradient
