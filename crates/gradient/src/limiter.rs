@@ -1,6 +1,10 @@
 //! The daemon-wide request pacing every request to Gradient passes: requests leave one at a time,
-//! evenly spaced at the current rate less [`SLACK`] (no bursts, and a timer that wakes late never
-//! packs more than the rate into one second), with at most `max_in_flight` waiting for answers.
+//! evenly spaced at the current rate less [`SLACK`], with at most `max_in_flight` waiting for
+//! answers. It is GCRA (the rule behind governor) with a [`TOLERANCE`] under the slack: a request
+//! may leave up to that much before its theoretical time, so a timer waking a little late costs no
+//! rate, and any second holds at most the rate. Each departure is decided when it happens, one
+//! request at a time: a runtime that stalls (a busy machine) sends the requests it held back spaced
+//! as usual, never in a clump that would pack more than the rate into the next second.
 //!
 //! The rate adapts the way congestion control does (AIMD): it starts at the configured
 //! `requests_per_second`; each 429 multiplies it by [`DECREASE`] (never below [`FLOOR`] per
@@ -23,15 +27,21 @@ pub const DECREASE: f64 = 0.9;
 pub const FLOOR: f64 = 1.0;
 /// While answers are clean, the rate climbs by this share of the configured rate per second.
 pub const CLIMB: f64 = 0.1;
-/// Each interval is this much longer than `1 / rate`: a timer that wakes a little late must not
-/// pack more than the rate into one second of arrivals (at 100/s, 5 ms of slack per second).
+/// Each interval is this much longer than `1 / rate` (at 100/s, 5 ms of slack per second): room
+/// for [`TOLERANCE`].
 pub const SLACK: f64 = 0.005;
+/// How much before its theoretical time a request may leave (absorbs a timer's lateness). Any
+/// second then holds at most `floor((1 s + TOLERANCE) / interval) + 1` requests, which is the rate
+/// as long as this stays under `SLACK` × 1 s.
+pub const TOLERANCE: Duration = Duration::from_millis(4);
 
 /// Pacing shared by every request of one daemon.
 #[derive(Debug)]
 pub struct Pacer {
     state: Mutex<Pace>,
     in_flight: Arc<Semaphore>,
+    /// The one request waiting for its departure (the others queue here, first come first served).
+    turn: tokio::sync::Mutex<()>,
 }
 
 #[derive(Debug)]
@@ -40,8 +50,10 @@ struct Pace {
     configured: f64,
     /// Requests per second now.
     rate: f64,
-    /// The earliest a request may leave.
+    /// The next request's theoretical departure (GCRA's TAT): it may leave [`TOLERANCE`] sooner.
     next: Instant,
+    /// No request leaves before this (Gradient's `Retry-After`, honoured to the letter).
+    hold: Instant,
     /// The configured requests in flight (changed by a reload).
     max_in_flight: usize,
 }
@@ -55,9 +67,11 @@ impl Pacer {
                 configured,
                 rate: configured,
                 next: Instant::now(),
+                hold: Instant::now(),
                 max_in_flight: max_in_flight.max(1),
             }),
             in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
+            turn: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -94,9 +108,10 @@ impl Pacer {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits for a place among the requests in flight, then for the request's slot in the pace.
-    /// The order matters: taking slots first would let callers queued on the semaphore bank their
-    /// slots and leave together after a stall, bursting above the rate.
+    /// Waits for a place among the requests in flight, then for its turn, then for its time in
+    /// the pace. The order matters: taking a time first would let callers queued on the semaphore
+    /// bank it and leave together after a stall, bursting above the rate; and the time is taken
+    /// when the request leaves, so one that wakes late pushes the ones after it back.
     pub async fn admit(&self) -> SemaphorePermit<'_> {
         // The semaphore is never closed, so acquire cannot fail; wait again if it ever did.
         let permit = loop {
@@ -105,13 +120,20 @@ impl Pacer {
             }
             tokio::task::yield_now().await;
         };
-        let slot = {
-            let mut p = self.pace();
-            let slot = p.next.max(Instant::now());
-            p.next = slot + interval(p.rate);
-            slot
-        };
-        tokio::time::sleep_until(slot).await;
+        let _turn = self.turn.lock().await;
+        loop {
+            // Read again after each wait: a 429's Retry-After may have moved it.
+            let due = {
+                let p = self.pace();
+                p.next.checked_sub(TOLERANCE).unwrap_or(p.next).max(p.hold)
+            };
+            if Instant::now() >= due {
+                break;
+            }
+            tokio::time::sleep_until(due).await;
+        }
+        let mut p = self.pace();
+        p.next = p.next.max(Instant::now()) + interval(p.rate);
         permit
     }
 
@@ -121,6 +143,7 @@ impl Pacer {
         p.rate = (p.rate * DECREASE).max(FLOOR);
         let now = Instant::now();
         let resume = now + retry_after.unwrap_or(Duration::ZERO);
+        p.hold = p.hold.max(resume);
         p.next = p.next.max(resume).max(now + interval(p.rate));
         metrics::gauge!("gradient_connector_gradient_pace_per_second").set(p.rate);
     }
@@ -173,6 +196,48 @@ mod tests {
             (Duration::from_millis(5000)..Duration::from_millis(5100)).contains(&took),
             "{took:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_held_back_by_a_stalled_runtime_leave_spaced_not_in_a_clump() {
+        let p = Arc::new(Pacer::new(100, 64));
+        let left = Arc::new(Mutex::new(Vec::new()));
+        for _ in 0..40 {
+            let (p, left) = (p.clone(), left.clone());
+            tokio::spawn(async move {
+                drop(p.admit().await);
+                left.lock().unwrap().push(Instant::now());
+            });
+        }
+        let step = |ms| async move {
+            tokio::time::advance(Duration::from_millis(ms)).await;
+            for _ in 0..50 {
+                tokio::task::yield_now().await;
+            }
+        };
+        for _ in 0..50 {
+            step(1).await;
+        }
+        // The runtime stalls for 100 ms: every timer due meanwhile fires at once.
+        step(100).await;
+        for _ in 0..400 {
+            step(1).await;
+        }
+        let left = left.lock().unwrap().clone();
+        assert_eq!(left.len(), 40);
+        let gap = interval(100.0) - TOLERANCE;
+        for w in left.windows(2) {
+            assert!(w[1] - w[0] >= gap, "{:?} apart", w[1] - w[0]);
+        }
+    }
+
+    #[test]
+    fn the_tolerance_fits_in_the_slack_of_a_second() {
+        for rate in [1.0, 10.0, 90.0, 100.0] {
+            let t = interval(rate).as_secs_f64();
+            let most = ((1.0 + TOLERANCE.as_secs_f64()) / t).floor() + 1.0;
+            assert!(most <= rate, "{rate}/s: {most} in a second");
+        }
     }
 
     #[tokio::test(start_paused = true)]
