@@ -514,9 +514,9 @@ impl Config {
         }
     }
 
-    /// Who hears of an event of `kind` ([`Audience::targets`]).
+    /// Who hears of an event of `kind` ([`Audience::targets_of`]).
     pub fn targets(&self, kind: EventKind) -> Targets {
-        Targets::webhooks(self.webhook_targets(kind)).mailing(self.email.is_some())
+        Audience::targets_of(&self.webhooks, self.email.is_some(), kind)
     }
 
     /// The module ids the `[[service]]` entries name.
@@ -553,7 +553,12 @@ pub struct Audience {
 impl Audience {
     /// The targets of an event of `kind`.
     pub fn targets(&self, kind: EventKind) -> Targets {
-        Targets::webhooks(webhook_targets(&self.webhooks, kind)).mailing(self.mail)
+        Audience::targets_of(&self.webhooks, self.mail, kind)
+    }
+
+    /// The targets of an event of `kind` for these webhooks, mailed or not.
+    pub fn targets_of(hooks: &[WebhookConfig], mail: bool, kind: EventKind) -> Targets {
+        Targets::webhooks(webhook_targets(hooks, kind)).mailing(mail)
     }
 }
 

@@ -79,12 +79,12 @@ pub async fn forget(store: &StoreHandle, id: &ConnectorId) -> Result<(), Connect
 /// inside its transaction when there is one). Returns whether one was written.
 fn emit(
     s: &Store,
-    hooks: &Audience,
+    audience: &Audience,
     kind: EventKind,
     data: serde_json::Value,
     now: Millis,
 ) -> Result<bool, StoreError> {
-    Ok(s.enqueue_event(kind, &data, &hooks.targets(kind), now)?
+    Ok(s.enqueue_event(kind, &data, &audience.targets(kind), now)?
         .is_some())
 }
 

@@ -30,7 +30,6 @@ use url::Url;
 pub mod mail;
 mod queue;
 
-pub use queue::prune_events;
 use queue::{Attempt, Channel, Deliverer, Queue, Words};
 
 use crate::config::{Config, ConfigError, WebhookSecret};
@@ -55,6 +54,23 @@ pub const KEEP_DONE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Any event is pruned after this long (a delivery to a webhook no longer configured, or written
 /// by commands while no daemon ran).
 pub const KEEP_ANY: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Prunes the outbox: delivered (or given-up) events older than [`KEEP_DONE`], and any event older
+/// than [`KEEP_ANY`]. Run after each run (with the ledger's retention); a failure is logged.
+pub async fn prune_events(store: &StoreHandle, now: Millis) {
+    let done_before = now - KEEP_DONE.as_millis() as i64;
+    let any_before = now - KEEP_ANY.as_millis() as i64;
+    match store
+        .write(move |s| s.prune_events(done_before, any_before))
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(events = n, "old outbox events pruned"),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not prune old outbox events; the next run tries again")
+        }
+    }
+}
 
 /// A webhook ready to deliver to: its url and its decoded signing key.
 #[derive(Debug, Clone)]

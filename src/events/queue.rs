@@ -4,8 +4,8 @@
 //! log names its target; [`Deliverer`] does the rest: wait for the next due time (or a wake, or
 //! [`POLL`] for rows other processes wrote), deliver a batch [`CONCURRENCY`] at a time, and record
 //! each outcome (delivered, or failed with its [`next_attempt`], given up after [`RETRY_FOR`]). Old
-//! events are pruned after each run ([`prune_events`]), not here: a daemon without any channel
-//! prunes too, and two channels do not prune twice.
+//! events are pruned after each run ([`super::prune_events`]), not here: a daemon without any
+//! channel prunes too, and two channels do not prune twice.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
 
-use super::{next_attempt, CONCURRENCY, KEEP_ANY, KEEP_DONE, POLL, RETRY_FOR};
+use super::{next_attempt, CONCURRENCY, POLL, RETRY_FOR};
 use crate::store::outbox::{self, Due};
 use crate::store::{Store, StoreError, StoreHandle};
 use crate::time::{Clock, Millis};
@@ -39,23 +39,6 @@ fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
         cause = c.source();
     }
     text
-}
-
-/// Prunes the outbox: delivered (or given-up) events older than [`KEEP_DONE`], and any event older
-/// than [`KEEP_ANY`]. Run after each run (with the ledger's retention); a failure is logged.
-pub async fn prune_events(store: &StoreHandle, now: Millis) {
-    let done_before = now - KEEP_DONE.as_millis() as i64;
-    let any_before = now - KEEP_ANY.as_millis() as i64;
-    match store
-        .write(move |s| s.prune_events(done_before, any_before))
-        .await
-    {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(events = n, "old outbox events pruned"),
-        Err(e) => {
-            tracing::warn!(error = %e, "could not prune old outbox events; the next run tries again")
-        }
-    }
 }
 
 /// Which of the outbox's deliveries a channel sends.

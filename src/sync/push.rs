@@ -488,13 +488,13 @@ impl<'a> ConnectorRun<'a> {
     }
 
     /// Pushes one pair unless the run is stopping (None: not attempted, not recorded); the
-    /// connector's `last` push first waits for the drain. The tail decides `no_build`.
+    /// connector's `last` push first waits for the drain. The tail decides `no_build`; a push
+    /// not attempted settles its leg when the leg is dropped.
     async fn push(&self, pp: &PlannedPush, tail: &Tail, last: bool) -> Option<Attempt> {
         let leg = tail.leg();
         let attempt = self.push_leg(pp, &leg, tail, last).await;
-        match &attempt {
-            Some(a) => leg.settle(a.outcome == PairOutcome::Pushed, a.attempts),
-            None => leg.settle(false, 0),
+        if let Some(a) = &attempt {
+            leg.settle(a.outcome == PairOutcome::Pushed, a.attempts);
         }
         attempt
     }

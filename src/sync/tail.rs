@@ -23,6 +23,7 @@
 //!   accepted **seals** the run ([`Tail::sealed`]); a connector's run without a seal re-pushes one
 //!   accepted pair, rebuilding.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -156,7 +157,7 @@ impl Tail {
         Leg {
             tail: self,
             left: Mutex::new(None),
-            settled: Mutex::new(false),
+            settled: AtomicBool::new(false),
         }
     }
 }
@@ -166,7 +167,7 @@ impl Tail {
 pub struct Leg<'t> {
     tail: &'t Tail,
     left: Mutex<Option<Departure>>,
-    settled: Mutex<bool>,
+    settled: AtomicBool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -203,11 +204,8 @@ impl Leg<'_> {
     /// The push was answered (`accepted`: Gradient took the count; `attempts`: requests made), or
     /// ended without leaving.
     pub fn settle(&self, accepted: bool, attempts: u32) {
-        {
-            let mut done = self.settled.lock().unwrap_or_else(|p| p.into_inner());
-            if std::mem::replace(&mut *done, true) {
-                return;
-            }
+        if self.settled.swap(true, Ordering::Relaxed) {
+            return;
         }
         let left = *self.left.lock().unwrap_or_else(|p| p.into_inner());
         let mut s = self.tail.state();

@@ -118,8 +118,10 @@ impl PartnerSession {
             Cap::List => inner.settings.max_list_body.max(1),
             Cap::Small => small,
         };
-        let Route { mut path, no_build } = route.into();
-        let mut no_build = no_build;
+        let Route {
+            mut path,
+            mut no_build,
+        } = route.into();
         let body_bytes = match body {
             Body::None => None,
             Body::Json(b) => Some(serde_json::to_vec(b).map_err(|e| {
