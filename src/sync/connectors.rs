@@ -40,14 +40,23 @@ pub(super) async fn run_connectors(
     let results: Vec<ConnectorReport> = stream::iter(participants)
         .map(|p| async move {
             let workspaces = setup.by_channel.get(&p.row.id).cloned().unwrap_or_default();
-            let (prepared, read) =
-                futures::join!(push::prepare(ctx, &p, &workspaces), catalogue_ref.clone());
-            // The catalogue could not be read: the run fails before any push (below).
-            let (service_ids, _) = read.ok()?;
-            let plan = plans_for(setup, &[p.row.id.as_str()], &service_ids)
+            // Planned under the service ids the store holds; the pushes that wait for the set-up
+            // take this run's from the catalogue.
+            let plan = plans_for(setup, &[p.row.id.as_str()], &setup.stored_service_ids)
                 .remove(&p.row.id)
                 .unwrap_or_default();
-            Some(ConnectorRun::new(scope, p, plan).run(prepared).await)
+            let who = p.clone();
+            let opening = async move {
+                let (prepared, read) = futures::join!(
+                    set_up::prepare(ctx, &who, &workspaces),
+                    catalogue_ref.clone()
+                );
+                // The catalogue could not be read: the run fails before its pushes (below).
+                let (service_ids, _) = read.map_err(|_| SetUpFailure::Catalogue)?;
+                let prepared = prepared.map_err(SetUpFailure::Connector)?;
+                Ok((prepared, Arc::new(service_ids)))
+            };
+            ConnectorRun::new(scope, p, plan).run(opening).await
         })
         .buffer_unordered(parallel)
         .filter_map(|r| async move { r })

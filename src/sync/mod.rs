@@ -11,10 +11,13 @@ mod close;
 mod connectors;
 mod dry;
 mod fresh_inventory;
+pub mod headstart;
 use close::close;
 pub mod interrupted;
 pub mod mapping;
+mod record;
 mod report;
+pub mod set_up;
 mod stop;
 pub mod tail;
 use connectors::*;
@@ -53,7 +56,7 @@ use crate::store::{StoreError, StoreHandle};
 use crate::time::{format_ms, now_ms, Millis, Month, Period};
 use plan::ConnectorPlan;
 pub use push::MAX_EXACT_COUNT;
-use push::{Attempt, ConnectorRun, Halt, HaltFlag, Recorder, Scope};
+use push::{Attempt, ConnectorRun, Halt, HaltFlag, Recorder, Scope, SetUpFailure};
 
 /// Errors that stop a run before it starts.
 #[derive(Debug, thiserror::Error)]
@@ -251,6 +254,7 @@ fn cadence_label(p: &Period) -> Cadence {
 }
 
 /// A connector taking part in a run.
+#[derive(Clone)]
 pub struct Participant {
     row: ConnectorRow,
     session: PartnerSession,

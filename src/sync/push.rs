@@ -1,26 +1,28 @@
-//! One connector's part of a run: set-up calls (verify an unverified token, reconcile accounts),
-//! then every planned push concurrently through the client's pacer — all but the rebuilding tail
-//! with `no_build=true` ([`super::tail`]) — and a ledger row for every pair.
+//! One connector's part of a run: its set-up ([`super::set_up`]) and every planned push
+//! concurrently through the client's pacer — waiting for the set-up at the connector's
+//! [`Gate`], except the pairs that lead at a distant Gradient ([`super::headstart`]); all but the
+//! rebuilding tail with `no_build=true` ([`super::tail`]) — and a ledger row for every pair
+//! ([`super::record`]).
 //!
 //! [`Scope`] is what every connector of a run shares (context, run id, stop control, the ledger
 //! writer's [`Recorder`], the run-wide [`Halt`]); [`ConnectorRun`] is one connector's state, whose
 //! own [`Halt`] says whether its token was rejected.
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use futures::stream::{self, StreamExt};
 
+use super::headstart::{self, Admission, AtDeparture, Gate, ServiceIds, HEADSTART_AFTER};
 use super::plan::{ConnectorPlan, PlannedPush};
+use super::record::note;
+pub use super::record::{Attempt, PairKey, Recorder};
+use super::set_up::Prepared;
 use super::tail::{Leg, Tail};
 use super::{reject_connector, ConnectorReport, Participant, RunControl, SyncContext};
-use crate::connector::{ensure_accounts, verify};
 use crate::domain::{ConnectorState, PairOutcome};
-use crate::gradient::{ErrorKind, GradientError};
-use crate::store::ledger::{LedgerEntry, WorkspaceRow};
-use crate::store::LedgerSink;
-use crate::time::{now_ms, Millis};
+use crate::gradient::{Answer, BuildChoice, ErrorKind, GradientError};
+use crate::time::now_ms;
 
 /// The largest count a JSON number carries exactly (2^53): anything above is refused, never rounded.
 pub const MAX_EXACT_COUNT: u64 = 1 << 53;
@@ -55,231 +57,6 @@ impl HaltFlag {
     pub fn raise(&self, h: Halt) {
         self.0.fetch_max(h as u8, Ordering::Relaxed);
     }
-}
-
-/// A pair as the ledger knows it within one run: (connector, account, module).
-pub type PairKey = (String, String, String);
-
-/// Writes a run's ledger rows (through the writer thread) and keeps the connector's report in step.
-/// It remembers which pairs it recorded, so that a run stopped by its deadline can record every
-/// other planned pair `failed` ([`Recorder::recorded`]).
-#[derive(Clone)]
-pub struct Recorder {
-    /// The store's writer thread.
-    pub ledger: LedgerSink,
-    /// The run.
-    pub run_id: i64,
-    recorded: Arc<Mutex<HashSet<PairKey>>>,
-}
-
-/// What happened to one pair.
-#[derive(Debug, Clone)]
-pub struct Attempt {
-    /// Outcome.
-    pub outcome: PairOutcome,
-    /// Gradient's HTTP status, when it answered.
-    pub status: Option<u16>,
-    /// Requests made.
-    pub attempts: u32,
-    /// Why, for anything but pushed.
-    pub reason: Option<String>,
-}
-
-impl Attempt {
-    fn not_sent(outcome: PairOutcome, reason: &str) -> Attempt {
-        Attempt {
-            outcome,
-            status: None,
-            attempts: 0,
-            reason: Some(reason.to_string()),
-        }
-    }
-}
-
-fn pair_key(connector: &str, account: &str, module: &str) -> PairKey {
-    (
-        connector.to_string(),
-        account.to_string(),
-        module.to_string(),
-    )
-}
-
-impl Recorder {
-    /// A recorder for run `run_id`.
-    pub fn new(ledger: LedgerSink, run_id: i64) -> Recorder {
-        Recorder {
-            ledger,
-            run_id,
-            recorded: Arc::default(),
-        }
-    }
-
-    /// Whether a row for this pair was sent in this run.
-    pub fn recorded(&self, connector: &str, account: &str, module: &str) -> bool {
-        self.pairs().contains(&pair_key(connector, account, module))
-    }
-
-    fn remember(&self, connector: &str, account: &str, module: &str) {
-        self.pairs().insert(pair_key(connector, account, module));
-    }
-
-    /// The pairs recorded so far (a poisoned lock still holds a usable set).
-    fn pairs(&self) -> std::sync::MutexGuard<'_, HashSet<PairKey>> {
-        self.recorded.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Records one pair: its ledger row and its place in the connector's report.
-    pub fn pair(&self, cr: &mut ConnectorReport, p: &PlannedPush, a: &Attempt, at: Millis) {
-        self.row(&cr.id, p, a, at);
-        note(cr, p, a);
-    }
-
-    /// Sends one pair's ledger row to the writer (a send error means the writer stopped; its
-    /// `finish()` reports why).
-    pub fn row(&self, connector: &str, p: &PlannedPush, a: &Attempt, at: Millis) {
-        metrics::counter!("gradient_connector_pushes_total", "outcome" => a.outcome.as_str())
-            .increment(1);
-        self.remember(connector, &p.account_id, &p.module);
-        self.ledger.send(LedgerEntry {
-            run_id: self.run_id,
-            connector_id: connector.to_string(),
-            account_id: p.account_id.clone(),
-            module: p.module.clone(),
-            service_id: p.service_id.clone(),
-            unit_count: Some(p.unit_count),
-            outcome: a.outcome,
-            http_status: a.status,
-            attempts: a.attempts,
-            reason: a.reason.clone().or_else(|| {
-                p.final_zero
-                    .then(|| "final zero: the workspace left this MSP (removed or moved)".into())
-            }),
-            at,
-        });
-    }
-
-    /// Records every pair of a plan with one outcome (a connector that could not push at all).
-    pub fn all(&self, cr: &mut ConnectorReport, plan: &ConnectorPlan, a: &Attempt, at: Millis) {
-        for p in &plan.pushes {
-            self.pair(cr, p, a, at);
-        }
-    }
-
-    /// Records every push of a connector whose token Gradient rejected: none is sent.
-    pub fn rejected(&self, cr: &mut ConnectorReport, plan: &ConnectorPlan, at: Millis) {
-        let a = Attempt::not_sent(
-            PairOutcome::Rejected,
-            "not sent: Gradient rejected this connector's token (401)",
-        );
-        self.all(cr, plan, &a, at);
-    }
-
-    /// Records the pairs whose module is disabled: nothing is sent, Gradient keeps its value.
-    pub fn disabled(&self, cr: &mut ConnectorReport, plan: &ConnectorPlan, at: Millis) {
-        for d in &plan.disabled {
-            metrics::counter!("gradient_connector_pushes_total", "outcome" => PairOutcome::SkippedDisabled.as_str())
-                .increment(1);
-            cr.tally.add(PairOutcome::SkippedDisabled);
-            cr.disabled
-                .push((d.account_id.clone(), d.module.clone(), d.last_known));
-            self.remember(&plan.connector_id, &d.account_id, &d.module);
-            self.ledger.send(LedgerEntry {
-                run_id: self.run_id,
-                connector_id: plan.connector_id.clone(),
-                account_id: d.account_id.clone(),
-                module: d.module.clone(),
-                service_id: None,
-                unit_count: d.last_known,
-                outcome: PairOutcome::SkippedDisabled,
-                http_status: None,
-                attempts: 0,
-                reason: Some(
-                    "module disabled: nothing sent; Gradient keeps the last known value".into(),
-                ),
-                at,
-            });
-        }
-    }
-}
-
-/// Counts one pair in the connector's report (and lists it when unmapped or failed).
-fn note(cr: &mut ConnectorReport, p: &PlannedPush, a: &Attempt) {
-    cr.tally.add(a.outcome);
-    match a.outcome {
-        PairOutcome::Unmapped => cr.unmapped.push((p.account_id.clone(), p.module.clone())),
-        PairOutcome::Failed => cr.failed.push((
-            p.account_id.clone(),
-            p.module.clone(),
-            a.reason.clone().unwrap_or_else(|| "failed".into()),
-        )),
-        _ => {}
-    }
-}
-
-/// What a connector's set-up found: run while the catalogue is read, before any push.
-#[derive(Debug, Clone)]
-pub struct Prepared {
-    /// An unverified token was verified now.
-    verified: bool,
-    /// The integration's status as Gradient shows it.
-    status: Option<String>,
-    /// Accounts created in Gradient.
-    accounts_created: usize,
-    /// Accounts renamed in Gradient.
-    accounts_renamed: usize,
-}
-
-/// A connector's set-up calls: verification (unverified only) or a read of the integration (its
-/// status as Gradient shows it now) together with the account reconciliation — one round trip for
-/// a connected connector — then what Gradient showed is recorded. A failure decides every pair.
-pub async fn prepare(
-    ctx: &SyncContext,
-    who: &Participant,
-    workspaces: &[WorkspaceRow],
-) -> Result<Prepared, GradientError> {
-    let id = who.row.id.clone();
-    let (verified, status, synced_at, acc) = if who.row.state == ConnectorState::Unverified {
-        let st = verify(
-            &ctx.store,
-            &ctx.config.audience(),
-            &id,
-            who.row.token_set_at,
-            &who.session,
-        )
-        .await?;
-        let acc = ensure_accounts(&who.session, &id, workspaces).await?;
-        (true, Some(st), None, acc)
-    } else {
-        let (integration, acc) = futures::join!(
-            who.session.get_integration(),
-            ensure_accounts(&who.session, &id, workspaces)
-        );
-        let i = integration?.value;
-        (false, i.status, i.last_synced_at, acc?)
-    };
-    let (created, renamed) = (acc.created, acc.renamed);
-    let (now, shown) = (now_ms(), status.clone());
-    let recorded = ctx
-        .store
-        .write(move |s| {
-            s.record_gradient_view(
-                &id,
-                shown.as_deref(),
-                synced_at,
-                acc.unmapped.as_deref(),
-                now,
-            )
-        })
-        .await;
-    if let Err(e) = recorded {
-        tracing::warn!(connector = %who.row.id, error = %e, "could not record Gradient's view of the integration");
-    }
-    Ok(Prepared {
-        verified,
-        status,
-        accounts_created: created,
-        accounts_renamed: renamed,
-    })
 }
 
 /// What every connector of one run shares.
@@ -323,17 +100,51 @@ impl<'a> ConnectorRun<'a> {
         }
     }
 
-    /// Runs the connector's part after its set-up ([`prepare`], which ran while the catalogue
-    /// was read); returns its report.
-    pub async fn run(mut self, prepared: Result<Prepared, GradientError>) -> ConnectorReport {
+    /// Runs the connector's part: its set-up (`opening`: [`prepare`] and the run's catalogue) and
+    /// its pushes, which wait for the set-up at the [`Gate`] — or at a distant Gradient, for the
+    /// pairs that may lead, not ([`super::headstart`]). Returns its report; None when the run's
+    /// catalogue could not be read and nothing of this connector was recorded.
+    pub async fn run(mut self, opening: impl Future<Output = Opened>) -> Option<ConnectorReport> {
+        let mut pushes = std::mem::take(&mut self.plan.pushes);
+        headstart::leaders_first(self.who.row.state, &mut pushes);
+        let client = &self.scope.ctx.config.gradient.client;
+        let tail = Tail::new(
+            pushes.len(),
+            client.requests_per_second,
+            client.max_in_flight.max(1),
+        );
+        let gate = Gate::default();
+        let (opened, pushed) = {
+            let this = &self;
+            futures::join!(
+                this.open(opening, &gate),
+                this.push_all(pushes, &tail, &gate)
+            )
+        };
+        for (pp, a) in &pushed.done {
+            note(&mut self.report, pp, a);
+        }
         let rec = self.scope.recorder.clone();
-        rec.disabled(&mut self.report, &self.plan, now_ms());
-        match prepared {
-            Err(e) => {
-                self.set_up_failed(&e).await;
-                return self.report;
+        match opened {
+            Err(SetUpFailure::Catalogue) => {
+                // The run fails before its pushes; counts Gradient accepted early are recorded,
+                // and rebuilt.
+                self.rebuild_unless_sealed(&tail, pushed.first_accepted)
+                    .await;
+                return (!pushed.done.is_empty()).then_some(self.report);
             }
-            Ok(p) => {
+            Err(SetUpFailure::Connector(e)) => {
+                rec.disabled(&mut self.report, &self.plan, now_ms());
+                self.plan.pushes = pushed.left;
+                self.set_up_failed(&e).await;
+                if !matches!(e.kind, ErrorKind::Unauthorized | ErrorKind::Forbidden) {
+                    self.rebuild_unless_sealed(&tail, pushed.first_accepted)
+                        .await;
+                }
+                return Some(self.report);
+            }
+            Ok((p, _)) => {
+                rec.disabled(&mut self.report, &self.plan, now_ms());
                 if p.verified {
                     self.report.state = Some(ConnectorState::Connected);
                 }
@@ -342,7 +153,8 @@ impl<'a> ConnectorRun<'a> {
                 self.report.accounts_renamed = p.accounts_renamed;
             }
         }
-        self.push_all().await;
+        self.rebuild_unless_sealed(&tail, pushed.first_accepted)
+            .await;
         self.activate().await;
         if self.halt.get() == Halt::TokenRejected {
             let mut err = GradientError::new(ErrorKind::Unauthorized, Some(401), "");
@@ -362,7 +174,25 @@ impl<'a> ConnectorRun<'a> {
                 tracing::error!(connector = %self.report.id, error = %e, "the connector's last success could not be recorded (status and the last-success metric lag behind)");
             }
         }
-        self.report
+        Some(self.report)
+    }
+
+    /// Waits for the set-up; when it has not answered after [`HEADSTART_AFTER`], lets the pairs
+    /// that may lead go. Then opens or closes the gate.
+    async fn open(&self, opening: impl Future<Output = Opened>, gate: &Gate) -> Opened {
+        tokio::pin!(opening);
+        let opened = tokio::select! {
+            opened = &mut opening => opened,
+            () = tokio::time::sleep(HEADSTART_AFTER) => {
+                gate.lead();
+                opening.await
+            }
+        };
+        match &opened {
+            Ok((_, ids)) => gate.open(ids.clone()),
+            Err(_) => gate.close(),
+        }
+        opened
     }
 
     /// Sets the integration `active` once this run pushed a count Gradient accepted, unless
@@ -435,47 +265,42 @@ impl<'a> ConnectorRun<'a> {
 
     /// Every pair concurrently through the pacer, the last ones rebuilding ([`Tail`]): all but the
     /// rebuilding tail with `no_build`, and the last one only after every `no_build` push was
-    /// answered. A run that no accepted rebuilding push sealed re-pushes one accepted pair.
-    async fn push_all(&mut self) {
+    /// answered. Rows go to the ledger as pushes complete (a crash loses only the last few).
+    async fn push_all(&self, pushes: Vec<PlannedPush>, tail: &Tail, gate: &Gate) -> Pushes {
         let rec = self.scope.recorder.clone();
-        let client = &self.scope.ctx.config.gradient.client;
-        let max_in_flight = client.max_in_flight.max(1);
-        let pushes = std::mem::take(&mut self.plan.pushes);
-        let tail = Tail::new(pushes.len(), client.requests_per_second, max_in_flight);
+        let max_in_flight = self.scope.ctx.config.gradient.client.max_in_flight.max(1);
         let last = pushes.len().saturating_sub(1);
-        let mut first_pushed: Option<PlannedPush> = None;
-        let mut done = Vec::new();
-        {
-            let (this, tail) = (&*self, &tail);
-            let id = this.report.id.clone();
-            let mut results = stream::iter(pushes.into_iter().enumerate())
-                .map(|(i, pp)| async move {
-                    let a = this.push(&pp, tail, i == last).await;
-                    (pp, a)
-                })
-                .buffer_unordered(max_in_flight);
-            while let Some((pp, attempt)) = results.next().await {
-                if let Some(a) = attempt {
-                    if a.outcome == PairOutcome::Pushed && first_pushed.is_none() {
-                        first_pushed = Some(pp.clone());
-                    }
-                    // Rows go to the writer as they complete (a crash loses only the last few).
-                    rec.row(&id, &pp, &a, now_ms());
-                    done.push((pp, a));
-                }
+        let mut out = Pushes::default();
+        let mut results = stream::iter(pushes.into_iter().enumerate())
+            .map(|(i, mut pp)| async move {
+                let a = self.push(&mut pp, tail, gate, i == last).await;
+                (pp, a)
+            })
+            .buffer_unordered(max_in_flight);
+        while let Some((pp, attempt)) = results.next().await {
+            let Some(a) = attempt else {
+                out.left.push(pp);
+                continue;
+            };
+            if a.outcome == PairOutcome::Pushed && out.first_accepted.is_none() {
+                out.first_accepted = Some(pp.clone());
             }
+            rec.row(&self.report.id, &pp, &a, now_ms());
+            out.done.push((pp, a));
         }
-        for (pp, a) in &done {
-            note(&mut self.report, pp, a);
-        }
-        // The run's last call must rebuild Gradient's view: re-push a successful pair.
+        out
+    }
+
+    /// The run's last call must rebuild Gradient's view: unless a rebuilding push sealed the run,
+    /// re-push a pair Gradient accepted, rebuilding.
+    async fn rebuild_unless_sealed(&self, tail: &Tail, accepted: Option<PlannedPush>) {
         if tail.sealed()
-            || self.halt.get() != Halt::Sending
+            || self.halt.get().max(self.scope.halt.get()) != Halt::Sending
             || self.scope.control.stop.is_cancelled()
         {
             return;
         }
-        let Some(ok) = first_pushed else { return };
+        let Some(ok) = accepted else { return };
         let Some(sid) = &ok.service_id else { return };
         if let Err(e) = self
             .who
@@ -487,12 +312,18 @@ impl<'a> ConnectorRun<'a> {
         }
     }
 
-    /// Pushes one pair unless the run is stopping (None: not attempted, not recorded); the
-    /// connector's `last` push first waits for the drain. The tail decides `no_build`; a push
-    /// not attempted settles its leg when the leg is dropped.
-    async fn push(&self, pp: &PlannedPush, tail: &Tail, last: bool) -> Option<Attempt> {
+    /// Pushes one pair unless the run is stopping or the set-up failed (None: not recorded here);
+    /// the connector's `last` push first waits for the drain. The tail decides `no_build`; a
+    /// push not attempted settles its leg when the leg is dropped.
+    async fn push(
+        &self,
+        pp: &mut PlannedPush,
+        tail: &Tail,
+        gate: &Gate,
+        last: bool,
+    ) -> Option<Attempt> {
         let leg = tail.leg();
-        let attempt = self.push_leg(pp, &leg, tail, last).await;
+        let attempt = self.push_leg(pp, &leg, tail, gate, last).await;
         if let Some(a) = &attempt {
             leg.settle(a.outcome == PairOutcome::Pushed, a.attempts);
         }
@@ -501,55 +332,149 @@ impl<'a> ConnectorRun<'a> {
 
     async fn push_leg(
         &self,
-        pp: &PlannedPush,
+        pp: &mut PlannedPush,
         leg: &Leg<'_>,
         tail: &Tail,
+        gate: &Gate,
         last: bool,
     ) -> Option<Attempt> {
         let control = self.scope.control;
-        if last {
-            tokio::select! {
-                () = tail.drained() => {}
+        let leads = headstart::may_lead(self.who.row.state, pp, last);
+        loop {
+            let admitted_early = tokio::select! {
+                admission = gate.admit(leads) => match admission {
+                    Admission::Closed => return None,
+                    Admission::Early => true,
+                    Admission::Open(ids) => {
+                        pp.service_id = ids.get(&pp.module).cloned();
+                        false
+                    }
+                },
                 () = control.stop.cancelled() => return None,
+            };
+            if last {
+                tokio::select! {
+                    () = tail.drained() => {}
+                    () = control.stop.cancelled() => return None,
+                }
             }
+            if let Err(held) = self.may_send(pp) {
+                return held;
+            }
+            let Some(service_id) = pp.service_id.clone() else {
+                return Some(no_service_id());
+            };
+            let leaving = Leaving {
+                leg,
+                gate,
+                module: &pp.module,
+                early: admitted_early.then_some(service_id.as_str()),
+                left_early: AtomicBool::new(false),
+            };
+            let sent = self.send(&service_id, pp, &leaving).await?;
+            if sent.as_ref().is_err_and(|e| e.kind == ErrorKind::Withdrawn) {
+                // Admitted early, and by the time it left the pacer the headstart was over:
+                // admitted again, under what the set-up said.
+                continue;
+            }
+            if !leaving.left_early.load(Ordering::Relaxed) {
+                return Some(self.judge(sent));
+            }
+            return self.read_early(pp, &service_id, sent, leg, gate).await;
         }
+    }
+
+    /// Why a pair is not sent now: Err(None) when the run is stopping (not recorded here),
+    /// Err(Some) with what to record.
+    fn may_send(&self, pp: &PlannedPush) -> Result<(), Option<Attempt>> {
         // A ledger row that could not be written stops every push not sent yet.
-        if control.stop.is_cancelled() || self.scope.recorder.ledger.failure().is_some() {
-            return None;
+        if self.scope.control.stop.is_cancelled() || self.scope.recorder.ledger.failure().is_some()
+        {
+            return Err(None);
         }
         match self.halt.get().max(self.scope.halt.get()) {
             Halt::Sending => {}
             Halt::TokenRejected => {
-                return Some(Attempt::not_sent(
+                return Err(Some(Attempt::not_sent(
                     PairOutcome::Rejected,
                     "not sent: Gradient rejected this connector's token (401) earlier in this run",
-                ))
+                )))
             }
             Halt::Forbidden => {
-                return Some(Attempt::not_sent(
+                return Err(Some(Attempt::not_sent(
                     PairOutcome::Failed,
                     "not sent: Gradient answered 403 (anomaly) earlier in this run",
-                ))
+                )))
             }
         }
         if pp.unit_count.whole_part() >= MAX_EXACT_COUNT {
-            return Some(Attempt::not_sent(PairOutcome::Failed, "not sent: the count exceeds 2^53, which a JSON number cannot carry exactly; check the inventory"));
+            return Err(Some(Attempt::not_sent(PairOutcome::Failed, "not sent: the count exceeds 2^53, which a JSON number cannot carry exactly; check the inventory")));
         }
-        let Some(service_id) = &pp.service_id else {
-            return Some(Attempt::not_sent(
-                PairOutcome::Failed,
-                "not sent: the service has no Gradient id (it could not be created); see the run's log",
-            ));
+        Ok(())
+    }
+
+    /// A count that left before the set-up answered: its answer is read once the set-up has
+    /// answered ([`super::headstart`]). None: the set-up failed and Gradient did not accept it;
+    /// the set-up's failure decides the pair.
+    async fn read_early(
+        &self,
+        pp: &mut PlannedPush,
+        service_id: &str,
+        sent: Result<Answer<()>, GradientError>,
+        leg: &Leg<'_>,
+        gate: &Gate,
+    ) -> Option<Attempt> {
+        if sent.is_err() {
+            gate.refused();
+        }
+        let verdict = tokio::select! {
+            v = gate.verdict() => v,
+            () = self.scope.control.abort.cancelled() => return None,
         };
-        let call = self
-            .who
-            .session
-            .set_unit_count(service_id, &pp.account_id, pp.unit_count, leg);
-        let result = tokio::select! {
-            r = call => r,
-            _ = control.abort.cancelled() => return None,
+        let Some(ids) = verdict else {
+            // The set-up failed: only an accepted count stands.
+            return sent.is_ok().then(|| self.judge(sent));
         };
-        Some(match result {
+        let current = ids.get(&pp.module).cloned();
+        if current.as_deref() == Some(service_id) {
+            return Some(self.judge(sent));
+        }
+        // The catalogue names another service for the module now: push again under it, with
+        // the `no_build` the count left with.
+        let before = match &sent {
+            Ok(a) => a.attempts,
+            Err(e) => e.attempts,
+        };
+        pp.service_id = current;
+        let Some(service_id) = pp.service_id.clone() else {
+            return Some(no_service_id());
+        };
+        let again = self.send(&service_id, pp, leg.left_with_no_build()).await?;
+        let mut a = self.judge(again);
+        a.attempts = a.attempts.saturating_add(before);
+        Some(a)
+    }
+
+    /// One count to Gradient; None when the run was aborted before the answer.
+    async fn send(
+        &self,
+        service_id: &str,
+        pp: &PlannedPush,
+        no_build: impl BuildChoice,
+    ) -> Option<Result<Answer<()>, GradientError>> {
+        let call =
+            self.who
+                .session
+                .set_unit_count(service_id, &pp.account_id, pp.unit_count, no_build);
+        tokio::select! {
+            r = call => Some(r),
+            _ = self.scope.control.abort.cancelled() => None,
+        }
+    }
+
+    /// What Gradient's answer to a count means for the pair (a 401 or a 403 also halts sending).
+    fn judge(&self, sent: Result<Answer<()>, GradientError>) -> Attempt {
+        match sent {
             Ok(a) => Attempt {
                 outcome: PairOutcome::Pushed,
                 status: Some(a.status),
@@ -580,6 +505,69 @@ impl<'a> ConnectorRun<'a> {
                     reason: Some(reason),
                 }
             }
-        })
+        }
     }
+}
+
+/// How one push leaves the pacer: the tail decides `no_build`; a count admitted before the set-up
+/// answered is withdrawn when, as it leaves, the headstart is over and the set-up did not confirm
+/// its service id ([`Gate::at_departure`]).
+struct Leaving<'a> {
+    leg: &'a Leg<'a>,
+    gate: &'a Gate,
+    module: &'a str,
+    /// Admitted early, under this service id.
+    early: Option<&'a str>,
+    /// It left while the headstart lasted: its answer waits for the set-up's.
+    left_early: AtomicBool,
+}
+
+impl BuildChoice for Leaving<'_> {
+    fn withdrawn(&self) -> bool {
+        let Some(service_id) = self.early else {
+            return false;
+        };
+        match self.gate.at_departure(self.module, service_id) {
+            AtDeparture::Early => {
+                self.left_early.store(true, Ordering::Relaxed);
+                false
+            }
+            AtDeparture::Confirmed => false,
+            AtDeparture::Withdrawn => true,
+        }
+    }
+
+    fn no_build(&self) -> bool {
+        self.leg.no_build()
+    }
+}
+
+fn no_service_id() -> Attempt {
+    Attempt::not_sent(
+        PairOutcome::Failed,
+        "not sent: the service has no Gradient id (it could not be created); see the run's log",
+    )
+}
+
+/// Why a connector's set-up failed.
+#[derive(Debug)]
+pub enum SetUpFailure {
+    /// The run's catalogue could not be read: the run fails (its stop says why).
+    Catalogue,
+    /// The connector's own set-up calls.
+    Connector(GradientError),
+}
+
+/// What a connector's set-up found, with the run's service ids.
+pub type Opened = Result<(Prepared, ServiceIds), SetUpFailure>;
+
+/// What a connector's pushes came to.
+#[derive(Default)]
+struct Pushes {
+    /// Pairs recorded, with what happened.
+    done: Vec<(PlannedPush, Attempt)>,
+    /// Pairs not recorded: they did not leave (the set-up failed, or the run stopped).
+    left: Vec<PlannedPush>,
+    /// The first pair Gradient accepted.
+    first_accepted: Option<PlannedPush>,
 }

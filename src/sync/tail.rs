@@ -201,6 +201,14 @@ impl BuildChoice for Leg<'_> {
 }
 
 impl Leg<'_> {
+    /// Whether the push left with `no_build` (false before it left).
+    pub fn left_with_no_build(&self) -> bool {
+        self.left
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|d| !d.rebuilding)
+    }
+
     /// The push was answered (`accepted`: Gradient took the count; `attempts`: requests made), or
     /// ended without leaving.
     pub fn settle(&self, accepted: bool, attempts: u32) {

@@ -18,6 +18,7 @@ mod demo;
 mod email;
 mod faults;
 mod gradient_contract;
+mod headstart;
 mod history_changes;
 mod hostile_gradient;
 mod hostile_input;

@@ -37,6 +37,9 @@ pub enum ErrorKind {
     TooLarge,
     /// The client could not be built (bad base URL, TLS set-up).
     Config,
+    /// The caller withdrew the count as it left the pacer ([`crate::BuildChoice::withdrawn`]):
+    /// nothing was sent.
+    Withdrawn,
 }
 
 impl ErrorKind {
@@ -64,6 +67,7 @@ impl ErrorKind {
             ErrorKind::Decode => "decode",
             ErrorKind::TooLarge => "too_large",
             ErrorKind::Config => "config",
+            ErrorKind::Withdrawn => "withdrawn",
         }
     }
 }
@@ -133,6 +137,7 @@ impl GradientError {
             ErrorKind::Decode => "Gradient's answer could not be read or is not the documented shape; nothing was created or pushed from it",
             ErrorKind::TooLarge => "Gradient's answer was larger than allowed and was not read; if Gradient really sends that much, raise [gradient] max_list_body_kib or max_body_kib",
             ErrorKind::Config => "the Gradient client could not be set up",
+            ErrorKind::Withdrawn => "the count was withdrawn before it was sent; nothing reached Gradient",
         }
     }
 }

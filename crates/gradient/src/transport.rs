@@ -37,10 +37,16 @@ pub(crate) enum Cap {
     Small,
 }
 
-/// Whether a count carries `no_build=true`: decided when the count leaves the pacer (after its
-/// place in flight and its slot in the pace), once per count — a retry keeps the first decision.
-/// A fixed `bool` is the plain choice; a run decides later to know what is still unanswered.
+/// How a count leaves: decided when it leaves the pacer (after its place in flight and its slot
+/// in the pace), once per count — a retry keeps the first decision. A fixed `bool` is the plain
+/// choice; a run decides later to know what is still unanswered, and what its set-up said.
 pub trait BuildChoice: Sync {
+    /// `true`: the count is not sent after all; the call answers [`ErrorKind::Withdrawn`] with
+    /// no request made. Asked first; the plain choice never withdraws.
+    fn withdrawn(&self) -> bool {
+        false
+    }
+
     /// `true`: send the count with `no_build=true` (no rebuild of the MSP's billing view).
     fn no_build(&self) -> bool;
 }
@@ -52,6 +58,10 @@ impl BuildChoice for bool {
 }
 
 impl<T: BuildChoice + ?Sized> BuildChoice for &T {
+    fn withdrawn(&self) -> bool {
+        (**self).withdrawn()
+    }
+
     fn no_build(&self) -> bool {
         (**self).no_build()
     }
@@ -146,6 +156,16 @@ impl PartnerSession {
             }
             // Decided as the count leaves, once: a retry repeats what the first attempt sent.
             if let Some(choice) = no_build.take() {
+                if choice.withdrawn() {
+                    drop(permit);
+                    let mut e = GradientError::new(
+                        ErrorKind::Withdrawn,
+                        None,
+                        "not sent: withdrawn as it left the pacer",
+                    );
+                    e.attempts = attempt - 1;
+                    return Err(e);
+                }
                 if choice.no_build() {
                     path.push_str("?no_build=true");
                 }
