@@ -424,6 +424,7 @@ impl<'a> ConnectorRun<'a> {
         leg: &Leg<'_>,
         gate: &Gate,
     ) -> Option<Attempt> {
+        leg.answered();
         if sent.is_err() {
             gate.refused();
         }

@@ -173,6 +173,8 @@ pub struct Leg<'t> {
 #[derive(Debug, Clone, Copy)]
 struct Departure {
     at: Instant,
+    /// When its answer came, if it settles later (an early count waits for the set-up's).
+    answered: Option<Instant>,
     rebuilding: bool,
     /// Left after every `no_build` push was answered.
     after_drain: bool,
@@ -191,6 +193,7 @@ impl BuildChoice for Leg<'_> {
         }
         *self.left.lock().unwrap_or_else(|p| p.into_inner()) = Some(Departure {
             at: Instant::now(),
+            answered: None,
             rebuilding,
             after_drain,
         });
@@ -207,6 +210,13 @@ impl Leg<'_> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .is_some_and(|d| !d.rebuilding)
+    }
+
+    /// The push's answer came now, though it settles later: its round trip ends here.
+    pub fn answered(&self) {
+        if let Some(d) = self.left.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            d.answered.get_or_insert_with(Instant::now);
+        }
     }
 
     /// The push was answered (`accepted`: Gradient took the count; `attempts`: requests made), or
@@ -227,7 +237,10 @@ impl Leg<'_> {
                 }
                 // One attempt: the time from leaving to the answer is a round trip.
                 if attempts == 1 {
-                    if let Some((smoothed, upper)) = s.round_trip.sample(d.at.elapsed()) {
+                    if let Some((smoothed, upper)) = s
+                        .round_trip
+                        .sample(d.answered.unwrap_or_else(Instant::now) - d.at)
+                    {
                         let t = self.tail;
                         let wanted = tail_length(t.per_second, smoothed, upper, t.max_in_flight);
                         // Once a push left rebuilding, a shorter tail could put a `no_build`
@@ -346,6 +359,21 @@ mod tests {
         b.settle(true, 1);
         a.settle(true, 1);
         assert!(!tail.sealed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_settled_later_counts_its_round_trip_to_the_answer() {
+        // Early counts settle once the set-up has answered, which may be long after their own.
+        let tail = Tail::new(200, 100, 64);
+        let legs: Vec<Leg> = (0..8).map(|_| tail.leg()).collect();
+        assert!(legs.iter().all(|l| l.no_build()));
+        tokio::time::advance(MS(500)).await;
+        legs.iter().for_each(Leg::answered);
+        tokio::time::advance(MS(1500)).await;
+        legs.iter().for_each(|l| l.settle(true, 1));
+        let length = tail.state().length;
+        // Two seconds would give the cap (81).
+        assert!((63..81).contains(&length), "{length}");
     }
 
     #[tokio::test(start_paused = true)]
