@@ -144,27 +144,24 @@ impl PartnerSession {
         loop {
             attempt += 1;
             let permit = inner.pacer.admit().await;
+            // Not sent after all: what kept it back, after `attempt - 1` requests.
+            let unsent = |kind, why: &str| {
+                let mut e = GradientError::new(kind, None, format!("not sent: {why}"));
+                e.attempts = attempt - 1;
+                Err(e)
+            };
             if self.rejected.load(Ordering::Relaxed) {
                 drop(permit);
-                let mut e = GradientError::new(
+                return unsent(
                     ErrorKind::Unauthorized,
-                    None,
-                    "not sent: Gradient already rejected this token",
+                    "Gradient already rejected this token",
                 );
-                e.attempts = attempt - 1;
-                return Err(e);
             }
             // Decided as the count leaves, once: a retry repeats what the first attempt sent.
             if let Some(choice) = no_build.take() {
                 if choice.withdrawn() {
                     drop(permit);
-                    let mut e = GradientError::new(
-                        ErrorKind::Withdrawn,
-                        None,
-                        "not sent: withdrawn as it left the pacer",
-                    );
-                    e.attempts = attempt - 1;
-                    return Err(e);
+                    return unsent(ErrorKind::Withdrawn, "withdrawn as it left the pacer");
                 }
                 if choice.no_build() {
                     path.push_str("?no_build=true");
