@@ -62,9 +62,10 @@ pub(super) async fn run_connectors(
         .filter_map(|r| async move { r })
         .collect()
         .await;
-    catalogue.await?;
+    // Reports first: counts a headstart got accepted before the catalogue failed are the run's.
     report.connectors.extend(results);
     report.connectors.sort_by(|a, b| a.id.cmp(&b.id));
+    catalogue.await?;
     if every_one_rejected(report, &rejected_before) {
         return Err(RunStop::EveryTokenRejected {
             connectors: report.connectors.len(),

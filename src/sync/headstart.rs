@@ -5,13 +5,14 @@
 //! earlier run, under a service id the store holds) leave without waiting for it.
 //!
 //! What this run has not checked yet — the token (the MSP may have rotated it), the vendor key, the
-//! service ids (a service may have been re-created) — decides how an early count's answer is read,
-//! so every early answer is read only once the set-up has answered ([`Gate::verdict`]):
+//! service ids (a service may have been re-created) — decides what an early refusal means. An
+//! accepted early count stands at once (Gradient holds it); any other early answer is read only
+//! once the set-up has answered ([`Gate::verdict`]):
 //! - the set-up succeeded: the answer counts as any other, unless the catalogue now names another
 //!   service id for the module, and then the pair is pushed again under that id;
-//! - the set-up failed: an accepted count is recorded (Gradient holds it); anything else is
-//!   dropped, and the pair is decided with the rest by the set-up's failure — a 404 under a wrong
-//!   vendor key never reads as "unmapped", a 401 never rejects a token the set-up did not reject.
+//! - the set-up failed: the answer is dropped, and the pair is decided with the rest by the
+//!   set-up's failure — a 404 under a wrong vendor key never reads as "unmapped", a 401 never
+//!   rejects a token the set-up did not reject.
 //!
 //! An early count that is not accepted ends the headstart: no further count leaves before the
 //! set-up answers. A connector whose token is not verified yet, a final zero, a pair never accepted

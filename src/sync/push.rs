@@ -413,9 +413,9 @@ impl<'a> ConnectorRun<'a> {
         Ok(())
     }
 
-    /// A count that left before the set-up answered: its answer is read once the set-up has
-    /// answered ([`super::headstart`]). None: the set-up failed and Gradient did not accept it;
-    /// the set-up's failure decides the pair.
+    /// A count that left before the set-up answered ([`super::headstart`]): accepted, it stands
+    /// (Gradient holds it); any other answer is read only once the set-up has answered. None: the
+    /// set-up failed, and its failure decides the pair.
     async fn read_early(
         &self,
         pp: &mut PlannedPush,
@@ -424,28 +424,25 @@ impl<'a> ConnectorRun<'a> {
         leg: &Leg<'_>,
         gate: &Gate,
     ) -> Option<Attempt> {
-        leg.answered();
-        if sent.is_err() {
-            gate.refused();
+        if sent.is_ok() {
+            return Some(self.judge(sent));
         }
+        leg.answered();
+        gate.refused();
         let verdict = tokio::select! {
             v = gate.verdict() => v,
             () = self.scope.control.abort.cancelled() => return None,
         };
-        let Some(ids) = verdict else {
-            // The set-up failed: only an accepted count stands.
-            return sent.is_ok().then(|| self.judge(sent));
-        };
+        // The set-up failed: a refusal under an unchecked token, vendor key or service id means
+        // nothing on its own.
+        let ids = verdict?;
         let current = ids.get(&pp.module).cloned();
         if current.as_deref() == Some(service_id) {
             return Some(self.judge(sent));
         }
         // The catalogue names another service for the module now: push again under it, with
         // the `no_build` the count left with.
-        let before = match &sent {
-            Ok(a) => a.attempts,
-            Err(e) => e.attempts,
-        };
+        let before = sent.as_ref().err().map_or(0, |e| e.attempts);
         pp.service_id = current;
         let Some(service_id) = pp.service_id.clone() else {
             return Some(no_service_id());

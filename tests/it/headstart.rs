@@ -15,7 +15,12 @@ const LATENCY: u64 = 300;
 /// msp-a connected with `workspaces` customers (two modules each), every pair accepted once at a
 /// nearby Gradient; msp-b's inventory is there but not connected.
 fn known_pairs(workspaces: usize) -> SimEnv {
-    let e = SimEnv::new("requests_per_second = 100", "");
+    known_pairs_with(workspaces, "")
+}
+
+/// [`known_pairs`] with more `[gradient]` settings.
+fn known_pairs_with(workspaces: usize, gradient: &str) -> SimEnv {
+    let e = SimEnv::new(&format!("requests_per_second = 100\n{gradient}"), "");
     e.import_inventory(&two_msps(workspaces, 10));
     e.connect("msp-a", "key-a");
     let out = e.run(&["sync"]);
@@ -217,4 +222,98 @@ fn a_service_re_created_since_the_last_run_gets_its_early_counts_again_under_its
             .is_some());
     }
     assert_eq!(e.store().service_ids().unwrap()[&module].1, real);
+}
+
+#[test]
+fn early_counts_gradient_accepted_stand_when_the_set_up_then_fails() {
+    // The accounts cannot be read: the set-up fails, while the count route works.
+    accepted_early_counts_stand(
+        known_pairs(40),
+        Behaviour::Body {
+            status: 404,
+            body: r#"{"message":"Not Found"}"#.into(),
+        },
+    );
+}
+
+#[test]
+fn early_counts_gradient_accepted_stand_when_the_deadline_ends_a_set_up_that_never_answers() {
+    // The accounts read is never answered: the run's deadline ends it, with early counts accepted.
+    accepted_early_counts_stand(
+        known_pairs_with(40, "run_deadline_secs = 2"),
+        Behaviour::Silent,
+    );
+}
+
+/// The accounts read gets `behaviour` at a distant Gradient: the ledger says `pushed` for exactly
+/// the pairs Gradient accepted, and the rest as the set-up's failure (or the deadline) says.
+fn accepted_early_counts_stand(e: SimEnv, behaviour: Behaviour) {
+    e.sim.add_hostile(Hostile {
+        method: Some("GET".into()),
+        path: Some("/api/vendor-api/organization/accounts".into()),
+        path_prefix: None,
+        count: u32::MAX,
+        behaviour,
+    });
+    e.sim.set_latency(Duration::from_millis(LATENCY));
+    let before = e.sim.snapshot().requests.len();
+    let out = e.run(&["sync"]);
+    assert_ne!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let (run, _) = run_since(&e, before);
+    // What Gradient accepted in this run, by pair.
+    let accepted: std::collections::BTreeSet<(String, String)> = counts(&run)
+        .into_iter()
+        .filter(|r| r.status == 201)
+        .map(|r| (r.path.clone(), account_of(r).to_string()))
+        .collect();
+    assert!(
+        !accepted.is_empty(),
+        "no early count: the test proves nothing"
+    );
+    let st = e.status_json();
+    // The ledger says pushed exactly for what Gradient holds; the set-up's failure decides the rest.
+    assert_eq!(st["last_run"]["counts"]["pushed"], accepted.len(), "{st}");
+    assert_eq!(
+        st["last_run"]["counts"]["failed"],
+        80 - accepted.len(),
+        "{st}"
+    );
+    assert_eq!(st["last_run"]["counts"]["unmapped"], 0, "{st}");
+}
+
+#[test]
+fn a_malformed_catalogue_at_a_distant_gradient_creates_nothing_and_records_what_gradient_accepted()
+{
+    let e = known_pairs(40);
+    // A 200 carrying an error object: the run fails at the catalogue.
+    e.sim.add_hostile(Hostile {
+        method: Some("GET".into()),
+        path: Some("/api/vendor-api".into()),
+        path_prefix: None,
+        count: u32::MAX,
+        behaviour: Behaviour::Body {
+            status: 200,
+            body: r#"{"statusCode":503,"message":"Service Unavailable"}"#.into(),
+        },
+    });
+    e.sim.set_latency(Duration::from_millis(LATENCY));
+    let services_before = e.sim.snapshot().services.len();
+    let before = e.sim.snapshot().requests.len();
+    let out = e.run(&["sync"]);
+    assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
+    let (run, _) = run_since(&e, before);
+    let created: Vec<_> = run
+        .iter()
+        .filter(|r| r.method != "GET" && !r.path.ends_with("/count"))
+        .collect();
+    assert!(created.is_empty(), "{created:#?}");
+    assert_eq!(e.sim.snapshot().services.len(), services_before);
+    let accepted: std::collections::BTreeSet<(String, String)> = counts(&run)
+        .into_iter()
+        .filter(|r| r.status == 201)
+        .map(|r| (r.path.clone(), account_of(r).to_string()))
+        .collect();
+    let st = e.status_json();
+    assert_eq!(st["last_run"]["counts"]["pushed"], accepted.len(), "{st}");
+    assert_eq!(st["last_run"]["counts"]["unmapped"], 0, "{st}");
 }
