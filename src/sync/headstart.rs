@@ -15,7 +15,10 @@
 //!   rejects a token the set-up did not reject.
 //!
 //! An early count that is not accepted ends the headstart: no further count leaves before the
-//! set-up answers. A connector whose token is not verified yet, a final zero, a pair never accepted
+//! set-up answers (a set-up that never answers does not hold accepted ones back). A count is
+//! admitted before the pacer's queue, so as it leaves it is checked again ([`Gate::at_departure`]):
+//! once the headstart is over and the set-up did not confirm its service id, it is withdrawn
+//! unsent and admitted again. A connector whose token is not verified yet, a final zero, a pair never accepted
 //! and the connector's last (rebuilding) push never lead. At a nearby Gradient (the set-up answers
 //! within [`HEADSTART_AFTER`]) nothing leaves early: the run sends what it sent before.
 

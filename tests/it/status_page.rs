@@ -89,6 +89,13 @@ impl Browser {
             }}}),
         );
         b.session = v["sessionId"].as_str().unwrap().to_string();
+        // A form's answer may still be loading when the next element is looked up: lookups wait
+        // for it (every lookup here expects its element).
+        b.call(
+            "POST",
+            &b.s("/timeouts"),
+            json!({"implicit": 10_000, "pageLoad": 30_000}),
+        );
         b
     }
 
@@ -246,7 +253,11 @@ fn the_status_page_signs_in_shows_the_store_and_its_sync_button_queues_a_run() {
     let _ = b.console_errors();
     b.type_into("#token", API_TOKEN);
     b.click("#sign-in");
-    assert_eq!(b.url(), format!("{site}/"));
+    wait_for(
+        "the signed-in page",
+        || b.url() == format!("{site}/"),
+        || b.url(),
+    );
     b.screenshot("index");
     let cookies = b.call("GET", &b.s("/cookie"), Value::Null);
     let cookie = cookies
