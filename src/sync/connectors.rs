@@ -51,7 +51,8 @@ pub(super) async fn run_connectors(
                     set_up::prepare(ctx, &who, &workspaces),
                     catalogue_ref.clone()
                 );
-                // The catalogue could not be read: the run fails before its pushes (below).
+                // The catalogue could not be read: the run fails (below); only what a headstart
+                // pushed went out.
                 let (service_ids, _) = read.map_err(|_| SetUpFailure::Catalogue)?;
                 let prepared = prepared.map_err(SetUpFailure::Connector)?;
                 Ok((prepared, Arc::new(service_ids)))

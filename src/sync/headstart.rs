@@ -53,9 +53,8 @@ pub fn may_lead(state: ConnectorState, pp: &PlannedPush, last: bool) -> bool {
 /// The pairs that may lead first, each group in the plan's order (the order in which pushes
 /// reach the pacer). Pure.
 pub fn leaders_first(state: ConnectorState, pushes: &mut [PlannedPush]) {
-    if state == ConnectorState::Connected {
-        pushes.sort_by_key(|pp| !may_lead(state, pp, false));
-    }
+    // Stable: a connector none of whose pairs may lead keeps the plan's order.
+    pushes.sort_by_key(|pp| !may_lead(state, pp, false));
 }
 
 #[derive(Debug, Clone)]
@@ -230,7 +229,18 @@ mod tests {
         leaders_first(ConnectorState::Connected, &mut pushes);
         let order: Vec<&str> = pushes.iter().map(|p| p.account_id.as_str()).collect();
         assert_eq!(order, ["a", "x", "new"]);
-        leaders_first(ConnectorState::Unverified, &mut pushes[..]);
+        let mut pushes = vec![
+            pair("new", false, true),
+            known.clone(),
+            pair("x", true, true),
+        ];
+        leaders_first(ConnectorState::Unverified, &mut pushes);
+        let order: Vec<&str> = pushes.iter().map(|p| p.account_id.as_str()).collect();
+        assert_eq!(
+            order,
+            ["new", "a", "x"],
+            "an unverified connector keeps the plan's order"
+        );
     }
 
     #[tokio::test(start_paused = true)]

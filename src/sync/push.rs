@@ -114,7 +114,7 @@ impl<'a> ConnectorRun<'a> {
             client.max_in_flight.max(1),
         );
         let gate = Gate::default();
-        let (opened, pushed) = {
+        let (opened, mut pushed) = {
             let this = &self;
             futures::join!(
                 this.open(opening, &gate),
@@ -124,36 +124,36 @@ impl<'a> ConnectorRun<'a> {
         for (pp, a) in &pushed.done {
             note(&mut self.report, pp, a);
         }
-        let rec = self.scope.recorder.clone();
-        match opened {
+        let failure = match opened {
+            // The run fails at its catalogue: of this connector, only what it pushed early is
+            // recorded (and rebuilt).
             Err(SetUpFailure::Catalogue) => {
-                // The run fails before its pushes; counts Gradient accepted early are recorded,
-                // and rebuilt.
-                self.rebuild_unless_sealed(&tail, pushed.first_accepted)
+                self.rebuild_unless_sealed(&tail, pushed.first_accepted())
                     .await;
                 return (!pushed.done.is_empty()).then_some(self.report);
             }
-            Err(SetUpFailure::Connector(e)) => {
-                rec.disabled(&mut self.report, &self.plan, now_ms());
-                self.plan.pushes = pushed.left;
-                self.set_up_failed(&e).await;
-                if !matches!(e.kind, ErrorKind::Unauthorized | ErrorKind::Forbidden) {
-                    self.rebuild_unless_sealed(&tail, pushed.first_accepted)
-                        .await;
-                }
-                return Some(self.report);
-            }
+            Err(SetUpFailure::Connector(e)) => Some(e),
             Ok((p, _)) => {
-                rec.disabled(&mut self.report, &self.plan, now_ms());
                 if p.verified {
                     self.report.state = Some(ConnectorState::Connected);
                 }
                 self.gradient_status = p.status;
                 self.report.accounts_created = p.accounts_created;
                 self.report.accounts_renamed = p.accounts_renamed;
+                None
             }
+        };
+        let rec = self.scope.recorder.clone();
+        rec.disabled(&mut self.report, &self.plan, now_ms());
+        if let Some(e) = failure {
+            // The pairs that did not leave are decided by the set-up's failure.
+            self.plan.pushes = std::mem::take(&mut pushed.left);
+            self.set_up_failed(&e).await;
+            self.rebuild_unless_sealed(&tail, pushed.first_accepted())
+                .await;
+            return Some(self.report);
         }
-        self.rebuild_unless_sealed(&tail, pushed.first_accepted)
+        self.rebuild_unless_sealed(&tail, pushed.first_accepted())
             .await;
         self.activate().await;
         if self.halt.get() == Halt::TokenRejected {
@@ -239,6 +239,7 @@ impl<'a> ConnectorRun<'a> {
         let now = now_ms();
         let rec = self.scope.recorder.clone();
         if e.kind == ErrorKind::Unauthorized {
+            self.halt.raise(Halt::TokenRejected);
             let rejected = reject_connector(self.scope.ctx, &self.who.row, e).await;
             self.report.state = rejected.state;
             self.report.note = rejected.note;
@@ -282,9 +283,6 @@ impl<'a> ConnectorRun<'a> {
                 out.left.push(pp);
                 continue;
             };
-            if a.outcome == PairOutcome::Pushed && out.first_accepted.is_none() {
-                out.first_accepted = Some(pp.clone());
-            }
             rec.row(&self.report.id, &pp, &a, now_ms());
             out.done.push((pp, a));
         }
@@ -293,7 +291,7 @@ impl<'a> ConnectorRun<'a> {
 
     /// The run's last call must rebuild Gradient's view: unless a rebuilding push sealed the run,
     /// re-push a pair Gradient accepted, rebuilding.
-    async fn rebuild_unless_sealed(&self, tail: &Tail, accepted: Option<PlannedPush>) {
+    async fn rebuild_unless_sealed(&self, tail: &Tail, accepted: Option<&PlannedPush>) {
         if tail.sealed()
             || self.halt.get().max(self.scope.halt.get()) != Halt::Sending
             || self.scope.control.stop.is_cancelled()
@@ -566,6 +564,14 @@ struct Pushes {
     done: Vec<(PlannedPush, Attempt)>,
     /// Pairs not recorded: they did not leave (the set-up failed, or the run stopped).
     left: Vec<PlannedPush>,
-    /// The first pair Gradient accepted.
-    first_accepted: Option<PlannedPush>,
+}
+
+impl Pushes {
+    /// The first pair Gradient accepted (in the order the answers came).
+    fn first_accepted(&self) -> Option<&PlannedPush> {
+        self.done
+            .iter()
+            .find(|(_, a)| a.outcome == PairOutcome::Pushed)
+            .map(|(pp, _)| pp)
+    }
 }
